@@ -1,0 +1,5 @@
+"""``python -m imgshard`` is the ``imgshard`` command."""
+
+from .cli import main
+
+main()

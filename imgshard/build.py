@@ -1,0 +1,172 @@
+"""``build()``: a raw image folder in, a finished shard directory out.
+
+The whole pipeline: :func:`~imgshard.scan.scan` the source, cut each split into one
+:class:`~imgshard.tasks.ShardTask` per shard, run the tasks on worker processes that write
+their own part files, assemble the parts into fixed-size shards in task order, and write
+``samples.csv`` and finally ``manifest.json``. Until that last rename the directory holds no
+manifest, so an interrupted build is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import PIL
+
+from . import __version__
+from .assemble import SplitAssembler, open_samples_csv
+from .config import BuildConfig
+from .errors import ImgshardError
+from .executor import default_workers, run_local
+from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, write_manifest
+from .outdir import prepare_out
+from .scan import Sample, ScanResult, scan
+from .shards import temp_path
+from .tasks import ShardResult, ShardTask, run_shard_task
+
+
+class BuildError(ImgshardError):
+    """The build cannot finish; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build will do, known before any pixel is decoded (also what ``--dry-run`` shows)."""
+
+    scan: ScanResult
+    config: BuildConfig
+
+    def bytes_per_image(self, dtype: str | None = None) -> int:
+        height, width, channels = self.config.image_shape
+        return height * width * channels * np.dtype(dtype or self.config.dtype).itemsize
+
+    def num_shards(self, split: str) -> int:
+        return -(-len(self.scan.splits[split]) // self.config.shard_size)
+
+    def estimated_bytes(self, dtype: str | None = None) -> int:
+        """Bytes on disk if every image decodes (stored as ``dtype``): pixels, labels, headers."""
+        labels = 0 if self.scan.class_names is None else 4
+        shards = sum(self.num_shards(split) for split in self.scan.splits)
+        per_shard_headers = 128 * (1 if self.scan.class_names is None else 2)
+        return self.scan.num_samples * (self.bytes_per_image(dtype) + labels) + shards * per_shard_headers
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    elapsed: float
+    bytes_written: int
+
+    @property
+    def images_per_second(self) -> float:
+        samples = sum(split.num_samples for split in self.manifest.splits.values())
+        return samples / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def plan(src: str, config: BuildConfig) -> BuildPlan:
+    return BuildPlan(scan=scan(src, config), config=config)
+
+
+def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int | None = None,
+          overwrite: bool = False, progress: Callable[[int], None] | None = None,
+          build_plan: BuildPlan | None = None) -> BuildResult:
+    """Build the shard directory ``out`` from the image folder ``src``.
+
+    Args:
+        workers: worker processes (default: all cores); never changes the output bytes.
+        overwrite: replace an earlier imgshard build in ``out``.
+        progress: called with the number of images (decoded or skipped) after each task.
+        build_plan: the result of :func:`plan` for the same source and config, if already made.
+
+    Raises:
+        ScanError, ConfigError, BuildError: with a one-line message for the user.
+    """
+    started = time.perf_counter()
+    config = config or BuildConfig()
+    build_plan = build_plan or plan(src, config)
+    prepare_out(out, overwrite=overwrite)
+    tasks = make_tasks(build_plan, src, out)
+    try:
+        splits, skipped, bytes_written = _run(build_plan, tasks, out, workers, progress)
+    except BaseException:
+        _remove_parts(out, tasks)
+        raise
+    if not any(split.num_samples for split in splits.values()):
+        raise BuildError(f"none of the {build_plan.scan.num_samples} images in {src} could be decoded")
+    manifest = Manifest(
+        imgshard_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        source=src,
+        image_shape=config.image_shape,
+        dtype=config.dtype,
+        class_names=build_plan.scan.class_names,
+        config=config.to_dict(),
+        splits=splits,
+        skipped=sorted(build_plan.scan.skipped + skipped, key=lambda s: s.path),
+        extra={"decoder": {"pillow": PIL.__version__, "numpy": np.__version__}},
+    )
+    write_manifest(out, manifest)
+    bytes_written += os.path.getsize(os.path.join(out, MANIFEST_NAME))
+    return BuildResult(manifest, time.perf_counter() - started, bytes_written)
+
+
+def make_tasks(build_plan: BuildPlan, src: str, out: str) -> list[ShardTask]:
+    """One task per shard-sized run of each split's samples, in split then shard order."""
+    size = build_plan.config.shard_size
+    return [
+        ShardTask(split, start // size, tuple(s.path for s in samples[start:start + size]),
+                  src, out, build_plan.config)
+        for split, samples in build_plan.scan.splits.items()
+        for start in range(0, len(samples), size)
+    ]
+
+
+def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int | None,
+         progress: Callable[[int], None] | None):
+    """Run the tasks and assemble their parts in task order, whatever order they finish in."""
+    size = build_plan.config.shard_size
+    samples_path = os.path.join(out, SAMPLES_NAME)
+    stream, writer = open_samples_csv(temp_path(samples_path))
+    assemblers = {split: SplitAssembler(split, out, build_plan.config,
+                                        build_plan.scan.class_names, writer)
+                  for split in build_plan.scan.splits}
+    order = deque((task.split, task.index) for task in tasks)
+    last_index = {task.split: task.index for task in tasks}
+    waiting: dict[tuple[str, int], ShardResult] = {}
+    splits = {}
+    try:
+        results = run_local(run_shard_task, tasks, workers=workers or default_workers(),
+                            describe=lambda t: f"shard {t.index} of split {t.split}")
+        for result in results:
+            waiting[(result.split, result.index)] = result
+            if progress:
+                progress(result.num_samples + len(result.skipped))
+            while order and order[0] in waiting:
+                split, index = order.popleft()
+                inputs: list[Sample] = build_plan.scan.splits[split][index * size:(index + 1) * size]
+                assemblers[split].add(waiting.pop((split, index)), inputs)
+                if index == last_index[split]:
+                    splits[split] = assemblers[split].finish()
+        stream.close()
+        os.replace(stream.name, samples_path)
+    except BaseException:
+        stream.close()
+        os.remove(stream.name)
+        raise
+    skipped = [skip for a in assemblers.values() for skip in a.skipped]
+    bytes_written = sum(a.bytes_written for a in assemblers.values())
+    return splits, skipped, bytes_written + os.path.getsize(samples_path)
+
+
+def _remove_parts(out: str, tasks: list[ShardTask]) -> None:
+    for task in tasks:
+        try:
+            os.remove(task.part_path)
+        except OSError:
+            pass

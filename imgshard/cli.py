@@ -1,0 +1,171 @@
+"""The ``imgshard`` command: a thin shell over :func:`imgshard.build` and friends.
+
+Every option of ``build`` may also come from a TOML file (``--config``); a flag given on the
+command line wins over the file, and the file over the defaults of :class:`BuildConfig`.
+Errors of imgshard's own become one ``Error: ...`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import Counter
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from . import __version__
+from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
+from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
+                     ConfigError, load_toml, parse_classes, parse_size)
+from .errors import ImgshardError
+
+#: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
+RUN_OPTIONS = ("workers",)
+
+
+def user_errors(command):
+    """Turn imgshard's own errors and OS errors into one clean line and exit code 1."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ImgshardError as error:
+            raise click.ClickException(str(error)) from None
+        except OSError as error:
+            where = f" {error.filename}" if error.filename else ""
+            raise click.ClickException(f"cannot write or read{where}: {error.strerror}") from None
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imgshard")
+def cli() -> None:
+    """Turn an image folder into float16 .npy shards once; stream them to Keras every epoch."""
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=str))
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str),
+              help="TOML file of options; flags given here override it.")
+@click.option("--size", help="Target size HxW, e.g. 224x224; one number means square. [224]")
+@click.option("--color", type=click.Choice(list(COLOR_CHANNELS)), help="Channels 3/1/4. [rgb]")
+@click.option("--resize", type=click.Choice(RESIZE_MODES),
+              help="stretch (as Keras), crop (centred, target aspect) or pad (letterbox). [stretch]")
+@click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
+              help="Resampling filter, antialiased when shrinking. [bilinear]")
+@click.option("--dtype", type=click.Choice(DTYPES), help="Stored dtype. [float16]")
+@click.option("--rescale", type=float, help="Floats are pixel * rescale + offset. [1/255]")
+@click.option("--offset", type=float, help="Added after rescale. [0]")
+@click.option("--shard-size", type=int, help="Images per shard. [256]")
+@click.option("--workers", type=int, help="Worker processes. [all cores]")
+@click.option("--val-split", type=float, help="Hold out this fraction of every class as 'val'.")
+@click.option("--seed", type=int, help="Seed of the val split and of the sample order. [0]")
+@click.option("--shuffle/--no-shuffle", default=None,
+              help="Mix the samples of a split across shards (seeded). [shuffle]")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=str),
+              help="CSV of path,label rows (paths relative to SRC) instead of class folders.")
+@click.option("--no-labels", is_flag=True, default=None, help="Unlabelled images, no label files.")
+@click.option("--classes", help="Comma-separated class names: their order sets the labels.")
+@click.option("--follow-links", is_flag=True, default=None, help="Follow symbolic links.")
+@click.option("--max-pixels", type=int,
+              help="Skip images with more pixels (decompression bombs). [89478485]")
+@click.option("--dry-run", is_flag=True, help="Scan only and print what would be built.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier imgshard build in OUT.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.pass_context
+@user_errors
+def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_run: bool,
+          overwrite: bool, quiet: bool, **options: Any) -> None:
+    """Decode, resize and cast every image of SRC into shards in OUT."""
+    config, workers = resolve_options(ctx, config_file, options)
+    build_plan = make_plan(src, config)
+    if dry_run:
+        describe_plan(build_plan)
+        return
+    with tqdm(total=build_plan.scan.num_samples, unit="img", disable=quiet, dynamic_ncols=True,
+              desc="build") as bar:
+        result = run_build(src, out, config, workers=workers, overwrite=overwrite,
+                           progress=bar.update, build_plan=build_plan)
+    if not quiet:
+        summarize(result, out)
+
+
+def resolve_options(ctx: click.Context, config_file: str | None,
+                    options: dict[str, Any]) -> tuple[BuildConfig, int | None]:
+    """Merge defaults, the TOML file and the command line into a config and a worker count."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update({k.replace("-", "_"): v for k, v in load_toml(config_file).items()})
+    for name, value in options.items():
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            values[name] = value
+    workers = values.pop("workers", None)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    if "size" in values:
+        values["size"] = parse_size(values["size"])
+    if values.get("classes") is not None:
+        values["classes"] = parse_classes(values["classes"])
+    if values.get("labels") and config_file and not os.path.isabs(values["labels"]) \
+            and ctx.get_parameter_source("labels") != click.core.ParameterSource.COMMANDLINE:
+        values["labels"] = os.path.join(os.path.dirname(config_file), values["labels"])
+    try:
+        return BuildConfig.from_dict(values), workers
+    except TypeError as error:
+        raise ConfigError(f"bad option value: {error}") from None
+
+
+def describe_plan(build_plan: BuildPlan) -> None:
+    """Print what a build would write: counts per split and class, skips, shape and disk use."""
+    scan, config = build_plan.scan, build_plan.config
+    click.echo(f"Would build {scan.num_samples:,} images:")
+    for split, samples in scan.splits.items():
+        click.echo(f"  {split}: {len(samples):,} images in {build_plan.num_shards(split):,} shards"
+                   f" of up to {config.shard_size:,}")
+        if scan.class_names is not None:
+            counts = Counter(sample.label for sample in samples)
+            width = max(len(name) for name in scan.class_names)
+            for label, name in enumerate(scan.class_names):
+                click.echo(f"    {name:<{width}}  {counts.get(label, 0):>9,}")
+    echo_skips(scan.skipped, "Would skip")
+    height, width, channels = config.image_shape
+    click.echo(f"Each image: {height}x{width}x{channels} {config.dtype}, "
+               f"{build_plan.bytes_per_image():,} bytes")
+    uint8_bytes = build_plan.estimated_bytes("uint8")
+    note = "" if config.dtype == "uint8" else f" (as uint8: about {human_bytes(uint8_bytes)})"
+    click.echo(f"On disk: about {human_bytes(build_plan.estimated_bytes())}{note}")
+
+
+def echo_skips(skipped, verb: str) -> None:
+    if not skipped:
+        return
+    by_reason = Counter(skip.reason for skip in skipped)
+    click.echo(f"{verb} {len(skipped):,} files:")
+    for reason, count in by_reason.most_common():
+        example = next(skip.path for skip in skipped if skip.reason == reason)
+        click.echo(f"  {count:>7,}  {reason}  (e.g. {example})")
+
+
+def summarize(result: BuildResult, out: str) -> None:
+    """The end-of-build summary: images per split, skips by reason, time, speed and bytes."""
+    manifest = result.manifest
+    splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
+    click.echo(f"Built {out}: {splits} images")
+    echo_skips(manifest.skipped, "Skipped")
+    click.echo(f"{result.elapsed:.1f} s, {result.images_per_second:,.0f} images/s, "
+               f"{human_bytes(result.bytes_written)} written")
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def main() -> None:
+    cli(prog_name="imgshard")

@@ -1,0 +1,163 @@
+"""The one configuration object of a build, and how it is read from TOML files.
+
+A :class:`BuildConfig` is frozen: it travels unchanged to every worker and is written whole into
+the manifest, so a shard directory always says exactly how it was made (and ``--resume`` can
+refuse to continue with different options).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ImgshardError
+
+COLOR_CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
+RESIZE_MODES = ("stretch", "crop", "pad")
+INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest", "area")
+DTYPES = ("float16", "float32", "uint8")
+
+#: Pillow's own decompression-bomb threshold (about 89.5 megapixels): a larger image is skipped.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+#: 256 images of 224x224x3 float16 are ~77 MB: big enough for sequential reads and few files,
+#: small enough that a reader's shuffle window of several shards stays well under 1 GB and that
+#: two workers get many tasks to balance (see the README).
+DEFAULT_SHARD_SIZE = 256
+
+
+class ConfigError(ImgshardError):
+    """An option has a value a build cannot use; the message is one line for the user."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildConfig:
+    """Every option that decides what a build writes.
+
+    Options that only change how fast or how loudly it runs (``workers``, ``quiet``) are not
+    here, so that two builds with equal configs are byte-identical whatever their worker count.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    color: str = "rgb"
+    resize: str = "stretch"
+    interpolation: str = "bilinear"
+    dtype: str = "float16"
+    rescale: float = 1 / 255
+    offset: float = 0.0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    val_split: float | None = None
+    seed: int = 0
+    shuffle: bool = True
+    labels: str | None = None
+    no_labels: bool = False
+    classes: tuple[str, ...] | None = None
+    follow_links: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def channels(self) -> int:
+        return COLOR_CHANNELS[self.color]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape of one stored image: (height, width, channels)."""
+        return (self.size[0], self.size[1], self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready values, as stored under the manifest's ``config`` key."""
+        values = dataclasses.asdict(self)
+        values["size"] = list(self.size)
+        values["classes"] = None if self.classes is None else list(self.classes)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BuildConfig":
+        """Inverse of :meth:`to_dict`; also accepts TOML spellings (``"224x224"``, dashes)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown option {key!r}")
+            kwargs[name] = value
+        if "size" in kwargs:
+            kwargs["size"] = parse_size(kwargs["size"])
+        if kwargs.get("classes") is not None:
+            kwargs["classes"] = parse_classes(kwargs["classes"])
+        return cls(**kwargs)
+
+
+def validate(config: BuildConfig) -> None:
+    """Raise :class:`ConfigError` for the first option value a build cannot use."""
+    height, width = config.size
+    if height < 1 or width < 1:
+        raise ConfigError(f"size must be at least 1x1, got {height}x{width}")
+    choices = {
+        "color": (config.color, tuple(COLOR_CHANNELS)),
+        "resize": (config.resize, RESIZE_MODES),
+        "interpolation": (config.interpolation, INTERPOLATIONS),
+        "dtype": (config.dtype, DTYPES),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if not (isinstance(config.shard_size, int) and config.shard_size >= 1):
+        raise ConfigError(f"shard size must be a whole number >= 1, got {config.shard_size!r}")
+    if config.val_split is not None and not 0 < config.val_split < 1:
+        raise ConfigError(f"val split must lie strictly between 0 and 1, got {config.val_split}")
+    if not all(math.isfinite(v) for v in (config.rescale, config.offset)):
+        raise ConfigError("rescale and offset must be finite numbers")
+    if config.max_pixels < 1:
+        raise ConfigError(f"max pixels must be >= 1, got {config.max_pixels}")
+    if config.labels is not None and config.no_labels:
+        raise ConfigError("--labels and --no-labels exclude each other")
+    if config.classes is not None and len(set(config.classes)) != len(config.classes):
+        raise ConfigError("--classes names a class twice")
+
+
+def parse_size(value: Any) -> tuple[int, int]:
+    """``224`` or ``"224"`` -> (224, 224); ``"224x160"`` or ``[224, 160]`` -> (224, 160) as (H, W)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        parts = list(value)
+    elif isinstance(value, int):
+        parts = [value, value]
+    else:
+        text = str(value).strip().lower()
+        parts = text.split("x") if "x" in text else [text, text]
+    try:
+        height, width = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"size must look like 224 or 224x160 (HxW), got {value!r}") from None
+    if height < 1 or width < 1:
+        raise ConfigError(f"size must be at least 1x1, got {value!r}")
+    return height, width
+
+
+def parse_classes(value: Any) -> tuple[str, ...]:
+    """``"cat,dog"`` or ``["cat", "dog"]`` -> ("cat", "dog")."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(n).strip() for n in names if str(n).strip())
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a build config file: a flat TOML table of option names (dashes or underscores)."""
+    try:
+        with open(path, "rb") as stream:
+            values = tomllib.load(stream)
+    except OSError as error:
+        raise ConfigError(f"cannot read config {os.fspath(path)}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config {os.fspath(path)} is not valid TOML: {error}") from None
+    values = values.get("build", values)
+    for key, value in values.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"config {os.fspath(path)}: option {key!r} must not be a table")
+    return values

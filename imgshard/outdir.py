@@ -1,0 +1,54 @@
+"""The output directory: refuse to mix a new build into foreign or finished files.
+
+A build writes only into an empty directory, or with ``overwrite`` into one that holds nothing
+but an earlier imgshard build (whose manifest is removed first, so that a build interrupted while
+replacing it is never mistaken for complete). Files imgshard did not write are never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import ImgshardError
+from .manifest import MANIFEST_NAME, SAMPLES_NAME
+from .shards import TEMP_PREFIX
+from .tasks import PART_PREFIX
+
+OWN_FILE = re.compile(r"[\w.-]+-\d{5}(\.labels)?\.npy")
+
+
+class OutputError(ImgshardError):
+    """The output directory cannot take this build."""
+
+
+def is_own_file(name: str) -> bool:
+    """Whether ``name`` is a file an imgshard build writes into OUT."""
+    return (name in (MANIFEST_NAME, SAMPLES_NAME) or name.startswith((TEMP_PREFIX, PART_PREFIX))
+            or OWN_FILE.fullmatch(name) is not None)
+
+
+def prepare_out(out: str, *, overwrite: bool) -> None:
+    """Make ``out`` an empty, writable directory, or raise :class:`OutputError`."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputError(f"output {out} exists and is not a directory")
+    names = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if names and not overwrite:
+        raise OutputError(f"output {out} is not empty (use --overwrite to replace an earlier build)")
+    foreign = [name for name in names if not is_own_file(name)]
+    if foreign:
+        raise OutputError(f"output {out} holds {foreign[0]!r}, which imgshard did not write: "
+                          "refusing to overwrite it (choose an empty directory)")
+    if MANIFEST_NAME in names:
+        os.remove(os.path.join(out, MANIFEST_NAME))
+    for name in names:
+        if name != MANIFEST_NAME:
+            os.remove(os.path.join(out, name))
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f"{TEMP_PREFIX}probe.{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise OutputError(f"cannot write to output {out}: {error.strerror}") from None

@@ -1,0 +1,303 @@
+"""Scan a source folder into labelled samples per split, accounting for every file.
+
+The scan only lists and classifies files; it decodes nothing. Its result is deterministic: the
+walk is sorted by name at every level, and the order of samples inside a split is a pure function
+of the file list and the seed, never of the file system's listing order.
+
+Layouts, tried in this order:
+
+* ``--no-labels``: every image below SRC, unlabelled;
+* ``--labels FILE.csv``: ``path,label`` rows, paths relative to SRC;
+* pre-split: SRC holds only ``train/``, ``val/`` (or ``validation/``) and/or ``test/``, each
+  holding class folders; class names are the union over the splits;
+* class folders: every folder directly in SRC is a class (as Keras infers labels).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .config import BuildConfig
+from .errors import ImgshardError
+from .manifest import Skip
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+SPLIT_ORDER = ("train", "val", "test")
+
+
+class ScanError(ImgshardError):
+    """The source cannot be scanned into a build (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One input image: its path relative to SRC ('/'-separated) and its label (None if none)."""
+
+    path: str
+    label: int | None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a build will process: samples per split in final order, and every skipped file."""
+
+    class_names: list[str] | None
+    splits: dict[str, list[Sample]]
+    skipped: list[Skip]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(samples) for samples in self.splits.values())
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A file met by the walk: a candidate (reason None) or a skip with its reason."""
+
+    path: str
+    reason: str | None = None
+
+
+def scan(src: str, config: BuildConfig) -> ScanResult:
+    """List the samples and skips of ``src`` for ``config`` (see the module docstring).
+
+    Raises:
+        ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent.
+    """
+    if not os.path.exists(src):
+        raise ScanError(f"source {src} does not exist")
+    if not os.path.isdir(src):
+        raise ScanError(f"source {src} is not a folder")
+    entries = list(walk(src, follow_links=config.follow_links))
+    if config.no_labels:
+        class_names, labelled, skipped = None, _unlabelled(entries), []
+    elif config.labels is not None:
+        class_names, labelled, skipped = _from_csv(src, config, entries)
+    else:
+        class_names, labelled, skipped = _from_folders(src, config, entries)
+    reasons = {skip.path: skip.reason for skip in skipped}
+    for entry in entries:
+        if entry.reason is not None:
+            reasons.setdefault(entry.path, entry.reason)
+        elif not is_image_name(entry.path):
+            reasons.setdefault(entry.path, "not an image extension")
+    splits = _split_and_order(labelled, config)
+    if not any(splits.values()):
+        raise ScanError(f"no images found in {src} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return ScanResult(class_names, splits, [Skip(p, reasons[p]) for p in sorted(reasons)])
+
+
+def is_image_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def walk(root: str, *, follow_links: bool) -> Iterator[_Entry]:
+    """Yield every file below ``root`` in sorted order, with a reason when it cannot be a sample.
+
+    Hidden names are reported once (a hidden folder as one entry), links are reported unless
+    followed, and a followed link that leads back into its own ancestry is reported as a loop.
+    """
+    yield from _walk(root, "", follow_links, ancestors=frozenset({_identity(root)}))
+
+
+def _walk(root: str, prefix: str, follow_links: bool, ancestors: frozenset) -> Iterator[_Entry]:
+    folder = os.path.join(root, prefix) if prefix else root
+    try:
+        with os.scandir(folder) as listing:
+            children = sorted(listing, key=lambda entry: entry.name)
+    except OSError as error:
+        yield _Entry(prefix.rstrip("/") + "/", f"cannot read folder: {error.strerror}")
+        return
+    for child in children:
+        rel = prefix + child.name
+        if child.name.startswith("."):
+            yield _Entry(rel + "/" if child.is_dir(follow_symlinks=False) else rel,
+                         "hidden folder" if child.is_dir(follow_symlinks=False) else "hidden file")
+            continue
+        if child.is_symlink() and not follow_links:
+            yield _Entry(rel, "symbolic link (not followed; use --follow-links)")
+            continue
+        try:
+            info = os.stat(child.path)
+        except OSError as error:
+            reason = "broken symbolic link" if child.is_symlink() else error.strerror
+            yield _Entry(rel, f"cannot read: {reason}")
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            identity = (info.st_dev, info.st_ino)
+            if identity in ancestors:
+                yield _Entry(rel + "/", "symbolic link loop")
+                continue
+            yield from _walk(root, rel + "/", follow_links, ancestors | {identity})
+        elif stat.S_ISREG(info.st_mode):
+            yield _Entry(rel)
+        else:
+            yield _Entry(rel, "not a regular file")
+
+
+def _identity(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return (info.st_dev, info.st_ino)
+
+
+def _unlabelled(entries: list[_Entry]) -> dict[str, list[Sample]]:
+    return {"train": [Sample(e.path, None) for e in _images(entries)]}
+
+
+def _images(entries: list[_Entry]) -> Iterator[_Entry]:
+    return (e for e in entries if e.reason is None and is_image_name(e.path))
+
+
+def _from_folders(src: str, config: BuildConfig, entries: list[_Entry]):
+    top_folders = sorted(n for n in os.listdir(src)
+                         if not n.startswith(".") and _is_folder(src, n, config.follow_links))
+    is_presplit = bool(top_folders) and all(n in SPLIT_FOLDERS for n in top_folders)
+    if is_presplit:
+        class_folders = {f: _subfolders(os.path.join(src, f), config.follow_links)
+                         for f in top_folders}
+        is_presplit = all(class_folders.values())
+    if is_presplit:
+        found = sorted(set().union(*class_folders.values()))
+        depth = 1
+    else:
+        found, depth = top_folders, 0
+    class_names = list(config.classes) if config.classes is not None else found
+    index = {name: i for i, name in enumerate(class_names)}
+    splits: dict[str, list[Sample]] = {}
+    skipped: list[Skip] = []
+    for entry in _images(entries):
+        parts = entry.path.split("/")
+        if len(parts) < depth + 2:
+            where = "a split folder" if depth and len(parts) == 1 else "a class folder"
+            skipped.append(Skip(entry.path, f"not in {where}"))
+            continue
+        class_name = parts[depth]
+        if class_name not in index:
+            skipped.append(Skip(entry.path, f"class {class_name!r} not in --classes"))
+            continue
+        split = SPLIT_FOLDERS[parts[0]] if depth else "train"
+        splits.setdefault(split, []).append(Sample(entry.path, index[class_name]))
+    if is_presplit and config.val_split is not None and "val" in splits:
+        raise ScanError("the source already has a val/ folder: drop --val-split")
+    return class_names, splits, skipped
+
+
+def _is_folder(parent: str, name: str, follow_links: bool) -> bool:
+    path = os.path.join(parent, name)
+    if os.path.islink(path) and not follow_links:
+        return False
+    return os.path.isdir(path)
+
+
+def _subfolders(path: str, follow_links: bool) -> list[str]:
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    return [n for n in names if not n.startswith(".") and _is_folder(path, n, follow_links)]
+
+
+def _from_csv(src: str, config: BuildConfig, entries: list[_Entry]):
+    rows = read_labels_csv(config.labels)
+    if config.classes is not None:
+        class_names = list(config.classes)
+        unknown = sorted({label for label in rows.values()} - set(class_names))
+        if unknown:
+            raise ScanError(f"labels file {config.labels} names unknown class {unknown[0]!r} "
+                            f"(not in --classes)")
+    else:
+        class_names = _sorted_labels(set(rows.values()))
+    index = {name: i for i, name in enumerate(class_names)}
+    labels_file = os.path.relpath(os.path.abspath(config.labels), os.path.abspath(src))
+    labels_file = labels_file.replace(os.sep, "/")
+    samples, skipped, seen = [], [], set()
+    for entry in _images(entries):
+        seen.add(entry.path)
+        if entry.path in rows:
+            samples.append(Sample(entry.path, index[rows[entry.path]]))
+        else:
+            skipped.append(Skip(entry.path, "not in the labels file"))
+    if labels_file in {e.path for e in entries}:
+        skipped.append(Skip(labels_file, "the labels file itself"))
+    named = {e.path for e in entries}
+    skipped += [Skip(path, "listed in the labels file but not found")
+                for path in sorted(rows) if path not in seen and path not in named]
+    skipped += [Skip(path, "listed in the labels file but not an image extension")
+                for path in sorted(rows) if path in named and not is_image_name(path)]
+    return class_names, {"train": samples}, skipped
+
+
+def read_labels_csv(path: str) -> dict[str, str]:
+    """Read ``path,label`` rows (a header row ``path,label`` is optional) into {path: label}."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
+            rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    except OSError as error:
+        raise ScanError(f"cannot read labels file {path}: {error.strerror}") from None
+    if rows and [c.strip().lower() for c in rows[0]] == ["path", "label"]:
+        rows = rows[1:]
+    labels: dict[str, str] = {}
+    for number, row in enumerate(rows, start=1):
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise ScanError(f"labels file {path}, row {number}: expected 'path,label', got {row!r}")
+        rel, label = row[0].strip().replace("\\", "/").lstrip("./"), row[1].strip()
+        if labels.setdefault(rel, label) != label:
+            raise ScanError(f"labels file {path}: {rel} has two labels ({labels[rel]!r}, {label!r})")
+    if not labels:
+        raise ScanError(f"labels file {path} has no rows")
+    return labels
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Sorted class names; numerically when every label is an integer, so '10' follows '9'."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _split_and_order(splits: dict[str, list[Sample]], config: BuildConfig) -> dict[str, list[Sample]]:
+    if config.val_split is not None and "val" not in splits:
+        train, val = hold_out(splits.get("train", []), config.val_split, config.seed)
+        splits = {**splits, "train": train, "val": val}
+    return {name: order(splits[name], seed=config.seed, shuffle=config.shuffle)
+            for name in SPLIT_ORDER if splits.get(name)}
+
+
+def _rank(seed: int, salt: str, path: str) -> bytes:
+    return hashlib.sha256(f"{seed}\0{salt}\0{path}".encode("utf-8", "surrogateescape")).digest()
+
+
+def hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split ``samples`` into (train, val), stratified by label.
+
+    In every class of n samples, the ``min(floor(fraction * n + 0.5), n - 1)`` samples with the
+    smallest ``sha256(f"{seed}\\0val\\0{path}")`` go to val. A file's side depends only on its own
+    path, the seed and its class's size, never on listing order or workers.
+    """
+    by_label: dict[int | None, list[Sample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample.label, []).append(sample)
+    held: set[str] = set()
+    for members in by_label.values():
+        count = min(math.floor(fraction * len(members) + 0.5), len(members) - 1)
+        ranked = sorted(members, key=lambda s: _rank(seed, "val", s.path))
+        held.update(s.path for s in ranked[:count])
+    return ([s for s in samples if s.path not in held], [s for s in samples if s.path in held])
+
+
+def order(samples: list[Sample], *, seed: int, shuffle: bool) -> list[Sample]:
+    """The order samples take in a split's shards.
+
+    Shuffled (default): by ``sha256(f"{seed}\\0order\\0{path}")``, so every shard holds a mix of
+    classes and a reader's shard-window shuffle works well. Unshuffled: by (label, path).
+    """
+    if shuffle:
+        return sorted(samples, key=lambda s: _rank(seed, "order", s.path))
+    return sorted(samples, key=lambda s: (-1 if s.label is None else s.label, s.path))

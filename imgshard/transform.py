@@ -1,0 +1,238 @@
+"""Decode one image file into the stored pixels: orientation, colour, size, then dtype.
+
+:func:`load_pixels` is the whole per-image pipeline up to uint8 pixels shaped (H, W, C); it
+either returns them or raises :class:`SkipImage` with the reason that goes into the manifest.
+:func:`cast_table` and :func:`store_pixels` turn those pixels into the stored dtype with a
+256-entry lookup table: exact, and several times faster than ``astype(float16) / 255``.
+
+Large JPEGs are decoded with Pillow's ``draft()`` (DCT-domain scaling) to no less than twice
+the size they are resized to, which keeps the final antialiased resize faithful (PSNR above
+40 dB against a full decode) while skipping most of the decode work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import BuildConfig
+
+RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
+PIL_MODES = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
+#: EXIF orientations that turn the image by 90 degrees, so width and height trade places.
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+#: Decoded size, as a multiple of the resized size, that ``draft()`` may reduce a JPEG to.
+DRAFT_MARGIN = 2
+EXIF_ORIENTATION = 0x0112
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+class SkipImage(Exception):
+    """This file becomes no sample; ``str(error)`` is the reason recorded in the manifest."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region of an image in pixels: left, top, right, bottom (right and bottom exclusive)."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def scaled(self, sx: float, sy: float) -> "Box":
+        return Box(self.left * sx, self.top * sy, self.right * sx, self.bottom * sy)
+
+    def as_ints(self) -> tuple[int, int, int, int]:
+        return (round(self.left), round(self.top), round(self.right), round(self.bottom))
+
+
+def load_pixels(path: str, config: BuildConfig) -> np.ndarray:
+    """Decode ``path`` into uint8 pixels shaped ``config.image_shape``.
+
+    Raises:
+        SkipImage: the file cannot become a sample; the message says why in a few words.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(path) as image:
+                return _transform(image, config)
+        except SkipImage:
+            raise
+        except Exception as error:  # noqa: BLE001 - every decoder failure is a recorded skip
+            raise SkipImage(skip_reason(path, error)) from None
+
+
+def skip_reason(path: str, error: BaseException) -> str:
+    """A short, one-line reason for a failed decode, as recorded in the manifest."""
+    if isinstance(error, PermissionError):
+        return "cannot read: permission denied"
+    if isinstance(error, UnidentifiedImageError):
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        return "empty file" if empty else "cannot decode: not a recognised image format"
+    if isinstance(error, Image.DecompressionBombError):
+        return "too many pixels"
+    if isinstance(error, MemoryError):
+        return "cannot decode: out of memory"
+    message = " ".join(str(error).split())
+    if isinstance(error, EOFError) or "truncated" in message.lower():
+        return "truncated"
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read: {error.strerror}"
+    return f"cannot decode: {type(error).__name__}: {message}"[:200]
+
+
+def _transform(image: Image.Image, config: BuildConfig) -> np.ndarray:
+    width, height = image.size
+    if width * height > config.max_pixels:
+        raise SkipImage(f"too many pixels ({width}x{height} > {config.max_pixels})")
+    orientation = _orientation(image)
+    upright = (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+    region = source_region(upright, config)
+    _draft(image, upright, region, orientation, config)
+    image.load()
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    scale_x, scale_y = image.size[0] / upright[0], image.size[1] / upright[1]
+    image = to_color(image, config.color)
+    box = region.scaled(scale_x, scale_y).as_ints()
+    if box != (0, 0, *image.size):
+        image = image.crop(box)
+    return _resize(image, config)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - corrupt EXIF means no orientation, not a lost image
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def source_region(size: tuple[int, int], config: BuildConfig) -> Box:
+    """The part of an upright image of ``size`` (W, H) that is resized into the target.
+
+    ``crop`` takes the largest centred window of the target's aspect ratio with the same integer
+    arithmetic as Keras ``crop_to_aspect_ratio``; ``stretch`` and ``pad`` use the whole image.
+    """
+    width, height = size
+    if config.resize != "crop":
+        return Box(0, 0, width, height)
+    target_h, target_w = config.size
+    crop_h = min(height, int(width * target_h / target_w))
+    crop_w = min(width, int(height * target_w / target_h))
+    crop_h, crop_w = max(crop_h, 1), max(crop_w, 1)
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return Box(left, top, left + crop_w, top + crop_h)
+
+
+def fitted_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """(W, H) of an image of ``size`` (W, H) scaled to fit inside ``target`` (H, W), for ``pad``."""
+    width, height = size
+    target_h, target_w = target
+    if width * target_h >= height * target_w:
+        return target_w, max(1, min(target_h, round(height * target_w / width)))
+    return max(1, min(target_w, round(width * target_h / height))), target_h
+
+
+def _output_size(region: Box, config: BuildConfig) -> tuple[int, int]:
+    """(W, H) that ``region`` is resized to: the target, or its fitted size when padding."""
+    if config.resize == "pad":
+        region_size = (round(region.right - region.left), round(region.bottom - region.top))
+        return fitted_size(region_size, config.size)
+    return config.size[1], config.size[0]
+
+
+def _draft(image: Image.Image, upright: tuple[int, int], region: Box, orientation: int,
+           config: BuildConfig) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale while it stays >= 2x the resized size."""
+    if image.format != "JPEG" or config.interpolation == "nearest":
+        return
+    out_w, out_h = _output_size(region, config)
+    need_x = out_w / (region.right - region.left) * DRAFT_MARGIN
+    need_y = out_h / (region.bottom - region.top) * DRAFT_MARGIN
+    request = (math.ceil(upright[0] * need_x), math.ceil(upright[1] * need_y))
+    if orientation in TRANSPOSING_ORIENTATIONS:
+        request = (request[1], request[0])
+    if request[0] < image.size[0] and request[1] < image.size[1]:
+        image.draft(image.mode, request)
+
+
+def to_color(image: Image.Image, color: str) -> Image.Image:
+    """Convert any mode Pillow reads into ``L``, ``RGB`` or ``RGBA`` for ``color``.
+
+    16-bit and 32-bit integer images are scaled to 8 bits (divided by 257), floating-point
+    images are taken as 0..1, and transparent pixels are composited over black unless the
+    target keeps alpha.
+    """
+    target = PIL_MODES[color]
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+        image = _to_eight_bit(image)
+    elif image.mode == "1":
+        image = image.convert("L")
+    if image.mode == target:
+        return image
+    if target != "RGBA" and _has_alpha(image):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, rgba).convert("RGB")
+    return image.convert(target)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _to_eight_bit(image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64)
+    scale = 255.0 if image.mode == "F" else 1 / 257
+    pixels = np.clip(np.nan_to_num(values * scale) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="L")
+
+
+def _resize(image: Image.Image, config: BuildConfig) -> np.ndarray:
+    target_h, target_w = config.size
+    resample = RESAMPLING[config.interpolation]
+    size = _output_size(Box(0, 0, *image.size), config)
+    if image.size != size:
+        image = image.resize(size, resample)
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if size == (target_w, target_h):
+        return pixels
+    canvas = np.zeros((target_h, target_w, pixels.shape[2]), dtype=np.uint8)
+    top, left = (target_h - size[1]) // 2, (target_w - size[0]) // 2
+    canvas[top:top + size[1], left:left + size[0]] = pixels
+    return canvas
+
+
+def cast_table(config: BuildConfig) -> np.ndarray | None:
+    """The stored value of each 8-bit pixel value (``pixel * rescale + offset``), None for uint8."""
+    if config.dtype == "uint8":
+        return None
+    values = np.arange(256, dtype=np.float64) * config.rescale + config.offset
+    return values.astype(config.dtype)
+
+
+def store_pixels(pixels: np.ndarray, table: np.ndarray | None, out: np.ndarray) -> None:
+    """Write uint8 ``pixels`` into ``out`` (a row of a shard) in the stored dtype."""
+    if table is None:
+        out[...] = pixels
+    else:
+        np.take(table, pixels, out=out)
