@@ -1,0 +1,50 @@
+"""Fixtures shared by the test modules: tiny image folders that the tests draw themselves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+#: A distinct, flat colour per class, far apart in every channel, so labels can be read off pixels.
+CLASS_COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 60), "red": (230, 30, 30)}
+
+
+def write_image(path: str, *, size: tuple[int, int] = (40, 30), colour=None, mode: str = "RGB",
+                seed: int = 0, **save_options) -> np.ndarray:
+    """Save an image of ``size`` (W, H) at ``path`` and return the pixels it holds.
+
+    With ``colour`` the image is flat; otherwise smooth random noise (seeded), which survives
+    JPEG well enough to compare against Pillow references.
+    """
+    width, height = size
+    if colour is not None:
+        image = Image.new(mode, size, colour)
+    else:
+        rng = np.random.default_rng(seed)
+        small = rng.integers(0, 256, (max(1, height // 4), max(1, width // 4), 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR).convert(mode)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    image.save(path, **save_options)
+    return np.asarray(image)
+
+
+@pytest.fixture
+def make_class_folders(tmp_path) -> Callable[..., str]:
+    """Build SRC/<class>/<n>.<ext> with ``counts`` images per class; return SRC."""
+
+    def make(counts: dict[str, int] | None = None, *, root: str | None = None, ext: str = "png",
+             size: tuple[int, int] = (40, 30), flat: bool = True) -> str:
+        src = root or str(tmp_path / "src")
+        counts = counts or {name: 4 for name in CLASS_COLOURS}
+        for class_index, (name, count) in enumerate(sorted(counts.items())):
+            colour = CLASS_COLOURS.get(name, (10 * class_index, 100, 200))
+            for number in range(count):
+                write_image(os.path.join(src, name, f"{number:03d}.{ext}"), size=size,
+                            colour=colour if flat else None, seed=class_index * 1000 + number)
+        return src
+
+    return make
