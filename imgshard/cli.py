@@ -85,12 +85,31 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     if dry_run:
         describe_plan(build_plan)
         return
-    with tqdm(total=build_plan.scan.num_samples, unit="img", disable=quiet, dynamic_ncols=True,
-              desc="build") as bar:
+    with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet, desc="build") as bar:
         result = run_build(src, out, config, workers=workers, overwrite=overwrite,
                            progress=bar.update, build_plan=build_plan)
     if not quiet:
         summarize(result, out)
+
+
+class LazyProgressBar:
+    """A tqdm bar that appears with the first progress, so early errors print on a clean line."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = {"unit": "img", "dynamic_ncols": True, **options}
+        self.bar: tqdm | None = None
+
+    def update(self, count: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(**self.options)
+        self.bar.update(count)
+
+    def __enter__(self) -> "LazyProgressBar":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def resolve_options(ctx: click.Context, config_file: str | None,
