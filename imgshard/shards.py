@@ -9,9 +9,11 @@ and then renamed into place, so a half-written file never carries a final name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -66,40 +68,36 @@ def write_rows_atomically(path: str, pieces: list[np.ndarray], *, row_shape: tup
     """
     rows = sum(len(piece) for piece in pieces)
     digest = hashlib.sha256()
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as stream:
-            header = npy_header((rows, *row_shape), dtype)
-            digest.update(header)
-            stream.write(header)
-            for piece in (p for p in pieces if p.size):
-                data = memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
-                digest.update(data)
-                stream.write(data)
-            _sync(stream)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+    with atomic_file(path) as stream:
+        header = npy_header((rows, *row_shape), dtype)
+        digest.update(header)
+        stream.write(header)
+        for piece in (p for p in pieces if p.size):
+            data = memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
+            digest.update(data)
+            stream.write(data)
     return digest.hexdigest()
 
 
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary name, so readers see all of it or none."""
+    with atomic_file(path) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[BinaryIO]:
+    """A binary stream that becomes ``path`` (synced, then renamed) only if the block succeeds."""
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as stream:
-            stream.write(data)
-            _sync(stream)
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
         raise
-
-
-def _sync(stream: BinaryIO) -> None:
-    stream.flush()
-    os.fsync(stream.fileno())
 
 
 def _remove_quietly(path: str) -> None:
