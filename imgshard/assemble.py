@@ -98,7 +98,8 @@ class SplitAssembler:
                 needed -= take
             if not needed:
                 break
-        digest = write_rows_atomically(path, pieces, row_shape=self.config.image_shape,
+        digest = write_rows_atomically(path, pieces, rows=size,
+                                       row_shape=self.config.image_shape,
                                        dtype=np.dtype(self.config.dtype))
         del pieces
         while self._parts and self._parts[0].consumed == len(self._parts[0].samples):

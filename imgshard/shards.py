@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -57,25 +57,33 @@ def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 
 def write_array_atomically(path: str, array: np.ndarray) -> str:
     """Write ``array`` as a ``.npy`` file at ``path`` (via a temporary name); return its sha256."""
-    return write_rows_atomically(path, [array], row_shape=array.shape[1:], dtype=array.dtype)
+    return write_rows_atomically(path, [array], rows=len(array), row_shape=array.shape[1:],
+                                 dtype=array.dtype)
 
 
-def write_rows_atomically(path: str, pieces: list[np.ndarray], *, row_shape: tuple[int, ...],
-                          dtype: np.dtype) -> str:
-    """Write the rows of ``pieces`` one after another as one ``.npy`` file; return its sha256.
+def write_rows_atomically(path: str, pieces: Iterable[np.ndarray], *, rows: int,
+                          row_shape: tuple[int, ...], dtype: np.dtype) -> str:
+    """Write the ``rows`` rows of ``pieces`` one after another as a ``.npy`` file; return its sha256.
 
-    The pieces may be memory maps of other files: they are streamed, never concatenated in RAM.
+    The pieces may be memory maps of other files or a buffer reused for each piece: each is
+    written and hashed before the next is taken, never concatenated in RAM.
+
+    Raises:
+        ValueError: the pieces hold another number of rows than ``rows`` (the header's count).
     """
-    rows = sum(len(piece) for piece in pieces)
     digest = hashlib.sha256()
+    written = 0
     with atomic_file(path) as stream:
         header = npy_header((rows, *row_shape), dtype)
         digest.update(header)
         stream.write(header)
-        for piece in (p for p in pieces if p.size):
+        for piece in pieces:
             data = memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
             digest.update(data)
             stream.write(data)
+            written += len(piece)
+        if written != rows:
+            raise ValueError(f"{path}: {written} rows written but the header says {rows}")
     return digest.hexdigest()
 
 

@@ -11,12 +11,13 @@ the build re-cuts the parts into fixed-size shards (see ``assemble.py``).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import BuildConfig
-from .shards import write_array_atomically
+from .shards import write_rows_atomically
 from .transform import SkipImage, cast_table, load_pixels, store_pixels
 
 PART_PREFIX = ".part-"
@@ -55,18 +56,30 @@ def part_name(split: str, index: int) -> str:
 
 
 def run_shard_task(task: ShardTask) -> ShardResult:
-    """Decode the task's files into one part file; bad files are skipped, never raised."""
-    table = cast_table(task.config)
-    rows = np.empty((len(task.paths), *task.config.image_shape), dtype=task.config.dtype)
+    """Decode the task's files into one part file; bad files are skipped, never raised.
+
+    The decoded images are kept as uint8 (half the size of float16) until the count is known;
+    then each is cast into one reused row and streamed to the file and its checksum, so the
+    stored dtype is never held for the whole shard and the row being hashed stays in cache.
+    """
+    decoded: list[np.ndarray] = []
     skipped: list[tuple[int, str]] = []
-    count = 0
     for position, rel in enumerate(task.paths):
         try:
-            pixels = load_pixels(os.path.join(task.src, rel), task.config)
+            decoded.append(load_pixels(os.path.join(task.src, rel), task.config))
         except SkipImage as skip:
             skipped.append((position, str(skip)))
-            continue
-        store_pixels(pixels, table, rows[count])
-        count += 1
-    digest = write_array_atomically(task.part_path, rows[:count])
-    return ShardResult(task.split, task.index, count, tuple(skipped), task.part_path, digest)
+    digest = write_rows_atomically(task.part_path, stored_rows(decoded, task.config),
+                                   rows=len(decoded), row_shape=task.config.image_shape,
+                                   dtype=np.dtype(task.config.dtype))
+    return ShardResult(task.split, task.index, len(decoded), tuple(skipped), task.part_path,
+                       digest)
+
+
+def stored_rows(decoded: list[np.ndarray], config: BuildConfig) -> Iterator[np.ndarray]:
+    """Yield each uint8 image cast to the stored dtype, one image at a time in one buffer."""
+    table = cast_table(config)
+    row = np.empty((1, *config.image_shape), dtype=config.dtype)
+    for pixels in decoded:
+        store_pixels(pixels, table, row[0])
+        yield row
