@@ -26,9 +26,12 @@ from .errors import ImgshardError
 from .executor import default_workers, run_local
 from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, write_manifest
 from .outdir import prepare_out
-from .scan import Sample, ScanResult, scan
+from .scan import ScanResult, scan
 from .shards import temp_path
 from .tasks import ShardResult, ShardTask, run_shard_task
+
+#: Below this many tasks per worker, shards are cut into smaller tasks (see :func:`make_tasks`).
+MIN_TASKS_PER_WORKER = 2
 
 
 class BuildError(ImgshardError):
@@ -91,7 +94,8 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
     config = config or BuildConfig()
     build_plan = build_plan or plan(src, config)
     prepare_out(out, overwrite=overwrite)
-    tasks = make_tasks(build_plan, src, out)
+    workers = workers or default_workers()
+    tasks = make_tasks(build_plan, src, out, workers)
     try:
         splits, skipped, bytes_written = _run(build_plan, tasks, out, workers, progress)
     except BaseException:
@@ -116,32 +120,49 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
 
 
-def make_tasks(build_plan: BuildPlan, src: str, out: str) -> list[ShardTask]:
-    """One task per shard-sized run of each split's samples, in split then shard order."""
+def make_tasks(build_plan: BuildPlan, src: str, out: str, workers: int = 1) -> list[ShardTask]:
+    """One task per shard-sized run of each split's samples, in split then shard order.
+
+    When the build has fewer shards than ``MIN_TASKS_PER_WORKER`` per worker, each shard is cut
+    into equal pieces instead, so that a small build still keeps every worker busy until the end
+    (the pieces are joined into the same shard bytes by the assembler).
+    """
     size = build_plan.config.shard_size
-    return [
-        ShardTask(split, start // size, tuple(s.path for s in samples[start:start + size]),
-                  src, out, build_plan.config)
-        for split, samples in build_plan.scan.splits.items()
-        for start in range(0, len(samples), size)
-    ]
+    shards = sum(build_plan.num_shards(split) for split in build_plan.scan.splits)
+    wanted = workers * MIN_TASKS_PER_WORKER if workers > 1 else 1
+    pieces = max(1, -(-wanted // max(shards, 1)))
+    tasks = []
+    for split, samples in build_plan.scan.splits.items():
+        starts = [start for shard_start in range(0, len(samples), size)
+                  for start in piece_starts(shard_start, min(size, len(samples) - shard_start),
+                                            pieces)]
+        for index, (start, end) in enumerate(zip(starts, [*starts[1:], len(samples)])):
+            paths = tuple(s.path for s in samples[start:end])
+            tasks.append(ShardTask(split, index, paths, src, out, build_plan.config, start=start))
+    return tasks
 
 
-def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int | None,
+def piece_starts(start: int, length: int, pieces: int) -> list[int]:
+    """Where each of ``pieces`` near-equal pieces of ``length`` samples from ``start`` begins."""
+    pieces = min(pieces, length)
+    return [start + length * piece // pieces for piece in range(pieces)]
+
+
+def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
          progress: Callable[[int], None] | None):
     """Run the tasks and assemble their parts in task order, whatever order they finish in."""
-    size = build_plan.config.shard_size
     samples_path = os.path.join(out, SAMPLES_NAME)
     stream, writer = open_samples_csv(temp_path(samples_path))
     assemblers = {split: SplitAssembler(split, out, build_plan.config,
                                         build_plan.scan.class_names, writer)
                   for split in build_plan.scan.splits}
     order = deque((task.split, task.index) for task in tasks)
+    task_of = {(task.split, task.index): task for task in tasks}
     last_index = {task.split: task.index for task in tasks}
     waiting: dict[tuple[str, int], ShardResult] = {}
     splits = {}
     try:
-        results = run_local(run_shard_task, tasks, workers=workers or default_workers(),
+        results = run_local(run_shard_task, tasks, workers=workers,
                             describe=lambda t: f"shard {t.index} of split {t.split}")
         for result in results:
             waiting[(result.split, result.index)] = result
@@ -149,7 +170,8 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int |
                 progress(result.num_samples + len(result.skipped))
             while order and order[0] in waiting:
                 split, index = order.popleft()
-                inputs: list[Sample] = build_plan.scan.splits[split][index * size:(index + 1) * size]
+                task = task_of[(split, index)]
+                inputs = build_plan.scan.splits[split][task.start:task.start + len(task.paths)]
                 assemblers[split].add(waiting.pop((split, index)), inputs)
                 if index == last_index[split]:
                     splits[split] = assemblers[split].finish()

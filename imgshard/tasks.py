@@ -5,7 +5,8 @@ every file, writes the pixels itself as one ``.npy`` *part* file in OUT, and ret
 :class:`ShardResult` (counts, checksum, skips). Pixels never travel back through a pipe.
 
 A part whose files all decoded is renamed into place as the final shard; when files were skipped
-the build re-cuts the parts into fixed-size shards (see ``assemble.py``).
+the build re-cuts the parts into fixed-size shards (see ``assemble.py``). A build of fewer shards
+than workers can share cuts each shard into pieces, one task each, joined the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ PART_PREFIX = ".part-"
 
 @dataclass(frozen=True)
 class ShardTask:
-    """The input files of one shard, in order, and everything needed to write it."""
+    """The input files of one shard (or of a piece of one), in order, and how to write them.
+
+    ``index`` numbers the tasks of a split; ``start`` is the position of the first file among
+    the split's samples.
+    """
 
     split: str
     index: int
@@ -33,6 +38,7 @@ class ShardTask:
     src: str
     out: str
     config: BuildConfig
+    start: int = 0
 
     @property
     def part_path(self) -> str:

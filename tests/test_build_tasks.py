@@ -1,0 +1,52 @@
+"""How a build cuts its work into tasks: whole shards, or pieces of them when shards are few."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imgshard import BuildConfig, build, plan
+from imgshard.build import make_tasks
+
+from conftest import write_image
+
+
+def test_many_shards_make_one_task_per_shard(make_class_folders, tmp_path):
+    src = make_class_folders({"red": 10, "blue": 9})
+    tasks = make_tasks(plan(src, BuildConfig(size=(4, 4), shard_size=4)), src, "out", workers=2)
+    assert [(t.split, t.index, t.start, len(t.paths)) for t in tasks] == [
+        ("train", 0, 0, 4), ("train", 1, 4, 4), ("train", 2, 8, 4), ("train", 3, 12, 4),
+        ("train", 4, 16, 3)]
+
+
+@pytest.mark.parametrize("workers, sizes", [(1, [10]), (2, [2, 3, 2, 3]), (3, [1, 2, 2, 1, 2, 2])])
+def test_a_single_shard_is_cut_into_pieces_for_every_worker(make_class_folders, workers, sizes):
+    src = make_class_folders({"red": 10})
+    build_plan = plan(src, BuildConfig(size=(4, 4)))
+    tasks = make_tasks(build_plan, src, "out", workers=workers)
+    assert [len(t.paths) for t in tasks] == sizes
+    assert [t.index for t in tasks] == list(range(len(sizes)))
+    assert [p for t in tasks for p in t.paths] == [s.path for s in build_plan.scan.splits["train"]]
+    assert [t.start for t in tasks] == [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def test_pieces_of_shards_join_into_the_same_bytes_for_any_worker_count(tmp_path):
+    src = tmp_path / "src"
+    for number in range(13):
+        write_image(str(src / f"c{number % 2}" / f"{number:02d}.jpg"), size=(20 + number, 16),
+                    seed=number)
+    (src / "c0" / "03-broken.jpg").write_bytes(b"\xff\xd8 not really")
+    config = BuildConfig(size=(8, 6), shard_size=8, val_split=0.3)
+    outputs = {}
+    for workers in (1, 2, 3):
+        out = tmp_path / f"out{workers}"
+        manifest = build(str(src), str(out), config, workers=workers).manifest
+        outputs[workers] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))
+                            if name != "manifest.json"}
+        assert [s.path for s in manifest.skipped] == ["c0/03-broken.jpg"]
+        assert not [name for name in os.listdir(out) if name.startswith(".")]
+    assert outputs[1] == outputs[2] == outputs[3]
+    assert sorted(outputs[1]) == ["samples.csv", "train-00000.labels.npy", "train-00000.npy",
+                                  "train-00001.labels.npy", "train-00001.npy",
+                                  "val-00000.labels.npy", "val-00000.npy"]
