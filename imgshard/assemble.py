@@ -18,7 +18,7 @@ import numpy as np
 from .config import BuildConfig
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
-from .shards import images_name, labels_name, open_shard, write_array_atomically, \
+from .shards import images_name, labels_name, open_shard, sync_file, write_array_atomically, \
     write_rows_atomically
 from .tasks import ShardResult
 
@@ -78,6 +78,7 @@ class SplitAssembler:
         path = os.path.join(self.out, images_name(self.split, index))
         first = self._parts[0]
         if first.consumed == 0 and len(first.samples) == size:
+            sync_file(first.path)
             os.replace(first.path, path)
             digest, samples = first.sha256, first.samples
             self._parts.pop(0)

@@ -62,18 +62,20 @@ def write_array_atomically(path: str, array: np.ndarray) -> str:
 
 
 def write_rows_atomically(path: str, pieces: Iterable[np.ndarray], *, rows: int,
-                          row_shape: tuple[int, ...], dtype: np.dtype) -> str:
+                          row_shape: tuple[int, ...], dtype: np.dtype, durable: bool = True) -> str:
     """Write the ``rows`` rows of ``pieces`` one after another as a ``.npy`` file; return its sha256.
 
     The pieces may be memory maps of other files or a buffer reused for each piece: each is
-    written and hashed before the next is taken, never concatenated in RAM.
+    written and hashed before the next is taken, never concatenated in RAM. With ``durable``
+    the data reaches the disk before the file takes its name; without, whoever renames the file
+    to a final name must call :func:`sync_file` first.
 
     Raises:
         ValueError: the pieces hold another number of rows than ``rows`` (the header's count).
     """
     digest = hashlib.sha256()
     written = 0
-    with atomic_file(path) as stream:
+    with atomic_file(path, durable=durable) as stream:
         header = npy_header((rows, *row_shape), dtype)
         digest.update(header)
         stream.write(header)
@@ -94,18 +96,32 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str) -> Iterator[BinaryIO]:
-    """A binary stream that becomes ``path`` (synced, then renamed) only if the block succeeds."""
+def atomic_file(path: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary stream that becomes ``path`` (synced, then renamed) only if the block succeeds.
+
+    Without ``durable`` the data is not synced: whoever later gives the file a final name must
+    call :func:`sync_file` first.
+    """
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as stream:
             yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def sync_file(path: str) -> None:
+    """Make a file written earlier (maybe by another process) durable on disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_quietly(path: str) -> None:

@@ -5,7 +5,9 @@ every file, writes the pixels itself as one ``.npy`` *part* file in OUT, and ret
 :class:`ShardResult` (counts, checksum, skips). Pixels never travel back through a pipe.
 
 A part whose files all decoded is renamed into place as the final shard; when files were skipped
-the build re-cuts the parts into fixed-size shards (see ``assemble.py``). A build of fewer shards
+the build re-cuts the parts into fixed-size shards (see ``assemble.py``). Parts are not synced
+to disk by the worker: the parent does that before a part takes a shard's name, while the
+workers go on decoding. A build of fewer shards
 than workers can share cuts each shard into pieces, one task each, joined the same way.
 """
 
@@ -77,7 +79,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             skipped.append((position, str(skip)))
     digest = write_rows_atomically(task.part_path, stored_rows(decoded, task.config),
                                    rows=len(decoded), row_shape=task.config.image_shape,
-                                   dtype=np.dtype(task.config.dtype))
+                                   dtype=np.dtype(task.config.dtype), durable=False)
     return ShardResult(task.split, task.index, len(decoded), tuple(skipped), task.part_path,
                        digest)
 
