@@ -32,8 +32,11 @@ RESAMPLING = {
 PIL_MODES = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
 #: EXIF orientations that turn the image by 90 degrees, so width and height trade places.
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-#: Decoded size, as a multiple of the resized size, that ``draft()`` may reduce a JPEG to.
-DRAFT_MARGIN = 2
+#: Decoded size, as a multiple of the resized size, that ``draft()`` may reduce a JPEG to, per
+#: filter. The box filter (``area``) passes more of the high frequencies in which DCT scaling
+#: differs from a full decode, so it needs a wider margin to stay within 40 dB PSNR (tested in
+#: tests/test_quality.py); ``nearest`` is never drafted.
+DRAFT_MARGINS = {"bilinear": 2, "bicubic": 2, "lanczos": 2, "area": 4}
 EXIF_ORIENTATION = 0x0112
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
@@ -54,8 +57,16 @@ class Box:
     def scaled(self, sx: float, sy: float) -> "Box":
         return Box(self.left * sx, self.top * sy, self.right * sx, self.bottom * sy)
 
-    def as_ints(self) -> tuple[int, int, int, int]:
-        return (round(self.left), round(self.top), round(self.right), round(self.bottom))
+    def shifted(self, dx: float, dy: float) -> "Box":
+        return Box(self.left + dx, self.top + dy, self.right + dx, self.bottom + dy)
+
+    def enclosing(self) -> tuple[int, int, int, int]:
+        """The smallest whole-pixel box that holds this one."""
+        return (math.floor(self.left), math.floor(self.top), math.ceil(self.right),
+                math.ceil(self.bottom))
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
 
 
 def load_pixels(path: str, config: BuildConfig) -> np.ndarray:
@@ -108,12 +119,9 @@ def _transform(image: Image.Image, config: BuildConfig) -> np.ndarray:
     image.load()
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    scale_x, scale_y = image.size[0] / upright[0], image.size[1] / upright[1]
     image = to_color(image, config.color)
-    box = region.scaled(scale_x, scale_y).as_ints()
-    if box != (0, 0, *image.size):
-        image = image.crop(box)
-    return _resize(image, config)
+    box = region.scaled(*_draft_scales(upright, image.size))
+    return _resize(image, box, _output_size(region, config), config)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -160,17 +168,27 @@ def _output_size(region: Box, config: BuildConfig) -> tuple[int, int]:
 
 def _draft(image: Image.Image, upright: tuple[int, int], region: Box, orientation: int,
            config: BuildConfig) -> None:
-    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale while it stays >= 2x the resized size."""
-    if image.format != "JPEG" or config.interpolation == "nearest":
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale while it stays >= margin x the resized size."""
+    margin = DRAFT_MARGINS.get(config.interpolation)
+    if image.format != "JPEG" or margin is None:
         return
     out_w, out_h = _output_size(region, config)
-    need_x = out_w / (region.right - region.left) * DRAFT_MARGIN
-    need_y = out_h / (region.bottom - region.top) * DRAFT_MARGIN
+    need_x = out_w / (region.right - region.left) * margin
+    need_y = out_h / (region.bottom - region.top) * margin
     request = (math.ceil(upright[0] * need_x), math.ceil(upright[1] * need_y))
     if orientation in TRANSPOSING_ORIENTATIONS:
         request = (request[1], request[0])
     if request[0] < image.size[0] and request[1] < image.size[1]:
         image.draft(image.mode, request)
+
+
+def _draft_scales(upright: tuple[int, int], decoded: tuple[int, int]) -> tuple[float, float]:
+    """Decoded pixels per source pixel along x and y: 1, or 1/2, 1/4, 1/8 after ``draft()``.
+
+    DCT scaling by 1/n maps decoded pixel i onto source pixels [i*n, (i+1)*n), whatever the
+    rounding up of a partial last block, so the exact factor is 1/n, not decoded/source size.
+    """
+    return (1 / round(upright[0] / decoded[0]), 1 / round(upright[1] / decoded[1]))
 
 
 def to_color(image: Image.Image, color: str) -> Image.Image:
@@ -205,12 +223,19 @@ def _to_eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(pixels, mode="L")
 
 
-def _resize(image: Image.Image, config: BuildConfig) -> np.ndarray:
+def _resize(image: Image.Image, box: Box, size: tuple[int, int], config: BuildConfig) -> np.ndarray:
+    """Resize the ``box`` region of ``image`` to ``size`` (W, H), then pad it to the target.
+
+    The region is first cropped to whole pixels, so that the filter sees nothing outside it (as
+    in a crop, then resize); a fractional remainder, left by DCT scaling, is resampled exactly.
+    """
     target_h, target_w = config.size
-    resample = RESAMPLING[config.interpolation]
-    size = _output_size(Box(0, 0, *image.size), config)
-    if image.size != size:
-        image = image.resize(size, resample)
+    whole = box.enclosing()
+    if whole != (0, 0, *image.size):
+        image = image.crop(whole)
+        box = box.shifted(-whole[0], -whole[1])
+    if image.size != size or box != Box(0, 0, *image.size):
+        image = image.resize(size, RESAMPLING[config.interpolation], box=box.as_tuple())
     pixels = np.asarray(image)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]

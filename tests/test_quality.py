@@ -1,0 +1,129 @@
+"""The fast decode path (JPEG DCT scaling with ``draft()``) stays within 40 dB PSNR of a full decode.
+
+Big photo-like JPEGs (smooth noise, hard edges and fine grain) are decoded by imgshard, which
+lets libjpeg scale them down in the DCT domain to no less than twice the output size, and by
+Pillow directly at full size; both then go through the same crop/pad and the same filter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+from PIL.JpegImagePlugin import JpegImageFile
+
+from imgshard.config import BuildConfig
+from imgshard.transform import load_pixels
+
+#: The quality bound of the fast path: the level of merely changing the resize filter.
+MIN_PSNR = 40.0
+FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "lanczos": Image.Resampling.LANCZOS,
+           "area": Image.Resampling.BOX}
+
+
+def photo_like(size: tuple[int, int], seed: int) -> Image.Image:
+    """Smooth colour noise, a few hard-edged shapes and sensor-like grain, as a photo has."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    coarse = rng.integers(0, 256, (height // 80, width // 80, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        box = (x, y, x + rng.integers(40, 400), y + rng.integers(40, 300))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)(box, fill=colour)
+        draw.line((x, 0, width - x, height), fill=colour[::-1], width=int(rng.integers(2, 9)))
+    grain = rng.normal(0, 4, (height, width, 3))
+    pixels = np.clip(np.asarray(image, dtype=np.float64) + grain, 0, 255) + 0.5
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+#: name: (stored size, EXIF orientation); 6 and 8 are shown turned by 90 degrees.
+PHOTOS = {"upright": ((1600, 1200), 1), "turned-6": ((1600, 1200), 6),
+          "turned-8": ((1600, 1200), 8), "odd-size": ((1603, 1201), 1)}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, str]:
+    """The JPEGs of :data:`PHOTOS`, by name."""
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for seed, (name, (size, orientation)) in enumerate(PHOTOS.items()):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = str(folder / f"{name}.jpg")
+        photo_like(size, seed).save(path, quality=90, exif=exif.tobytes())
+        paths[name] = path
+    return paths
+
+
+def full_decode_reference(path: str, config: BuildConfig) -> np.ndarray:
+    """Full-size decode, EXIF orientation, then the config's crop/pad and filter, by hand."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    target_h, target_w = config.size
+    width, height = image.size
+    if config.resize == "crop":  # Keras crop_to_aspect_ratio arithmetic
+        crop_h = min(height, int(width * target_h / target_w))
+        crop_w = min(width, int(height * target_w / target_h))
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        image = image.crop((left, top, left + crop_w, top + crop_h))
+    if config.resize == "pad":
+        scale = min(target_w / width, target_h / height)
+        fitted = (min(target_w, round(width * scale)), min(target_h, round(height * scale)))
+        resized = np.asarray(image.resize(fitted, FILTERS[config.interpolation]))
+        canvas = np.zeros((target_h, target_w, 3), dtype=np.uint8)
+        top, left = (target_h - fitted[1]) // 2, (target_w - fitted[0]) // 2
+        canvas[top:top + fitted[1], left:left + fitted[0]] = resized
+        return canvas
+    return np.asarray(image.resize((target_w, target_h), FILTERS[config.interpolation]))
+
+
+def psnr(pixels: np.ndarray, reference: np.ndarray) -> float:
+    error = np.mean((pixels.astype(np.float64) - reference.astype(np.float64)) ** 2)
+    return math.inf if error == 0 else 10 * math.log10(255 ** 2 / error)
+
+
+@pytest.fixture
+def drafted_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes JPEGs were drafted to (DCT-scaled) while the test ran."""
+    sizes = []
+    draft = JpegImageFile.draft
+
+    def recording_draft(image, mode, size):
+        result = draft(image, mode, size)
+        sizes.append(image.size)
+        return result
+
+    monkeypatch.setattr(JpegImageFile, "draft", recording_draft)
+    return sizes
+
+
+@pytest.mark.parametrize("photo", list(PHOTOS))
+@pytest.mark.parametrize("resize, size, scale", [
+    ("stretch", (224, 224), 2),
+    ("crop", (224, 224), 2),
+    ("pad", (224, 224), 2),
+    ("crop", (160, 224), 2),
+    ("stretch", (64, 64), 8),
+])
+def test_dct_scaled_decode_is_within_40_db_of_a_full_decode(photos, drafted_sizes, photo,
+                                                            resize, size, scale):
+    config = BuildConfig(size=size, resize=resize)
+    pixels = load_pixels(photos[photo], config)
+    reference = full_decode_reference(photos[photo], config)
+    assert pixels.shape == reference.shape == (*size, 3)
+    assert psnr(pixels, reference) >= MIN_PSNR
+    stored_w, stored_h = PHOTOS[photo][0]
+    assert drafted_sizes == [(-(-stored_w // scale), -(-stored_h // scale))]
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "lanczos", "area"])
+def test_other_filters_keep_the_bound(photos, interpolation):
+    config = BuildConfig(size=(224, 224), interpolation=interpolation)
+    pixels = load_pixels(photos["upright"], config)
+    assert psnr(pixels, full_decode_reference(photos["upright"], config)) >= MIN_PSNR
