@@ -65,28 +65,63 @@ def write_rows_atomically(path: str, pieces: Iterable[np.ndarray], *, rows: int,
                           row_shape: tuple[int, ...], dtype: np.dtype, durable: bool = True) -> str:
     """Write the ``rows`` rows of ``pieces`` one after another as a ``.npy`` file; return its sha256.
 
-    The pieces may be memory maps of other files or a buffer reused for each piece: each is
-    written and hashed before the next is taken, never concatenated in RAM. With ``durable``
-    the data reaches the disk before the file takes its name; without, whoever renames the file
-    to a final name must call :func:`sync_file` first.
+    The pieces may be memory maps of other files: each is written and hashed before the next
+    is taken, never concatenated in RAM. With ``durable`` the data reaches the disk before the
+    file takes its name; without, whoever renames the file to a final name must call
+    :func:`sync_file` first.
 
     Raises:
         ValueError: the pieces hold another number of rows than ``rows`` (the header's count).
     """
-    digest = hashlib.sha256()
-    written = 0
     with atomic_file(path, durable=durable) as stream:
-        header = npy_header((rows, *row_shape), dtype)
-        digest.update(header)
-        stream.write(header)
+        writer = RowStream(stream, expected_rows=rows, row_shape=row_shape, dtype=dtype)
         for piece in pieces:
-            data = memoryview(np.ascontiguousarray(piece, dtype=dtype)).cast("B")
-            digest.update(data)
-            stream.write(data)
-            written += len(piece)
-        if written != rows:
-            raise ValueError(f"{path}: {written} rows written but the header says {rows}")
-    return digest.hexdigest()
+            writer.append(piece)
+        if writer.rows != rows:
+            raise ValueError(f"{path}: {writer.rows} rows written but the header says {rows}")
+        return writer.finish()
+
+
+class RowStream:
+    """Rows appended to a new ``.npy`` file as they come, when their count may still fall short.
+
+    The header is written for ``expected_rows`` first, so that each row is hashed and written
+    while it is still in cache. If fewer rows arrive (skipped images), :meth:`finish` rewrites
+    the header in place (numpy pads it so that its length never depends on the row count) and
+    hashes the file again from disk: a slower path, taken only for files with skips.
+    """
+
+    def __init__(self, stream: BinaryIO, *, expected_rows: int, row_shape: tuple[int, ...],
+                 dtype: np.dtype) -> None:
+        self._stream = stream
+        self._row_shape = tuple(row_shape)
+        self._dtype = np.dtype(dtype)
+        self._expected_rows = expected_rows
+        header = npy_header((expected_rows, *self._row_shape), self._dtype)
+        self._header_length = len(header)
+        self._digest = hashlib.sha256(header)
+        self.rows = 0
+        stream.write(header)
+
+    def append(self, rows: np.ndarray) -> None:
+        """Write ``rows`` (shaped (n, *row_shape)) after those appended before."""
+        data = memoryview(np.ascontiguousarray(rows, dtype=self._dtype)).cast("B")
+        self._digest.update(data)
+        self._stream.write(data)
+        self.rows += len(rows)
+
+    def finish(self) -> str:
+        """Make the header say how many rows were appended; return the file's sha256."""
+        if self.rows == self._expected_rows:
+            return self._digest.hexdigest()
+        header = npy_header((self.rows, *self._row_shape), self._dtype)
+        if len(header) != self._header_length:  # numpy pads shape[0] to 21 digits: never
+            raise ValueError(f"{self._stream.name}: the .npy header changed length")
+        self._stream.flush()
+        with open(self._stream.name, "r+b") as file:
+            file.write(header)
+            file.seek(0)
+            return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def write_atomically(path: str, data: bytes) -> None:

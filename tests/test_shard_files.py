@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from imgshard.shards import write_rows_atomically
+from imgshard.shards import RowStream, atomic_file, write_rows_atomically
 
 
 def test_rows_streamed_from_one_reused_buffer_make_the_same_file_as_np_save(tmp_path):
@@ -34,3 +34,19 @@ def test_a_row_count_other_than_the_header_s_leaves_no_file(tmp_path):
         write_rows_atomically(path, [np.zeros((2, 4), np.uint8)], rows=3, row_shape=(4,),
                               dtype=np.uint8)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("appended", [0, 3, 12])
+def test_a_row_stream_that_falls_short_rewrites_its_header_and_checksum(tmp_path, appended):
+    images = np.random.default_rng(0).random((appended, 4, 5)).astype(np.float32)
+    path = str(tmp_path / ".part-train-00000.npy")
+    with atomic_file(path, durable=False) as stream:
+        writer = RowStream(stream, expected_rows=12, row_shape=(4, 5), dtype=np.float32)
+        for image in images:
+            writer.append(image[np.newaxis])
+        digest = writer.finish()
+    np.save(tmp_path / "reference.npy", images)
+    written = open(path, "rb").read()
+    assert written == (tmp_path / "reference.npy").read_bytes()
+    assert digest == hashlib.sha256(written).hexdigest()
+    assert np.load(path).shape == (appended, 4, 5)
