@@ -1,14 +1,17 @@
 """Cut the parts that workers wrote into fixed-size shards, with their labels and provenance.
 
-Workers write one part per task, holding the task's files that decoded. When nothing was
-skipped a part is exactly one shard and is simply renamed (its checksum is the worker's). After
-the first skip in a split the boundaries shift, so the following shards are streamed together
-from the parts' memory maps and hashed anew. Either way, every shard but a split's last holds
-exactly ``shard_size`` samples and the bytes depend only on the inputs and the config.
+Workers write one part per task, holding the task's files that decoded. When a part is exactly
+the next shard (nothing skipped, a whole shard's task) it is simply renamed (its checksum is the
+worker's). Otherwise (pieces of a shard, or boundaries shifted by a skipped file) the parts'
+rows are copied into the shard being joined as each part arrives, so the copying and hashing
+overlap the workers' decoding instead of waiting for the shard's last part. Either way, every
+shard but a split's last holds exactly ``shard_size`` samples and the bytes depend only on the
+inputs and the config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from dataclasses import dataclass, field
@@ -18,94 +21,115 @@ import numpy as np
 from .config import BuildConfig
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
-from .shards import images_name, labels_name, open_shard, sync_file, write_array_atomically, \
-    write_rows_atomically
+from .shards import RowStream, atomic_file, images_name, labels_name, read_rows, sync_file, \
+    write_array_atomically
 from .tasks import ShardResult
 
 SAMPLES_HEADER = ("path", "split", "shard", "index", "label")
 
 
 @dataclass
-class _Part:
-    path: str
-    sha256: str
-    samples: list[Sample]
-    consumed: int = 0
+class _JoinedShard:
+    """A shard being joined from parts: its open temporary file and the samples in it so far."""
+
+    index: int
+    expected_rows: int
+    writer: RowStream
+    file: contextlib.ExitStack
+    samples: list[Sample] = field(default_factory=list)
 
 
 @dataclass
 class SplitAssembler:
-    """Turns one split's :class:`ShardResult` objects, fed in task order, into final shards."""
+    """Turns one split's :class:`ShardResult` objects, fed in task order, into final shards.
+
+    ``num_inputs`` (the split's input files) tells how big its last shard will be before the
+    last part arrives, so that a joined shard's header can be written first.
+    """
 
     split: str
     out: str
     config: BuildConfig
     class_names: list[str] | None
     samples_writer: "csv._writer"
+    num_inputs: int
     shards: list[ShardInfo] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
-    _parts: list[_Part] = field(default_factory=list)
-    _counts: dict[int, int] = field(default_factory=dict)
     bytes_written: int = 0
+    _counts: dict[int, int] = field(default_factory=dict)
+    _inputs_seen: int = 0
+    _joined: _JoinedShard | None = None
 
     def add(self, result: ShardResult, inputs: list[Sample]) -> None:
         """Take the result of the next task of this split (``inputs``: the task's samples)."""
         failed = dict(result.skipped)
         self.skipped += [Skip(inputs[i].path, reason) for i, reason in failed.items()]
         kept = [sample for i, sample in enumerate(inputs) if i not in failed]
-        self._parts.append(_Part(result.part_path, result.sha256, kept))
-        while self._pending() >= self.config.shard_size:
-            self._emit(self.config.shard_size)
+        self._inputs_seen += len(inputs)
+        if self._joined is None and kept and len(kept) == self._next_shard_rows(len(kept)):
+            self._rename_part(result, kept)
+            return
+        self._join_part(result.part_path, kept)
+        os.remove(result.part_path)
 
     def finish(self) -> SplitInfo:
-        """Write the split's last (possibly short) shard and describe the split."""
-        if self._pending():
-            self._emit(self._pending())
-        for part in self._parts:
-            os.remove(part.path)
-        self._parts.clear()
+        """Close the split's last (possibly short) shard and describe the split."""
+        if self._joined is not None:
+            self._close_joined()
         counts = None
         if self.class_names is not None:
             counts = {name: self._counts.get(i, 0) for i, name in enumerate(self.class_names)}
         total = sum(shard.num_samples for shard in self.shards)
         return SplitInfo(num_samples=total, class_counts=counts, shards=list(self.shards))
 
-    def _pending(self) -> int:
-        return sum(len(p.samples) - p.consumed for p in self._parts)
+    def abort(self) -> None:
+        """Remove the temporary file of a shard being joined (the build failed)."""
+        if self._joined is not None:
+            joined, self._joined = self._joined, None
+            failure = RuntimeError("the build failed")
+            joined.file.__exit__(type(failure), failure, None)  # atomic_file removes it
 
-    def _emit(self, size: int) -> None:
+    def _next_shard_rows(self, pending: int) -> int:
+        """Rows of the next shard unless more files are skipped: full, or what the split has left."""
+        return min(self.config.shard_size, pending + self.num_inputs - self._inputs_seen)
+
+    def _rename_part(self, result: ShardResult, kept: list[Sample]) -> None:
         index = len(self.shards)
         path = os.path.join(self.out, images_name(self.split, index))
-        first = self._parts[0]
-        if first.consumed == 0 and len(first.samples) == size:
-            sync_file(first.path)
-            os.replace(first.path, path)
-            digest, samples = first.sha256, first.samples
-            self._parts.pop(0)
-        else:
-            digest, samples = self._stream_into(path, size)
+        sync_file(result.part_path)
+        os.replace(result.part_path, path)
         self.bytes_written += os.path.getsize(path)
-        self.shards.append(self._finish_shard(index, digest, samples))
+        self.shards.append(self._finish_shard(index, result.sha256, kept))
 
-    def _stream_into(self, path: str, size: int) -> tuple[str, list[Sample]]:
-        pieces, samples, needed = [], [], size
-        for part in self._parts:
-            take = min(needed, len(part.samples) - part.consumed)
-            if take:
-                rows = open_shard(part.path)
-                pieces.append(rows[part.consumed:part.consumed + take])
-                samples += part.samples[part.consumed:part.consumed + take]
-                part.consumed += take
-                needed -= take
-            if not needed:
-                break
-        digest = write_rows_atomically(path, pieces, rows=size,
-                                       row_shape=self.config.image_shape,
-                                       dtype=np.dtype(self.config.dtype))
-        del pieces
-        while self._parts and self._parts[0].consumed == len(self._parts[0].samples):
-            os.remove(self._parts.pop(0).path)
-        return digest, samples
+    def _join_part(self, part_path: str, kept: list[Sample]) -> None:
+        done = 0
+        while done < len(kept):
+            if self._joined is None:
+                self._joined = self._open_joined(self._next_shard_rows(len(kept) - done))
+            joined = self._joined
+            take = min(len(kept) - done, joined.expected_rows - joined.writer.rows)
+            for rows in read_rows(part_path, done, take):
+                joined.writer.append(rows)
+            joined.samples += kept[done:done + take]
+            done += take
+            if joined.writer.rows == joined.expected_rows:
+                self._close_joined()
+
+    def _open_joined(self, expected_rows: int) -> _JoinedShard:
+        index = len(self.shards)
+        file = contextlib.ExitStack()
+        stream = file.enter_context(atomic_file(os.path.join(self.out, images_name(self.split, index))))
+        writer = RowStream(stream, expected_rows=expected_rows, row_shape=self.config.image_shape,
+                           dtype=np.dtype(self.config.dtype))
+        return _JoinedShard(index, expected_rows, writer, file)
+
+    def _close_joined(self) -> None:
+        joined, self._joined = self._joined, None
+        with joined.file:
+            digest = joined.writer.finish()
+        path = os.path.join(self.out, images_name(self.split, joined.index))
+        self.bytes_written += os.path.getsize(path)
+        self.shards.append(self._finish_shard(joined.index, digest, joined.samples))
 
     def _finish_shard(self, index: int, digest: str, samples: list[Sample]) -> ShardInfo:
         shard_file = images_name(self.split, index)

@@ -154,8 +154,8 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
     samples_path = os.path.join(out, SAMPLES_NAME)
     stream, writer = open_samples_csv(temp_path(samples_path))
     assemblers = {split: SplitAssembler(split, out, build_plan.config,
-                                        build_plan.scan.class_names, writer)
-                  for split in build_plan.scan.splits}
+                                        build_plan.scan.class_names, writer, len(samples))
+                  for split, samples in build_plan.scan.splits.items()}
     order = deque((task.split, task.index) for task in tasks)
     task_of = {(task.split, task.index): task for task in tasks}
     last_index = {task.split: task.index for task in tasks}
@@ -178,6 +178,8 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
         stream.close()
         os.replace(stream.name, samples_path)
     except BaseException:
+        for assembler in assemblers.values():
+            assembler.abort()
         stream.close()
         os.remove(stream.name)
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -122,6 +123,33 @@ class RowStream:
             file.write(header)
             file.seek(0)
             return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def read_rows(path: str, start: int, count: int, *, chunk_bytes: int = 1 << 22,
+              ) -> Iterator[np.ndarray]:
+    """Yield rows ``start`` to ``start + count`` of a ``.npy`` file, a few at a time.
+
+    Read into one reused buffer (about ``chunk_bytes``, at least one row), not memory-mapped:
+    mapped pages would count as the reader's resident memory. Each chunk is valid only until the
+    next one is taken.
+    """
+    if count == 0:
+        return
+    layout = open_shard(path)  # only the header is read: no page of data is touched
+    if start + count > len(layout):
+        raise ShardError(f"{path}: cannot read rows {start}..{start + count} of {len(layout)}")
+    row_bytes = layout.dtype.itemsize * math.prod(layout.shape[1:])
+    per_chunk = max(1, chunk_bytes // max(row_bytes, 1))
+    buffer = np.empty((min(per_chunk, count), *layout.shape[1:]), dtype=layout.dtype)
+    with open(path, "rb") as stream:
+        stream.seek(layout.offset + start * row_bytes)
+        del layout
+        while count:
+            rows = buffer[:min(per_chunk, count)]
+            if stream.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+                raise ShardError(f"{path}: file ends early (truncated?)")
+            yield rows
+            count -= len(rows)
 
 
 def write_atomically(path: str, data: bytes) -> None:

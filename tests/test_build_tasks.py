@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -50,3 +51,37 @@ def test_pieces_of_shards_join_into_the_same_bytes_for_any_worker_count(tmp_path
     assert sorted(outputs[1]) == ["samples.csv", "train-00000.labels.npy", "train-00000.npy",
                                   "train-00001.labels.npy", "train-00001.npy",
                                   "val-00000.labels.npy", "val-00000.npy"]
+
+
+def test_a_failed_build_leaves_no_temporary_or_part_file(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    for number in range(9):
+        write_image(str(src / "c" / f"{number}.png"), colour=(number, 0, 0))
+    (src / "c" / "0-broken.png").write_bytes(b"not a png")
+    build_module = importlib.import_module("imgshard.build")  # the package's `build` is the function
+    real_task = build_module.run_shard_task
+
+    def failing_task(task):
+        if task.index == 2:
+            raise RuntimeError("disk on fire")
+        return real_task(task)
+
+    monkeypatch.setattr(build_module, "run_shard_task", failing_task)
+    out = tmp_path / "out"
+    config = BuildConfig(size=(4, 4), shard_size=3, shuffle=False)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        build(str(src), str(out), config, workers=1)
+    assert sorted(os.listdir(out)) == ["train-00000.labels.npy", "train-00000.npy"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_last_task_whose_files_all_fail_adds_no_empty_shard(tmp_path, workers):
+    src = tmp_path / "src"
+    for number in range(4):
+        write_image(str(src / "c" / f"a{number}.png"), colour=(number, 0, 0))
+    for number in range(2):
+        (src / "c" / f"z{number}.png").write_bytes(b"not a png")
+    manifest = build(str(src), str(tmp_path / "out"),
+                     BuildConfig(size=(4, 4), shard_size=2, shuffle=False), workers=workers).manifest
+    assert [s.num_samples for s in manifest.splits["train"].shards] == [2, 2]
+    assert [s.path for s in manifest.skipped] == ["c/z0.png", "c/z1.png"]
