@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import PIL
+from PIL import features
 
 from . import __version__
 from .assemble import SplitAssembler, open_samples_csv
@@ -113,11 +114,21 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
         config=config.to_dict(),
         splits=splits,
         skipped=sorted(build_plan.scan.skipped + skipped, key=lambda s: s.path),
-        extra={"decoder": {"pillow": PIL.__version__, "numpy": np.__version__}},
+        extra={"decoder": decoder_versions()},
     )
     write_manifest(out, manifest)
     bytes_written += os.path.getsize(os.path.join(out, MANIFEST_NAME))
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
+
+
+def decoder_versions() -> dict[str, str | None]:
+    """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy.
+
+    libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
+    so shards are byte-identical only for the same versions.
+    """
+    return {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
+            "numpy": np.__version__}
 
 
 def make_tasks(build_plan: BuildPlan, src: str, out: str, workers: int = 1) -> list[ShardTask]:

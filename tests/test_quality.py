@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import PIL
 import pytest
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, features
 from PIL.JpegImagePlugin import JpegImageFile
 
+from imgshard import build
 from imgshard.config import BuildConfig
 from imgshard.transform import load_pixels
 
@@ -127,3 +129,13 @@ def test_other_filters_keep_the_bound(photos, interpolation):
     config = BuildConfig(size=(224, 224), interpolation=interpolation)
     pixels = load_pixels(photos["upright"], config)
     assert psnr(pixels, full_decode_reference(photos["upright"], config)) >= MIN_PSNR
+
+
+def test_the_manifest_names_the_decoder_that_made_the_pixels(photos, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "photo.jpg").write_bytes(open(photos["upright"], "rb").read())
+    manifest = build(str(src), str(tmp_path / "out"), BuildConfig(size=(32, 32), no_labels=True),
+                     workers=1).manifest
+    assert manifest.extra["decoder"] == {"pillow": PIL.__version__, "numpy": np.__version__,
+                                         "libjpeg_turbo": features.version("libjpeg_turbo")}
