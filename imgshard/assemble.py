@@ -90,7 +90,7 @@ class SplitAssembler:
             joined.file.__exit__(type(failure), failure, None)  # atomic_file removes it
 
     def _next_shard_rows(self, pending: int) -> int:
-        """Rows of the next shard unless more files are skipped: full, or what the split has left."""
+        """Rows of the next shard if no more files are skipped: full, or all the split has left."""
         return min(self.config.shard_size, pending + self.num_inputs - self._inputs_seen)
 
     def _rename_part(self, result: ShardResult, kept: list[Sample]) -> None:
@@ -118,7 +118,8 @@ class SplitAssembler:
     def _open_joined(self, expected_rows: int) -> _JoinedShard:
         index = len(self.shards)
         file = contextlib.ExitStack()
-        stream = file.enter_context(atomic_file(os.path.join(self.out, images_name(self.split, index))))
+        path = os.path.join(self.out, images_name(self.split, index))
+        stream = file.enter_context(atomic_file(path))
         writer = RowStream(stream, expected_rows=expected_rows, row_shape=self.config.image_shape,
                            dtype=np.dtype(self.config.dtype))
         return _JoinedShard(index, expected_rows, writer, file)

@@ -64,7 +64,7 @@ def write_array_atomically(path: str, array: np.ndarray) -> str:
 
 def write_rows_atomically(path: str, pieces: Iterable[np.ndarray], *, rows: int,
                           row_shape: tuple[int, ...], dtype: np.dtype, durable: bool = True) -> str:
-    """Write the ``rows`` rows of ``pieces`` one after another as a ``.npy`` file; return its sha256.
+    """Write the ``rows`` rows of ``pieces`` one after another as ``.npy``; return its sha256.
 
     The pieces may be memory maps of other files: each is written and hashed before the next
     is taken, never concatenated in RAM. With ``durable`` the data reaches the disk before the

@@ -58,7 +58,7 @@ def test_a_failed_build_leaves_no_temporary_or_part_file(tmp_path, monkeypatch):
     for number in range(9):
         write_image(str(src / "c" / f"{number}.png"), colour=(number, 0, 0))
     (src / "c" / "0-broken.png").write_bytes(b"not a png")
-    build_module = importlib.import_module("imgshard.build")  # the package's `build` is the function
+    build_module = importlib.import_module("imgshard.build")  # imgshard.build is the function
     real_task = build_module.run_shard_task
 
     def failing_task(task):

@@ -1,4 +1,4 @@
-"""The fast decode path (JPEG DCT scaling with ``draft()``) stays within 40 dB PSNR of a full decode.
+"""The fast JPEG decode (DCT scaling with ``draft()``) stays within 40 dB PSNR of a full decode.
 
 Big photo-like JPEGs (smooth noise, hard edges and fine grain) are decoded by imgshard, which
 lets libjpeg scale them down in the DCT domain to no less than twice the output size, and by

@@ -1,0 +1,242 @@
+"""What every benchmark shares: the machine's description, timed runs, peak memory, the table.
+
+Every figure is a ratio of two runs made side by side in the same benchmark run, on the same
+machine and corpus, so that the absolute speed of a machine cancels out. Times are the best of
+``repeat`` runs (as ``timeit`` reports), which is the least disturbed by other load.
+
+Memory is the peak, over the whole run, of the proportional set size (PSS) summed over a process
+and all its descendants, sampled every few milliseconds with psutil. PSS charges a page shared by
+several processes (a worker forked from its parent, a memory-mapped shard) to each of them in
+proportion, so the sum is the memory the whole build really holds, unlike a sum of RSS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import click
+
+#: Seconds between two memory samples.
+SAMPLE_INTERVAL = 0.005
+SETS = ("small", "large")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the table: imgshard's measure against its baseline, and the goal for the ratio."""
+
+    name: str
+    corpus_set: str
+    measured: float
+    baseline: float
+    unit: str
+    goal: str
+    ratio_meets: Callable[[float], bool] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def ratio(self) -> float:
+        return self.measured / self.baseline
+
+    @property
+    def met(self) -> bool:
+        return self.ratio_meets(self.ratio)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A timed run of a whole process: its wall time and what it printed on stdout."""
+
+    seconds: float
+    stdout: str
+
+    def report(self) -> dict:
+        """The JSON object a benchmark script printed as its last line."""
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+def at_least(goal: float) -> Callable[[float], bool]:
+    return lambda ratio: ratio >= goal
+
+
+def at_most(goal: float) -> Callable[[float], bool]:
+    return lambda ratio: ratio <= goal
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def environment() -> dict[str, str]:
+    """The facts a reader needs to compare a table with their own machine."""
+    import numpy
+    import PIL
+    from PIL import features
+
+    import imgshard
+
+    facts = {
+        "cores": str(cores()),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "imgshard": imgshard.__version__,
+        "pillow": PIL.__version__,
+        "libjpeg-turbo": str(features.version("libjpeg_turbo")),
+        "numpy": numpy.__version__,
+    }
+    optional = {"keras": ["keras"], "tensorflow": ["tensorflow", "tensorflow-cpu"], "jax": ["jax"]}
+    for name, distributions in optional.items():
+        version = next(filter(None, map(_version_of, distributions)), None)
+        if version:
+            facts[name] = version
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version_of(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def imgshard_command() -> list[str]:
+    """How a user starts imgshard from this environment: the console script next to python."""
+    script = os.path.join(os.path.dirname(sys.executable), "imgshard")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "imgshard"]
+
+
+def script_command(name: str) -> list[str]:
+    """Run one of the benchmark scripts in this folder with this interpreter."""
+    return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), name)]
+
+
+def run_timed(argv: Sequence[str]) -> Run:
+    """Run ``argv`` as a whole process and time it from start to exit."""
+    started = time.perf_counter()
+    done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise click.ClickException(f"{' '.join(argv)} failed:\n{done.stderr.strip()}")
+    return Run(seconds, done.stdout)
+
+
+def best_of(repeat: int, run: Callable[[], Run], before: Callable[[], None] = lambda: None) -> Run:
+    """The fastest of ``repeat`` runs (``before`` runs ahead of each, e.g. to clear an output)."""
+    runs = []
+    for _ in range(repeat):
+        before()
+        runs.append(run())
+    return min(runs, key=lambda r: r.seconds)
+
+
+def peak_memory(argv: Sequence[str]) -> tuple[int, Run]:
+    """Run ``argv``; return the peak PSS in bytes summed over its process tree, and the run."""
+    import psutil
+
+    started = time.perf_counter()
+    process = psutil.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _tree_pss(process))
+            time.sleep(SAMPLE_INTERVAL)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    seconds = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if process.returncode:
+        raise click.ClickException(f"{' '.join(argv)} failed:\n{stderr.strip()}")
+    return peak[0], Run(seconds, stdout)
+
+
+def _tree_pss(process) -> int:
+    import psutil
+
+    total = 0
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_full_info().pss
+        except psutil.Error:
+            pass  # the process ended between listing and sampling
+    return total
+
+
+corpus_option = click.option(
+    "--corpus", required=True, type=click.Path(file_okay=False),
+    help="Folder made by make_corpus.py (holds small/ and large/).")
+repeat_option = click.option(
+    "--repeat", default=3, show_default=True, help="Runs per measurement; the best counts.")
+scratch_option = click.option(
+    "--scratch", type=click.Path(file_okay=False), help="Where outputs go (default: /tmp).")
+
+
+def scratch_dir(parent: str | None) -> str:
+    """A fresh folder for outputs, removed by :func:`remove_tree` when the benchmark ends."""
+    return tempfile.mkdtemp(prefix="imgshard-bench-", dir=parent)
+
+
+def remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def corpus_set(corpus: str, name: str) -> str:
+    path = os.path.join(corpus, name)
+    if not os.path.isdir(path):
+        raise click.ClickException(
+            f"{path} is missing: make the corpus with "
+            f"`python make_corpus.py --out {corpus}` (see benchmarks/README in the README)")
+    return path
+
+
+def count_images(folder: str) -> int:
+    return sum(1 for _, _, files in os.walk(folder) for name in files if name.endswith(".jpg"))
+
+
+def echo_table(figures: Sequence[Figure], facts: dict[str, str]) -> None:
+    """Print the machine's facts and one row per figure."""
+    click.echo("  ".join(f"{key}: {value}" for key, value in facts.items()))
+    header = ("figure", "set", "imgshard", "baseline", "unit", "ratio", "goal", "met")
+    rows = [(f.name, f.corpus_set, _number(f.measured), _number(f.baseline), f.unit,
+             f"{f.ratio:.2f}x", f.goal, "yes" if f.met else "NO") for f in figures]
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        click.echo(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
