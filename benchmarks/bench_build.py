@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import click
-
-from harness import (SETS, Figure, Run, at_least, corpus_option, corpus_set, count_images,
-                     echo_table, environment, imgshard_command, remove_tree, repeat_option,
-                     run_timed, scratch_dir, scratch_option, script_command)
+from harness import (SETS, Figure, Run, at_least, benchmark_command, corpus_option, corpus_set,
+                     count_images, imgshard_command, print_figures, remove_tree, repeat_option,
+                     run_timed, scratch_option, script_command)
 
 #: Goals of the ratio build (2 workers) / naive loop, per set.
 NAIVE_GOALS = {"small": 3.5, "large": 4.0}
@@ -80,17 +78,13 @@ def build_figures(corpus: str, repeat: int, scratch: str) -> list[Figure]:
     return [figure for name in SETS for figure in set_figures(corpus, name, repeat, scratch)]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@benchmark_command
 @corpus_option
 @repeat_option
 @scratch_option
 def main(corpus: str, repeat: int, scratch: str | None) -> None:
     """Print the build figures as a table."""
-    folder = scratch_dir(scratch)
-    try:
-        echo_table(build_figures(corpus, repeat, folder), environment())
-    finally:
-        remove_tree(folder)
+    print_figures(scratch, lambda folder: (build_figures(corpus, repeat, folder), []))
 
 
 if __name__ == "__main__":

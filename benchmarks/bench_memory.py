@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 
-import click
-
-from harness import (Figure, at_most, corpus_option, corpus_set, echo_table, environment,
-                     imgshard_command, peak_memory, remove_tree, scratch_dir, scratch_option)
+from harness import (Figure, at_most, benchmark_command, corpus_option, corpus_set,
+                     imgshard_command, peak_memory, print_figures, remove_tree, scratch_option)
 
 MEMORY_GOAL = 1.10
 TIMES = 10
@@ -61,16 +59,12 @@ def build_memory_figures(corpus: str, scratch: str) -> list[Figure]:
                    "MB (PSS)", f"<= {MEMORY_GOAL}x", at_most(MEMORY_GOAL))]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@benchmark_command
 @corpus_option
 @scratch_option
 def main(corpus: str, scratch: str | None) -> None:
     """Print the memory figures as a table."""
-    folder = scratch_dir(scratch)
-    try:
-        echo_table(build_memory_figures(corpus, folder), environment())
-    finally:
-        remove_tree(folder)
+    print_figures(scratch, lambda folder: (build_memory_figures(corpus, folder), []))
 
 
 if __name__ == "__main__":

@@ -21,15 +21,14 @@ import os
 import time
 from dataclasses import dataclass
 
-import click
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
 from bench_memory import TIMES, repeated_input
-from harness import (Figure, at_least, at_most, corpus_option, corpus_set, echo_table,
-                     environment, imgshard_command, peak_memory, remove_tree, repeat_option,
-                     run_timed, scratch_dir, scratch_option, script_command)
+from harness import (Figure, at_least, at_most, benchmark_command, corpus_option, corpus_set,
+                     imgshard_command, peak_memory, print_figures, remove_tree, repeat_option,
+                     run_timed, scratch_option, script_command)
 
 BATCH = 32
 COPY_GOAL, KERAS_GOAL, STEP_GOAL, MEMORY_GOAL = 0.7, 10.0, 1.05, 1.10
@@ -212,20 +211,13 @@ def reader_memory_figure(src: str, shards: str, scratch: str) -> Figure:
                   "MB (PSS)", f"<= {MEMORY_GOAL}x", at_most(MEMORY_GOAL))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@benchmark_command
 @corpus_option
 @repeat_option
 @scratch_option
 def main(corpus: str, repeat: int, scratch: str | None) -> None:
     """Print the reader figures as a table."""
-    folder = scratch_dir(scratch)
-    try:
-        figures, notes = reader_figures(corpus, repeat, folder)
-    finally:
-        remove_tree(folder)
-    echo_table(figures, environment())
-    for note in notes:
-        click.echo(note)
+    print_figures(scratch, lambda folder: reader_figures(corpus, repeat, folder))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,7 @@ def _tree_pss(process) -> int:
     return total
 
 
+benchmark_command = click.command(context_settings={"help_option_names": ["-h", "--help"]})
 corpus_option = click.option(
     "--corpus", required=True, type=click.Path(file_okay=False),
     help="Folder made by make_corpus.py (holds small/ and large/).")
@@ -225,6 +226,19 @@ def corpus_set(corpus: str, name: str) -> str:
 
 def count_images(folder: str) -> int:
     return sum(1 for _, _, files in os.walk(folder) for name in files if name.endswith(".jpg"))
+
+
+def print_figures(scratch: str | None,
+                  measure: Callable[[str], tuple[list[Figure], list[str]]]) -> None:
+    """Run ``measure`` (figures and notes) in a fresh scratch folder, then print the table."""
+    folder = scratch_dir(scratch)
+    try:
+        figures, notes = measure(folder)
+    finally:
+        remove_tree(folder)
+    echo_table(figures, environment())
+    for note in notes:
+        click.echo(note)
 
 
 def echo_table(figures: Sequence[Figure], facts: dict[str, str]) -> None:

@@ -12,38 +12,30 @@ from __future__ import annotations
 
 import importlib.util
 
-import click
-
 from bench_build import build_figures
 from bench_memory import build_memory_figures
-from harness import (corpus_option, echo_table, environment, remove_tree, repeat_option,
-                     scratch_dir, scratch_option)
+from harness import (Figure, benchmark_command, corpus_option, print_figures, repeat_option,
+                     scratch_option)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], list[str]]:
+    """Build figures, then memory, then the reader's (once imgshard.reader exists)."""
+    figures = build_figures(corpus, repeat, folder) + build_memory_figures(corpus, folder)
+    if importlib.util.find_spec("imgshard.reader") is None:
+        return figures, ["reader figures: not measured (imgshard.reader does not exist yet)"]
+    from bench_reader import reader_figures
+
+    reader, notes = reader_figures(corpus, repeat, folder)
+    return figures + reader, notes
+
+
+@benchmark_command
 @corpus_option
 @repeat_option
 @scratch_option
 def main(corpus: str, repeat: int, scratch: str | None) -> None:
     """Run every benchmark and print one table."""
-    folder = scratch_dir(scratch)
-    notes = []
-    try:
-        figures = build_figures(corpus, repeat, folder)
-        figures += build_memory_figures(corpus, folder)
-        if importlib.util.find_spec("imgshard.reader") is None:
-            notes.append("reader figures: not measured (imgshard.reader does not exist yet)")
-        else:
-            from bench_reader import reader_figures
-
-            reader, reader_notes = reader_figures(corpus, repeat, folder)
-            figures += reader
-            notes += reader_notes
-    finally:
-        remove_tree(folder)
-    echo_table(figures, environment())
-    for note in notes:
-        click.echo(note)
+    print_figures(scratch, lambda folder: measure_all(corpus, repeat, folder))
 
 
 if __name__ == "__main__":
