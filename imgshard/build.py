@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import PIL
-from PIL import features
 
 from . import __version__
 from .assemble import SplitAssembler, open_samples_csv
@@ -127,6 +126,8 @@ def decoder_versions() -> dict[str, str | None]:
     libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
     so shards are byte-identical only for the same versions.
     """
+    from PIL import features  # imported here: it costs every start-up ~6 ms
+
     return {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
             "numpy": np.__version__}
 
