@@ -6,9 +6,11 @@ import importlib
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imgshard import BuildConfig, build, plan
-from imgshard.build import make_tasks
+from imgshard.build import make_tasks, piece_starts
 
 from conftest import write_image
 
@@ -81,7 +83,15 @@ def test_a_last_task_whose_files_all_fail_adds_no_empty_shard(tmp_path, workers)
         write_image(str(src / "c" / f"a{number}.png"), colour=(number, 0, 0))
     for number in range(2):
         (src / "c" / f"z{number}.png").write_bytes(b"not a png")
-    manifest = build(str(src), str(tmp_path / "out"),
-                     BuildConfig(size=(4, 4), shard_size=2, shuffle=False), workers=workers).manifest
+    config = BuildConfig(size=(4, 4), shard_size=2, shuffle=False)
+    manifest = build(str(src), str(tmp_path / "out"), config, workers=workers).manifest
     assert [s.num_samples for s in manifest.splits["train"].shards] == [2, 2]
     assert [s.path for s in manifest.skipped] == ["c/z0.png", "c/z1.png"]
+
+
+@given(st.integers(0, 10_000), st.integers(1, 600), st.integers(1, 16))
+def test_pieces_tile_a_shard_in_near_equal_runs(start, length, pieces):
+    starts = piece_starts(start, length, pieces)
+    sizes = [end - begin for begin, end in zip(starts, [*starts[1:], start + length])]
+    assert starts[0] == start and sum(sizes) == length
+    assert len(sizes) == min(pieces, length) and max(sizes) - min(sizes) <= 1

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from imgshard.shards import RowStream, atomic_file, write_rows_atomically
+from imgshard.shards import RowStream, atomic_file, read_rows, write_rows_atomically
 
 
 def test_rows_streamed_from_one_reused_buffer_make_the_same_file_as_np_save(tmp_path):
@@ -50,3 +50,13 @@ def test_a_row_stream_that_falls_short_rewrites_its_header_and_checksum(tmp_path
     assert written == (tmp_path / "reference.npy").read_bytes()
     assert digest == hashlib.sha256(written).hexdigest()
     assert np.load(path).shape == (appended, 4, 5)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7 * 4, 1 << 22])
+def test_read_rows_yields_the_asked_rows_in_chunks_of_whole_rows(tmp_path, chunk_bytes):
+    images = np.arange(12 * 7, dtype=np.float32).reshape(12, 7)
+    np.save(tmp_path / "part.npy", images)
+    chunks = [chunk.copy() for chunk in read_rows(str(tmp_path / "part.npy"), 3, 8,
+                                                  chunk_bytes=chunk_bytes)]
+    np.testing.assert_array_equal(np.concatenate(chunks), images[3:11])
+    assert max(len(chunk) for chunk in chunks) == max(1, min(8, chunk_bytes // (7 * 4)))
