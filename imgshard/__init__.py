@@ -6,6 +6,7 @@ from .build import BuildResult, build, plan  # noqa: E402
 from .config import BuildConfig  # noqa: E402
 from .errors import ImgshardError  # noqa: E402
 from .manifest import Manifest, read_manifest  # noqa: E402
+from .reader import ReaderError, ShardReader  # noqa: E402
 
-__all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Manifest", "__version__", "build",
-           "plan", "read_manifest"]
+__all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Manifest", "ReaderError",
+           "ShardReader", "__version__", "build", "plan", "read_manifest"]

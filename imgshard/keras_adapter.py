@@ -1,0 +1,67 @@
+"""Keras and TensorFlow views of a :class:`~imgshard.reader.ShardReader`.
+
+Imported only by ``ShardReader.to_keras()`` / ``to_tf_dataset()``, so the rest of imgshard
+works without Keras. ``pip install 'imgshard[keras]'`` installs Keras 3 with the JAX backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from .errors import ImgshardError
+
+# Keras defaults to TensorFlow; the `keras` extra installs JAX instead, so use it unless told.
+if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") is None:
+    os.environ["KERAS_BACKEND"] = "jax"
+
+try:
+    import keras
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise ImgshardError(
+        "ShardReader.to_keras() needs Keras 3: pip install 'imgshard[keras]'") from None
+
+
+class ShardPyDataset(keras.utils.PyDataset):
+    """Batch ``i`` of the current epoch on demand; the next epoch reshuffles (``on_epoch_end``).
+
+    Random access by batch index is what lets Keras run ``workers`` threads (or processes with
+    ``use_multiprocessing=True``) over it; the order stays the reader's pure function of
+    (seed, epoch), so results do not depend on the worker mode.
+    """
+
+    def __init__(self, reader, *, workers: int = 1, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10) -> None:
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
+                         max_queue_size=max_queue_size)
+        self.reader = reader
+        self.epoch = reader.epoch
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int):
+        return self.reader.get_batch(self.epoch, index)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.reader.set_epoch(self.epoch)
+
+
+def to_tf_dataset(reader):
+    """A ``tf.data.Dataset`` whose every pass is one epoch of ``reader``."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImgshardError("to_tf_dataset() needs TensorFlow: pip install tensorflow-cpu") from None
+    images = tf.TensorSpec((None, *reader.manifest.image_shape), tf.as_dtype(reader.dtype))
+    if reader.label_mode is None:
+        signature = images
+    elif reader.label_mode == "int":
+        signature = (images, tf.TensorSpec((None,), tf.int32))
+    elif reader.label_mode == "binary":
+        signature = (images, tf.TensorSpec((None, 1), tf.float32))
+    else:
+        classes = len(reader.manifest.class_names)
+        signature = (images, tf.TensorSpec((None, classes), tf.float32))
+    return tf.data.Dataset.from_generator(lambda: iter(reader), output_signature=signature)

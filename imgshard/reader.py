@@ -1,0 +1,303 @@
+"""Stream a shard directory back as batches, in bounded memory, with a good, cheap shuffle.
+
+Shuffle algorithm (``shuffle=True``), a pure function of ``(seed, epoch)``:
+
+1. the shards of the split are put in a random order;
+2. consecutive runs of ``window`` shards form a window, and the samples of a window are put in
+   a random order;
+3. the epoch is the windows one after another, cut into batches.
+
+Only the shards of the current window are memory-mapped; they are unmapped when the window
+moves on, so resident memory stays near ``window`` shards plus the batches in flight, whatever
+the dataset size. Reads stay within a few files at a time (I/O friendly), yet a batch mixes
+samples from ``window`` shards, and because ``imgshard build`` already spreads every class over
+every shard, batches are well mixed. The trade-off: a larger window shuffles more globally but
+maps more data; ``window=1`` is the cheapest and still reorders every shard.
+
+Each iteration is one epoch; a background thread prepares up to ``prefetch`` batches ahead so
+reading overlaps training. ``state_dict()``/``load_state_dict()`` resume mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import ImgshardError
+from .manifest import Manifest, ShardInfo, read_manifest
+from .shards import ShardError, open_shard
+
+LABEL_MODES = ("int", "categorical", "binary", None)
+
+
+class ReaderError(ImgshardError):
+    """The reader cannot serve this directory, split or option."""
+
+
+class ShardReader:
+    """Batches ``(x, y)`` (or ``x`` with ``label_mode=None``) of one split of a shard directory.
+
+    Args:
+        directory: a directory written by ``imgshard build``.
+        split: ``train``, ``val`` or ``test`` (whatever the manifest has).
+        batch_size: samples per batch; the last batch of an epoch is partial unless
+            ``drop_remainder``.
+        shuffle, seed: windowed shuffle (see the module docstring), new order every epoch.
+        label_mode: ``"int"`` (int32), ``"categorical"`` (one-hot float32), ``"binary"``
+            (float32 shaped (b, 1), two classes) or ``None`` (images only), as in Keras.
+        dtype: convert images to this dtype on the fly (default: the stored dtype).
+        augment: a callable applied to every batch of images, returning the new images.
+        flip_horizontal: flip each image left-right with probability 1/2 (seeded per epoch).
+        window: shards shuffled together; memory holds about this many shards.
+        prefetch: batches prepared ahead by a background thread (0: none).
+    """
+
+    def __init__(self, directory: str, split: str = "train", *, batch_size: int = 32,
+                 shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
+                 label_mode: str | None = "int", dtype: str | None = None,
+                 augment: Callable[[np.ndarray], np.ndarray] | None = None,
+                 flip_horizontal: bool = False, window: int = 4, prefetch: int = 2) -> None:
+        self.directory = os.fspath(directory)
+        self.manifest: Manifest = read_manifest(self.directory)
+        if split not in self.manifest.splits:
+            known = ", ".join(self.manifest.splits)
+            raise ReaderError(f"split {split!r} is not in {self.directory} (it has: {known})")
+        _check_options(self.manifest, batch_size, label_mode, window, prefetch)
+        self.split = split
+        self.shards: list[ShardInfo] = self.manifest.splits[split].shards
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.drop_remainder, self.label_mode = drop_remainder, label_mode
+        self.dtype = np.dtype(dtype or self.manifest.dtype)
+        self.augment, self.flip_horizontal = augment, flip_horizontal
+        self.window, self.prefetch = window, prefetch
+        sizes = np.array([s.num_samples for s in self.shards], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(sizes)])
+        self.num_samples = int(self._starts[-1])
+        self.epoch, self._position = 0, 0
+        self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- epochs and resumption -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        if self.drop_remainder:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration epoch ``epoch`` (from its start)."""
+        self.epoch, self._position = int(epoch), 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the consumer is: the epoch and the number of batches it has taken from it."""
+        return {"epoch": self.epoch, "batches": self._position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample."""
+        if state.get("seed", self.seed) != self.seed:
+            raise ReaderError(f"state was saved with seed {state['seed']}, reader has {self.seed}")
+        self.epoch, self._position = int(state["epoch"]), int(state["batches"])
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Global sample indices (shard by shard, row by row) in the order of ``epoch``."""
+        if not self.shuffle:
+            return np.arange(self.num_samples, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, epoch])
+        shard_order = rng.permutation(len(self.shards))
+        parts = []
+        for first in range(0, len(shard_order), self.window):
+            members = shard_order[first:first + self.window]
+            indices = np.concatenate([np.arange(self._starts[s], self._starts[s + 1])
+                                      for s in members])
+            parts.append(rng.permutation(indices))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, start = self.epoch, self._position
+        order = self.epoch_order(epoch)
+        batches = self._produce(epoch, order, start)
+        if self.prefetch:
+            batches = _prefetched(batches, self.prefetch)
+        try:
+            for batch in batches:
+                self._position += 1
+                yield batch
+        finally:
+            batches.close()
+        self.epoch, self._position = epoch + 1, 0
+        self._release_all()
+
+    def get_batch(self, epoch: int, index: int) -> Any:
+        """Batch ``index`` of ``epoch``, by random access (what Keras' PyDataset asks for)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        return self._batch(epoch, index, self._cached_order(epoch))
+
+    def _cached_order(self, epoch: int) -> np.ndarray:
+        with self._lock:
+            cached = getattr(self, "_order_cache", None)
+            if cached is None or cached[0] != epoch:
+                cached = (epoch, self.epoch_order(epoch))
+                self._order_cache = cached
+            return cached[1]
+
+    def _produce(self, epoch: int, order: np.ndarray, start: int) -> Iterator[Any]:
+        for index in range(start, len(self)):
+            yield self._batch(epoch, index, order)
+
+    def _batch(self, epoch: int, index: int, order: np.ndarray) -> Any:
+        chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
+        images, labels = self._gather(chosen)
+        if self.flip_horizontal:
+            flips = np.random.default_rng([self.seed, epoch, index, 1]).random(len(chosen)) < 0.5
+            images = images.copy() if not images.flags.writeable else images
+            images[flips] = images[flips, :, ::-1]
+        if self.augment is not None:
+            images = self.augment(images)
+        if self.label_mode is None:
+            return images
+        return images, self._encode(labels)
+
+    def _gather(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read the samples ``chosen`` (global indices), copying only what the batch needs."""
+        shard_of = np.searchsorted(self._starts, chosen, side="right") - 1
+        first = int(shard_of[0])
+        rows = chosen - self._starts[shard_of]
+        contiguous = bool((shard_of == first).all() and (np.diff(rows) == 1).all())
+        if contiguous:
+            images, labels = self._shard(first)
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            batch = images[lo:hi].astype(self.dtype, copy=False)
+            return np.asarray(batch), None if labels is None else labels[lo:hi]
+        shape = (len(chosen), *self.manifest.image_shape)
+        batch = np.empty(shape, dtype=self.dtype)
+        batch_labels = np.empty(len(chosen), dtype=np.int32)
+        for shard in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == shard)
+            where = where[np.argsort(rows[where], kind="stable")]
+            images, labels = self._shard(int(shard))
+            batch[where] = images[rows[where]]
+            if labels is not None:
+                batch_labels[where] = labels[rows[where]]
+        return batch, None if self.manifest.class_names is None else batch_labels
+
+    def _shard(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The memory maps of shard ``index``; shards beyond the window's reach are unmapped."""
+        with self._lock:
+            if index in self._open:
+                self._open.move_to_end(index)
+                return self._open[index]
+            info = self.shards[index]
+            opened = self._map(info)
+            self._open[index] = opened
+            while len(self._open) > self.window + 1:
+                self._open.popitem(last=False)
+            return opened
+
+    def _map(self, info: ShardInfo) -> tuple[np.ndarray, np.ndarray | None]:
+        path = os.path.join(self.directory, info.images)
+        images = open_shard(path, shape=(info.num_samples, *self.manifest.image_shape),
+                            dtype=self.manifest.dtype)
+        labels = None
+        if info.labels is not None:
+            labels_path = os.path.join(self.directory, info.labels)
+            labels = np.asarray(open_shard(labels_path, shape=(info.num_samples,), dtype="int32"))
+        return images, labels
+
+    def _release_all(self) -> None:
+        with self._lock:
+            self._open.clear()
+
+    def _encode(self, labels: np.ndarray | None) -> np.ndarray:
+        if labels is None:
+            raise ReaderError("these shards have no labels (built with --no-labels): "
+                              "use label_mode=None")
+        if self.label_mode == "categorical":
+            return np.eye(len(self.manifest.class_names), dtype=np.float32)[labels]
+        if self.label_mode == "binary":
+            return labels.astype(np.float32)[:, np.newaxis]
+        return labels
+
+    # -- framework adapters ---------------------------------------------------------------
+
+    def to_keras(self, *, workers: int = 1, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10):
+        """A ``keras.utils.PyDataset`` over this reader that reshuffles every epoch."""
+        from .keras_adapter import ShardPyDataset
+
+        return ShardPyDataset(self, workers=workers, use_multiprocessing=use_multiprocessing,
+                              max_queue_size=max_queue_size)
+
+    def to_tf_dataset(self):
+        """A ``tf.data.Dataset`` of this reader's batches (one epoch per pass over it)."""
+        from .keras_adapter import to_tf_dataset
+
+        return to_tf_dataset(self)
+
+
+def _check_options(manifest: Manifest, batch_size: int, label_mode: str | None, window: int,
+                   prefetch: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ReaderError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if label_mode not in LABEL_MODES:
+        raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
+                          f"got {label_mode!r}")
+    if label_mode is not None and manifest.class_names is None:
+        raise ReaderError("these shards have no labels (built with --no-labels): "
+                          "use label_mode=None")
+    if label_mode == "binary" and len(manifest.class_names) != 2:
+        raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
+                          f"{len(manifest.class_names)}")
+    if window < 1 or prefetch < 0:
+        raise ReaderError("window must be >= 1 and prefetch >= 0")
+
+
+def _prefetched(batches: Iterator[Any], depth: int):
+    """Run ``batches`` in a background thread, at most ``depth`` ahead; stop when closed."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            put(error)
+
+    thread = threading.Thread(target=fill, name="imgshard-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+__all__ = ["ReaderError", "ShardError", "ShardReader"]

@@ -1,0 +1,222 @@
+"""ShardReader: exactly-once epochs, reproducible shuffles, batch edges, label modes, memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from imgshard import BuildConfig, ReaderError, ShardReader, build
+from imgshard.manifest import MANIFEST_NAME
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """23 distinct images over 6 shards of 4 (last holds 3), 3 classes."""
+    from conftest import write_image
+
+    root = tmp_path_factory.mktemp("reader")
+    for number in range(23):
+        write_image(str(root / "src" / f"c{number % 3}" / f"{number:02d}.png"), size=(8, 6),
+                    colour=(number * 10, 255 - number * 10, number))
+    out = str(root / "out")
+    build(str(root / "src"), out, BuildConfig(size=(6, 8), shard_size=4), workers=1)
+    return out
+
+
+def epoch(reader):
+    xs, ys = [], []
+    for x, y in reader:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    return xs, ys
+
+
+def digests(xs):
+    return Counter(hashlib.sha256(np.ascontiguousarray(row).tobytes()).hexdigest()
+                   for x in xs for row in x)
+
+
+def stored(out):
+    images = [np.load(os.path.join(out, f"train-0000{i}.npy")) for i in range(6)]
+    labels = [np.load(os.path.join(out, f"train-0000{i}.labels.npy")) for i in range(6)]
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 23, 64])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_every_sample_exactly_once_per_epoch(shards, batch_size, shuffle):
+    reader = ShardReader(shards, batch_size=batch_size, shuffle=shuffle, window=2)
+    images, labels = stored(shards)
+    for _ in range(2):
+        xs, ys = epoch(reader)
+        assert len(xs) == len(reader) == -(-23 // batch_size)
+        assert [len(x) for x in xs[:-1]] == [batch_size] * (len(xs) - 1)
+        assert digests(xs) == digests([images])
+        assert Counter(np.concatenate(ys).tolist()) == Counter(labels.tolist())
+        pairs = {hashlib.sha256(x.tobytes()).hexdigest(): int(y)
+                 for xb, yb in zip(xs, ys) for x, y in zip(xb, yb)}
+        assert pairs == {hashlib.sha256(x.tobytes()).hexdigest(): int(y)
+                         for x, y in zip(images, labels)}
+
+
+def order_of(reader):
+    return [hashlib.sha256(row.tobytes()).hexdigest() for x in epoch(reader)[0] for row in x]
+
+
+def test_new_order_every_epoch_and_same_order_for_same_seed_and_epoch(shards):
+    reader = ShardReader(shards, batch_size=4, seed=3)
+    first, second = order_of(reader), order_of(reader)
+    assert first != second
+    again = ShardReader(shards, batch_size=4, seed=3)
+    assert order_of(again) == first
+    again.set_epoch(1)
+    assert order_of(again) == second
+    assert order_of(ShardReader(shards, batch_size=4, seed=4)) != first
+
+
+def test_unshuffled_order_is_the_stored_order(shards):
+    images, _ = stored(shards)
+    xs, _ = epoch(ShardReader(shards, batch_size=7, shuffle=False))
+    np.testing.assert_array_equal(np.concatenate(xs), images)
+
+
+def test_drop_remainder(shards):
+    reader = ShardReader(shards, batch_size=5, drop_remainder=True)
+    xs, _ = epoch(reader)
+    assert len(reader) == 4 and [len(x) for x in xs] == [5, 5, 5, 5]
+
+
+def test_label_modes_and_dtype(shards):
+    _, labels = stored(shards)
+    x, y = next(iter(ShardReader(shards, batch_size=23, shuffle=False, label_mode="categorical",
+                                 dtype="float32")))
+    assert x.dtype == np.float32 and y.dtype == np.float32 and y.shape == (23, 3)
+    np.testing.assert_array_equal(y.argmax(1), labels)
+    x, y = next(iter(ShardReader(shards, batch_size=23, shuffle=False)))
+    assert x.dtype == np.float16 and y.dtype == np.int32 and x.shape == (23, 6, 8, 3)
+    only_x = next(iter(ShardReader(shards, batch_size=4, label_mode=None)))
+    assert isinstance(only_x, np.ndarray) and only_x.shape == (4, 6, 8, 3)
+    with pytest.raises(ReaderError, match="needs 2 classes"):
+        ShardReader(shards, label_mode="binary")
+
+
+def test_augment_and_flip(shards):
+    plain = ShardReader(shards, batch_size=23, shuffle=False, prefetch=0)
+    x, _ = next(iter(plain))
+    x = np.array(x)
+    doubled, _ = next(iter(ShardReader(shards, batch_size=23, shuffle=False,
+                                       augment=lambda b: b * 2)))
+    np.testing.assert_array_equal(doubled, x * 2)
+    flipped, _ = next(iter(ShardReader(shards, batch_size=23, shuffle=False, flip_horizontal=True)))
+    same = [np.array_equal(f, o) for f, o in zip(flipped, x)]
+    mirrored = [np.array_equal(f, o[:, ::-1]) for f, o in zip(flipped, x)]
+    assert all(s or m for s, m in zip(same, mirrored))
+
+
+def test_shuffle_quality(tmp_path):
+    """Positions in consecutive epochs are uncorrelated; a batch mixes shards."""
+    from conftest import write_image
+
+    for number in range(400):
+        write_image(str(tmp_path / "src" / f"c{number % 2}" / f"{number:03d}.png"), size=(2, 2),
+                    colour=(number % 256, number // 256, 0))
+    out = str(tmp_path / "out")
+    build(str(tmp_path / "src"), out, BuildConfig(size=(2, 2), shard_size=20, dtype="uint8"),
+          workers=1)
+    reader = ShardReader(out, batch_size=16, window=4)
+    ids = [[int(r[0, 0, 0]) + 256 * int(r[0, 0, 1]) for x in epoch(reader)[0] for r in x]
+           for _ in range(2)]
+    position = [{sample: i for i, sample in enumerate(e)} for e in ids]
+    a = np.array([position[0][s] for s in range(400)])
+    b = np.array([position[1][s] for s in range(400)])
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.2
+    samples_csv = open(os.path.join(out, "samples.csv")).read().splitlines()[1:]
+    shard_of = {}
+    images = {}
+    for line in samples_csv:
+        _, _, shard, index, _ = line.split(",")
+        if shard not in images:
+            images[shard] = np.load(os.path.join(out, shard))
+        r = images[shard][int(index)]
+        shard_of[int(r[0, 0, 0]) + 256 * int(r[0, 0, 1])] = shard
+    batches = [ids[0][i:i + 16] for i in range(0, 400, 16)]
+    assert all(len({shard_of[s] for s in batch}) > 1 for batch in batches)
+
+
+def test_state_dict_resumes_mid_epoch_without_repeats_or_gaps(shards):
+    reader = ShardReader(shards, batch_size=3, seed=9)
+    full = order_of(ShardReader(shards, batch_size=3, seed=9))
+    taken = []
+    for count, (x, _) in enumerate(reader):
+        taken += [hashlib.sha256(r.tobytes()).hexdigest() for r in x]
+        if count == 2:
+            state = reader.state_dict()
+            break
+    resumed = ShardReader(shards, batch_size=3, seed=9)
+    resumed.load_state_dict(state)
+    rest = [hashlib.sha256(r.tobytes()).hexdigest() for x, _ in resumed for r in x]
+    assert taken + rest == full
+    assert resumed.state_dict()["epoch"] == 1
+
+
+def test_errors_name_what_is_wrong(shards, tmp_path):
+    with pytest.raises(ReaderError, match=r"split 'tset' is not in .* \(it has: train\)"):
+        ShardReader(shards, split="tset")
+    with pytest.raises(Exception, match="is not a directory"):
+        ShardReader(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="manifest.json is missing"):
+        ShardReader(str(tmp_path / "empty"))
+    (tmp_path / "empty" / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(Exception, match="is not valid JSON"):
+        ShardReader(str(tmp_path / "empty"))
+
+
+def test_a_shard_of_the_wrong_size_is_named(shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shards, copy)
+    np.save(copy / "train-00002.npy", np.zeros((3, 6, 8, 3), np.float16))
+    with pytest.raises(Exception, match=r"train-00002.npy: shape \(3, 6, 8, 3\) but the manifest"):
+        epoch(ShardReader(str(copy), batch_size=4, shuffle=False))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path):
+    """~200 MB of shards read in full: resident memory grows by far less than that."""
+    from imgshard.manifest import Manifest, ShardInfo, SplitInfo, write_manifest
+    from imgshard.shards import write_array_atomically
+
+    shape, per_shard, count = (64, 64, 3), 512, 16  # 12.6 MB per shard, 201 MB float16
+    infos = []
+    for index in range(count):
+        images = np.full((per_shard, *shape), index, dtype=np.float16)
+        name = f"train-{index:05d}.npy"
+        digest = write_array_atomically(str(tmp_path / name), images)
+        labels_digest = write_array_atomically(str(tmp_path / f"train-{index:05d}.labels.npy"),
+                                               np.zeros(per_shard, np.int32))
+        infos.append(ShardInfo(name, per_shard, digest, f"train-{index:05d}.labels.npy",
+                               labels_digest))
+    del images
+    write_manifest(str(tmp_path), Manifest("0", "now", "src", shape, "float16", ["a"], {},
+                                           {"train": SplitInfo(per_shard * count, {"a": 0}, infos)}))
+    reader = ShardReader(str(tmp_path), batch_size=64, window=2, prefetch=2)
+    before, peak, seen = rss_bytes(), 0, 0
+    for x, _ in reader:
+        seen += len(x)
+        peak = max(peak, rss_bytes() - before)
+    dataset = per_shard * count * np.prod(shape) * 2
+    assert seen == per_shard * count
+    assert peak < dataset / 3, (peak, dataset)
