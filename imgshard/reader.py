@@ -168,26 +168,31 @@ class ShardReader:
         return images, self._encode(labels)
 
     def _gather(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Read the samples ``chosen`` (global indices), copying only what the batch needs."""
+        """Read the samples ``chosen`` (global indices), copying each one once, into the batch.
+
+        Inside a batch the samples are taken in stored order (shard by shard, row by row): the
+        batch's membership is what the shuffle decides, and reading in file order lets one
+        ``np.take`` per shard write straight into the batch.
+        """
+        chosen = np.sort(chosen)
         shard_of = np.searchsorted(self._starts, chosen, side="right") - 1
-        first = int(shard_of[0])
         rows = chosen - self._starts[shard_of]
-        contiguous = bool((shard_of == first).all() and (np.diff(rows) == 1).all())
-        if contiguous:
-            images, labels = self._shard(first)
+        if shard_of[0] == shard_of[-1] and rows[-1] - rows[0] == len(rows) - 1:
+            images, labels = self._shard(int(shard_of[0]))
             lo, hi = int(rows[0]), int(rows[-1]) + 1
-            batch = images[lo:hi].astype(self.dtype, copy=False)
-            return np.asarray(batch), None if labels is None else labels[lo:hi]
-        shape = (len(chosen), *self.manifest.image_shape)
-        batch = np.empty(shape, dtype=self.dtype)
+            batch = np.asarray(images[lo:hi]).astype(self.dtype, copy=False)
+            return batch, None if labels is None else labels[lo:hi]
+        batch = np.empty((len(chosen), *self.manifest.image_shape), dtype=self.dtype)
         batch_labels = np.empty(len(chosen), dtype=np.int32)
-        for shard in np.unique(shard_of):
-            where = np.flatnonzero(shard_of == shard)
-            where = where[np.argsort(rows[where], kind="stable")]
-            images, labels = self._shard(int(shard))
-            batch[where] = images[rows[where]]
+        bounds = np.flatnonzero(np.diff(shard_of)) + 1
+        for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(chosen)]])):
+            images, labels = self._shard(int(shard_of[lo]))
+            if images.dtype == self.dtype:
+                np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi])
+            else:
+                batch[lo:hi] = images[rows[lo:hi]]
             if labels is not None:
-                batch_labels[where] = labels[rows[where]]
+                batch_labels[lo:hi] = labels[rows[lo:hi]]
         return batch, None if self.manifest.class_names is None else batch_labels
 
     def _shard(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
