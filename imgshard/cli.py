@@ -8,6 +8,7 @@ Errors of imgshard's own become one ``Error: ...`` line and exit code 1.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -188,6 +189,66 @@ def human_bytes(count: float) -> str:
             return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
         count /= 1000
     raise AssertionError("unreachable")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON document.")
+@user_errors
+def inspect(directory: str, as_json: bool) -> None:
+    """Summarise a shard directory from its manifest (never reads the shards)."""
+    from .inspect import render, summarize_directory
+
+    summary = summarize_directory(directory)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, sort_keys=True))
+        return
+    for line in render(summary, human_bytes):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=str))
+@click.option("--deep", is_flag=True, help="Also read every value: NaN/inf, range, labels.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes computing checksums. [all cores]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@user_errors
+def verify(directory: str, deep: bool, workers: int | None, quiet: bool) -> None:
+    """Check that DIRECTORY matches its manifest; exit 1 if anything differs."""
+    from .executor import default_workers
+    from .manifest import read_manifest
+    from .verify import verify_directory
+
+    files = sum(1 + bool(s.labels) for split in read_manifest(directory).splits.values()
+                for s in split.shards)
+    with LazyProgressBar(total=files, disable=quiet, desc="verify", unit="file") as bar:
+        problems = verify_directory(directory, deep=deep, workers=workers or default_workers(),
+                                    progress=bar.update)
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        click.echo(f"{len(problems)} problems found")
+        raise SystemExit(1)
+    click.echo(f"OK: {directory} matches its manifest ({files} files checked"
+               f"{', every value read' if deep else ''})")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="PNG file to write.")
+@click.option("--split", default="train", show_default=True, help="Split to show.")
+@click.option("--per-class", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Samples per class (one row per class).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which random samples.")
+@user_errors
+def preview(directory: str, output: str, split: str, per_class: int, seed: int) -> None:
+    """Write a PNG contact sheet of random samples, one labelled row per class."""
+    from .preview import write_preview
+
+    width, height = write_preview(directory, output, split=split, per_class=per_class, seed=seed)
+    click.echo(f"Wrote {output} ({width}x{height})")
 
 
 def main() -> None:

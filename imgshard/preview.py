@@ -1,0 +1,79 @@
+"""``imgshard preview``: a PNG contact sheet, K random samples of each class per row.
+
+Pixels are shown as stored: float shards are mapped back through ``rescale``/``offset`` to
+0..255, so a wrong crop, padding, colour mode, orientation or label is visible at a glance.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import ImgshardError
+from .manifest import Manifest, read_manifest
+from .shards import open_shard
+
+LABEL_WIDTH = 120
+GAP = 2
+
+
+class PreviewError(ImgshardError):
+    """The contact sheet cannot be made."""
+
+
+def write_preview(directory: str, output: str, *, split: str = "train", per_class: int = 8,
+                  seed: int = 0) -> tuple[int, int]:
+    """Write the contact sheet to ``output``; return its (width, height) in pixels."""
+    manifest = read_manifest(directory)
+    if split not in manifest.splits:
+        raise PreviewError(f"split {split!r} is not in {directory} "
+                           f"(it has: {', '.join(manifest.splits)})")
+    rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
+    height, width, _ = manifest.image_shape
+    sheet = Image.new("RGB", (LABEL_WIDTH + per_class * (width + GAP), len(rows) * (height + GAP)))
+    pen = ImageDraw.Draw(sheet)
+    for row_index, (name, samples) in enumerate(rows):
+        top = row_index * (height + GAP)
+        pen.text((4, top + 2), name, fill=(255, 255, 255))
+        for column, pixels in enumerate(samples):
+            sheet.paste(to_display(pixels, manifest), (LABEL_WIDTH + column * (width + GAP), top))
+    sheet.save(output, format="PNG")
+    return sheet.size
+
+
+def _pick(directory: str, manifest: Manifest, split: str, per_class: int,
+          rng: np.random.Generator) -> list[tuple[str, list[np.ndarray]]]:
+    """(row title, stored images) per class: up to ``per_class`` random samples of each."""
+    locations: dict[int | None, list[tuple[str, int]]] = {}
+    with open(os.path.join(directory, manifest.samples), newline="", encoding="utf-8",
+              errors="surrogateescape") as stream:
+        for row in csv.DictReader(stream):
+            if row["split"] == split:
+                label = int(row["label"]) if row["label"] else None
+                locations.setdefault(label, []).append((row["shard"], int(row["index"])))
+    names = manifest.class_names
+    keys = range(len(names)) if names is not None else [None]
+    rows = []
+    for key in keys:
+        found = locations.get(key, [])
+        chosen = rng.choice(len(found), size=min(per_class, len(found)), replace=False) \
+            if found else []
+        images = [np.asarray(open_shard(os.path.join(directory, found[i][0]))[found[i][1]])
+                  for i in sorted(chosen)]
+        rows.append((names[key] if names is not None else "samples", images))
+    return rows
+
+
+def to_display(pixels: np.ndarray, manifest: Manifest) -> Image.Image:
+    """One stored image as an 8-bit Pillow image (grayscale, RGB or RGBA)."""
+    if manifest.dtype != "uint8":
+        rescale = manifest.config.get("rescale", 1 / 255)
+        offset = manifest.config.get("offset", 0.0)
+        pixels = (pixels.astype(np.float64) - offset) / rescale
+    pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
+    image = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode)
+    return image.convert("RGB")

@@ -1,0 +1,179 @@
+"""``imgshard verify``: prove that a shard directory is exactly what its manifest says.
+
+Checks, each problem reported with the file it concerns: every listed file exists and its
+``.npy`` header has the manifest's shape and dtype; every checksum matches (computed on several
+processes); counts add up (shards, splits, class counts against the label files); ``samples.csv``
+agrees with the shards; no unlisted shard file lies in the directory. ``deep`` also reads every
+value, chunk by chunk: no NaN or inf, floats inside the range ``rescale``/``offset`` allow,
+labels inside ``[0, num_classes)``. A flipped byte, a truncated, deleted, extra or swapped shard
+and a hand-edited count are all caught.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import BuildConfig
+from .errors import ImgshardError
+from .manifest import Manifest, read_manifest
+from .outdir import OWN_FILE
+from .shards import ShardError, file_sha256, open_shard
+from .transform import cast_table
+
+#: Rows read at a time by the deep check, so memory stays flat whatever the shard size.
+DEEP_CHUNK_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way the directory differs from its manifest."""
+
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+def verify_directory(directory: str, *, deep: bool = False, workers: int = 1,
+                     progress: Callable[[int], None] | None = None) -> list[Problem]:
+    """Every problem found in ``directory`` (empty when all holds)."""
+    manifest = read_manifest(directory)
+    problems = list(_check_files(directory, manifest))
+    problems += _check_checksums(directory, manifest, workers, progress)
+    problems += _check_samples_csv(directory, manifest)
+    if deep:
+        problems += _check_values(directory, manifest)
+    return problems
+
+
+def _listed(manifest: Manifest) -> Iterator[tuple[str, str, int, str]]:
+    """(split, file name, rows, sha256) of every file the manifest lists."""
+    for name, split in manifest.splits.items():
+        for shard in split.shards:
+            yield name, shard.images, shard.num_samples, shard.sha256
+            if shard.labels:
+                yield name, shard.labels, shard.num_samples, shard.labels_sha256 or ""
+
+
+def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
+    listed = set()
+    for split_name, split in manifest.splits.items():
+        if sum(s.num_samples for s in split.shards) != split.num_samples:
+            yield Problem("manifest.json", f"split {split_name} says {split.num_samples} samples, "
+                          f"its shards hold {sum(s.num_samples for s in split.shards)}")
+        labels_seen: Counter = Counter()
+        for shard in split.shards:
+            listed.update({shard.images, shard.labels})
+            try:
+                open_shard(os.path.join(directory, shard.images),
+                           shape=(shard.num_samples, *manifest.image_shape), dtype=manifest.dtype)
+                if shard.labels:
+                    labels = open_shard(os.path.join(directory, shard.labels),
+                                        shape=(shard.num_samples,), dtype="int32")
+                    labels_seen.update(np.asarray(labels).tolist())
+            except ShardError as error:
+                yield Problem(shard.images, str(error).split(": ", 1)[-1])
+        if split.class_counts is not None and manifest.class_names is not None:
+            counted = {name: labels_seen.get(i, 0) for i, name in enumerate(manifest.class_names)}
+            if counted != split.class_counts:
+                yield Problem("manifest.json", f"class counts of split {split_name} disagree "
+                              f"with its label files ({counted})")
+    for name in sorted(os.listdir(directory)):
+        if OWN_FILE.fullmatch(name) and name not in listed:
+            yield Problem(name, "shard file not listed in the manifest")
+
+
+def _check_checksums(directory: str, manifest: Manifest, workers: int,
+                     progress: Callable[[int], None] | None) -> list[Problem]:
+    files = [(name, sha) for _, name, _, sha in _listed(manifest)
+             if os.path.exists(os.path.join(directory, name))]
+    paths = [os.path.join(directory, name) for name, _ in files]
+    if workers > 1 and len(paths) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            digests = _track(pool.map(file_sha256, paths), progress)
+    else:
+        digests = _track(map(file_sha256, paths), progress)
+    return [Problem(name, "checksum does not match the manifest (changed, swapped or corrupt)")
+            for (name, expected), actual in zip(files, digests) if actual != expected]
+
+
+def _track(digests: Iterator[str], progress: Callable[[int], None] | None) -> list[str]:
+    done = []
+    for digest in digests:
+        done.append(digest)
+        if progress:
+            progress(1)
+    return done
+
+
+def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
+    path = os.path.join(directory, manifest.samples)
+    try:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
+            rows = list(csv.DictReader(stream))
+    except OSError as error:
+        return [Problem(manifest.samples, f"cannot read: {error.strerror}")]
+    by_shard: dict[str, list[dict]] = {}
+    for row in rows:
+        by_shard.setdefault(row.get("shard", ""), []).append(row)
+    problems = []
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            shard_rows = by_shard.pop(shard.images, [])
+            indices = sorted(int(r["index"]) for r in shard_rows)
+            if indices != list(range(shard.num_samples)):
+                problems.append(Problem(manifest.samples, f"rows for {shard.images} do not cover "
+                                        f"its {shard.num_samples} samples exactly once"))
+                continue
+            if shard.labels and os.path.exists(os.path.join(directory, shard.labels)):
+                labels = np.load(os.path.join(directory, shard.labels))
+                if len(labels) == shard.num_samples and any(
+                        int(r["label"]) != labels[int(r["index"])] for r in shard_rows):
+                    problems.append(Problem(manifest.samples,
+                                            f"labels of {shard.images} disagree with {shard.labels}"))
+    problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
+                 for name in by_shard]
+    return problems
+
+
+def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
+    low, high = _value_range(manifest)
+    problems = []
+    for split in manifest.splits.values():
+        for shard in split.shards:
+            try:
+                images = open_shard(os.path.join(directory, shard.images))
+            except ShardError:
+                continue  # already reported
+            for start in range(0, len(images), DEEP_CHUNK_ROWS):
+                chunk = np.asarray(images[start:start + DEEP_CHUNK_ROWS])
+                if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+                    problems.append(Problem(shard.images, f"NaN or inf near row {start}"))
+                    break
+                if chunk.size and (chunk.min() < low or chunk.max() > high):
+                    problems.append(Problem(shard.images, f"values outside [{low}, {high}] "
+                                            f"near row {start}"))
+                    break
+            if shard.labels and manifest.class_names is not None:
+                labels = np.load(os.path.join(directory, shard.labels))
+                if labels.size and (labels.min() < 0 or labels.max() >= len(manifest.class_names)):
+                    problems.append(Problem(shard.labels, "label outside [0, num_classes)"))
+    return problems
+
+
+def _value_range(manifest: Manifest) -> tuple[float, float]:
+    try:
+        table = cast_table(BuildConfig.from_dict(manifest.config))
+    except ImgshardError:
+        table = None
+    if table is None:
+        return 0, 255
+    return float(table.min()), float(table.max())
