@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -50,7 +52,7 @@ def run_local(run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: 
     pending = list(tasks)[::-1]
     attempts: dict[int, int] = {}
     while pending:
-        with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
+        with process_pool(workers) as pool:
             lost = yield from _drain(pool, run, pending, workers)
         for task in lost:
             attempts[id(task)] = attempts.get(id(task), 1) + 1
@@ -85,6 +87,20 @@ def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, workers: int
     return []
 
 
+#: Libraries that run native threads of their own: forking a process that loaded one may
+#: deadlock the child (JAX says so), so such a process starts its workers with forkserver.
+THREADED_LIBRARIES = ("jax", "tensorflow", "torch")
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool started the fastest way that is safe in this process (see below)."""
+    return ProcessPoolExecutor(workers, mp_context=_context())
+
+
 def _context() -> multiprocessing.context.BaseContext:
+    """``fork`` (no start-up cost) when it is safe, else ``forkserver`` (or ``spawn``)."""
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    threaded = threading.active_count() > 1 or any(m in sys.modules for m in THREADED_LIBRARIES)
+    if "fork" in methods and not threaded:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")

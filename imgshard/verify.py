@@ -15,13 +15,13 @@ import csv
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
+from .executor import process_pool
 from .manifest import Manifest, read_manifest
 from .outdir import OWN_FILE
 from .shards import ShardError, file_sha256, open_shard
@@ -97,7 +97,7 @@ def _check_checksums(directory: str, manifest: Manifest, workers: int,
              if os.path.exists(os.path.join(directory, name))]
     paths = [os.path.join(directory, name) for name, _ in files]
     if workers > 1 and len(paths) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with process_pool(workers) as pool:
             digests = _track(pool.map(file_sha256, paths), progress)
     else:
         digests = _track(map(file_sha256, paths), progress)
