@@ -173,9 +173,9 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
     last_index = {task.split: task.index for task in tasks}
     waiting: dict[tuple[str, int], ShardResult] = {}
     splits = {}
+    results = run_local(run_shard_task, tasks, workers=workers,
+                        describe=lambda t: f"shard {t.index} of split {t.split}")
     try:
-        results = run_local(run_shard_task, tasks, workers=workers,
-                            describe=lambda t: f"shard {t.index} of split {t.split}")
         for result in results:
             waiting[(result.split, result.index)] = result
             if progress:
@@ -190,6 +190,7 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
         stream.close()
         os.replace(stream.name, samples_path)
     except BaseException:
+        results.close()  # stops the workers before their parts are removed, not after
         for assembler in assemblers.values():
             assembler.abort()
         stream.close()

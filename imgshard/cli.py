@@ -36,6 +36,11 @@ def user_errors(command):
             return command(*args, **kwargs)
         except ImgshardError as error:
             raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted: the output has no manifest.json, so it is not mistaken for "
+                       "a finished build; run the same command with --overwrite to start again.",
+                       err=True)
+            raise SystemExit(130) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             raise click.ClickException(f"cannot write or read{where}: {error.strerror}") from None
