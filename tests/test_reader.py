@@ -220,3 +220,23 @@ def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path):
     dataset = per_shard * count * np.prod(shape) * 2
     assert seen == per_shard * count
     assert peak < dataset / 3, (peak, dataset)
+
+
+def test_binary_label_mode_for_two_classes(make_class_folders, tmp_path):
+    src = make_class_folders({"blue": 3, "red": 2})
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(size=(4, 4)), workers=1)
+    x, y = next(iter(ShardReader(out, batch_size=5, shuffle=False, label_mode="binary")))
+    assert y.dtype == np.float32 and y.shape == (5, 1)
+    assert sorted(y[:, 0].tolist()) == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_unlabelled_shards_read_with_label_mode_none_only(tmp_path):
+    from conftest import write_image
+
+    write_image(str(tmp_path / "src" / "a.png"), colour=(1, 2, 3))
+    out = str(tmp_path / "out")
+    build(str(tmp_path / "src"), out, BuildConfig(size=(4, 4), no_labels=True))
+    with pytest.raises(ReaderError, match="no labels .* use label_mode=None"):
+        ShardReader(out)
+    assert next(iter(ShardReader(out, label_mode=None))).shape == (1, 4, 4, 3)
