@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo, read_manifest
-from .shards import ShardError, open_shard
+from .shards import open_shard
 
 LABEL_MODES = ("int", "categorical", "binary", None)
 
@@ -82,6 +82,7 @@ class ShardReader:
         self.epoch, self._position = 0, 0
         self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._order_cache: tuple[int, np.ndarray] | None = None
 
     # -- epochs and resumption -------------------------------------------------------------
 
@@ -144,7 +145,7 @@ class ShardReader:
 
     def _cached_order(self, epoch: int) -> np.ndarray:
         with self._lock:
-            cached = getattr(self, "_order_cache", None)
+            cached = self._order_cache
             if cached is None or cached[0] != epoch:
                 cached = (epoch, self.epoch_order(epoch))
                 self._order_cache = cached
@@ -305,4 +306,4 @@ def _prefetched(batches: Iterator[Any], depth: int):
         thread.join()
 
 
-__all__ = ["ReaderError", "ShardError", "ShardReader"]
+__all__ = ["ReaderError", "ShardReader"]
