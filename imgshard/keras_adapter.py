@@ -30,7 +30,7 @@ class ShardPyDataset(keras.utils.PyDataset):
     (seed, epoch), so results do not depend on the worker mode.
     """
 
-    def __init__(self, reader, *, workers: int = 1, use_multiprocessing: bool = False,
+    def __init__(self, reader, *, workers: int = 2, use_multiprocessing: bool = False,
                  max_queue_size: int = 10) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)

@@ -205,7 +205,7 @@ class ShardReader:
             info = self.shards[index]
             opened = self._map(info)
             self._open[index] = opened
-            while len(self._open) > self.window + 1:
+            while len(self._open) > self.window:
                 self._open.popitem(last=False)
             return opened
 
@@ -235,9 +235,13 @@ class ShardReader:
 
     # -- framework adapters ---------------------------------------------------------------
 
-    def to_keras(self, *, workers: int = 1, use_multiprocessing: bool = False,
+    def to_keras(self, *, workers: int = 2, use_multiprocessing: bool = False,
                  max_queue_size: int = 10):
-        """A ``keras.utils.PyDataset`` over this reader that reshuffles every epoch."""
+        """A ``keras.utils.PyDataset`` over this reader that reshuffles every epoch.
+
+        Two worker threads by default: Keras then prepares batches ahead while the model trains
+        (with one worker it reads each batch between steps); reading releases the GIL.
+        """
         from .keras_adapter import ShardPyDataset
 
         return ShardPyDataset(self, workers=workers, use_multiprocessing=use_multiprocessing,
