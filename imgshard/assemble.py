@@ -76,11 +76,33 @@ class SplitAssembler:
         """Close the split's last (possibly short) shard and describe the split."""
         if self._joined is not None:
             self._close_joined()
+        return self.describe()
+
+    def describe(self) -> SplitInfo:
+        """The split as the manifest lists it (its shards so far)."""
         counts = None
         if self.class_names is not None:
             counts = {name: self._counts.get(i, 0) for i, name in enumerate(self.class_names)}
         total = sum(shard.num_samples for shard in self.shards)
         return SplitInfo(num_samples=total, class_counts=counts, shards=list(self.shards))
+
+    def restore(self, *, shards: list[ShardInfo], skipped: list[Skip], counts: dict[int, int],
+                inputs_seen: int) -> None:
+        """Continue after the shards an interrupted build finished (``--resume``)."""
+        self.shards, self.skipped = list(shards), list(skipped)
+        self._counts, self._inputs_seen = dict(counts), inputs_seen
+
+    def is_between_shards(self) -> bool:
+        """True when no shard is half joined: every part taken so far is in finished shards."""
+        return self._joined is None
+
+    @property
+    def counts(self) -> dict[int, int]:
+        return self._counts
+
+    @property
+    def inputs_seen(self) -> int:
+        return self._inputs_seen
 
     def abort(self) -> None:
         """Remove the temporary file of a shard being joined (the build failed)."""
@@ -149,8 +171,17 @@ class SplitAssembler:
                          labels=labels_file, labels_sha256=labels_digest)
 
 
-def open_samples_csv(path: str):
-    """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte)."""
+def open_samples_csv(path: str, keep_bytes: int = 0):
+    """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
+
+    ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
+    checkpoint; otherwise the file starts anew with its header.
+    """
+    if keep_bytes:
+        with open(path, "r+b") as partial:
+            partial.truncate(keep_bytes)
+        stream = open(path, "a", newline="", encoding="utf-8", errors="surrogateescape")
+        return stream, csv.writer(stream)
     stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
     writer = csv.writer(stream)
     writer.writerow(SAMPLES_HEADER)

@@ -24,10 +24,11 @@ from .assemble import SplitAssembler, open_samples_csv
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executor import default_workers, run_local
-from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, write_manifest
-from .outdir import prepare_out
+from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
+from .outdir import prepare_out, remove_leftovers
 from .scan import ScanResult, scan
-from .shards import temp_path
+from .progress import (PROGRESS_NAME, SAMPLES_PARTIAL, ProgressLog, Restored, check_plan,
+                       plan_record, read_plan, restore)
 from .tasks import ShardResult, ShardTask, run_shard_task
 
 #: Below this many tasks per worker, shards are cut into smaller tasks (see :func:`make_tasks`).
@@ -77,13 +78,15 @@ def plan(src: str, config: BuildConfig) -> BuildPlan:
 
 
 def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int | None = None,
-          overwrite: bool = False, progress: Callable[[int], None] | None = None,
+          overwrite: bool = False, resume: bool = False,
+          progress: Callable[[int], None] | None = None,
           build_plan: BuildPlan | None = None) -> BuildResult:
     """Build the shard directory ``out`` from the image folder ``src``.
 
     Args:
         workers: worker processes (default: all cores); never changes the output bytes.
         overwrite: replace an earlier imgshard build in ``out``.
+        resume: finish the interrupted build in ``out`` (see ``progress.py``).
         progress: called with the number of images (decoded or skipped) after each task.
         build_plan: the result of :func:`plan` for the same source and config, if already made.
 
@@ -93,14 +96,30 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
     started = time.perf_counter()
     config = config or BuildConfig()
     build_plan = build_plan or plan(src, config)
-    prepare_out(out, overwrite=overwrite)
     workers = workers or default_workers()
-    tasks = make_tasks(build_plan, src, out, workers)
+    files = [(split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples]
+    planned = plan_record(config.to_dict(), files, workers)
+    if resume:
+        if overwrite:
+            raise BuildError("--resume and --overwrite exclude each other")
+        recorded = read_plan(out)
+        check_plan(recorded, planned)
+        planned = recorded
+        remove_leftovers(out)
+        restored = restore(out)
+    else:
+        prepare_out(out, overwrite=overwrite)
+        restored = Restored()
+    tasks = make_tasks(build_plan, src, out, planned["workers"])
+    log = ProgressLog(out, planned, append=resume)
     try:
-        splits, skipped, bytes_written = _run(build_plan, tasks, out, workers, progress)
+        splits, skipped, bytes_written = _run(build_plan, tasks, out, workers, progress,
+                                              log, restored)
     except BaseException:
         _remove_parts(out, tasks)
         raise
+    finally:
+        log.close()
     if not any(split.num_samples for split in splits.values()):
         raise BuildError(f"none of the {build_plan.scan.num_samples} images in {src} could be decoded")
     manifest = Manifest(
@@ -116,6 +135,7 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
         extra={"decoder": decoder_versions()},
     )
     write_manifest(out, manifest)
+    os.remove(os.path.join(out, PROGRESS_NAME))
     bytes_written += os.path.getsize(os.path.join(out, MANIFEST_NAME))
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
 
@@ -161,19 +181,27 @@ def piece_starts(start: int, length: int, pieces: int) -> list[int]:
 
 
 def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
-         progress: Callable[[int], None] | None):
-    """Run the tasks and assemble their parts in task order, whatever order they finish in."""
+         progress: Callable[[int], None] | None, log: ProgressLog, restored: Restored):
+    """Run the tasks and assemble their parts in task order, whatever order they finish in.
+
+    Tasks before ``restored.tasks_done`` were finished by an interrupted run and are not run.
+    """
     samples_path = os.path.join(out, SAMPLES_NAME)
-    stream, writer = open_samples_csv(temp_path(samples_path))
-    assemblers = {split: SplitAssembler(split, out, build_plan.config,
-                                        build_plan.scan.class_names, writer, len(samples))
+    stream, writer = open_samples_csv(os.path.join(out, SAMPLES_PARTIAL), restored.samples_bytes)
+    assemblers = {split: SplitAssembler(split, out, build_plan.config, build_plan.scan.class_names,
+                                        writer, len(samples))
                   for split, samples in build_plan.scan.splits.items()}
-    order = deque((task.split, task.index) for task in tasks)
-    task_of = {(task.split, task.index): task for task in tasks}
+    splits = {split: _restore_split(assemblers[split], restored, split)
+              for split in restored.finished}
+    for split in set(restored.shards) - restored.finished:
+        _restore_split(assemblers[split], restored, split)
+    checkpoint = _Checkpointer(log, stream, assemblers, restored.tasks_done)
+    remaining = tasks[restored.tasks_done:]
+    order = deque((task.split, task.index) for task in remaining)
+    task_of = {(task.split, task.index): task for task in remaining}
     last_index = {task.split: task.index for task in tasks}
     waiting: dict[tuple[str, int], ShardResult] = {}
-    splits = {}
-    results = run_local(run_shard_task, tasks, workers=workers,
+    results = run_local(run_shard_task, remaining, workers=workers,
                         describe=lambda t: f"shard {t.index} of split {t.split}")
     try:
         for result in results:
@@ -187,6 +215,9 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
                 assemblers[split].add(waiting.pop((split, index)), inputs)
                 if index == last_index[split]:
                     splits[split] = assemblers[split].finish()
+                checkpoint.after_task(split, finished=split in splits)
+        if order:
+            raise BuildError(f"{len(order)} tasks never reported back (a bug): rerun with --resume")
         stream.close()
         os.replace(stream.name, samples_path)
     except BaseException:
@@ -194,11 +225,47 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
         for assembler in assemblers.values():
             assembler.abort()
         stream.close()
-        os.remove(stream.name)
         raise
     skipped = [skip for a in assemblers.values() for skip in a.skipped]
     bytes_written = sum(a.bytes_written for a in assemblers.values())
     return splits, skipped, bytes_written + os.path.getsize(samples_path)
+
+
+def _restore_split(assembler: SplitAssembler, restored: Restored, split: str) -> SplitInfo:
+    """Give ``assembler`` the shards an interrupted run finished; describe them as a split."""
+    assembler.restore(shards=restored.shards.get(split, []),
+                      skipped=restored.skipped.get(split, []),
+                      counts=restored.counts.get(split, {}),
+                      inputs_seen=restored.inputs_seen.get(split, 0))
+    return assembler.describe()
+
+
+class _Checkpointer:
+    """Logs a checkpoint whenever the finished shards cover exactly the tasks consumed."""
+
+    def __init__(self, log: ProgressLog, stream, assemblers: dict[str, SplitAssembler],
+                 tasks_done: int) -> None:
+        self.log, self.stream, self.assemblers = log, stream, assemblers
+        self.tasks_done = tasks_done
+        self.logged = {split: (len(a.shards), len(a.skipped), dict(a.counts))
+                       for split, a in assemblers.items()}
+
+    def after_task(self, split: str, *, finished: bool) -> None:
+        self.tasks_done += 1
+        assembler = self.assemblers[split]
+        if not assembler.is_between_shards():
+            return
+        shards, skips, counts = self.logged[split]
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        added = {k: v - counts.get(k, 0) for k, v in assembler.counts.items()
+                 if v != counts.get(k, 0)}
+        self.log.checkpoint(tasks_done=self.tasks_done, split=split,
+                            shards=assembler.shards[shards:], skipped=assembler.skipped[skips:],
+                            counts=added, inputs_seen=assembler.inputs_seen, finished=finished,
+                            samples_bytes=self.stream.tell())
+        self.logged[split] = (len(assembler.shards), len(assembler.skipped),
+                              dict(assembler.counts))
 
 
 def _remove_parts(out: str, tasks: list[ShardTask]) -> None:

@@ -37,9 +37,8 @@ def user_errors(command):
         except ImgshardError as error:
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt:
-            click.echo("\nInterrupted: the output has no manifest.json, so it is not mistaken for "
-                       "a finished build; run the same command with --overwrite to start again.",
-                       err=True)
+            click.echo("\nInterrupted: the output has no manifest.json yet; run the same command "
+                       "with --resume to continue.", err=True)
             raise SystemExit(130) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
@@ -82,22 +81,39 @@ def cli() -> None:
               help="Skip images with more pixels (decompression bombs). [89478485]")
 @click.option("--dry-run", is_flag=True, help="Scan only and print what would be built.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier imgshard build in OUT.")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted build in OUT (same options); its finished shards stay.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.pass_context
 @user_errors
 def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_run: bool,
-          overwrite: bool, quiet: bool, **options: Any) -> None:
+          overwrite: bool, resume: bool, quiet: bool, **options: Any) -> None:
     """Decode, resize and cast every image of SRC into shards in OUT."""
     config, workers = resolve_options(ctx, config_file, options)
     build_plan = make_plan(src, config)
     if dry_run:
         describe_plan(build_plan)
         return
+    if resume and already_complete(out, config):
+        click.echo(f"{out} is already complete: nothing to resume")
+        return
     with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet, desc="build") as bar:
-        result = run_build(src, out, config, workers=workers, overwrite=overwrite,
+        result = run_build(src, out, config, workers=workers, overwrite=overwrite, resume=resume,
                            progress=bar.update, build_plan=build_plan)
     if not quiet:
         summarize(result, out)
+
+
+def already_complete(out: str, config: BuildConfig) -> bool:
+    """Whether OUT holds a finished build of ``config`` (``--resume`` then has nothing to do)."""
+    from .manifest import MANIFEST_NAME, read_manifest
+
+    if not os.path.exists(os.path.join(out, MANIFEST_NAME)):
+        return False
+    if read_manifest(out).config != config.to_dict():
+        raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
+                          "(use --overwrite to replace it)")
+    return True
 
 
 class LazyProgressBar:

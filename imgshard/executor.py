@@ -50,25 +50,32 @@ def run_local(run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: 
         yield from map(run, tasks)
         return
     pending = list(tasks)[::-1]
+    suspects: list = []
     attempts: dict[int, int] = {}
-    while pending:
+    while pending or suspects:
+        # After a crash, the tasks that were in flight run one at a time, so that a second
+        # crash is blamed on the task that caused it and not on its innocent neighbours.
+        batch, limit = (suspects, 1) if suspects else (pending, workers * (1 + QUEUE_PER_WORKER))
         with process_pool(workers) as pool:
-            lost = yield from _drain(pool, run, pending, workers)
+            lost = yield from _drain(pool, run, batch, limit)
         for task in lost:
             attempts[id(task)] = attempts.get(id(task), 1) + 1
             if attempts[id(task)] > MAX_ATTEMPTS:
                 raise WorkerCrashed(f"a worker process died twice while building {describe(task)}")
-        pending.extend(lost)
+        suspects.extend(lost)
 
 
-def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, workers: int):
-    """Run ``pending`` (popped from the end) on ``pool``; return the tasks lost if it breaks."""
+def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, limit: int):
+    """Run ``pending`` (popped from the end, at most ``limit`` in flight) on ``pool``.
+
+    Returns the tasks lost when the pool breaks (a worker died), else an empty list.
+    """
     in_flight: dict[Future, object] = {}
     try:
         while pending or in_flight:
-            while pending and len(in_flight) < workers * (1 + QUEUE_PER_WORKER):
-                task = pending.pop()
-                in_flight[pool.submit(run, task)] = task
+            while pending and len(in_flight) < limit:
+                in_flight[pool.submit(run, pending[-1])] = pending[-1]
+                pending.pop()  # only once submitted: a broken pool refuses submissions too
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 task = in_flight.pop(future)

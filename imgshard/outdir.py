@@ -12,6 +12,7 @@ import re
 
 from .errors import ImgshardError
 from .manifest import MANIFEST_NAME, SAMPLES_NAME
+from .progress import PROGRESS_NAME, SAMPLES_PARTIAL
 from .shards import TEMP_PREFIX
 from .tasks import PART_PREFIX
 
@@ -24,7 +25,8 @@ class OutputError(ImgshardError):
 
 def is_own_file(name: str) -> bool:
     """Whether ``name`` is a file an imgshard build writes into OUT."""
-    return (name in (MANIFEST_NAME, SAMPLES_NAME) or name.startswith((TEMP_PREFIX, PART_PREFIX))
+    return (name in (MANIFEST_NAME, SAMPLES_NAME, PROGRESS_NAME, SAMPLES_PARTIAL)
+            or name.startswith((TEMP_PREFIX, PART_PREFIX))
             or OWN_FILE.fullmatch(name) is not None)
 
 
@@ -52,3 +54,10 @@ def prepare_out(out: str, *, overwrite: bool) -> None:
         os.remove(probe)
     except OSError as error:
         raise OutputError(f"cannot write to output {out}: {error.strerror}") from None
+
+
+def remove_leftovers(out: str) -> None:
+    """Remove the temporary and part files a killed build left (``--resume`` redoes them)."""
+    for name in os.listdir(out):
+        if name.startswith((TEMP_PREFIX, PART_PREFIX)):
+            os.remove(os.path.join(out, name))

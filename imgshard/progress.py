@@ -1,0 +1,143 @@
+"""The progress log that lets ``imgshard build --resume`` finish an interrupted build.
+
+``OUT/.imgshard-progress.jsonl`` is append-only and every line is fsynced before the build
+goes on, so after a crash, a ``kill -9`` or a power cut it holds a prefix of whole lines:
+
+* line 1, the plan: the effective config, a fingerprint of the file list, and the worker count
+  the tasks were cut for (the task plan depends on it);
+* then one *checkpoint* each time the shards finished so far cover exactly the tasks consumed so
+  far (no shard half joined): how many tasks are consumed, the shards and skips they added, the
+  class counts they added, and the length of ``samples.csv`` written so far (kept under the
+  hidden name ``.samples.csv.partial``).
+
+On resume the plan must match (else the options changed, and resuming is refused); checkpoints
+are replayed for as long as their shards still pass their checksums; the remaining tasks run
+again. Because a build's bytes depend only on its inputs and config, the result is
+byte-identical to an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ImgshardError
+from .manifest import ShardInfo, Skip
+from .shards import file_sha256
+
+PROGRESS_NAME = ".imgshard-progress.jsonl"
+SAMPLES_PARTIAL = ".samples.csv.partial"
+
+
+class ResumeError(ImgshardError):
+    """The build in OUT cannot be resumed with these options."""
+
+
+@dataclass
+class Restored:
+    """What the checkpoints say is done and still intact."""
+
+    tasks_done: int = 0
+    samples_bytes: int = 0
+    shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    skipped: dict[str, list[Skip]] = field(default_factory=dict)
+    counts: dict[str, dict[int, int]] = field(default_factory=dict)
+    inputs_seen: dict[str, int] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+
+def plan_record(config: dict[str, Any], paths: list[tuple[str, str]], workers: int) -> dict:
+    digest = hashlib.sha256()
+    for split, path in paths:
+        digest.update(f"{split}\0{path}\n".encode("utf-8", "surrogateescape"))
+    return {"config": config, "files": digest.hexdigest(), "workers": workers}
+
+
+class ProgressLog:
+    """Appends the plan and the checkpoints to OUT's progress log, each line durable."""
+
+    def __init__(self, out: str, plan: dict, *, append: bool) -> None:
+        self.path = os.path.join(out, PROGRESS_NAME)
+        self.stream = open(self.path, "a" if append else "w", encoding="utf-8")
+        if not append:
+            self._write(plan)
+
+    def checkpoint(self, *, tasks_done: int, split: str, shards: list[ShardInfo],
+                   skipped: list[Skip], counts: dict[int, int], inputs_seen: int,
+                   finished: bool, samples_bytes: int) -> None:
+        self._write({"tasks_done": tasks_done, "split": split,
+                     "shards": [asdict(s) for s in shards], "skipped": [asdict(s) for s in skipped],
+                     "counts": {str(k): v for k, v in counts.items()},
+                     "inputs_seen": inputs_seen, "finished": finished,
+                     "samples_bytes": samples_bytes})
+
+    def _write(self, record: dict) -> None:
+        self.stream.write(json.dumps(record, sort_keys=True) + "\n")
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def read_plan(out: str) -> dict | None:
+    """The plan line of OUT's progress log, or None when there is no log."""
+    try:
+        with open(os.path.join(out, PROGRESS_NAME), encoding="utf-8") as stream:
+            return json.loads(stream.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def check_plan(recorded: dict | None, current: dict) -> None:
+    """Refuse to resume when there is nothing to resume or the options or files changed."""
+    if recorded is None:
+        raise ResumeError("nothing to resume: the output has no progress log "
+                          "(start the build without --resume)")
+    changed = sorted(k for k in set(recorded["config"]) | set(current["config"])
+                     if recorded["config"].get(k) != current["config"].get(k))
+    if changed:
+        raise ResumeError(f"refusing to resume with different options: {', '.join(changed)} "
+                          "changed (use --overwrite to start again)")
+    if recorded["files"] != current["files"]:
+        raise ResumeError("refusing to resume: the source's files changed since the build "
+                          "started (use --overwrite to start again)")
+
+
+def restore(out: str) -> Restored:
+    """Replay the checkpoints whose shards are intact; stop at the first that is not."""
+    restored = Restored()
+    with open(os.path.join(out, PROGRESS_NAME), encoding="utf-8") as stream:
+        lines = stream.read().split("\n")[1:]
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break  # a torn last line: the crash came while writing it
+        shards = [ShardInfo(**s) for s in record["shards"]]
+        if not all(_intact(out, shard) for shard in shards):
+            break
+        split = record["split"]
+        restored.shards.setdefault(split, []).extend(shards)
+        restored.skipped.setdefault(split, []).extend(Skip(**s) for s in record["skipped"])
+        counts = restored.counts.setdefault(split, {})
+        for label, count in record["counts"].items():
+            counts[int(label)] = counts.get(int(label), 0) + count
+        restored.inputs_seen[split] = record["inputs_seen"]
+        if record["finished"]:
+            restored.finished.add(split)
+        restored.tasks_done, restored.samples_bytes = record["tasks_done"], record["samples_bytes"]
+    return restored
+
+
+def _intact(out: str, shard: ShardInfo) -> bool:
+    pairs = [(shard.images, shard.sha256)]
+    if shard.labels:
+        pairs.append((shard.labels, shard.labels_sha256))
+    try:
+        return all(file_sha256(os.path.join(out, name)) == digest for name, digest in pairs)
+    except OSError:
+        return False

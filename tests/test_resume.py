@@ -1,0 +1,137 @@
+"""--resume: an interrupted build (kill -9, failure) finishes byte-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from imgshard.cli import cli
+
+from conftest import write_image
+
+OPTIONS = ["--size", "64", "--dtype", "float32", "--shard-size", "8", "--workers", "2",
+           "--val-split", "0.2"]
+
+
+def files(out) -> dict[str, bytes]:
+    return {name: open(os.path.join(out, name), "rb").read()
+            for name in sorted(os.listdir(out)) if name.endswith((".npy", ".csv"))}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    src = tmp_path_factory.mktemp("resume") / "src"
+    for number in range(400):
+        write_image(str(src / f"c{number % 3}" / f"{number:03d}.jpg"), size=(80, 64), seed=number)
+    for number in (5, 77, 200):  # skipped files shift shard boundaries: the re-cut path resumes too
+        (src / f"c{number % 3}" / f"{number:03d}-broken.jpg").write_bytes(b"\xff\xd8 broken")
+    reference = src.parent / "reference"
+    assert CliRunner().invoke(cli, ["build", str(src), str(reference), *OPTIONS, "-q"]).exit_code == 0
+    return str(src), str(reference)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_kill_9_then_resume_is_byte_identical(source, tmp_path):
+    src, reference = source
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "imgshard", "build", src, str(out), *OPTIONS,
+                                "-q"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if out.exists() and sum(n.endswith(".labels.npy") for n in os.listdir(out)) >= 4:
+            break
+        time.sleep(0.002)
+    assert process.poll() is None, "the build finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert "manifest.json" not in os.listdir(out)
+    result = run("build", src, out, *OPTIONS, "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert files(out) == files(reference)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(reference))
+    assert run("build", src, out, *OPTIONS, "--resume").output.endswith(
+        "is already complete: nothing to resume\n")
+
+
+def test_resume_after_a_failed_task_keeps_finished_shards(source, tmp_path, monkeypatch):
+    build_module = importlib.import_module("imgshard.build")
+
+    src, reference = source
+    out = tmp_path / "out"
+    real_task = build_module.run_shard_task
+
+    def failing(task):
+        if task.split == "train" and task.index == 20:
+            raise OSError(28, "No space left on device")
+        return real_task(task)
+
+    monkeypatch.setattr(build_module, "run_shard_task", failing)
+    result = run("build", src, out, *OPTIONS[:-4], "--workers", "1", "--val-split", "0.2")
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    kept = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.startswith("train-0000")}
+    assert kept
+    monkeypatch.setattr(build_module, "run_shard_task", real_task)
+    result = run("build", src, out, *OPTIONS[:-4], "--workers", "1", "--val-split", "0.2",
+                 "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert files(out) == files(reference)
+    assert all(os.stat(out / n).st_mtime_ns == t for n, t in kept.items())
+
+
+def test_resume_refuses_other_options_and_nothing_to_resume(source, tmp_path):
+    src, reference = source
+    result = run("build", src, reference, *OPTIONS, "--size", "32", "--resume")
+    assert result.exit_code == 1
+    assert "holds a finished build with other options" in result.output
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / ".imgshard-progress.jsonl").write_text(
+        '{"config": {"size": [9, 9]}, "files": "x", "workers": 2}\n')
+    result = run("build", src, tmp_path / "half", *OPTIONS, "--resume")
+    assert result.exit_code == 1 and "refusing to resume with different options" in result.output
+    result = run("build", src, tmp_path / "nothing", *OPTIONS, "--resume")
+    assert result.exit_code == 1 and "nothing to resume" in result.output
+    result = run("build", src, tmp_path / "x", *OPTIONS, "--resume", "--overwrite")
+    assert result.exit_code == 1 and "exclude each other" in result.output
+
+
+def crash_in_worker(task):
+    """Kill the worker process on train shard 3: once when building into "once", else always.
+
+    The marker lives in OUT, not in the environment: a forkserver started earlier would not
+    see a variable set by this test.
+    """
+    import imgshard.tasks
+
+    marker = os.path.join(task.out, ".crashed")
+    if task.split == "train" and task.index == 3 and not os.path.exists(marker):
+        if os.path.basename(task.out) == "once":
+            open(marker, "w").close()
+        os._exit(1)
+    return imgshard.tasks.run_shard_task(task)
+
+
+def test_a_dying_worker_is_retried_once_then_fails_resumably(source, tmp_path, monkeypatch):
+    build_module = importlib.import_module("imgshard.build")
+    src, reference = source
+    monkeypatch.setattr(build_module, "run_shard_task", crash_in_worker)
+    result = run("build", src, tmp_path / "once", *OPTIONS, "-q")
+    assert result.exit_code == 0, result.output
+    assert files(tmp_path / "once") == files(reference)
+    result = run("build", src, tmp_path / "always", *OPTIONS, "-q")
+    assert result.exit_code == 1
+    assert "a worker process died twice while building shard 3 of split train" in result.output
+    monkeypatch.setattr(build_module, "run_shard_task", importlib.import_module(
+        "imgshard.tasks").run_shard_task)
+    result = run("build", src, tmp_path / "always", *OPTIONS, "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert files(tmp_path / "always") == files(reference)
