@@ -135,3 +135,29 @@ def test_a_dying_worker_is_retried_once_then_fails_resumably(source, tmp_path, m
     result = run("build", src, tmp_path / "always", *OPTIONS, "--resume", "-q")
     assert result.exit_code == 0, result.output
     assert files(tmp_path / "always") == files(reference)
+
+
+def test_a_source_file_that_vanishes_mid_build_is_a_skip(tmp_path):
+    from imgshard import BuildConfig, build, plan
+
+    for number in range(3):
+        write_image(str(tmp_path / "src" / "c" / f"{number}.png"), colour=(1, 2, 3))
+    config = BuildConfig(size=(4, 4))
+    scanned = plan(str(tmp_path / "src"), config)
+    os.remove(tmp_path / "src" / "c" / "1.png")
+    manifest = build(str(tmp_path / "src"), str(tmp_path / "out"), config,
+                     build_plan=scanned).manifest
+    assert [(s.path, s.reason) for s in manifest.skipped] == [
+        ("c/1.png", "cannot read: No such file or directory")]
+
+
+def test_an_unwritable_out_is_one_line(tmp_path, monkeypatch):
+    write_image(str(tmp_path / "src" / "c" / "0.png"), colour=(1, 2, 3))
+
+    def refuse(*args, **kwargs):  # what a read-only folder does to a non-root user
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "makedirs", refuse)
+    result = run("build", tmp_path / "src", tmp_path / "out")
+    assert result.output == f"Error: cannot write to output {tmp_path / 'out'}: Permission denied\n"
+    assert result.exit_code == 1
