@@ -5,6 +5,7 @@ The corpus is generated here; ``EXPECTED`` is the outcome written down for each 
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
 import os
@@ -57,6 +58,14 @@ def gradient(width=32, height=24) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def ycck_jpeg() -> bytes:
+    """A JPEG whose Adobe marker says YCCK (transform 2): Pillow must decode it, not crash."""
+    data = bytearray(save(gradient().convert("CMYK"), "JPEG", quality=95))
+    adobe = data.find(b"Adobe")
+    data[adobe + 11] = 2
+    return bytes(data)
+
+
 def corpus() -> dict[bytes, tuple[bytes, str]]:
     """File name (bytes, relative to SRC) -> (content, expected outcome)."""
     jpeg = save(gradient(), "JPEG", quality=95)
@@ -75,6 +84,7 @@ def corpus() -> dict[bytes, tuple[bytes, str]]:
         b"a/random.png": (os.urandom(300), "cannot decode: not a recognised image format"),
         b"a/bomb.png": (bomb(), "too many pixels"),
         b"a/cmyk.jpg": (save(gradient().convert("CMYK"), "JPEG", quality=95), SAMPLE),
+        b"a/ycck.jpg": (ycck_jpeg(), SAMPLE),
         b"a/gray16.png": (save(Image.fromarray(np.full((4, 4), 65535, np.uint16)), "PNG"), SAMPLE),
         b"a/rgb16.png": (rgb16(np.full((4, 4, 3), 65535, np.uint16)), SAMPLE),
         b"a/palette-alpha.png": (save(palette, "PNG", transparency=0), SAMPLE),
@@ -123,8 +133,11 @@ def hostile(tmp_path_factory):
         stream.write(corpus()[b"a/one.png"][0])
     os.chmod(unreadable, 0)
     out = str(root / "out")
-    manifest = build(os.fsdecode(src), out, BuildConfig(size=(8, 8), dtype="uint8",
-                                                        follow_links=True), workers=2).manifest
+    with concurrent.futures.ThreadPoolExecutor(1) as watchdog:  # a hang fails, not blocks CI
+        building = watchdog.submit(build, os.fsdecode(src), out,
+                                   BuildConfig(size=(8, 8), dtype="uint8", follow_links=True),
+                                   workers=2)
+        manifest = building.result(timeout=120).manifest
     return os.fsdecode(src), out, manifest
 
 
