@@ -7,13 +7,15 @@ rows are copied into the shard being joined as each part arrives, so the copying
 overlap the workers' decoding instead of waiting for the shard's last part. Either way, every
 shard but a split's last holds exactly ``shard_size`` samples and the bytes depend only on the
 inputs and the config.
+
+On an object store (OUT an fsspec URL) the rename is a server-side copy, so the pixels of whole
+parts never pass through this process; only joining downloads a part.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,8 +23,8 @@ import numpy as np
 from .config import BuildConfig
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
-from .shards import RowStream, atomic_file, images_name, labels_name, read_rows, sync_file, \
-    write_array_atomically
+from .shards import RowStream, images_name, labels_name, read_rows, sync_file
+from .storage import Location, local_copy
 from .tasks import ShardResult
 
 SAMPLES_HEADER = ("path", "split", "shard", "index", "label")
@@ -48,7 +50,7 @@ class SplitAssembler:
     """
 
     split: str
-    out: str
+    out: Location
     config: BuildConfig
     class_names: list[str] | None
     samples_writer: "csv._writer"
@@ -69,8 +71,8 @@ class SplitAssembler:
         if self._joined is None and kept and len(kept) == self._next_shard_rows(len(kept)):
             self._rename_part(result, kept)
             return
-        self._join_part(result.part_path, kept)
-        os.remove(result.part_path)
+        self._join_part(result.part, kept)
+        self.out.remove(result.part)
 
     def finish(self) -> SplitInfo:
         """Close the split's last (possibly short) shard and describe the split."""
@@ -117,13 +119,18 @@ class SplitAssembler:
 
     def _rename_part(self, result: ShardResult, kept: list[Sample]) -> None:
         index = len(self.shards)
-        path = os.path.join(self.out, images_name(self.split, index))
-        sync_file(result.part_path)
-        os.replace(result.part_path, path)
-        self.bytes_written += os.path.getsize(path)
+        name = images_name(self.split, index)
+        if self.out.is_local:
+            sync_file(self.out.path(result.part))
+        self.out.replace(result.part, name)
+        self.bytes_written += self.out.size(name)
         self.shards.append(self._finish_shard(index, result.sha256, kept))
 
-    def _join_part(self, part_path: str, kept: list[Sample]) -> None:
+    def _join_part(self, part: str, kept: list[Sample]) -> None:
+        with local_copy(self.out, part) as part_path:
+            self._join_rows(part_path, kept)
+
+    def _join_rows(self, part_path: str, kept: list[Sample]) -> None:
         done = 0
         while done < len(kept):
             if self._joined is None:
@@ -140,8 +147,7 @@ class SplitAssembler:
     def _open_joined(self, expected_rows: int) -> _JoinedShard:
         index = len(self.shards)
         file = contextlib.ExitStack()
-        path = os.path.join(self.out, images_name(self.split, index))
-        stream = file.enter_context(atomic_file(path))
+        stream = file.enter_context(self.out.atomic_file(images_name(self.split, index)))
         writer = RowStream(stream, expected_rows=expected_rows, row_shape=self.config.image_shape,
                            dtype=np.dtype(self.config.dtype))
         return _JoinedShard(index, expected_rows, writer, file)
@@ -150,8 +156,7 @@ class SplitAssembler:
         joined, self._joined = self._joined, None
         with joined.file:
             digest = joined.writer.finish()
-        path = os.path.join(self.out, images_name(self.split, joined.index))
-        self.bytes_written += os.path.getsize(path)
+        self.bytes_written += self.out.size(images_name(self.split, joined.index))
         self.shards.append(self._finish_shard(joined.index, digest, joined.samples))
 
     def _finish_shard(self, index: int, digest: str, samples: list[Sample]) -> ShardInfo:
@@ -165,8 +170,11 @@ class SplitAssembler:
         for label in labels.tolist():
             self._counts[label] = self._counts.get(label, 0) + 1
         labels_file = labels_name(self.split, index)
-        labels_digest = write_array_atomically(os.path.join(self.out, labels_file), labels)
-        self.bytes_written += os.path.getsize(os.path.join(self.out, labels_file))
+        with self.out.atomic_file(labels_file) as stream:
+            writer = RowStream(stream, expected_rows=len(labels), row_shape=(), dtype=labels.dtype)
+            writer.append(labels)
+            labels_digest = writer.finish()
+        self.bytes_written += self.out.size(labels_file)
         return ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest,
                          labels=labels_file, labels_sha256=labels_digest)
 

@@ -10,7 +10,10 @@ manifest, so an interrupted build is never mistaken for a finished one.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,12 +26,13 @@ from . import __version__
 from .assemble import SplitAssembler, open_samples_csv
 from .config import BuildConfig
 from .errors import ImgshardError
-from .executor import default_workers, run_local
+from .executor import default_workers, run_tasks
 from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
 from .outdir import prepare_out, remove_leftovers
 from .scan import ScanResult, scan
-from .progress import (PROGRESS_NAME, SAMPLES_PARTIAL, ProgressLog, Restored, check_plan,
-                       plan_record, read_plan, restore)
+from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, check_plan, plan_record,
+                       read_plan, restore)
+from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
 #: Below this many tasks per worker, shards are cut into smaller tasks (see :func:`make_tasks`).
@@ -73,15 +77,19 @@ class BuildResult:
         return samples / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def plan(src: str, config: BuildConfig) -> BuildPlan:
-    return BuildPlan(scan=scan(src, config), config=config)
+def plan(src: str | Location, config: BuildConfig) -> BuildPlan:
+    return BuildPlan(scan=scan(_location(src), config), config=config)
 
 
-def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int | None = None,
-          overwrite: bool = False, resume: bool = False,
+def build(src: str | Location, out: str | Location, config: BuildConfig | None = None, *,
+          workers: int | None = None, overwrite: bool = False, resume: bool = False,
           progress: Callable[[int], None] | None = None,
-          build_plan: BuildPlan | None = None) -> BuildResult:
+          build_plan: BuildPlan | None = None, executor: str = "local",
+          scheduler: str | None = None) -> BuildResult:
     """Build the shard directory ``out`` from the image folder ``src``.
+
+    ``src`` and ``out`` are local paths, fsspec URLs, or :class:`~imgshard.storage.Location`
+    objects (a URL with its storage options).
 
     Args:
         workers: worker processes (default: all cores); never changes the output bytes.
@@ -89,11 +97,15 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
         resume: finish the interrupted build in ``out`` (see ``progress.py``).
         progress: called with the number of images (decoded or skipped) after each task.
         build_plan: the result of :func:`plan` for the same source and config, if already made.
+        executor: ``"local"`` (a process pool) or ``"dask"`` (a Dask cluster, see ``scheduler``);
+            both write the same bytes.
+        scheduler: the Dask scheduler's address, or ``"local"`` for a LocalCluster.
 
     Raises:
-        ScanError, ConfigError, BuildError: with a one-line message for the user.
+        ScanError, ConfigError, BuildError, StorageError: with a one-line message for the user.
     """
     started = time.perf_counter()
+    src, out = _location(src), _location(out)
     config = config or BuildConfig()
     build_plan = build_plan or plan(src, config)
     workers = workers or default_workers()
@@ -112,20 +124,24 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
         restored = Restored()
     tasks = make_tasks(build_plan, src, out, planned["workers"])
     log = ProgressLog(out, planned, append=resume)
+    staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
+    run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers)
     try:
-        splits, skipped, bytes_written = _run(build_plan, tasks, out, workers, progress,
+        splits, skipped, bytes_written = _run(build_plan, tasks, out, staging, run_on, progress,
                                               log, restored)
     except BaseException:
         _remove_parts(out, tasks)
         raise
     finally:
         log.close()
+        if not out.is_local:
+            shutil.rmtree(staging, ignore_errors=True)
     if not any(split.num_samples for split in splits.values()):
         raise BuildError(f"none of the {build_plan.scan.num_samples} images in {src} could be decoded")
     manifest = Manifest(
         imgshard_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        source=src,
+        source=str(src),
         image_shape=config.image_shape,
         dtype=config.dtype,
         class_names=build_plan.scan.class_names,
@@ -135,9 +151,15 @@ def build(src: str, out: str, config: BuildConfig | None = None, *, workers: int
         extra={"decoder": decoder_versions()},
     )
     write_manifest(out, manifest)
-    os.remove(os.path.join(out, PROGRESS_NAME))
-    bytes_written += os.path.getsize(os.path.join(out, MANIFEST_NAME))
+    log.remove()
+    if executor != "local":
+        remove_leftovers(out)  # temporary files of tasks whose worker died mid-write
+    bytes_written += out.size(MANIFEST_NAME)
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
+
+
+def _location(path: str | Location) -> Location:
+    return path if isinstance(path, Location) else Location.of(path)
 
 
 def decoder_versions() -> dict[str, str | None]:
@@ -152,7 +174,8 @@ def decoder_versions() -> dict[str, str | None]:
             "numpy": np.__version__}
 
 
-def make_tasks(build_plan: BuildPlan, src: str, out: str, workers: int = 1) -> list[ShardTask]:
+def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
+               workers: int = 1) -> list[ShardTask]:
     """One task per shard-sized run of each split's samples, in split then shard order.
 
     When the build has fewer shards than ``MIN_TASKS_PER_WORKER`` per worker, each shard is cut
@@ -180,14 +203,21 @@ def piece_starts(start: int, length: int, pieces: int) -> list[int]:
     return [start + length * piece // pieces for piece in range(pieces)]
 
 
-def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
-         progress: Callable[[int], None] | None, log: ProgressLog, restored: Restored):
+def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: Location, staging: str,
+         run_on: Callable, progress: Callable[[int], None] | None, log: ProgressLog,
+         restored: Restored):
     """Run the tasks and assemble their parts in task order, whatever order they finish in.
 
     Tasks before ``restored.tasks_done`` were finished by an interrupted run and are not run.
+    ``samples.csv`` grows in ``staging`` (OUT itself when local) and is moved into OUT last.
     """
-    samples_path = os.path.join(out, SAMPLES_NAME)
-    stream, writer = open_samples_csv(os.path.join(out, SAMPLES_PARTIAL), restored.samples_bytes)
+    partial = os.path.join(staging, SAMPLES_PARTIAL)
+    if restored.samples_rows:
+        stream, writer = open_samples_csv(partial)
+        stream.write("".join(restored.samples_rows))
+        stream.flush()
+    else:
+        stream, writer = open_samples_csv(partial, restored.samples_bytes)
     assemblers = {split: SplitAssembler(split, out, build_plan.config, build_plan.scan.class_names,
                                         writer, len(samples))
                   for split, samples in build_plan.scan.splits.items()}
@@ -195,14 +225,15 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
               for split in restored.finished}
     for split in set(restored.shards) - restored.finished:
         _restore_split(assemblers[split], restored, split)
-    checkpoint = _Checkpointer(log, stream, assemblers, restored.tasks_done)
+    checkpoint = _Checkpointer(log, stream, assemblers, restored.tasks_done,
+                               carry_rows=not out.is_local)
     remaining = tasks[restored.tasks_done:]
     order = deque((task.split, task.index) for task in remaining)
     task_of = {(task.split, task.index): task for task in remaining}
     last_index = {task.split: task.index for task in tasks}
     waiting: dict[tuple[str, int], ShardResult] = {}
-    results = run_local(run_shard_task, remaining, workers=workers,
-                        describe=lambda t: f"shard {t.index} of split {t.split}")
+    results = run_on(run_shard_task, remaining,
+                     describe=lambda t: f"shard {t.index} of split {t.split}")
     try:
         for result in results:
             waiting[(result.split, result.index)] = result
@@ -219,7 +250,10 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
         if order:
             raise BuildError(f"{len(order)} tasks never reported back (a bug): rerun with --resume")
         stream.close()
-        os.replace(stream.name, samples_path)
+        if out.is_local:
+            os.replace(partial, out.path(SAMPLES_NAME))
+        else:
+            out.upload(partial, SAMPLES_NAME)
     except BaseException:
         results.close()  # stops the workers before their parts are removed, not after
         for assembler in assemblers.values():
@@ -228,7 +262,7 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: str, workers: int,
         raise
     skipped = [skip for a in assemblers.values() for skip in a.skipped]
     bytes_written = sum(a.bytes_written for a in assemblers.values())
-    return splits, skipped, bytes_written + os.path.getsize(samples_path)
+    return splits, skipped, bytes_written + out.size(SAMPLES_NAME)
 
 
 def _restore_split(assembler: SplitAssembler, restored: Restored, split: str) -> SplitInfo:
@@ -244,9 +278,12 @@ class _Checkpointer:
     """Logs a checkpoint whenever the finished shards cover exactly the tasks consumed."""
 
     def __init__(self, log: ProgressLog, stream, assemblers: dict[str, SplitAssembler],
-                 tasks_done: int) -> None:
+                 tasks_done: int, *, carry_rows: bool) -> None:
         self.log, self.stream, self.assemblers = log, stream, assemblers
         self.tasks_done = tasks_done
+        #: On an object store the log cannot point into a local file: it carries the rows.
+        self.carry_rows = carry_rows
+        self.rows_logged = stream.tell()
         self.logged = {split: (len(a.shards), len(a.skipped), dict(a.counts))
                        for split, a in assemblers.items()}
 
@@ -260,17 +297,27 @@ class _Checkpointer:
         os.fsync(self.stream.fileno())
         added = {k: v - counts.get(k, 0) for k, v in assembler.counts.items()
                  if v != counts.get(k, 0)}
+        rows = self._rows_since_last() if self.carry_rows else None
         self.log.checkpoint(tasks_done=self.tasks_done, split=split,
                             shards=assembler.shards[shards:], skipped=assembler.skipped[skips:],
                             counts=added, inputs_seen=assembler.inputs_seen, finished=finished,
-                            samples_bytes=self.stream.tell())
+                            samples_bytes=self.stream.tell(), samples_rows=rows)
         self.logged[split] = (len(assembler.shards), len(assembler.skipped),
                               dict(assembler.counts))
 
 
-def _remove_parts(out: str, tasks: list[ShardTask]) -> None:
+    def _rows_since_last(self) -> str:
+        end = self.stream.tell()
+        with open(self.stream.name, "rb") as written:
+            written.seek(self.rows_logged)
+            rows = written.read(end - self.rows_logged)
+        self.rows_logged = end
+        return rows.decode("utf-8", "surrogateescape")
+
+
+def _remove_parts(out: Location, tasks: list[ShardTask]) -> None:
     for task in tasks:
         try:
-            os.remove(task.part_path)
+            out.remove(task.part, missing_ok=True)
         except OSError:
             pass

@@ -111,3 +111,21 @@ def _context() -> multiprocessing.context.BaseContext:
     if "fork" in methods and not threaded:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def run_tasks(run: Callable[[Task], Result], tasks: Iterable[Task], *, executor: str,
+              workers: int, scheduler: str | None = None,
+              describe: Callable[[Task], str] = str) -> Iterator[Result]:
+    """Yield ``run(task)`` for every task in completion order, on the chosen executor.
+
+    ``"local"``: this machine's process pool (:func:`run_local`); ``"dask"``: a Dask cluster
+    (see ``dask_executor.py``). Both run the same tasks, so they write the same bytes.
+    """
+    if executor == "dask":
+        from .dask_executor import run_dask
+
+        return run_dask(run, tasks, scheduler=scheduler or "local", workers=workers,
+                        describe=describe)
+    if executor != "local":
+        raise ImgshardError(f"unknown executor {executor!r} (choose local or dask)")
+    return run_local(run, tasks, workers=workers, describe=describe)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ImgshardError
-from .shards import write_atomically
+from .storage import Location
 
 MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.csv"
@@ -152,21 +152,20 @@ def _split_from_json(document: dict[str, Any]) -> SplitInfo:
     )
 
 
-def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> None:
+def write_manifest(directory: str | os.PathLike[str] | Location, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically; call it only once every shard is in place."""
     text = json.dumps(manifest.to_json(), indent=1, sort_keys=True) + "\n"
-    write_atomically(os.path.join(directory, MANIFEST_NAME), text.encode("utf-8"))
+    _location(directory).write_bytes(MANIFEST_NAME, text.encode("utf-8"))
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
+def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     """Load and check ``manifest.json``; every failure is a one-line :class:`ManifestError`."""
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise ManifestError(f"{directory} is not a directory")
-    path = os.path.join(directory, MANIFEST_NAME)
+    location = _location(directory)
+    if location.is_local and not os.path.isdir(location.url):
+        raise ManifestError(f"{location} is not a directory")
+    path = location.display(MANIFEST_NAME)
     try:
-        with open(path, "rb") as stream:
-            document = json.loads(stream.read())
+        document = json.loads(location.read_bytes(MANIFEST_NAME))
     except FileNotFoundError:
         raise ManifestError(
             f"{path} is missing: not a shard directory, or its build did not finish "
@@ -177,3 +176,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     except ValueError as error:
         raise ManifestError(f"{path} is not valid JSON: {error}") from None
     return Manifest.from_json(document)
+
+
+def _location(directory: str | os.PathLike[str] | Location) -> Location:
+    return directory if isinstance(directory, Location) else Location.of(directory)

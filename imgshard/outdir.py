@@ -12,8 +12,9 @@ import re
 
 from .errors import ImgshardError
 from .manifest import MANIFEST_NAME, SAMPLES_NAME
-from .progress import PROGRESS_NAME, SAMPLES_PARTIAL
+from .progress import PROGRESS_NAME, REMOTE_PROGRESS_PREFIX, SAMPLES_PARTIAL
 from .shards import TEMP_PREFIX
+from .storage import Location
 from .tasks import PART_PREFIX
 
 OWN_FILE = re.compile(r"[\w.-]+-\d{5}(\.labels)?\.npy")
@@ -26,15 +27,15 @@ class OutputError(ImgshardError):
 def is_own_file(name: str) -> bool:
     """Whether ``name`` is a file an imgshard build writes into OUT."""
     return (name in (MANIFEST_NAME, SAMPLES_NAME, PROGRESS_NAME, SAMPLES_PARTIAL)
-            or name.startswith((TEMP_PREFIX, PART_PREFIX))
+            or name.startswith((TEMP_PREFIX, PART_PREFIX, REMOTE_PROGRESS_PREFIX))
             or OWN_FILE.fullmatch(name) is not None)
 
 
-def prepare_out(out: str, *, overwrite: bool) -> None:
+def prepare_out(out: Location, *, overwrite: bool) -> None:
     """Make ``out`` an empty, writable directory, or raise :class:`OutputError`."""
-    if os.path.exists(out) and not os.path.isdir(out):
+    if out.is_local and os.path.exists(out.url) and not os.path.isdir(out.url):
         raise OutputError(f"output {out} exists and is not a directory")
-    names = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    names = sorted(out.listdir())
     if names and not overwrite:
         raise OutputError(f"output {out} is not empty (use --overwrite to replace an earlier build)")
     foreign = [name for name in names if not is_own_file(name)]
@@ -42,22 +43,23 @@ def prepare_out(out: str, *, overwrite: bool) -> None:
         raise OutputError(f"output {out} holds {foreign[0]!r}, which imgshard did not write: "
                           "refusing to overwrite it (choose an empty directory)")
     if MANIFEST_NAME in names:
-        os.remove(os.path.join(out, MANIFEST_NAME))
+        out.remove(MANIFEST_NAME)
     for name in names:
         if name != MANIFEST_NAME:
-            os.remove(os.path.join(out, name))
+            out.remove(name, missing_ok=True)
+    probe = f"{TEMP_PREFIX}probe.{os.getpid()}"
     try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f"{TEMP_PREFIX}probe.{os.getpid()}")
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
+        out.makedirs()
+        out.write_bytes(probe, b"")
+        out.remove(probe)
     except OSError as error:
         raise OutputError(f"cannot write to output {out}: {error.strerror}") from None
+    except ImgshardError as error:
+        raise OutputError(f"cannot write to output {error}") from None
 
 
-def remove_leftovers(out: str) -> None:
+def remove_leftovers(out: Location) -> None:
     """Remove the temporary and part files a killed build left (``--resume`` redoes them)."""
-    for name in os.listdir(out):
+    for name in out.listdir():
         if name.startswith((TEMP_PREFIX, PART_PREFIX)):
-            os.remove(os.path.join(out, name))
+            out.remove(name, missing_ok=True)

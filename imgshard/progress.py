@@ -14,6 +14,10 @@ On resume the plan must match (else the options changed, and resuming is refused
 are replayed for as long as their shards still pass their checksums; the remaining tasks run
 again. Because a build's bytes depend only on its inputs and config, the result is
 byte-identical to an uninterrupted build.
+
+An object store cannot append, so there each line is its own object,
+``.imgshard-progress-{n:06d}.json``, uploaded whole, and a checkpoint also carries the
+``samples.csv`` rows it added (``samples_rows``), which the build keeps in a local file.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from typing import Any
 
 from .errors import ImgshardError
 from .manifest import ShardInfo, Skip
-from .shards import file_sha256
+from .storage import Location
 
 PROGRESS_NAME = ".imgshard-progress.jsonl"
+#: Remote progress records: ``{REMOTE_PROGRESS_PREFIX}{n:06d}.json``.
+REMOTE_PROGRESS_PREFIX = ".imgshard-progress-"
 SAMPLES_PARTIAL = ".samples.csv.partial"
 
 
@@ -47,6 +53,7 @@ class Restored:
     counts: dict[str, dict[int, int]] = field(default_factory=dict)
     inputs_seen: dict[str, int] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
+    samples_rows: list[str] = field(default_factory=list)
 
 
 def plan_record(config: dict[str, Any], paths: list[tuple[str, str]], workers: int) -> dict:
@@ -59,36 +66,80 @@ def plan_record(config: dict[str, Any], paths: list[tuple[str, str]], workers: i
 class ProgressLog:
     """Appends the plan and the checkpoints to OUT's progress log, each line durable."""
 
-    def __init__(self, out: str, plan: dict, *, append: bool) -> None:
-        self.path = os.path.join(out, PROGRESS_NAME)
-        self.stream = open(self.path, "a" if append else "w", encoding="utf-8")
+    def __init__(self, out: Location, plan: dict, *, append: bool) -> None:
+        self.out = out
+        self.stream = None
+        if out.is_local:
+            self.stream = open(out.path(PROGRESS_NAME), "a" if append else "w", encoding="utf-8")
+        self.records = len(_remote_records(out)) if append and not out.is_local else 0
         if not append:
             self._write(plan)
 
     def checkpoint(self, *, tasks_done: int, split: str, shards: list[ShardInfo],
                    skipped: list[Skip], counts: dict[int, int], inputs_seen: int,
-                   finished: bool, samples_bytes: int) -> None:
-        self._write({"tasks_done": tasks_done, "split": split,
-                     "shards": [asdict(s) for s in shards], "skipped": [asdict(s) for s in skipped],
-                     "counts": {str(k): v for k, v in counts.items()},
-                     "inputs_seen": inputs_seen, "finished": finished,
-                     "samples_bytes": samples_bytes})
+                   finished: bool, samples_bytes: int, samples_rows: str | None = None) -> None:
+        record = {"tasks_done": tasks_done, "split": split,
+                  "shards": [asdict(s) for s in shards], "skipped": [asdict(s) for s in skipped],
+                  "counts": {str(k): v for k, v in counts.items()},
+                  "inputs_seen": inputs_seen, "finished": finished,
+                  "samples_bytes": samples_bytes}
+        if samples_rows is not None:
+            record["samples_rows"] = samples_rows
+        self._write(record)
 
     def _write(self, record: dict) -> None:
-        self.stream.write(json.dumps(record, sort_keys=True) + "\n")
+        line = json.dumps(record, sort_keys=True) + "\n"
+        if self.stream is None:
+            self.out.write_bytes(remote_progress_name(self.records), line.encode("utf-8"))
+            self.records += 1
+            return
+        self.stream.write(line)
         self.stream.flush()
         os.fsync(self.stream.fileno())
 
     def close(self) -> None:
-        self.stream.close()
+        if self.stream is not None:
+            self.stream.close()
+
+    def remove(self) -> None:
+        """Remove the log: the build is complete."""
+        if self.out.is_local:
+            self.out.remove(PROGRESS_NAME)
+            return
+        for name in _remote_records(self.out):
+            self.out.remove(name, missing_ok=True)
 
 
-def read_plan(out: str) -> dict | None:
+def remote_progress_name(number: int) -> str:
+    return f"{REMOTE_PROGRESS_PREFIX}{number:06d}.json"
+
+
+def _remote_records(out: Location) -> list[str]:
+    """The names of the remote progress records, in order (a gap ends the log)."""
+    names = set(out.listdir())
+    found = []
+    while remote_progress_name(len(found)) in names:
+        found.append(remote_progress_name(len(found)))
+    return found
+
+
+def _read_lines(out: Location) -> list[str]:
+    """The progress log's lines: the plan first (an empty list when there is no log)."""
+    if out.is_local:
+        try:
+            with open(out.path(PROGRESS_NAME), encoding="utf-8") as stream:
+                return stream.read().split("\n")
+        except OSError:
+            return []
+    return [out.read_bytes(name).decode("utf-8") for name in _remote_records(out)]
+
+
+def read_plan(out: Location) -> dict | None:
     """The plan line of OUT's progress log, or None when there is no log."""
+    lines = _read_lines(out)
     try:
-        with open(os.path.join(out, PROGRESS_NAME), encoding="utf-8") as stream:
-            return json.loads(stream.readline())
-    except (OSError, ValueError):
+        return json.loads(lines[0]) if lines else None
+    except ValueError:
         return None
 
 
@@ -107,12 +158,10 @@ def check_plan(recorded: dict | None, current: dict) -> None:
                           "started (use --overwrite to start again)")
 
 
-def restore(out: str) -> Restored:
+def restore(out: Location) -> Restored:
     """Replay the checkpoints whose shards are intact; stop at the first that is not."""
     restored = Restored()
-    with open(os.path.join(out, PROGRESS_NAME), encoding="utf-8") as stream:
-        lines = stream.read().split("\n")[1:]
-    for line in lines:
+    for line in _read_lines(out)[1:]:
         try:
             record = json.loads(line)
         except ValueError:
@@ -130,14 +179,16 @@ def restore(out: str) -> Restored:
         if record["finished"]:
             restored.finished.add(split)
         restored.tasks_done, restored.samples_bytes = record["tasks_done"], record["samples_bytes"]
+        if "samples_rows" in record:
+            restored.samples_rows.append(record["samples_rows"])
     return restored
 
 
-def _intact(out: str, shard: ShardInfo) -> bool:
+def _intact(out: Location, shard: ShardInfo) -> bool:
     pairs = [(shard.images, shard.sha256)]
     if shard.labels:
         pairs.append((shard.labels, shard.labels_sha256))
     try:
-        return all(file_sha256(os.path.join(out, name)) == digest for name, digest in pairs)
-    except OSError:
+        return all(out.sha256(name) == digest for name, digest in pairs)
+    except (OSError, ImgshardError):
         return False

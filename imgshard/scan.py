@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .config import BuildConfig
 from .errors import ImgshardError
 from .manifest import Skip
+from .storage import Location
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -65,17 +66,23 @@ class _Entry:
     reason: str | None = None
 
 
-def scan(src: str, config: BuildConfig) -> ScanResult:
+def scan(src: str | Location, config: BuildConfig) -> ScanResult:
     """List the samples and skips of ``src`` for ``config`` (see the module docstring).
 
     Raises:
         ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent.
     """
-    if not os.path.exists(src):
-        raise ScanError(f"source {src} does not exist")
-    if not os.path.isdir(src):
-        raise ScanError(f"source {src} is not a folder")
-    entries = list(walk(src, follow_links=config.follow_links))
+    src = src if isinstance(src, Location) else Location.of(src)
+    if src.is_local:
+        if not os.path.exists(src.url):
+            raise ScanError(f"source {src} does not exist")
+        if not os.path.isdir(src.url):
+            raise ScanError(f"source {src} is not a folder")
+        entries = list(walk(src.url, follow_links=config.follow_links))
+    else:
+        entries = list(walk_remote(src))
+        if not entries:
+            raise ScanError(f"source {src} does not exist or holds no files")
     if config.no_labels:
         class_names, labelled, skipped = None, _unlabelled(entries), []
     elif config.labels is not None:
@@ -142,6 +149,28 @@ def _walk(root: str, prefix: str, follow_links: bool, ancestors: frozenset) -> I
             yield _Entry(rel, "not a regular file")
 
 
+def walk_remote(src: Location) -> Iterator[_Entry]:
+    """Yield every object below the URL ``src`` in sorted order, as :func:`walk` does.
+
+    An object store has no links and no empty folders; a hidden name (a path component
+    starting with '.') is reported once, at its shallowest hidden component.
+    """
+    root = src.fs._strip_protocol(src.url).rstrip("/")
+    found = src._call(src.fs.find, root, detail=False)
+    reported: set[str] = set()
+    for full in sorted(found):
+        rel = full[len(root):].lstrip("/")
+        parts = rel.split("/")
+        hidden = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
+        if hidden is None:
+            yield _Entry(rel)
+        elif hidden == len(parts) - 1:
+            yield _Entry(rel, "hidden file")
+        elif (folder := "/".join(parts[:hidden + 1]) + "/") not in reported:
+            reported.add(folder)
+            yield _Entry(folder, "hidden folder")
+
+
 def _identity(path: str) -> tuple[int, int]:
     info = os.stat(path)
     return (info.st_dev, info.st_ino)
@@ -155,13 +184,12 @@ def _images(entries: list[_Entry]) -> Iterator[_Entry]:
     return (e for e in entries if e.reason is None and is_image_name(e.path))
 
 
-def _from_folders(src: str, config: BuildConfig, entries: list[_Entry]):
-    top_folders = sorted(n for n in os.listdir(src)
-                         if not n.startswith(".") and _is_folder(src, n, config.follow_links))
+def _from_folders(src: Location, config: BuildConfig, entries: list[_Entry]):
+    subfolders = _local_subfolders(src.url, config) if src.is_local else _folders_of(entries)
+    top_folders = sorted(subfolders(""))
     is_presplit = bool(top_folders) and all(n in SPLIT_FOLDERS for n in top_folders)
     if is_presplit:
-        class_folders = {f: _subfolders(os.path.join(src, f), config.follow_links)
-                         for f in top_folders}
+        class_folders = {f: subfolders(f) for f in top_folders}
         is_presplit = all(class_folders.values())
     if is_presplit:
         found = sorted(set().union(*class_folders.values()))
@@ -189,6 +217,22 @@ def _from_folders(src: str, config: BuildConfig, entries: list[_Entry]):
     return class_names, splits, skipped
 
 
+def _local_subfolders(root: str, config: BuildConfig):
+    """``folder -> names of the visible folders in it`` for a local SRC (empty ones included)."""
+    return lambda rel: _subfolders(os.path.join(root, rel) if rel else root, config.follow_links)
+
+
+def _folders_of(entries: list[_Entry]):
+    """``folder -> names of the visible folders in it``, as the objects' paths imply."""
+    children: dict[str, set[str]] = {}
+    for entry in entries:
+        parts = entry.path.rstrip("/").split("/")
+        for depth in range(len(parts) - 1):
+            if not parts[depth].startswith("."):
+                children.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+    return lambda rel: sorted(children.get(rel, ()))
+
+
 def _is_folder(parent: str, name: str, follow_links: bool) -> bool:
     path = os.path.join(parent, name)
     if os.path.islink(path) and not follow_links:
@@ -204,7 +248,7 @@ def _subfolders(path: str, follow_links: bool) -> list[str]:
     return [n for n in names if not n.startswith(".") and _is_folder(path, n, follow_links)]
 
 
-def _from_csv(src: str, config: BuildConfig, entries: list[_Entry]):
+def _from_csv(src: Location, config: BuildConfig, entries: list[_Entry]):
     rows = read_labels_csv(config.labels)
     if config.classes is not None:
         class_names = list(config.classes)
@@ -215,8 +259,10 @@ def _from_csv(src: str, config: BuildConfig, entries: list[_Entry]):
     else:
         class_names = _sorted_labels(set(rows.values()))
     index = {name: i for i, name in enumerate(class_names)}
-    labels_file = os.path.relpath(os.path.abspath(config.labels), os.path.abspath(src))
-    labels_file = labels_file.replace(os.sep, "/")
+    labels_file = None
+    if src.is_local:
+        labels_file = os.path.relpath(os.path.abspath(config.labels), os.path.abspath(src.url))
+        labels_file = labels_file.replace(os.sep, "/")
     samples, skipped, seen = [], [], set()
     for entry in _images(entries):
         seen.add(entry.path)

@@ -152,12 +152,6 @@ def read_rows(path: str, start: int, count: int, *, chunk_bytes: int = 1 << 22,
             count -= len(rows)
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name, so readers see all of it or none."""
-    with atomic_file(path) as stream:
-        stream.write(data)
-
-
 @contextlib.contextmanager
 def atomic_file(path: str, *, durable: bool = True) -> Iterator[BinaryIO]:
     """A binary stream that becomes ``path`` (synced, then renamed) only if the block succeeds.

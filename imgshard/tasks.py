@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import BuildConfig
-from .shards import RowStream, atomic_file
-from .transform import SkipImage, cast_table, load_pixels, store_pixels
+from .shards import RowStream
+from .storage import Location
+from .transform import SkipImage, cast_table, load_pixels, read_source, store_pixels
 
 PART_PREFIX = ".part-"
 
@@ -39,14 +39,15 @@ class ShardTask:
     split: str
     index: int
     paths: tuple[str, ...]
-    src: str
-    out: str
+    src: Location
+    out: Location
     config: BuildConfig
     start: int = 0
 
     @property
-    def part_path(self) -> str:
-        return os.path.join(self.out, part_name(self.split, self.index))
+    def part(self) -> str:
+        """The name of the part file this task writes in OUT."""
+        return part_name(self.split, self.index)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ShardResult:
     index: int
     num_samples: int
     skipped: tuple[tuple[int, str], ...]
-    part_path: str
+    part: str
     sha256: str
 
 
@@ -75,12 +76,12 @@ def run_shard_task(task: ShardTask) -> ShardResult:
     table = cast_table(config)
     row = np.empty((1, *config.image_shape), dtype=config.dtype)
     skipped: list[tuple[int, str]] = []
-    with atomic_file(task.part_path, durable=False) as stream:
+    with task.out.atomic_file(task.part, durable=False) as stream:
         part = RowStream(stream, expected_rows=len(task.paths), row_shape=config.image_shape,
                          dtype=np.dtype(config.dtype))
         for position, rel in enumerate(task.paths):
             try:
-                pixels = load_pixels(os.path.join(task.src, rel), config)
+                pixels = load_pixels(read_source(task.src, rel), config)
             except SkipImage as skip:
                 skipped.append((position, str(skip)))
                 continue
@@ -88,7 +89,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             part.append(row)
         digest = part.finish()
     release_freed_memory()
-    return ShardResult(task.split, task.index, part.rows, tuple(skipped), task.part_path, digest)
+    return ShardResult(task.split, task.index, part.rows, tuple(skipped), task.part, digest)
 
 
 @functools.cache

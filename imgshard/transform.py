@@ -12,15 +12,18 @@ the size they are resized to, which keeps the final antialiased resize faithful 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import BuildConfig
+from .storage import Location
 
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -69,8 +72,23 @@ class Box:
         return (self.left, self.top, self.right, self.bottom)
 
 
-def load_pixels(path: str, config: BuildConfig) -> np.ndarray:
-    """Decode ``path`` into uint8 pixels shaped ``config.image_shape``.
+def read_source(src: Location, rel: str) -> str | io.BytesIO:
+    """What :func:`load_pixels` opens for the file ``rel`` of SRC: a local path, or the bytes
+    of a remote object (read whole: one request, instead of the decoder's many small reads).
+
+    Raises:
+        SkipImage: the object vanished since the scan.
+    """
+    if src.is_local:
+        return src.path(rel)
+    try:
+        return io.BytesIO(src.read_bytes(rel))
+    except FileNotFoundError:
+        raise SkipImage("cannot read: No such file or directory") from None
+
+
+def load_pixels(path: str | BinaryIO, config: BuildConfig) -> np.ndarray:
+    """Decode ``path`` (a file name or a binary stream) into uint8 pixels shaped ``config.image_shape``.
 
     Raises:
         SkipImage: the file cannot become a sample; the message says why in a few words.
@@ -86,13 +104,14 @@ def load_pixels(path: str, config: BuildConfig) -> np.ndarray:
             raise SkipImage(skip_reason(path, error)) from None
 
 
-def skip_reason(path: str, error: BaseException) -> str:
+def skip_reason(path: str | BinaryIO, error: BaseException) -> str:
     """A short, one-line reason for a failed decode, as recorded in the manifest."""
     if isinstance(error, PermissionError):
         return "cannot read: permission denied"
     if isinstance(error, UnidentifiedImageError):
         try:
-            empty = os.path.getsize(path) == 0
+            empty = (os.path.getsize(path) if isinstance(path, str)
+                     else path.seek(0, io.SEEK_END)) == 0
         except OSError:
             empty = False
         return "empty file" if empty else "cannot decode: not a recognised image format"

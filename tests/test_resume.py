@@ -112,9 +112,9 @@ def crash_in_worker(task):
     """
     import imgshard.tasks
 
-    marker = os.path.join(task.out, ".crashed")
+    marker = task.out.path(".crashed")
     if task.split == "train" and task.index == 3 and not os.path.exists(marker):
-        if os.path.basename(task.out) == "once":
+        if os.path.basename(task.out.url) == "once":
             open(marker, "w").close()
         os._exit(1)
     return imgshard.tasks.run_shard_task(task)

@@ -1,0 +1,79 @@
+"""Run shard tasks on a Dask cluster (``imgshard build --executor dask``).
+
+Each task is one ``client.submit``: the worker that runs it reads SRC and writes its part into
+OUT itself (a shared file system or an object store), and only the small
+:class:`~imgshard.tasks.ShardResult` comes back, so pixels never travel through the scheduler
+or this client. The client assembles the manifest from those results exactly as a local build
+does, which is why both executors write the same bytes.
+
+Failures: when a worker dies, the scheduler reruns its tasks elsewhere (up to Dask's
+``distributed.scheduler.allowed-failures``); a task that keeps killing workers fails the build
+with :class:`~imgshard.executor.WorkerCrashed`. A task that raises is retried once more, on
+whichever worker the scheduler picks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+
+from .errors import ImgshardError
+from .executor import MAX_ATTEMPTS, Result, Task, WorkerCrashed
+
+#: Seconds to wait for the scheduler to answer before telling the user it cannot be reached.
+CONNECT_TIMEOUT = 30
+
+
+def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler: str,
+             workers: int, describe: Callable[[Task], str] = str) -> Iterator[Result]:
+    """Yield ``run(task)`` for every task, in completion order, on the Dask cluster.
+
+    ``scheduler`` is an address (``tcp://host:8786``) or ``"local"``: a LocalCluster of
+    ``workers`` single-threaded processes on this machine, closed when the build ends.
+    """
+    distributed = _import_distributed()
+    tasks = list(tasks)
+    if not tasks:
+        return
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(_connect(distributed, scheduler, workers))
+        batch = uuid.uuid4().hex[:8]
+        futures = {client.submit(run, task, key=f"imgshard-{batch}-{number}", pure=False,
+                                 retries=MAX_ATTEMPTS - 1): task
+                   for number, task in enumerate(tasks)}
+        try:
+            for future in distributed.as_completed(futures):
+                try:
+                    yield future.result()
+                except distributed.KilledWorker:
+                    raise WorkerCrashed(f"Dask workers died again and again while building "
+                                        f"{describe(futures[future])}") from None
+        finally:
+            client.cancel(list(futures))
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ImgshardError("--executor dask needs Dask: pip install 'imgshard[dask]'") from None
+    return distributed
+
+
+@contextlib.contextmanager
+def _connect(distributed, scheduler: str, workers: int):
+    """A client of the scheduler at ``scheduler``, or of a new LocalCluster for ``"local"``."""
+    if scheduler == "local":
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ImgshardError(f"cannot reach the Dask scheduler at {scheduler}: "
+                            f"{' '.join(str(error).split())[:200]}") from None
+    with client:
+        yield client

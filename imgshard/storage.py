@@ -1,0 +1,292 @@
+"""Where a build reads and writes: a local folder, or an fsspec URL (``s3://``, ``gs://``, ...).
+
+A :class:`Location` is one directory and the handful of operations the pipeline needs on it.
+Local paths stay the fast path: plain ``os`` calls, fsync and rename, memory maps. A URL goes
+through fsspec, imported only then, so the core install needs neither fsspec nor s3fs.
+
+Writes to an object store are atomic at the object level: a file is first written to a local
+temporary file and then uploaded in one piece (``put_file``), so an object either holds all of
+its bytes or does not exist. There is no rename on an object store; a worker's part becomes a
+shard by a server-side copy, so its pixels do not travel through the client.
+
+Credentials come the way fsspec and its back ends look for them (the AWS environment variables
+and config files, ``AWS_ENDPOINT_URL`` included) plus ``--storage-option KEY=VALUE``. Storage
+options never appear in a repr, a log line, a manifest or an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from .errors import ImgshardError
+
+#: Which optional extra brings the fsspec back end of a protocol.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+PACKAGES = {"s3": "s3fs", "gcs": "gcsfs"}
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+
+
+class StorageError(ImgshardError):
+    """A URL cannot be reached or a remote file cannot be read or written (one line, no secret)."""
+
+
+def is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def parse_storage_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs into fsspec storage options.
+
+    Values are read as JSON where they parse (``true``, ``3``, ``{"a": 1}``) and as text
+    otherwise; a dotted key (``client_kwargs.region_name=eu-west-1``) fills a nested dict.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise StorageError(f"--storage-option expects KEY=VALUE, got {key.strip() or pair!r}"
+                               if not sep else "--storage-option has an empty KEY")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        target = options
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return options
+
+
+@dataclass(frozen=True)
+class Location:
+    """A directory, local or remote, with the storage options needed to reach it.
+
+    Picklable, so tasks carry it to worker processes and Dask workers; each process makes its
+    own fsspec filesystem from it (fsspec caches one per options).
+    """
+
+    url: str
+    options_json: str = field(default="{}", repr=False)
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str], options: dict[str, Any] | None = None) -> "Location":
+        """A location for a local path, a ``file://`` URL (made local) or any fsspec URL."""
+        text = os.fspath(path)
+        if text.startswith("file://"):
+            text = text[len("file://"):]
+        if is_url(text):
+            text = text.rstrip("/")
+        return cls(text, json.dumps(options or {}, sort_keys=True))
+
+    @property
+    def is_local(self) -> bool:
+        return not is_url(self.url)
+
+    @property
+    def protocol(self) -> str:
+        return self.url.split("://", 1)[0].lower() if is_url(self.url) else "file"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.options_json)
+
+    def __str__(self) -> str:
+        """The URL as shown to users: any ``user:password@`` is removed."""
+        return _USERINFO.sub(r"\1", self.url)
+
+    @property
+    def fs(self):
+        return _filesystem(self.protocol, self.options_json)
+
+    def path(self, name: str) -> str:
+        """The full path of ``name`` (a '/'-separated relative path) in this directory."""
+        if self.is_local:
+            return os.path.join(self.url, *name.split("/"))
+        return f"{self.url}/{name}"
+
+    def display(self, name: str) -> str:
+        return f"{self}/{name}" if not self.is_local else self.path(name)
+
+    def child(self, name: str) -> "Location":
+        return Location(self.path(name), self.options_json)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def exists(self, name: str = "") -> bool:
+        target = self.path(name) if name else self.url
+        if self.is_local:
+            return os.path.exists(target)
+        return self._call(self.fs.exists, target)
+
+    def isdir(self) -> bool:
+        if self.is_local:
+            return os.path.isdir(self.url)
+        return self._call(self.fs.isdir, self.url)
+
+    def listdir(self) -> list[str]:
+        """Names directly in this directory (empty when it does not exist)."""
+        if self.is_local:
+            return os.listdir(self.url) if os.path.isdir(self.url) else []
+        if not self.isdir():
+            return []
+        entries = self._call(self.fs.ls, self.url, detail=False, refresh=True)
+        return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries]
+
+    def size(self, name: str) -> int:
+        if self.is_local:
+            return os.path.getsize(self.path(name))
+        return int(self._call(self.fs.size, self.path(name)))
+
+    def sizes(self) -> dict[str, int]:
+        """Size of every file directly in this directory, in one listing."""
+        if self.is_local:
+            return {n: os.path.getsize(self.path(n)) for n in self.listdir()
+                    if os.path.isfile(self.path(n))}
+        if not self.isdir():
+            return {}
+        entries = self._call(self.fs.ls, self.url, detail=True, refresh=True)
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
+                for e in entries if e.get("type") == "file"}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open_read(self, name: str) -> BinaryIO:
+        if self.is_local:
+            return open(self.path(name), "rb")
+        return self._call(self.fs.open, self.path(name), "rb")
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.open_read(name) as stream:
+            return stream.read()
+
+    def sha256(self, name: str) -> str:
+        with self.open_read(name) as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+
+    def download(self, name: str, local_path: str) -> None:
+        """Copy ``name`` to a local file (the caller renames it into place)."""
+        self._call(self.fs.get_file, self.path(name), local_path)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def makedirs(self) -> None:
+        if self.is_local:
+            os.makedirs(self.url, exist_ok=True)
+        else:
+            self._call(self.fs.makedirs, self.url, exist_ok=True)
+
+    @contextlib.contextmanager
+    def atomic_file(self, name: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+        """A stream that becomes ``name`` only if the block succeeds (see ``shards.atomic_file``)."""
+        from .shards import atomic_file
+
+        if self.is_local:
+            with atomic_file(self.path(name), durable=durable) as stream:
+                yield stream
+            return
+        with tempfile.NamedTemporaryFile(prefix=".imgshard-upload-") as stream:
+            yield stream
+            stream.flush()
+            self._call(self.fs.put_file, stream.name, self.path(name))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self.atomic_file(name) as stream:
+            stream.write(data)
+
+    def upload(self, local_path: str, name: str) -> None:
+        """Upload a finished local file as ``name``, in one piece."""
+        self._call(self.fs.put_file, local_path, self.path(name))
+
+    def replace(self, source: str, target: str) -> None:
+        """Give ``source`` the name ``target``: a rename, or on an object store a server-side copy."""
+        if self.is_local:
+            os.replace(self.path(source), self.path(target))
+            return
+        self._call(self.fs.copy, self.path(source), self.path(target))
+        self._call(self.fs.rm_file, self.path(source))
+
+    def remove(self, name: str, *, missing_ok: bool = False) -> None:
+        try:
+            if self.is_local:
+                os.remove(self.path(name))
+            else:
+                self._call(self.fs.rm_file, self.path(name))
+        except (FileNotFoundError, StorageError):
+            if not missing_ok:
+                raise
+
+    def _call(self, function, *args, **kwargs):
+        """Call an fsspec function; its failures become one line naming this location."""
+        try:
+            return function(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except ImgshardError:
+            raise
+        except Exception as error:  # noqa: BLE001 - back ends raise anything, even ClientError
+            raise StorageError(f"{self}: {describe_error(error, self.options)}") from None
+
+
+def describe_error(error: BaseException, options: dict[str, Any]) -> str:
+    """A one-line description of a storage failure with every storage option value masked."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    for secret in _leaf_values(options):
+        if len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return f"{type(error).__name__}: {message}"[:300]
+
+
+def _leaf_values(options: Any) -> Iterator[str]:
+    if isinstance(options, dict):
+        for value in options.values():
+            yield from _leaf_values(value)
+    elif isinstance(options, str):
+        yield options
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(protocol: str, options_json: str):
+    try:
+        import fsspec
+    except ImportError:
+        raise StorageError(f"{protocol}:// URLs need fsspec: pip install "
+                           f"'imgshard[{EXTRAS.get(protocol, 'remote')}]'") from None
+    try:
+        return fsspec.filesystem(protocol, **json.loads(options_json))
+    except ImportError:
+        extra = EXTRAS.get(protocol)
+        hint = f"pip install 'imgshard[{extra}]'" if extra else "install its fsspec back end"
+        raise StorageError(f"{protocol}:// URLs need {PACKAGES.get(extra, 'a back end')}: "
+                           f"{hint}") from None
+    except ValueError as error:
+        raise StorageError(f"{protocol}:// is not a storage protocol fsspec knows "
+                           f"({describe_error(error, {})})") from None
+    except TypeError as error:
+        raise StorageError(f"bad --storage-option for {protocol}://: "
+                           f"{describe_error(error, json.loads(options_json))}") from None
+
+
+@contextlib.contextmanager
+def local_copy(location: Location, name: str, temp_dir: str | None = None) -> Iterator[str]:
+    """A local path holding ``name``: the file itself when local, else a temporary download."""
+    if location.is_local:
+        yield location.path(name)
+        return
+    folder = tempfile.mkdtemp(prefix=".imgshard-download-", dir=temp_dir)
+    try:
+        target = os.path.join(folder, name.rsplit("/", 1)[-1])
+        location.download(name, target)
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
