@@ -23,6 +23,7 @@ from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
 from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
                      ConfigError, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
+from .storage import Location, parse_storage_options
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
 RUN_OPTIONS = ("workers",)
@@ -44,6 +45,20 @@ def user_errors(command):
             where = f" {error.filename}" if error.filename else ""
             raise click.ClickException(f"cannot write or read{where}: {error.strerror}") from None
     return wrapper
+
+
+def storage_option(command):
+    """``--storage-option KEY=VALUE`` (repeatable), passed to fsspec for URLs as a dict."""
+    def to_dict(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]):
+        try:
+            return parse_storage_options(pairs)
+        except ImgshardError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        callback=to_dict,
+                        help="fsspec option for URLs (repeatable), e.g. endpoint_url=http://...,"
+                             " anon=true.")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,31 +99,44 @@ def cli() -> None:
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted build in OUT (same options); its finished shards stay.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True, help="Run the shard tasks on local processes or a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler, e.g. tcp://host:8786, or 'local' for a LocalCluster. [local]")
+@storage_option
 @click.pass_context
 @user_errors
 def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_run: bool,
-          overwrite: bool, resume: bool, quiet: bool, **options: Any) -> None:
-    """Decode, resize and cast every image of SRC into shards in OUT."""
+          overwrite: bool, resume: bool, quiet: bool, executor: str, scheduler: str | None,
+          storage_options: dict[str, Any], **options: Any) -> None:
+    """Decode, resize and cast every image of SRC into shards in OUT.
+
+    SRC and OUT may be local folders or URLs (s3://bucket/prefix, gs://..., memory://...).
+    """
     config, workers = resolve_options(ctx, config_file, options)
-    build_plan = make_plan(src, config)
+    if scheduler is not None and executor != "dask":
+        raise ConfigError("--scheduler needs --executor dask")
+    source, target = Location.of(src, storage_options), Location.of(out, storage_options)
+    build_plan = make_plan(source, config)
     if dry_run:
         describe_plan(build_plan)
         return
-    if resume and already_complete(out, config):
-        click.echo(f"{out} is already complete: nothing to resume")
+    if resume and already_complete(target, config):
+        click.echo(f"{target} is already complete: nothing to resume")
         return
     with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet, desc="build") as bar:
-        result = run_build(src, out, config, workers=workers, overwrite=overwrite, resume=resume,
-                           progress=bar.update, build_plan=build_plan)
+        result = run_build(source, target, config, workers=workers, overwrite=overwrite,
+                           resume=resume, progress=bar.update, build_plan=build_plan,
+                           executor=executor, scheduler=scheduler)
     if not quiet:
-        summarize(result, out)
+        summarize(result, str(target))
 
 
-def already_complete(out: str, config: BuildConfig) -> bool:
+def already_complete(out: Location, config: BuildConfig) -> bool:
     """Whether OUT holds a finished build of ``config`` (``--resume`` then has nothing to do)."""
     from .manifest import MANIFEST_NAME, read_manifest
 
-    if not os.path.exists(os.path.join(out, MANIFEST_NAME)):
+    if not out.exists(MANIFEST_NAME):
         return False
     if read_manifest(out).config != config.to_dict():
         raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
@@ -215,12 +243,13 @@ def human_bytes(count: float) -> str:
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON document.")
+@storage_option
 @user_errors
-def inspect(directory: str, as_json: bool) -> None:
-    """Summarise a shard directory from its manifest (never reads the shards)."""
+def inspect(directory: str, as_json: bool, storage_options: dict[str, Any]) -> None:
+    """Summarise a shard directory (or URL) from its manifest (never reads the shards)."""
     from .inspect import render, summarize_directory
 
-    summary = summarize_directory(directory)
+    summary = summarize_directory(Location.of(directory, storage_options))
     if as_json:
         click.echo(json.dumps(summary, indent=1, sort_keys=True))
         return
@@ -234,17 +263,21 @@ def inspect(directory: str, as_json: bool) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes computing checksums. [all cores]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@storage_option
 @user_errors
-def verify(directory: str, deep: bool, workers: int | None, quiet: bool) -> None:
-    """Check that DIRECTORY matches its manifest; exit 1 if anything differs."""
+def verify(directory: str, deep: bool, workers: int | None, quiet: bool,
+           storage_options: dict[str, Any]) -> None:
+    """Check that DIRECTORY (or URL) matches its manifest; exit 1 if anything differs."""
     from .executor import default_workers
     from .manifest import read_manifest
     from .verify import verify_directory
 
-    files = sum(1 + bool(s.labels) for split in read_manifest(directory).splits.values()
+    location = Location.of(directory, storage_options)
+    directory = str(location)
+    files = sum(1 + bool(s.labels) for split in read_manifest(location).splits.values()
                 for s in split.shards)
     with LazyProgressBar(total=files, disable=quiet, desc="verify", unit="file") as bar:
-        problems = verify_directory(directory, deep=deep, workers=workers or default_workers(),
+        problems = verify_directory(location, deep=deep, workers=workers or default_workers(),
                                     progress=bar.update)
     for problem in problems:
         click.echo(str(problem))
@@ -263,12 +296,15 @@ def verify(directory: str, deep: bool, workers: int | None, quiet: bool) -> None
 @click.option("--per-class", type=click.IntRange(min=1), default=8, show_default=True,
               help="Samples per class (one row per class).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which random samples.")
+@storage_option
 @user_errors
-def preview(directory: str, output: str, split: str, per_class: int, seed: int) -> None:
+def preview(directory: str, output: str, split: str, per_class: int, seed: int,
+            storage_options: dict[str, Any]) -> None:
     """Write a PNG contact sheet of random samples, one labelled row per class."""
     from .preview import write_preview
 
-    width, height = write_preview(directory, output, split=split, per_class=per_class, seed=seed)
+    width, height = write_preview(Location.of(directory, storage_options), output, split=split,
+                                  per_class=per_class, seed=seed)
     click.echo(f"Wrote {output} ({width}x{height})")
 
 

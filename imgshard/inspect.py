@@ -1,25 +1,28 @@
 """``imgshard inspect``: what a shard directory holds, from its manifest alone.
 
-Nothing here opens a shard: sizes on disk come from ``os.stat``, counts from the manifest, so a
-manifest of a million samples is summarised in well under a second.
+Nothing here opens a shard: sizes come from one listing of the directory (local or a URL),
+counts from the manifest, so a manifest of a million samples is summarised in well under a
+second.
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from typing import Any
 
 from .manifest import Manifest, read_manifest
+from .storage import Location
 
 EXAMPLES_PER_REASON = 3
 
 
-def summarize_directory(directory: str) -> dict[str, Any]:
+def summarize_directory(directory: str | Location) -> dict[str, Any]:
     """The machine-readable summary that ``inspect --json`` prints (keys in the README)."""
+    directory = directory if isinstance(directory, Location) else Location.of(directory)
     manifest = read_manifest(directory)
+    sizes = directory.sizes()
     return {
-        "directory": directory,
+        "directory": str(directory),
         "format_version": 1,
         "imgshard_version": manifest.imgshard_version,
         "created": manifest.created,
@@ -28,16 +31,16 @@ def summarize_directory(directory: str) -> dict[str, Any]:
         "image_shape": list(manifest.image_shape),
         "dtype": manifest.dtype,
         "class_names": manifest.class_names,
-        "splits": {name: _split_summary(directory, manifest, name) for name in manifest.splits},
+        "splits": {name: _split_summary(sizes, manifest, name) for name in manifest.splits},
         "skipped": _skips_by_reason(manifest),
         "num_skipped": len(manifest.skipped),
     }
 
 
-def _split_summary(directory: str, manifest: Manifest, name: str) -> dict[str, Any]:
+def _split_summary(sizes: dict[str, int], manifest: Manifest, name: str) -> dict[str, Any]:
     split = manifest.splits[name]
     files = [s.images for s in split.shards] + [s.labels for s in split.shards if s.labels]
-    size = sum(_size(os.path.join(directory, f)) for f in files)
+    size = sum(sizes.get(f, 0) for f in files)
     summary: dict[str, Any] = {"num_samples": split.num_samples, "num_shards": len(split.shards),
                                "bytes": size}
     if split.class_counts is not None:
@@ -45,13 +48,6 @@ def _split_summary(directory: str, manifest: Manifest, name: str) -> dict[str, A
         summary["classes"] = {cls: {"count": n, "share": n / total}
                               for cls, n in split.class_counts.items()}
     return summary
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def _skips_by_reason(manifest: Manifest) -> dict[str, dict[str, Any]]:

@@ -6,8 +6,9 @@ Pixels are shown as stored: float shards are mapped back through ``rescale``/``o
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
+import io
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw
 from .errors import ImgshardError
 from .manifest import Manifest, read_manifest
 from .shards import open_shard
+from .storage import Location, local_copy
 
 LABEL_WIDTH = 120
 GAP = 2
@@ -24,9 +26,13 @@ class PreviewError(ImgshardError):
     """The contact sheet cannot be made."""
 
 
-def write_preview(directory: str, output: str, *, split: str = "train", per_class: int = 8,
-                  seed: int = 0) -> tuple[int, int]:
-    """Write the contact sheet to ``output``; return its (width, height) in pixels."""
+def write_preview(directory: str | Location, output: str, *, split: str = "train",
+                  per_class: int = 8, seed: int = 0) -> tuple[int, int]:
+    """Write the contact sheet to ``output``; return its (width, height) in pixels.
+
+    From a URL only the shards that hold the chosen samples are downloaded.
+    """
+    directory = directory if isinstance(directory, Location) else Location.of(directory)
     manifest = read_manifest(directory)
     if split not in manifest.splits:
         raise PreviewError(f"split {split!r} is not in {directory} "
@@ -44,27 +50,31 @@ def write_preview(directory: str, output: str, *, split: str = "train", per_clas
     return sheet.size
 
 
-def _pick(directory: str, manifest: Manifest, split: str, per_class: int,
+def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
           rng: np.random.Generator) -> list[tuple[str, list[np.ndarray]]]:
     """(row title, stored images) per class: up to ``per_class`` random samples of each."""
     locations: dict[int | None, list[tuple[str, int]]] = {}
-    with open(os.path.join(directory, manifest.samples), newline="", encoding="utf-8",
-              errors="surrogateescape") as stream:
+    with io.TextIOWrapper(directory.open_read(manifest.samples), newline="", encoding="utf-8",
+                          errors="surrogateescape") as stream:
         for row in csv.DictReader(stream):
             if row["split"] == split:
                 label = int(row["label"]) if row["label"] else None
                 locations.setdefault(label, []).append((row["shard"], int(row["index"])))
     names = manifest.class_names
     keys = range(len(names)) if names is not None else [None]
-    rows = []
+    picked = []
     for key in keys:
         found = locations.get(key, [])
         chosen = rng.choice(len(found), size=min(per_class, len(found)), replace=False) \
             if found else []
-        images = [np.asarray(open_shard(os.path.join(directory, found[i][0]))[found[i][1]])
-                  for i in sorted(chosen)]
-        rows.append((names[key] if names is not None else "samples", images))
-    return rows
+        picked.append((names[key] if names is not None else "samples",
+                       [found[i] for i in sorted(chosen)]))
+    with contextlib.ExitStack() as stack:
+        shards: dict[str, np.ndarray] = {}
+        for shard in sorted({shard for _, chosen in picked for shard, _ in chosen}):
+            shards[shard] = open_shard(stack.enter_context(local_copy(directory, shard)))
+        return [(title, [np.array(shards[shard][index]) for shard, index in chosen])
+                for title, chosen in picked]
 
 
 def to_display(pixels: np.ndarray, manifest: Manifest) -> Image.Image:

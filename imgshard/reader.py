@@ -16,11 +16,14 @@ maps more data; ``window=1`` is the cheapest and still reorders every shard.
 
 Each iteration is one epoch; a background thread prepares up to ``prefetch`` batches ahead so
 reading overlaps training. ``state_dict()``/``load_state_dict()`` resume mid-epoch exactly.
+
+A directory given as a URL (``s3://bucket/shards``) is read through a :class:`~imgshard.cache.
+ShardCache`: whole shard files are downloaded into ``cache_dir`` a window ahead of use, their
+checksums verified once on landing, and memory-mapped from there.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections import OrderedDict
@@ -29,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from .cache import ShardCache, default_cache_dir
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo, read_manifest
 from .shards import open_shard
+from .storage import Location
 
 LABEL_MODES = ("int", "categorical", "binary", None)
 
@@ -44,7 +49,8 @@ class ShardReader:
     """Batches ``(x, y)`` (or ``x`` with ``label_mode=None``) of one split of a shard directory.
 
     Args:
-        directory: a directory written by ``imgshard build``.
+        directory: a directory written by ``imgshard build``: a path, an fsspec URL, or a
+            :class:`~imgshard.storage.Location` (a URL with its storage options).
         split: ``train``, ``val`` or ``test`` (whatever the manifest has).
         batch_size: samples per batch; the last batch of an epoch is partial unless
             ``drop_remainder``.
@@ -56,15 +62,23 @@ class ShardReader:
         flip_horizontal: flip each image left-right with probability 1/2 (seeded per epoch).
         window: shards shuffled together; memory holds about this many shards.
         prefetch: batches prepared ahead by a background thread (0: none).
+        storage_options: fsspec options for a URL ``directory`` (credentials, endpoint, ...).
+        cache_dir: where the shards of a URL are cached (default ``~/.cache/imgshard``).
+        cache_bytes: the cache's size limit; least recently used shards are evicted beyond it.
     """
 
     def __init__(self, directory: str, split: str = "train", *, batch_size: int = 32,
                  shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
                  label_mode: str | None = "int", dtype: str | None = None,
                  augment: Callable[[np.ndarray], np.ndarray] | None = None,
-                 flip_horizontal: bool = False, window: int = 4, prefetch: int = 2) -> None:
-        self.directory = os.fspath(directory)
-        self.manifest: Manifest = read_manifest(self.directory)
+                 flip_horizontal: bool = False, window: int = 4, prefetch: int = 2,
+                 storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
+                 cache_bytes: int = 10 * 1000**3) -> None:
+        location = directory if isinstance(directory, Location) \
+            else Location.of(directory, storage_options)
+        self.directory = str(location)
+        self.location = location
+        self.manifest: Manifest = read_manifest(location)
         if split not in self.manifest.splits:
             known = ", ".join(self.manifest.splits)
             raise ReaderError(f"split {split!r} is not in {self.directory} (it has: {known})")
@@ -83,6 +97,15 @@ class ShardReader:
         self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._order_cache: tuple[int, np.ndarray] | None = None
+        self._shard_sequence: list[int] = []
+        self.cache: ShardCache | None = None
+        if not location.is_local:
+            largest = max((_shard_bytes(self.manifest, s) for s in self.shards), default=0)
+            if cache_bytes < 2 * window * largest:
+                raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold two windows of "
+                                  f"{window} shards (at least {2 * window * largest:,} bytes)")
+            self.cache = ShardCache(location, cache_dir or default_cache_dir(), cache_bytes,
+                                    keep=4 * window + 2)
 
     # -- epochs and resumption -------------------------------------------------------------
 
@@ -149,9 +172,19 @@ class ShardReader:
             if cached is None or cached[0] != epoch:
                 cached = (epoch, self.epoch_order(epoch))
                 self._order_cache = cached
+                self._shard_sequence = self._visit_order(cached[1])
             return cached[1]
 
+    def _visit_order(self, order: np.ndarray) -> list[int]:
+        """The shards in the order an epoch of ``order`` first touches them."""
+        if self.cache is None:
+            return []
+        shard_of = np.searchsorted(self._starts, order, side="right") - 1
+        _, first = np.unique(shard_of, return_index=True)
+        return shard_of[np.sort(first)].tolist()
+
     def _produce(self, epoch: int, order: np.ndarray, start: int) -> Iterator[Any]:
+        self._shard_sequence = self._visit_order(order)
         for index in range(start, len(self)):
             yield self._batch(epoch, index, order)
 
@@ -203,6 +236,7 @@ class ShardReader:
                 self._open.move_to_end(index)
                 return self._open[index]
             info = self.shards[index]
+            self._download_ahead(index)
             opened = self._map(info)
             self._open[index] = opened
             while len(self._open) > self.window:
@@ -210,14 +244,30 @@ class ShardReader:
             return opened
 
     def _map(self, info: ShardInfo) -> tuple[np.ndarray, np.ndarray | None]:
-        path = os.path.join(self.directory, info.images)
-        images = open_shard(path, shape=(info.num_samples, *self.manifest.image_shape),
+        images = open_shard(self._local_path(info.images, info.sha256),
+                            shape=(info.num_samples, *self.manifest.image_shape),
                             dtype=self.manifest.dtype)
         labels = None
         if info.labels is not None:
-            labels_path = os.path.join(self.directory, info.labels)
+            labels_path = self._local_path(info.labels, info.labels_sha256)
             labels = np.asarray(open_shard(labels_path, shape=(info.num_samples,), dtype="int32"))
         return images, labels
+
+    def _local_path(self, name: str, sha256: str | None) -> str:
+        if self.cache is None:
+            return self.location.path(name)
+        return self.cache.path(name, sha256 or "")
+
+    def _download_ahead(self, index: int) -> None:
+        """Start downloading the shards the epoch visits after shard ``index`` (one window)."""
+        sequence = self._shard_sequence
+        if self.cache is None or index not in sequence:
+            return
+        position = sequence.index(index)
+        upcoming = [self.shards[i] for i in sequence[position + 1:position + 1 + self.window]]
+        self.cache.prefetch([(f, sha) for s in upcoming
+                             for f, sha in ((s.images, s.sha256), (s.labels, s.labels_sha256))
+                             if f is not None])
 
     def _release_all(self) -> None:
         with self._lock:
@@ -252,6 +302,12 @@ class ShardReader:
         from .keras_adapter import to_tf_dataset
 
         return to_tf_dataset(self)
+
+
+def _shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
+    """Bytes of a shard's files (images and labels), from the manifest alone."""
+    pixels = info.num_samples * int(np.prod(manifest.image_shape)) * np.dtype(manifest.dtype).itemsize
+    return pixels + 4 * info.num_samples + 256
 
 
 def _check_options(manifest: Manifest, batch_size: int, label_mode: str | None, window: int,

@@ -53,9 +53,9 @@ def parse_storage_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise StorageError(f"--storage-option expects KEY=VALUE, got {key.strip() or pair!r}"
-                               if not sep else "--storage-option has an empty KEY")
+        if not sep or not key.strip():  # the value is never echoed: it may be a secret
+            raise StorageError("--storage-option expects KEY=VALUE" if not sep
+                               else "--storage-option has an empty KEY")
         try:
             value = json.loads(raw)
         except ValueError:

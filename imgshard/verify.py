@@ -7,12 +7,16 @@ agrees with the shards; no unlisted shard file lies in the directory. ``deep`` a
 value, chunk by chunk: no NaN or inf, floats inside the range ``rescale``/``offset`` allow,
 labels inside ``[0, num_classes)``. A flipped byte, a truncated, deleted, extra or swapped shard
 and a hand-edited count are all caught.
+
+A URL is verified on a temporary local copy of the files its manifest lists (downloaded on
+several threads, so it needs that much free disk), checked exactly as a local directory.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from .executor import process_pool
 from .manifest import Manifest, read_manifest
 from .outdir import OWN_FILE
 from .shards import ShardError, file_sha256, open_shard
+from .storage import Location
 from .transform import cast_table
 
 #: Rows read at a time by the deep check, so memory stays flat whatever the shard size.
@@ -42,9 +47,39 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
-def verify_directory(directory: str, *, deep: bool = False, workers: int = 1,
+#: Downloads in flight when verifying a URL.
+DOWNLOAD_THREADS = 8
+
+
+def verify_directory(directory: str | Location, *, deep: bool = False, workers: int = 1,
                      progress: Callable[[int], None] | None = None) -> list[Problem]:
     """Every problem found in ``directory`` (empty when all holds)."""
+    location = directory if isinstance(directory, Location) else Location.of(directory)
+    if location.is_local:
+        return _verify_local(location.url, deep=deep, workers=workers, progress=progress)
+    manifest = read_manifest(location)
+    with tempfile.TemporaryDirectory(prefix="imgshard-verify-") as mirror:
+        _mirror(location, manifest, mirror)
+        return _verify_local(mirror, deep=deep, workers=workers, progress=progress)
+
+
+def _mirror(location: Location, manifest: Manifest, mirror: str) -> None:
+    """Download what ``manifest`` lists into ``mirror``; unlisted shard files become empty
+    placeholders, so that they are reported just as in a local directory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    present = set(location.listdir())
+    wanted = {"manifest.json", manifest.samples} | {name for _, name, _, _ in _listed(manifest)}
+    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+        list(pool.map(lambda name: location.download(name, os.path.join(mirror, name)),
+                      sorted(wanted & present)))
+    for name in present - wanted:
+        if OWN_FILE.fullmatch(name):
+            open(os.path.join(mirror, name), "wb").close()
+
+
+def _verify_local(directory: str, *, deep: bool, workers: int,
+                  progress: Callable[[int], None] | None) -> list[Problem]:
     manifest = read_manifest(directory)
     problems = list(_check_files(directory, manifest))
     problems += _check_checksums(directory, manifest, workers, progress)

@@ -1,0 +1,125 @@
+"""A bounded local cache of remote shard files, so a reader can memory-map shards from S3.
+
+``ShardReader`` over a URL downloads whole shard files into ``cache_dir`` ahead of use, on
+background threads, so that downloads overlap training; then it memory-maps them like local
+files. Files are stored under their sha256 (``{sha256}.npy``) and a download takes that name
+only after its checksum matched the manifest's, so a file in the cache is verified exactly
+once, when it lands, and several datasets or processes may share one cache directory.
+
+The cache holds at most ``max_bytes``; beyond that the least recently used files are deleted
+(a file still memory-mapped stays readable until it is unmapped: Linux frees it then). The
+files the reader is using or about to use are never the ones evicted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from .errors import ImgshardError
+from .storage import Location
+
+
+class CacheError(ImgshardError):
+    """A remote shard cannot be cached: download failed, checksum differs, cache too small."""
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/imgshard`` (``~/.cache/imgshard``), as other tools keep downloads."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "imgshard")
+
+
+class ShardCache:
+    """Local copies of the files of one remote shard directory, verified, at most ``max_bytes``.
+
+    ``keep``: how many most recently used files are never evicted (the reader's window plus
+    the shards being downloaded ahead of it).
+    """
+
+    def __init__(self, location: Location, cache_dir: str, max_bytes: int, *, keep: int,
+                 threads: int = 2) -> None:
+        self.location, self.cache_dir = location, cache_dir
+        self.max_bytes, self.keep = max_bytes, keep
+        os.makedirs(cache_dir, exist_ok=True)
+        self._lock = threading.Lock()
+        self._used: OrderedDict[str, int] = OrderedDict()  # sha256 -> bytes, oldest first
+        for entry in sorted(os.scandir(cache_dir), key=lambda e: e.stat().st_mtime):
+            if entry.name.endswith(".npy") and not entry.name.startswith("."):
+                self._used[entry.name[:-4]] = entry.stat().st_size
+        self._downloads: dict[str, Future] = {}
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="imgshard-download")
+        self.downloaded = 0  # files fetched from the store by this cache (for tests and logs)
+
+    def path(self, name: str, sha256: str) -> str:
+        """The local path of ``name`` (whose checksum is ``sha256``), downloading it if needed."""
+        while True:
+            future = self._start(name, sha256)
+            if future is not None:
+                future.result()
+            with self._lock:
+                if sha256 in self._used:  # else evicted in between: fetch it again
+                    self._used.move_to_end(sha256)
+                    local = self._local(sha256)
+                    os.utime(local)  # recency survives this process, for the next reader
+                    return local
+
+    def prefetch(self, files: list[tuple[str, str]]) -> None:
+        """Start downloading ``(name, sha256)`` files in the background, in this order."""
+        for name, sha256 in files:
+            self._start(name, sha256)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _local(self, sha256: str) -> str:
+        return os.path.join(self.cache_dir, f"{sha256}.npy")
+
+    def _start(self, name: str, sha256: str) -> Future | None:
+        with self._lock:
+            if sha256 in self._used:
+                return None
+            if sha256 not in self._downloads:
+                self._downloads[sha256] = self._pool.submit(self._download, name, sha256)
+            return self._downloads[sha256]
+
+    def _download(self, name: str, sha256: str) -> None:
+        temp = os.path.join(self.cache_dir, f".{sha256}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            try:
+                self.location.download(name, temp)
+            except FileNotFoundError:
+                raise CacheError(f"{self.location.display(name)}: shard file is missing") from None
+            with open(temp, "rb") as stream:
+                actual = hashlib.file_digest(stream, "sha256").hexdigest()
+            if actual != sha256:
+                raise CacheError(f"{self.location.display(name)}: checksum does not match the "
+                                 "manifest (changed or corrupt): run imgshard verify")
+            os.replace(temp, self._local(sha256))
+        except BaseException:
+            try:
+                os.remove(temp)
+            except OSError:
+                pass
+            with self._lock:
+                self._downloads.pop(sha256, None)
+            raise
+        with self._lock:
+            self._used[sha256] = os.path.getsize(self._local(sha256))
+            self._downloads.pop(sha256, None)
+            self.downloaded += 1
+            self._evict()
+
+    def _evict(self) -> None:
+        """Delete least recently used files until the cache fits (lock held)."""
+        total = sum(self._used.values())
+        while total > self.max_bytes and len(self._used) > self.keep:
+            sha256, size = self._used.popitem(last=False)
+            try:
+                os.remove(self._local(sha256))
+            except OSError:
+                pass
+            total -= size
