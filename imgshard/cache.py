@@ -68,7 +68,10 @@ class ShardCache:
                     return local
 
     def prefetch(self, files: list[tuple[str, str]]) -> None:
-        """Start downloading ``(name, sha256)`` files in the background, in this order."""
+        """Start downloading ``(name, sha256)`` files in the background, in this order.
+
+        Files already here count as just used, so list the files needed soonest first.
+        """
         for name, sha256 in files:
             self._start(name, sha256)
 
@@ -81,6 +84,7 @@ class ShardCache:
     def _start(self, name: str, sha256: str) -> Future | None:
         with self._lock:
             if sha256 in self._used:
+                self._used.move_to_end(sha256)  # asked for: now among the last to go
                 return None
             if sha256 not in self._downloads:
                 self._downloads[sha256] = self._pool.submit(self._download, name, sha256)
@@ -98,7 +102,13 @@ class ShardCache:
             if actual != sha256:
                 raise CacheError(f"{self.location.display(name)}: checksum does not match the "
                                  "manifest (changed or corrupt): run imgshard verify")
-            os.replace(temp, self._local(sha256))
+            size = os.path.getsize(temp)
+            with self._lock:  # makes room, then lands, in one step
+                self._evict(room=size)
+                os.replace(temp, self._local(sha256))
+                self._used[sha256] = size
+                self._downloads.pop(sha256, None)
+                self.downloaded += 1
         except BaseException:
             try:
                 os.remove(temp)
@@ -107,16 +117,11 @@ class ShardCache:
             with self._lock:
                 self._downloads.pop(sha256, None)
             raise
-        with self._lock:
-            self._used[sha256] = os.path.getsize(self._local(sha256))
-            self._downloads.pop(sha256, None)
-            self.downloaded += 1
-            self._evict()
 
-    def _evict(self) -> None:
-        """Delete least recently used files until the cache fits (lock held)."""
-        total = sum(self._used.values())
-        while total > self.max_bytes and len(self._used) > self.keep:
+    def _evict(self, room: int) -> None:
+        """Delete least recently used files until ``room`` more bytes fit (lock held)."""
+        total = sum(self._used.values()) + room
+        while total > self.max_bytes and len(self._used) >= self.keep:
             sha256, size = self._used.popitem(last=False)
             try:
                 os.remove(self._local(sha256))

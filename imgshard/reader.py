@@ -105,7 +105,7 @@ class ShardReader:
                 raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold two windows of "
                                   f"{window} shards (at least {2 * window * largest:,} bytes)")
             self.cache = ShardCache(location, cache_dir or default_cache_dir(), cache_bytes,
-                                    keep=4 * window + 2)
+                                    keep=4 * window)
 
     # -- epochs and resumption -------------------------------------------------------------
 
@@ -259,12 +259,13 @@ class ShardReader:
         return self.cache.path(name, sha256 or "")
 
     def _download_ahead(self, index: int) -> None:
-        """Start downloading the shards the epoch visits after shard ``index`` (one window)."""
+        """Start downloading shard ``index`` and the window of shards the epoch visits next."""
         sequence = self._shard_sequence
-        if self.cache is None or index not in sequence:
+        if self.cache is None:
             return
-        position = sequence.index(index)
-        upcoming = [self.shards[i] for i in sequence[position + 1:position + 1 + self.window]]
+        position = sequence.index(index) if index in sequence else len(sequence)
+        upcoming = [self.shards[index]]
+        upcoming += [self.shards[i] for i in sequence[position + 1:position + 1 + self.window]]
         self.cache.prefetch([(f, sha) for s in upcoming
                              for f, sha in ((s.images, s.sha256), (s.labels, s.labels_sha256))
                              if f is not None])

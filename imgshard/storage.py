@@ -107,7 +107,8 @@ class Location:
 
     @property
     def fs(self):
-        return _filesystem(self.protocol, self.options_json)
+        # keyed by process too: a forked worker must not reuse its parent's connections
+        return _filesystem(self.protocol, self.options_json, os.getpid())
 
     def path(self, name: str) -> str:
         """The full path of ``name`` (a '/'-separated relative path) in this directory."""
@@ -256,7 +257,7 @@ def _leaf_values(options: Any) -> Iterator[str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _filesystem(protocol: str, options_json: str):
+def _filesystem(protocol: str, options_json: str, pid: int):
     try:
         import fsspec
     except ImportError:

@@ -1,0 +1,265 @@
+"""URL handling on ``memory://``, fsspec's in-process store: quick, with no server.
+
+A memory store lives in this process only, so these builds run with one worker (in-process);
+real object stores with worker processes are tested against moto's S3 in ``test_s3.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+
+import fsspec
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, strategies as st
+
+from imgshard.build import build
+from imgshard.cli import cli
+from imgshard.config import BuildConfig
+from imgshard.errors import ImgshardError
+from imgshard.reader import ReaderError, ShardReader
+from imgshard.storage import Location, StorageError, describe_error, parse_storage_options
+
+from conftest import write_image
+
+CONFIG = BuildConfig(size=(8, 8), shard_size=4)
+
+
+@pytest.fixture
+def memory_url():
+    """A fresh ``memory://`` prefix, removed afterwards."""
+    prefix = f"memory://imgshard-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    fsspec.filesystem("memory").rm(prefix.split("://")[1], recursive=True)
+
+
+@pytest.fixture
+def src(make_class_folders, tmp_path):
+    """Eleven images in three classes, one of them broken (a recorded skip)."""
+    root = make_class_folders({"blue": 4, "green": 4, "red": 3}, flat=False)
+    (tmp_path / "src" / "red" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def local_files(directory) -> dict[str, bytes]:
+    return {name: open(os.path.join(directory, name), "rb").read()
+            for name in sorted(os.listdir(directory))}
+
+
+def remote_files(url: str) -> dict[str, bytes]:
+    fs, root = fsspec.core.url_to_fs(url)
+    return {path.rsplit("/", 1)[-1]: fs.cat_file(path) for path in sorted(fs.ls(root, detail=False))}
+
+
+def comparable(files: dict[str, bytes], *, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file but the manifest's creation time and source, which differ by design."""
+    manifest = json.loads(files["manifest.json"])
+    for key in ("created", "source", *ignore):
+        manifest.pop(key)
+    return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
+
+
+# -- Location and options ------------------------------------------------------------------
+
+def test_local_paths_and_file_urls_stay_local(tmp_path):
+    assert Location.of(str(tmp_path)).is_local
+    assert Location.of(f"file://{tmp_path}").url == str(tmp_path)
+    assert not Location.of("s3://bucket/prefix/").is_local
+    assert Location.of("s3://bucket/prefix/").url == "s3://bucket/prefix"
+    assert Location.of("s3://b/p").path("train-00000.npy") == "s3://b/p/train-00000.npy"
+
+
+def test_storage_options_parse_json_values_and_dotted_keys():
+    options = parse_storage_options(["anon=true", "endpoint_url=http://127.0.0.1:9000",
+                                     "client_kwargs.region_name=eu-west-1", "max_concurrency=4"])
+    assert options == {"anon": True, "endpoint_url": "http://127.0.0.1:9000",
+                       "client_kwargs": {"region_name": "eu-west-1"}, "max_concurrency": 4}
+
+
+@pytest.mark.parametrize("pair", ["no-equals-sign-hunter2", "=hunter2"])
+def test_a_malformed_storage_option_is_refused_without_echoing_it(pair):
+    with pytest.raises(StorageError) as caught:
+        parse_storage_options([pair])
+    assert "hunter2" not in str(caught.value)
+
+
+@given(secret=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
+                      min_size=4, max_size=40))
+def test_no_storage_option_value_survives_into_an_error_message(secret):
+    error = RuntimeError(f"denied for key {secret} at endpoint")
+    assert secret not in describe_error(error, {"secret": secret, "nested": {"token": secret}})
+
+
+def test_options_never_show_in_a_location_repr_or_str():
+    location = Location.of("s3://user:pw@bucket/x", {"secret": "hunter2-secret"})
+    assert "hunter2" not in repr(location) and "hunter2" not in str(location)
+    assert ":pw@" not in str(location)
+
+
+def test_a_protocol_without_its_back_end_names_the_extra(monkeypatch):
+    registry = sys.modules["fsspec.registry"]
+    monkeypatch.setitem(sys.modules, "s3fs", None)  # as if s3fs were not installed
+    monkeypatch.delitem(registry._registry, "s3", raising=False)
+    with pytest.raises(StorageError, match=r"s3fs: pip install 'imgshard\[s3\]'"):
+        Location.of("s3://bucket/x", {"anon": True, "note": uuid.uuid4().hex}).fs  # noqa: B018
+
+
+def test_an_unknown_protocol_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["inspect", "nosuchproto://bucket/x"])
+    assert result.exit_code == 1
+    assert "nosuchproto" in result.output and "Traceback" not in result.output
+
+
+# -- building to and from a store ----------------------------------------------------------
+
+def test_build_to_a_url_writes_the_same_bytes_as_a_local_build(src, tmp_path, memory_url):
+    build(src, str(tmp_path / "local"), CONFIG, workers=1)
+    result = build(src, f"{memory_url}/shards", CONFIG, workers=1)
+    assert comparable(remote_files(f"{memory_url}/shards")) == comparable(local_files(tmp_path / "local"))
+    assert [s.path for s in result.manifest.skipped] == ["red/broken.png"]
+
+
+def test_build_from_a_url_writes_the_same_bytes_as_from_a_folder(src, tmp_path, memory_url):
+    fs = fsspec.filesystem("memory")
+    fs.put(src, memory_url.split("://")[1] + "/src", recursive=True)
+    fs.pipe(memory_url.split("://")[1] + "/src/.hidden/x.png", b"x")
+    build(src, str(tmp_path / "local"), CONFIG, workers=1)
+    result = build(f"{memory_url}/src", str(tmp_path / "remote"), CONFIG, workers=2)
+    assert comparable(local_files(tmp_path / "remote"), ignore=("skipped",)) == \
+        comparable(local_files(tmp_path / "local"), ignore=("skipped",))
+    assert {s.path: s.reason for s in result.manifest.skipped} == {
+        "red/broken.png": "cannot decode: not a recognised image format",
+        ".hidden/": "hidden folder"}
+
+
+def test_presplit_layout_is_recognised_in_a_store(tmp_path, memory_url):
+    for split in ("train", "val"):
+        for name, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+            write_image(str(tmp_path / "src" / split / name / "0.png"), colour=colour)
+    fsspec.filesystem("memory").put(str(tmp_path / "src"), memory_url.split("://")[1] + "/src",
+                                    recursive=True)
+    manifest = build(f"{memory_url}/src", str(tmp_path / "out"), CONFIG, workers=1).manifest
+    assert manifest.class_names == ["cat", "dog"]
+    assert {name: split.num_samples for name, split in manifest.splits.items()} == {"train": 2, "val": 2}
+
+
+def test_an_interrupted_build_on_a_store_resumes_to_the_same_bytes(src, tmp_path, memory_url):
+    config = BuildConfig(size=(8, 8), shard_size=2)
+    build(src, f"{memory_url}/whole", config, workers=1)
+    seen = []
+
+    def interrupt_after_four_tasks(count: int) -> None:
+        seen.append(count)
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(src, f"{memory_url}/cut", config, workers=1, progress=interrupt_after_four_tasks)
+    left = remote_files(f"{memory_url}/cut")
+    assert "manifest.json" not in left
+    assert sum(name.startswith(".imgshard-progress-") for name in left) >= 2  # plan, checkpoints
+    assert "train-00000.npy" in left  # finished shards stay
+    assert not any(name.startswith((".part-", ".tmp-")) for name in left)
+    build(src, f"{memory_url}/cut", config, workers=1, resume=True)
+    assert comparable(remote_files(f"{memory_url}/cut")) == comparable(remote_files(f"{memory_url}/whole"))
+
+
+def test_overwrite_on_a_store_refuses_foreign_objects(src, memory_url):
+    fsspec.filesystem("memory").pipe(memory_url.split("://")[1] + "/out/notes.txt", b"mine")
+    with pytest.raises(ImgshardError, match="notes.txt"):
+        build(src, f"{memory_url}/out", CONFIG, workers=1, overwrite=True)
+
+
+# -- reading from a store --------------------------------------------------------------------
+
+def test_reader_streams_a_url_through_a_verified_cache_exactly_once(src, tmp_path, memory_url):
+    build(src, f"{memory_url}/shards", CONFIG, workers=1)
+    build(src, str(tmp_path / "local"), CONFIG, workers=1)
+    cache = tmp_path / "cache"
+    remote = ShardReader(f"{memory_url}/shards", batch_size=3, window=1, cache_dir=str(cache),
+                         cache_bytes=10_000)
+    local = ShardReader(str(tmp_path / "local"), batch_size=3, window=1)
+    for epoch in range(2):
+        got = [(x.tobytes(), y.tolist()) for x, y in remote]
+        want = [(x.tobytes(), y.tolist()) for x, y in local]
+        assert got == want, f"epoch {epoch}"
+    names = sorted(os.listdir(cache))
+    assert all(len(name) == 64 + 4 and name.endswith(".npy") for name in names)
+    assert remote.cache.downloaded >= 6  # three shards, images and labels
+
+
+def test_the_cache_stays_within_its_limit(src, tmp_path, memory_url):
+    build(src, f"{memory_url}/shards", BuildConfig(size=(8, 8), shard_size=2), workers=1)
+    shard_bytes = 2 * 8 * 8 * 3 * 2 + 128 + 2 * 4 + 128  # images and labels
+    limit = 2 * shard_bytes
+    reader = ShardReader(f"{memory_url}/shards", batch_size=2, window=1, shuffle=False,
+                         cache_dir=str(tmp_path / "cache"), cache_bytes=limit, prefetch=0)
+    kept = reader.cache.keep  # files in use or about to be: this window's and the next one's
+    assert kept == 4
+    for _ in reader:  # over the limit only by the files in use or about to be
+        sizes = landed_sizes(tmp_path / "cache")
+        assert sum(sizes) <= limit or len(sizes) <= kept
+    distinct = {digest for shard in reader.shards for digest in (shard.sha256, shard.labels_sha256)}
+    assert reader.cache.downloaded == len(distinct)  # each file downloaded once (same bytes: once)
+    sizes = landed_sizes(tmp_path / "cache")
+    assert (sum(sizes) <= limit or len(sizes) <= kept) and len(sizes) < len(distinct)
+
+
+def landed_sizes(cache) -> list[int]:
+    """Sizes of the verified files in a cache (downloads in flight are hidden temporaries)."""
+    sizes = []
+    for entry in os.scandir(cache):
+        try:
+            if not entry.name.startswith("."):
+                sizes.append(entry.stat().st_size)
+        except FileNotFoundError:  # evicted while listing
+            pass
+    return sizes
+
+
+def test_a_corrupt_remote_shard_fails_its_checksum_on_landing(src, tmp_path, memory_url):
+    build(src, f"{memory_url}/shards", CONFIG, workers=1)
+    fs = fsspec.filesystem("memory")
+    path = memory_url.split("://")[1] + "/shards/train-00001.npy"
+    data = bytearray(fs.cat_file(path))
+    data[-1] ^= 0xFF
+    fs.pipe(path, bytes(data))
+    reader = ShardReader(f"{memory_url}/shards", batch_size=4, shuffle=False,
+                         cache_dir=str(tmp_path / "cache"), prefetch=0)
+    with pytest.raises(ImgshardError, match="train-00001.npy: checksum does not match"):
+        list(reader)
+    reader.cache.close()  # let the downloads ahead finish
+    assert not any(name.startswith(".") for name in os.listdir(tmp_path / "cache"))
+
+
+def test_a_cache_too_small_for_two_windows_is_refused(src, tmp_path, memory_url):
+    build(src, f"{memory_url}/shards", CONFIG, workers=1)
+    with pytest.raises(ReaderError, match="cannot hold two windows"):
+        ShardReader(f"{memory_url}/shards", window=2, cache_dir=str(tmp_path), cache_bytes=100)
+
+
+def test_inspect_verify_and_preview_take_urls(src, tmp_path, memory_url):
+    url = f"{memory_url}/shards"
+    build(src, url, CONFIG, workers=1)
+    runner = CliRunner()
+    inspected = runner.invoke(cli, ["inspect", url, "--json"])
+    assert inspected.exit_code == 0, inspected.output
+    summary = json.loads(inspected.output)
+    assert summary["splits"]["train"]["num_samples"] == 11
+    assert summary["splits"]["train"]["bytes"] > 11 * 8 * 8 * 3 * 2
+    verified = runner.invoke(cli, ["verify", url, "--deep", "--quiet"])
+    assert verified.exit_code == 0 and verified.output.startswith("OK"), verified.output
+    previewed = runner.invoke(cli, ["preview", url, "-o", str(tmp_path / "sheet.png")])
+    assert previewed.exit_code == 0, previewed.output
+    assert (tmp_path / "sheet.png").stat().st_size > 0
+    fs = fsspec.filesystem("memory")
+    fs.pipe(url.split("://")[1] + "/train-00009.npy", np.zeros(1).tobytes())
+    fs.rm(url.split("://")[1] + "/train-00000.labels.npy")
+    broken = runner.invoke(cli, ["verify", url, "--quiet"])
+    assert broken.exit_code == 1
+    assert "train-00009.npy: shard file not listed" in broken.output
+    assert "train-00000" in broken.output and "missing" in broken.output
