@@ -109,6 +109,10 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     config = config or BuildConfig()
     build_plan = build_plan or plan(src, config)
     workers = workers or default_workers()
+    if src.in_process or out.in_process:
+        if executor != "local":
+            raise BuildError("memory:// lives in this process only: use the local executor")
+        workers = 1  # worker processes could not see this process's memory
     files = [(split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples]
     planned = plan_record(config.to_dict(), files, workers)
     if resume:

@@ -100,8 +100,18 @@ THREADED_LIBRARIES = ("jax", "tensorflow", "torch")
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool started the fastest way that is safe in this process (see below)."""
-    return ProcessPoolExecutor(workers, mp_context=_context())
+    """A process pool started the fastest way that is safe in this process (see below).
+
+    Workers take this process's environment as it is now: a forkserver started earlier would
+    otherwise hand them the environment of that moment (credentials set since, for one).
+    """
+    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=_adopt_environment,
+                               initargs=(dict(os.environ),))
+
+
+def _adopt_environment(environment: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def _context() -> multiprocessing.context.BaseContext:

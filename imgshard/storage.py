@@ -94,6 +94,12 @@ class Location:
         return not is_url(self.url)
 
     @property
+    def in_process(self) -> bool:
+        """Whether the store lives in this process's memory (``memory://``): workers in other
+        processes cannot see it."""
+        return self.protocol == "memory"
+
+    @property
     def protocol(self) -> str:
         return self.url.split("://", 1)[0].lower() if is_url(self.url) else "file"
 
@@ -262,9 +268,11 @@ def _filesystem(protocol: str, options_json: str, pid: int):
         import fsspec
     except ImportError:
         raise StorageError(f"{protocol}:// URLs need fsspec: pip install "
-                           f"'imgshard[{EXTRAS.get(protocol, 'remote')}]'") from None
+                           f"'imgshard[{EXTRAS.get(protocol, 'fsspec')}]'") from None
+    # Other processes (workers) write into the same store, so a listing must never be stale.
+    options = {"use_listings_cache": False, **json.loads(options_json)}
     try:
-        return fsspec.filesystem(protocol, **json.loads(options_json))
+        return fsspec.filesystem(protocol, **options)
     except ImportError:
         extra = EXTRAS.get(protocol)
         hint = f"pip install 'imgshard[{extra}]'" if extra else "install its fsspec back end"

@@ -34,7 +34,9 @@ def memory_url():
     """A fresh ``memory://`` prefix, removed afterwards."""
     prefix = f"memory://imgshard-test-{uuid.uuid4().hex[:8]}"
     yield prefix
-    fsspec.filesystem("memory").rm(prefix.split("://")[1], recursive=True)
+    memory = fsspec.filesystem("memory")
+    if memory.exists(prefix.split("://")[1]):
+        memory.rm(prefix.split("://")[1], recursive=True)
 
 
 @pytest.fixture
@@ -263,3 +265,8 @@ def test_inspect_verify_and_preview_take_urls(src, tmp_path, memory_url):
     assert broken.exit_code == 1
     assert "train-00009.npy: shard file not listed" in broken.output
     assert "train-00000" in broken.output and "missing" in broken.output
+
+
+def test_memory_urls_refuse_the_dask_executor(src, memory_url):
+    with pytest.raises(ImgshardError, match="memory:// lives in this process only"):
+        build(src, f"{memory_url}/out", CONFIG, executor="dask")
