@@ -174,12 +174,19 @@ class Location:
         return self._call(self.fs.open, self.path(name), "rb")
 
     def read_bytes(self, name: str) -> bytes:
-        with self.open_read(name) as stream:
-            return stream.read()
+        if self.is_local:
+            with open(self.path(name), "rb") as stream:
+                return stream.read()
+        return self._call(self.fs.cat_file, self.path(name))
 
     def sha256(self, name: str) -> str:
-        with self.open_read(name) as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
+        """The checksum of ``name``, streamed (a remote file is not kept)."""
+        def digest() -> str:
+            with (open(self.path(name), "rb") if self.is_local
+                  else self.fs.open(self.path(name), "rb")) as stream:
+                return hashlib.file_digest(stream, "sha256").hexdigest()
+
+        return digest() if self.is_local else self._call(digest)
 
     def download(self, name: str, local_path: str) -> None:
         """Copy ``name`` to a local file (the caller renames it into place)."""

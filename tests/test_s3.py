@@ -192,3 +192,12 @@ def test_resume_on_s3_finishes_an_interrupted_build(src, tmp_path, bucket):
     assert result.exit_code == 0, result.output
     assert comparable(objects(client, f"{url}/shards")) == comparable(local_files(tmp_path / "local"))
     assert np.load(os.path.join(tmp_path, "local", "train-00000.npy")).shape == (2, 12, 12, 3)
+
+
+def test_dask_workers_upload_their_parts_to_the_bucket(src, tmp_path, bucket):
+    url, client = bucket
+    build(src, str(tmp_path / "local"), CONFIG, workers=2)
+    build(src, f"{url}/shards", CONFIG, workers=2, executor="dask", scheduler="local")
+    stored = objects(client, f"{url}/shards")
+    assert comparable(stored) == comparable(local_files(tmp_path / "local"))
+    assert not any(name.startswith(".") for name in stored)
