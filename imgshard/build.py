@@ -126,7 +126,7 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     else:
         prepare_out(out, overwrite=overwrite)
         restored = Restored()
-    tasks = make_tasks(build_plan, src, out, planned["workers"])
+    tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["workers"])
     log = ProgressLog(out, planned, append=resume)
     staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
     run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers)

@@ -125,8 +125,11 @@ class Location:
     def display(self, name: str) -> str:
         return f"{self}/{name}" if not self.is_local else self.path(name)
 
-    def child(self, name: str) -> "Location":
-        return Location(self.path(name), self.options_json)
+    def absolute(self) -> "Location":
+        """The same location with a local path made absolute, for processes with another cwd."""
+        if not self.is_local:
+            return self
+        return Location(os.path.abspath(self.url), self.options_json)
 
     # -- queries ---------------------------------------------------------------------------
 
