@@ -222,7 +222,9 @@ class ShardReader:
         for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(chosen)]])):
             images, labels = self._shard(int(shard_of[lo]))
             if images.dtype == self.dtype:
-                np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi])
+                # mode="clip": the rows are in range, and numpy's default "raise" would copy
+                # every row twice (it buffers ``out``), which made the gather 4x slower
+                np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi], mode="clip")
             else:
                 batch[lo:hi] = images[rows[lo:hi]]
             if labels is not None:
