@@ -123,6 +123,8 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
         planned = recorded
         remove_leftovers(out)
         restored = restore(out)
+        if progress:  # the images finished before the interruption count as done
+            progress(sum(restored.inputs_seen.values()))
     else:
         prepare_out(out, overwrite=overwrite)
         restored = Restored()

@@ -52,8 +52,8 @@ def storage_option(command):
     def to_dict(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]):
         try:
             return parse_storage_options(pairs)
-        except ImgshardError as error:
-            raise click.BadParameter(str(error)) from None
+        except ImgshardError as error:  # one line and exit 1, as every bad option value
+            raise click.ClickException(str(error)) from None
 
     return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
                         callback=to_dict,
@@ -282,7 +282,7 @@ def verify(directory: str, deep: bool, workers: int | None, quiet: bool,
     for problem in problems:
         click.echo(str(problem))
     if problems:
-        click.echo(f"{len(problems)} problems found")
+        click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found")
         raise SystemExit(1)
     click.echo(f"OK: {directory} matches its manifest ({files} files checked"
                f"{', every value read' if deep else ''})")

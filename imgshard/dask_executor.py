@@ -15,6 +15,7 @@ whichever worker the scheduler picks.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
@@ -22,7 +23,10 @@ from .errors import ImgshardError
 from .executor import MAX_ATTEMPTS, Result, Task, WorkerCrashed
 
 #: Seconds to wait for the scheduler to answer before telling the user it cannot be reached.
-CONNECT_TIMEOUT = 30
+CONNECT_TIMEOUT = 10
+#: Seconds a stopped build waits for tasks already running on workers to end (Dask cannot
+#: interrupt a running task; until it ends, it may still write its part into OUT).
+STOP_TIMEOUT = 60
 
 
 def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler: str,
@@ -51,6 +55,21 @@ def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler:
                                         f"{describe(futures[future])}") from None
         finally:
             client.cancel(list(futures))
+            _wait_until_stopped(client, {future.key for future in futures})
+
+
+def _wait_until_stopped(client, keys: set) -> None:
+    """Wait until no worker still runs one of ``keys``, so that the parts they would write
+    exist before the build removes its parts, not after."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            running = {key for tasks in client.processing().values() for key in tasks}
+        except Exception:  # noqa: BLE001 - the cluster is gone: nothing runs any more
+            return
+        if not running & keys:
+            return
+        time.sleep(0.2)
 
 
 def _import_distributed():

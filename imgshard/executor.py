@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -105,13 +106,35 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
     Workers take this process's environment as it is now: a forkserver started earlier would
     otherwise hand them the environment of that moment (credentials set since, for one).
     """
-    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=_adopt_environment,
-                               initargs=(dict(os.environ),))
+    return ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start_worker,
+                               initargs=(dict(os.environ), os.getpid()))
 
 
-def _adopt_environment(environment: dict[str, str]) -> None:
+#: Seconds between a worker's checks that the build that started it is still alive.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _start_worker(environment: dict[str, str], parent: int) -> None:
+    """Take the build's environment, and exit when the build dies.
+
+    A build killed with ``kill -9`` cannot tell its workers to stop, and a forked worker holds
+    the ends of its own task pipe, so it would wait for a task forever.
+    """
     os.environ.clear()
     os.environ.update(environment)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="imgshard-parent-watch").start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid was reused by another user's process: ours is gone
+            os._exit(1)
 
 
 def _context() -> multiprocessing.context.BaseContext:

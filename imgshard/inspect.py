@@ -70,8 +70,9 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
         "options: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["config"].items())),
     ]
     for name, split in summary["splits"].items():
-        lines.append(f"split {name}: {split['num_samples']:,} samples in {split['num_shards']:,} "
-                     f"shards, {human_bytes(split['bytes'])}")
+        shards = split["num_shards"]
+        lines.append(f"split {name}: {split['num_samples']:,} samples in {shards:,} "
+                     f"shard{'s' if shards != 1 else ''}, {human_bytes(split['bytes'])}")
         classes = split.get("classes", {})
         width_ = max((len(c) for c in classes), default=0)
         for cls, count in classes.items():

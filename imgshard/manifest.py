@@ -163,6 +163,8 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     location = _location(directory)
     if location.is_local and not os.path.isdir(location.url):
         raise ManifestError(f"{location} is not a directory")
+    if not location.is_local and not location.exists():
+        raise ManifestError(f"{location} does not exist (check the bucket and prefix)")
     path = location.display(MANIFEST_NAME)
     try:
         document = json.loads(location.read_bytes(MANIFEST_NAME))

@@ -53,7 +53,8 @@ def prepare_out(out: Location, *, overwrite: bool) -> None:
         out.write_bytes(probe, b"")
         out.remove(probe)
     except OSError as error:
-        raise OutputError(f"cannot write to output {out}: {error.strerror}") from None
+        reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
+        raise OutputError(f"cannot write to output {out}: {reason}"[:300]) from None
     except ImgshardError as error:
         raise OutputError(f"cannot write to output {error}") from None
 

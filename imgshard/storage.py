@@ -30,6 +30,8 @@ from typing import Any, BinaryIO
 
 from .errors import ImgshardError
 
+#: Object stores: no folders to create, and creating one would create a *bucket* (s3fs does).
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "r2"})
 #: Which optional extra brings the fsspec back end of a protocol.
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 PACKAGES = {"s3": "s3fs", "gcs": "gcsfs"}
@@ -198,9 +200,10 @@ class Location:
     # -- writing ---------------------------------------------------------------------------
 
     def makedirs(self) -> None:
+        """Create the directory; on an object store nothing (a prefix needs no creating)."""
         if self.is_local:
             os.makedirs(self.url, exist_ok=True)
-        else:
+        elif self.protocol not in OBJECT_STORES:
             self._call(self.fs.makedirs, self.url, exist_ok=True)
 
     @contextlib.contextmanager
@@ -252,16 +255,25 @@ class Location:
         except ImgshardError:
             raise
         except Exception as error:  # noqa: BLE001 - back ends raise anything, even ClientError
-            raise StorageError(f"{self}: {describe_error(error, self.options)}") from None
+            secrets = {**self.options, "userinfo": self._userinfo()}
+            raise StorageError(f"{self}: {describe_error(error, secrets)}") from None
+
+    def _userinfo(self) -> str:
+        """The ``user:password`` of a URL such as ``ftp://user:password@host/path``, if any."""
+        found = re.match(r"^[a-z][a-z0-9+.-]*://([^/@]*)@", self.url, re.IGNORECASE)
+        return found.group(1) if found else ""
 
 
 def describe_error(error: BaseException, options: dict[str, Any]) -> str:
     """A one-line description of a storage failure with every storage option value masked."""
     message = " ".join(str(error).split()) or type(error).__name__
-    for secret in _leaf_values(options):
+    for secret in sorted(_leaf_values(options), key=len, reverse=True):
         if len(secret) >= 4:
             message = message.replace(secret, "***")
-    return f"{type(error).__name__}: {message}"[:300]
+        for part in secret.split(":") if ":" in secret else ():
+            if len(part) >= 4:
+                message = message.replace(part, "***")
+    return f"{type(error).__name__}: {message}"[:200]
 
 
 def _leaf_values(options: Any) -> Iterator[str]:
@@ -281,6 +293,8 @@ def _filesystem(protocol: str, options_json: str, pid: int):
                            f"'imgshard[{EXTRAS.get(protocol, 'fsspec')}]'") from None
     # Other processes (workers) write into the same store, so a listing must never be stale.
     options = {"use_listings_cache": False, **json.loads(options_json)}
+    if protocol not in fsspec.available_protocols():
+        raise StorageError(f"{protocol}:// is not a storage protocol fsspec knows")
     try:
         return fsspec.filesystem(protocol, **options)
     except ImportError:
@@ -288,10 +302,7 @@ def _filesystem(protocol: str, options_json: str, pid: int):
         hint = f"pip install 'imgshard[{extra}]'" if extra else "install its fsspec back end"
         raise StorageError(f"{protocol}:// URLs need {PACKAGES.get(extra, 'a back end')}: "
                            f"{hint}") from None
-    except ValueError as error:
-        raise StorageError(f"{protocol}:// is not a storage protocol fsspec knows "
-                           f"({describe_error(error, {})})") from None
-    except TypeError as error:
+    except Exception as error:  # noqa: BLE001 - a back end rejecting an option raises anything
         raise StorageError(f"bad --storage-option for {protocol}://: "
                            f"{describe_error(error, json.loads(options_json))}") from None
 

@@ -110,12 +110,15 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
             try:
                 open_shard(os.path.join(directory, shard.images),
                            shape=(shard.num_samples, *manifest.image_shape), dtype=manifest.dtype)
-                if shard.labels:
+            except ShardError as error:
+                yield Problem(shard.images, str(error).split(": ", 1)[-1])
+            if shard.labels:
+                try:
                     labels = open_shard(os.path.join(directory, shard.labels),
                                         shape=(shard.num_samples,), dtype="int32")
                     labels_seen.update(np.asarray(labels).tolist())
-            except ShardError as error:
-                yield Problem(shard.images, str(error).split(": ", 1)[-1])
+                except ShardError as error:
+                    yield Problem(shard.labels, str(error).split(": ", 1)[-1])
         if split.class_counts is not None and manifest.class_names is not None:
             counted = {name: labels_seen.get(i, 0) for i, name in enumerate(manifest.class_names)}
             if counted != split.class_counts:

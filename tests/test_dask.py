@@ -114,6 +114,19 @@ def test_a_build_survives_a_worker_killed_mid_build(src, reference, tmp_path, da
         assert pids[0] not in client.run(os.getpid).values()
 
 
+def test_an_interrupted_dask_build_leaves_no_part_behind(src, tmp_path, dask_cluster):
+    def interrupt(count: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(src, str(tmp_path / "out"), CONFIG, workers=2, executor="dask",
+              scheduler=dask_cluster, progress=interrupt)
+    time.sleep(1)  # a task still running on a worker would write its part by now
+    left = os.listdir(tmp_path / "out")
+    assert not [name for name in left if name.startswith((".part-", ".tmp-"))]
+    assert "manifest.json" not in left
+
+
 def test_an_unreachable_scheduler_is_one_line(src, tmp_path, monkeypatch):
     monkeypatch.setattr("imgshard.dask_executor.CONNECT_TIMEOUT", 2)
     started = time.monotonic()

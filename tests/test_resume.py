@@ -41,6 +41,20 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
 def test_kill_9_then_resume_is_byte_identical(source, tmp_path):
     src, reference = source
     out = tmp_path / "out"
@@ -52,9 +66,15 @@ def test_kill_9_then_resume_is_byte_identical(source, tmp_path):
             break
         time.sleep(0.002)
     assert process.poll() is None, "the build finished before it could be killed"
+    workers = children_of(process.pid)
+    assert workers
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert "manifest.json" not in os.listdir(out)
+    deadline = time.monotonic() + 10  # the orphaned workers notice and exit, not hang
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
     result = run("build", src, out, *OPTIONS, "--resume", "-q")
     assert result.exit_code == 0, result.output
     assert files(out) == files(reference)

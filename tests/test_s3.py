@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from imgshard.build import build
 from imgshard.cli import cli
 from imgshard.config import BuildConfig
+from imgshard.errors import ImgshardError
 from imgshard.reader import ShardReader
 
 CONFIG = BuildConfig(size=(12, 12), shard_size=4)
@@ -171,6 +172,25 @@ def test_storage_options_reach_s3fs_and_never_show(src, tmp_path, bucket, monkey
     assert wrong.exit_code == 1
     assert len(wrong.output.strip().splitlines()) == 1 and "Traceback" not in wrong.output
     assert SECRET not in wrong.output
+
+
+def test_a_missing_bucket_is_an_error_and_is_not_created(src, tmp_path, s3_endpoint):
+    name = f"imgshard-missing-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    result = CliRunner().invoke(cli, ["build", src, f"s3://{name}/shards", "-q"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().endswith("The specified bucket does not exist")
+    assert len(result.output.strip().splitlines()) == 1
+    assert name not in [b["Name"] for b in client.list_buckets()["Buckets"]]
+    with pytest.raises(ImgshardError, match="does not exist"):
+        ShardReader(f"s3://{name}/shards", cache_dir=str(tmp_path))
+
+
+def test_a_password_in_a_url_never_shows(src, bucket):
+    url, _ = bucket
+    result = CliRunner().invoke(cli, ["build", f"s3://reader:PW-{SECRET}@{url[5:]}/raw", "out"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert SECRET not in result.output and "PW-" not in result.output
 
 
 def test_resume_on_s3_finishes_an_interrupted_build(src, tmp_path, bucket):

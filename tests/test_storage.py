@@ -83,10 +83,13 @@ def test_storage_options_parse_json_values_and_dotted_keys():
 
 
 @pytest.mark.parametrize("pair", ["no-equals-sign-hunter2", "=hunter2"])
-def test_a_malformed_storage_option_is_refused_without_echoing_it(pair):
+def test_a_malformed_storage_option_is_refused_without_echoing_it(pair, tmp_path):
     with pytest.raises(StorageError) as caught:
         parse_storage_options([pair])
     assert "hunter2" not in str(caught.value)
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path), "--storage-option", pair])
+    assert result.exit_code == 1 and "hunter2" not in result.output
+    assert result.output.strip().splitlines() == [f"Error: {caught.value}"]
 
 
 @given(secret=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
@@ -166,7 +169,9 @@ def test_an_interrupted_build_on_a_store_resumes_to_the_same_bytes(src, tmp_path
     assert sum(name.startswith(".imgshard-progress-") for name in left) >= 2  # plan, checkpoints
     assert "train-00000.npy" in left  # finished shards stay
     assert not any(name.startswith((".part-", ".tmp-")) for name in left)
-    build(src, f"{memory_url}/cut", config, workers=1, resume=True)
+    counted = []
+    build(src, f"{memory_url}/cut", config, workers=1, resume=True, progress=counted.append)
+    assert sum(counted) == 12  # the progress bar ends full: the images done before count too
     assert comparable(remote_files(f"{memory_url}/cut")) == comparable(remote_files(f"{memory_url}/whole"))
 
 
@@ -264,7 +269,7 @@ def test_inspect_verify_and_preview_take_urls(src, tmp_path, memory_url):
     broken = runner.invoke(cli, ["verify", url, "--quiet"])
     assert broken.exit_code == 1
     assert "train-00009.npy: shard file not listed" in broken.output
-    assert "train-00000" in broken.output and "missing" in broken.output
+    assert "train-00000.labels.npy: shard file is missing" in broken.output
 
 
 def test_memory_urls_refuse_the_dask_executor(src, memory_url):

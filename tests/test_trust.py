@@ -132,7 +132,7 @@ def test_verify_catches_damage(copy, damage):
     result = run("verify", copy, "-q")
     assert result.exit_code == 1
     assert expected in result.output, result.output
-    assert result.output.rstrip().splitlines()[-1].endswith("problems found")
+    assert result.output.rstrip().splitlines()[-1].endswith(("problem found", "problems found"))
     assert "Traceback" not in result.output
 
 
