@@ -113,7 +113,7 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
         if executor != "local":
             raise BuildError("memory:// lives in this process only: use the local executor")
         workers = 1  # worker processes could not see this process's memory
-    files = [(split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples]
+    files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
     planned = plan_record(config.to_dict(), files, workers)
     if resume:
         if overwrite:

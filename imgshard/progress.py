@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,7 +57,7 @@ class Restored:
     samples_rows: list[str] = field(default_factory=list)
 
 
-def plan_record(config: dict[str, Any], paths: list[tuple[str, str]], workers: int) -> dict:
+def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], workers: int) -> dict:
     digest = hashlib.sha256()
     for split, path in paths:
         digest.update(f"{split}\0{path}\n".encode("utf-8", "surrogateescape"))

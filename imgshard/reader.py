@@ -237,12 +237,12 @@ class ShardReader:
             if index in self._open:
                 self._open.move_to_end(index)
                 return self._open[index]
+            while len(self._open) >= self.window:  # unmap first: never window + 1 mapped
+                self._open.popitem(last=False)
             info = self.shards[index]
             self._download_ahead(index)
             opened = self._map(info)
             self._open[index] = opened
-            while len(self._open) > self.window:
-                self._open.popitem(last=False)
             return opened
 
     def _map(self, info: ShardInfo) -> tuple[np.ndarray, np.ndarray | None]:

@@ -37,7 +37,7 @@ class ScanError(ImgshardError):
     """The source cannot be scanned into a build (one line for the user)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the build holds one per input file
 class Sample:
     """One input image: its path relative to SRC ('/'-separated) and its label (None if none)."""
 
@@ -58,7 +58,7 @@ class ScanResult:
         return sum(len(samples) for samples in self.splits.values())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
     """A file met by the walk: a candidate (reason None) or a skip with its reason."""
 
