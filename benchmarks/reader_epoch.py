@@ -3,14 +3,14 @@
 Usage: python reader_epoch.py SHARDS [--batch-size 32] [--seed 0]
 
 Prints one JSON line: images, bytes and seconds of the epoch, and ``peak_rss``, this process's
-resident-memory high-water mark as the kernel counts it (``ru_maxrss``: exact, where sampling
-from outside misses the short peak of a small epoch), mapped shard pages included.
+resident-memory high-water mark as the kernel counts it (``VmHWM``: exact, where sampling from
+outside misses the short peak of a small epoch), mapped shard pages included. Not
+``ru_maxrss``: Linux carries that over from the forked parent across ``exec``.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
@@ -27,9 +27,17 @@ def main(argv: list[str]) -> None:
         images += len(x)
         moved += x.nbytes
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     sys.stdout.write(json.dumps({"images": images, "bytes": moved, "seconds": seconds,
-                                 "peak_rss": peak}) + "\n")
+                                 "peak_rss": peak_rss()}) + "\n")
+
+
+def peak_rss() -> int:
+    """This process's resident-memory high-water mark in bytes (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (not Linux?)")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ manifest, so an interrupted build is never mistaken for a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,14 +28,14 @@ from . import __version__
 from .assemble import SplitAssembler, open_samples_csv
 from .config import BuildConfig
 from .errors import ImgshardError
-from .executor import default_workers, run_tasks
+from .executor import default_workers, run_tasks, started_pool
 from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
 from .outdir import prepare_out, remove_leftovers
 from .scan import ScanResult, scan
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, check_plan, plan_record,
                        read_plan, restore)
 from .storage import Location
-from .tasks import ShardResult, ShardTask, run_shard_task
+from .tasks import ShardResult, ShardTask, release_freed_memory, run_shard_task
 
 #: Below this many tasks per worker, shards are cut into smaller tasks (see :func:`make_tasks`).
 MIN_TASKS_PER_WORKER = 2
@@ -85,7 +87,7 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
           workers: int | None = None, overwrite: bool = False, resume: bool = False,
           progress: Callable[[int], None] | None = None,
           build_plan: BuildPlan | None = None, executor: str = "local",
-          scheduler: str | None = None) -> BuildResult:
+          scheduler: str | None = None, pool: ProcessPoolExecutor | None = None) -> BuildResult:
     """Build the shard directory ``out`` from the image folder ``src``.
 
     ``src`` and ``out`` are local paths, fsspec URLs, or :class:`~imgshard.storage.Location`
@@ -100,6 +102,8 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
         executor: ``"local"`` (a process pool) or ``"dask"`` (a Dask cluster, see ``scheduler``);
             both write the same bytes.
         scheduler: the Dask scheduler's address, or ``"local"`` for a LocalCluster.
+        pool: local worker processes started before the scan (:func:`started_pool`); used
+            and shut down by the build.
 
     Raises:
         ScanError, ConfigError, BuildError, StorageError: with a one-line message for the user.
@@ -107,12 +111,24 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     started = time.perf_counter()
     src, out = _location(src), _location(out)
     config = config or BuildConfig()
-    build_plan = build_plan or plan(src, config)
     workers = workers or default_workers()
     if src.in_process or out.in_process:
         if executor != "local":
             raise BuildError("memory:// lives in this process only: use the local executor")
         workers = 1  # worker processes could not see this process's memory
+    if pool is None and build_plan is None and executor == "local":
+        pool = started_pool(workers)
+    with contextlib.ExitStack() as owned:
+        if pool is not None:
+            owned.enter_context(pool)
+        return _build(src, out, config, workers, overwrite, resume, progress,
+                      build_plan or plan(src, config), executor, scheduler, pool, started)
+
+
+def _build(src: Location, out: Location, config: BuildConfig, workers: int, overwrite: bool,
+           resume: bool, progress: Callable[[int], None] | None, build_plan: BuildPlan,
+           executor: str, scheduler: str | None, pool: ProcessPoolExecutor | None,
+           started: float) -> BuildResult:
     files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
     planned = plan_record(config.to_dict(), files, workers)
     if resume:
@@ -129,9 +145,11 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
         prepare_out(out, overwrite=overwrite)
         restored = Restored()
     tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["workers"])
+    release_freed_memory()  # the scan's transient lists and sort keys, before workers fork
     log = ProgressLog(out, planned, append=resume)
     staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
-    run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers)
+    run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers,
+                               pool=pool)
     try:
         splits, skipped, bytes_written = _run(build_plan, tasks, out, staging, run_on, progress,
                                               log, restored)

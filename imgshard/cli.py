@@ -7,6 +7,7 @@ Errors of imgshard's own become one ``Error: ...`` line and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -23,6 +24,7 @@ from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
 from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
                      ConfigError, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
+from .executor import default_workers, started_pool
 from .storage import Location, parse_storage_options
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
@@ -117,17 +119,24 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
-    build_plan = make_plan(source, config)
-    if dry_run:
-        describe_plan(build_plan)
-        return
-    if resume and already_complete(target, config):
-        click.echo(f"{target} is already complete: nothing to resume")
-        return
-    with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet, desc="build") as bar:
-        result = run_build(source, target, config, workers=workers, overwrite=overwrite,
-                           resume=resume, progress=bar.update, build_plan=build_plan,
-                           executor=executor, scheduler=scheduler)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if executor == "local" and not dry_run and not (source.in_process or target.in_process):
+            pool = started_pool(workers or default_workers())  # before the scan: see there
+            if pool is not None:
+                stack.enter_context(pool)
+        build_plan = make_plan(source, config)
+        if dry_run:
+            describe_plan(build_plan)
+            return
+        if resume and already_complete(target, config):
+            click.echo(f"{target} is already complete: nothing to resume")
+            return
+        with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet,
+                             desc="build") as bar:
+            result = run_build(source, target, config, workers=workers, overwrite=overwrite,
+                               resume=resume, progress=bar.update, build_plan=build_plan,
+                               executor=executor, scheduler=scheduler, pool=pool)
     if not quiet:
         summarize(result, str(target))
 
@@ -268,7 +277,6 @@ def inspect(directory: str, as_json: bool, storage_options: dict[str, Any]) -> N
 def verify(directory: str, deep: bool, workers: int | None, quiet: bool,
            storage_options: dict[str, Any]) -> None:
     """Check that DIRECTORY (or URL) matches its manifest; exit 1 if anything differs."""
-    from .executor import default_workers
     from .manifest import read_manifest
     from .verify import verify_directory
 

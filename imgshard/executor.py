@@ -8,6 +8,7 @@ then retried once on a fresh pool; a task that breaks the pool twice fails the b
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -42,8 +43,11 @@ def default_workers() -> int:
 
 
 def run_local(run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: int,
-              describe: Callable[[Task], str] = str) -> Iterator[Result]:
+              describe: Callable[[Task], str] = str,
+              pool: ProcessPoolExecutor | None = None) -> Iterator[Result]:
     """Yield ``run(task)`` for every task, in completion order, on ``workers`` processes.
+
+    ``pool``: workers started earlier (see :func:`started_pool`), used first and shut down.
 
     With one worker the tasks run in this process: no start-up cost, and the same bytes.
     """
@@ -57,8 +61,9 @@ def run_local(run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: 
         # After a crash, the tasks that were in flight run one at a time, so that a second
         # crash is blamed on the task that caused it and not on its innocent neighbours.
         batch, limit = (suspects, 1) if suspects else (pending, workers * (1 + QUEUE_PER_WORKER))
-        with process_pool(workers) as pool:
-            lost = yield from _drain(pool, run, batch, limit)
+        with (pool or process_pool(workers)) as active:
+            pool = None  # after a crash, a fresh pool
+            lost = yield from _drain(active, run, batch, limit)
         for task in lost:
             attempts[id(task)] = attempts.get(id(task), 1) + 1
             if attempts[id(task)] > MAX_ATTEMPTS:
@@ -100,6 +105,22 @@ def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, limit: int):
 THREADED_LIBRARIES = ("jax", "tensorflow", "torch")
 
 
+def started_pool(workers: int) -> ProcessPoolExecutor | None:
+    """A process pool whose workers are already running (None for one worker).
+
+    Started before the scan, forked workers do not inherit the build's per-file records: the
+    build touches them (reference counts) as it assembles shards, which would otherwise copy
+    their pages, so that memory grew with the number of files once per process. Their start-up
+    also overlaps the scan.
+    """
+    if workers <= 1:
+        return None
+    pool = process_pool(workers)
+    for done in [pool.submit(os.getpid) for _ in range(workers)]:
+        done.result()
+    return pool
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool started the fastest way that is safe in this process (see below).
 
@@ -115,11 +136,14 @@ PARENT_CHECK_SECONDS = 1.0
 
 
 def _start_worker(environment: dict[str, str], parent: int) -> None:
-    """Take the build's environment, and exit when the build dies.
+    """Take the build's environment, leave its objects shared, and exit when the build dies.
 
     A build killed with ``kill -9`` cannot tell its workers to stop, and a forked worker holds
     the ends of its own task pipe, so it would wait for a task forever.
     """
+    # A forked worker shares the build's objects (one per input file) copy-on-write; the
+    # garbage collector would touch every one and copy their pages into each worker.
+    gc.freeze()
     os.environ.clear()
     os.environ.update(environment)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
@@ -148,7 +172,8 @@ def _context() -> multiprocessing.context.BaseContext:
 
 def run_tasks(run: Callable[[Task], Result], tasks: Iterable[Task], *, executor: str,
               workers: int, scheduler: str | None = None,
-              describe: Callable[[Task], str] = str) -> Iterator[Result]:
+              describe: Callable[[Task], str] = str,
+              pool: ProcessPoolExecutor | None = None) -> Iterator[Result]:
     """Yield ``run(task)`` for every task in completion order, on the chosen executor.
 
     ``"local"``: this machine's process pool (:func:`run_local`); ``"dask"``: a Dask cluster
@@ -161,4 +186,4 @@ def run_tasks(run: Callable[[Task], Result], tasks: Iterable[Task], *, executor:
                         describe=describe)
     if executor != "local":
         raise ImgshardError(f"unknown executor {executor!r} (choose local or dask)")
-    return run_local(run, tasks, workers=workers, describe=describe)
+    return run_local(run, tasks, workers=workers, describe=describe, pool=pool)
