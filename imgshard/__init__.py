@@ -7,6 +7,7 @@ from .config import BuildConfig  # noqa: E402
 from .errors import ImgshardError  # noqa: E402
 from .manifest import Manifest, read_manifest  # noqa: E402
 from .reader import ReaderError, ShardReader  # noqa: E402
+from .storage import Location  # noqa: E402
 
-__all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Manifest", "ReaderError",
+__all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Location", "Manifest", "ReaderError",
            "ShardReader", "__version__", "build", "plan", "read_manifest"]

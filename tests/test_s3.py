@@ -109,10 +109,14 @@ def test_build_from_s3_to_a_folder_matches_a_local_build(src, tmp_path, bucket):
     assert [s.path for s in manifest.skipped] == ["owl/truncated.png"]
 
 
-def test_inspect_and_verify_on_the_bucket(src, bucket):
+def test_inspect_verify_and_preview_on_the_bucket(src, tmp_path, bucket):
     url, client = bucket
     build(src, f"{url}/shards", CONFIG, workers=2)
     runner = CliRunner()
+    previewed = runner.invoke(cli, ["preview", f"{url}/shards", "-o", str(tmp_path / "grid.png"),
+                                    "--per-class", "2"])
+    assert previewed.exit_code == 0, previewed.output
+    assert (tmp_path / "grid.png").stat().st_size > 0
     inspected = runner.invoke(cli, ["inspect", f"{url}/shards", "--json"])
     assert inspected.exit_code == 0, inspected.output
     summary = json.loads(inspected.output)
