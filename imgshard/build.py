@@ -343,5 +343,5 @@ def _remove_parts(out: Location, tasks: list[ShardTask]) -> None:
     for task in tasks:
         try:
             out.remove(task.part, missing_ok=True)
-        except OSError:
+        except (OSError, ImgshardError):  # cleaning up after a failure must not hide it
             pass

@@ -47,9 +47,8 @@ class ShardCache:
         os.makedirs(cache_dir, exist_ok=True)
         self._lock = threading.Lock()
         self._used: OrderedDict[str, int] = OrderedDict()  # sha256 -> bytes, oldest first
-        for entry in sorted(os.scandir(cache_dir), key=lambda e: e.stat().st_mtime):
-            if entry.name.endswith(".npy") and not entry.name.startswith("."):
-                self._used[entry.name[:-4]] = entry.stat().st_size
+        for sha256, size in _cached_files(cache_dir):
+            self._used[sha256] = size
         self._downloads: dict[str, Future] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="imgshard-download")
         self.downloaded = 0  # files fetched from the store by this cache (for tests and logs)
@@ -62,9 +61,13 @@ class ShardCache:
                 future.result()
             with self._lock:
                 if sha256 in self._used:  # else evicted in between: fetch it again
-                    self._used.move_to_end(sha256)
                     local = self._local(sha256)
-                    os.utime(local)  # recency survives this process, for the next reader
+                    try:
+                        os.utime(local)  # recency survives this process, for the next reader
+                    except FileNotFoundError:  # another process sharing the cache evicted it
+                        del self._used[sha256]
+                        continue
+                    self._used.move_to_end(sha256)
                     return local
 
     def prefetch(self, files: list[tuple[str, str]]) -> None:
@@ -76,7 +79,21 @@ class ShardCache:
             self._start(name, sha256)
 
     def close(self) -> None:
+        """Stop: downloads not started are dropped, the running ones finish."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def open(self, name: str, sha256: str, opener):
+        """``opener(path)`` on the local copy of ``name``, fetched again if another process
+        sharing the cache deletes it in between."""
+        for _ in range(3):
+            local = self.path(name, sha256)
+            try:
+                return opener(local)
+            except FileNotFoundError:
+                with self._lock:
+                    self._used.pop(sha256, None)
+        raise CacheError(f"{self.cache_dir}: {name} keeps vanishing from the cache "
+                         "(another process with a smaller cache_bytes evicting it?)")
 
     def _local(self, sha256: str) -> str:
         return os.path.join(self.cache_dir, f"{sha256}.npy")
@@ -128,3 +145,34 @@ class ShardCache:
             except OSError:
                 pass
             total -= size
+
+
+def _cached_files(cache_dir: str) -> list[tuple[str, int]]:
+    """(sha256, size) of the verified files in ``cache_dir``, least recently used first.
+
+    Temporary files of downloads whose process is gone (killed mid-download) are removed.
+    """
+    found = []
+    for entry in os.scandir(cache_dir):
+        try:
+            if entry.name.startswith("."):
+                _remove_if_orphaned(entry.path)
+            elif entry.name.endswith(".npy"):
+                info = entry.stat()
+                found.append((info.st_mtime, entry.name[:-4], info.st_size))
+        except FileNotFoundError:  # evicted by another process while listing
+            continue
+    return [(sha256, size) for _, sha256, size in sorted(found)]
+
+
+def _remove_if_orphaned(temp: str) -> None:
+    """Remove ``.{sha256}.{pid}.{thread}`` if process ``pid`` no longer runs."""
+    parts = os.path.basename(temp).split(".")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        os.remove(temp)
+    except PermissionError:  # a live process of another user
+        pass

@@ -45,7 +45,8 @@ def user_errors(command):
             raise SystemExit(130) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
-            raise click.ClickException(f"cannot write or read{where}: {error.strerror}") from None
+            reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
+            raise click.ClickException(f"cannot write or read{where}: {reason}"[:300]) from None
     return wrapper
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from concurrent.futures import CancelledError
 from collections.abc import Callable, Iterable, Iterator
 
 from .errors import ImgshardError
@@ -53,6 +54,10 @@ def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler:
                 except distributed.KilledWorker:
                     raise WorkerCrashed(f"Dask workers died again and again while building "
                                         f"{describe(futures[future])}") from None
+                except (distributed.comm.CommClosedError, CancelledError) as error:
+                    # the scheduler went away (a task's own OSError is raised as it is)
+                    raise ImgshardError(f"lost the Dask cluster at {scheduler} "
+                                        f"({type(error).__name__}): rerun with --resume") from None
         finally:
             client.cancel(list(futures))
             _wait_until_stopped(client, {future.key for future in futures})
@@ -60,16 +65,26 @@ def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler:
 
 def _wait_until_stopped(client, keys: set) -> None:
     """Wait until no worker still runs one of ``keys``, so that the parts they would write
-    exist before the build removes its parts, not after."""
+    exist before the build removes its parts, not after.
+
+    Asked of the workers themselves: once cancelled, a task leaves the scheduler's books at
+    once, while its thread on the worker runs on to the end.
+    """
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
+    quiet = 0  # twice in a row: a queued task may start before the cancellation reaches it
+    while time.monotonic() < deadline and quiet < 2:
         try:
-            running = {key for tasks in client.processing().values() for key in tasks}
+            running = {key for found in client.run(_running_keys).values() for key in found}
         except Exception:  # noqa: BLE001 - the cluster is gone: nothing runs any more
             return
-        if not running & keys:
-            return
+        quiet = quiet + 1 if not running & keys else 0
         time.sleep(0.2)
+
+
+def _running_keys(dask_worker) -> list:
+    """The keys of the tasks this worker's threads are running (called on each worker)."""
+    with dask_worker.active_threads_lock:
+        return list(dask_worker.active_threads.values())
 
 
 def _import_distributed():

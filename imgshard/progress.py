@@ -55,6 +55,8 @@ class Restored:
     inputs_seen: dict[str, int] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
     samples_rows: list[str] = field(default_factory=list)
+    #: Lines of the log replayed, the plan included: the log is cut back to these.
+    lines: int = 1
 
 
 def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], workers: int) -> dict:
@@ -160,7 +162,11 @@ def check_plan(recorded: dict | None, current: dict) -> None:
 
 
 def restore(out: Location) -> Restored:
-    """Replay the checkpoints whose shards are intact; stop at the first that is not."""
+    """Replay the checkpoints whose shards are intact; stop at the first that is not.
+
+    The checkpoints after that one are removed from the log (see :func:`_cut_log`): their
+    shards are built again, and a later resume must not replay them next to the new ones.
+    """
     restored = Restored()
     for line in _read_lines(out)[1:]:
         try:
@@ -182,14 +188,33 @@ def restore(out: Location) -> Restored:
         restored.tasks_done, restored.samples_bytes = record["tasks_done"], record["samples_bytes"]
         if "samples_rows" in record:
             restored.samples_rows.append(record["samples_rows"])
+        restored.lines += 1
+    _cut_log(out, restored.lines)
     return restored
 
 
+def _cut_log(out: Location, keep: int) -> None:
+    """Keep only the first ``keep`` lines (records) of the progress log, durably."""
+    if not out.is_local:
+        for name in reversed(_remote_records(out)[keep:]):  # last first: no gap if cut short
+            out.remove(name)
+        return
+    path = out.path(PROGRESS_NAME)
+    with open(path, "rb") as stream:
+        kept = b"".join(stream.readline() for _ in range(keep))
+    with open(path, "r+b") as stream:
+        stream.truncate(len(kept))
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
 def _intact(out: Location, shard: ShardInfo) -> bool:
+    """Whether the shard's files hold what the checkpoint says (a store that cannot be read
+    right now is an error, not a reason to rebuild)."""
     pairs = [(shard.images, shard.sha256)]
     if shard.labels:
         pairs.append((shard.labels, shard.labels_sha256))
     try:
         return all(out.sha256(name) == digest for name, digest in pairs)
-    except (OSError, ImgshardError):
+    except FileNotFoundError:
         return False

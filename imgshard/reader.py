@@ -24,6 +24,7 @@ checksums verified once on landing, and memory-mapped from there.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections import OrderedDict
@@ -246,19 +247,32 @@ class ShardReader:
             return opened
 
     def _map(self, info: ShardInfo) -> tuple[np.ndarray, np.ndarray | None]:
-        images = open_shard(self._local_path(info.images, info.sha256),
-                            shape=(info.num_samples, *self.manifest.image_shape),
-                            dtype=self.manifest.dtype)
+        images = self._open_file(info.images, info.sha256,
+                                 shape=(info.num_samples, *self.manifest.image_shape),
+                                 dtype=self.manifest.dtype)
         labels = None
         if info.labels is not None:
-            labels_path = self._local_path(info.labels, info.labels_sha256)
-            labels = np.asarray(open_shard(labels_path, shape=(info.num_samples,), dtype="int32"))
+            labels = np.asarray(self._open_file(info.labels, info.labels_sha256,
+                                                shape=(info.num_samples,), dtype="int32"))
         return images, labels
 
-    def _local_path(self, name: str, sha256: str | None) -> str:
+    def _open_file(self, name: str, sha256: str | None, **expected: Any) -> np.ndarray:
+        """Map a file of the directory, from the local cache when it is remote."""
         if self.cache is None:
-            return self.location.path(name)
-        return self.cache.path(name, sha256 or "")
+            return open_shard(self.location.path(name), **expected)
+        return self.cache.open(name, sha256 or "", lambda path: _open_cached(path, **expected))
+
+    def close(self) -> None:
+        """Unmap every shard and stop downloading ahead (for a remote directory)."""
+        self._release_all()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _download_ahead(self, index: int) -> None:
         """Start downloading shard ``index`` and the window of shards the epoch visits next."""
@@ -305,6 +319,13 @@ class ShardReader:
         from .keras_adapter import to_tf_dataset
 
         return to_tf_dataset(self)
+
+
+def _open_cached(path: str, **expected: Any) -> np.ndarray:
+    """:func:`open_shard` on a cache file; FileNotFoundError if another process evicted it."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return open_shard(path, **expected)
 
 
 def _shard_bytes(manifest: Manifest, info: ShardInfo) -> int:

@@ -242,7 +242,7 @@ class Location:
                 os.remove(self.path(name))
             else:
                 self._call(self.fs.rm_file, self.path(name))
-        except (FileNotFoundError, StorageError):
+        except FileNotFoundError:
             if not missing_ok:
                 raise
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 
@@ -175,6 +176,41 @@ def test_an_interrupted_build_on_a_store_resumes_to_the_same_bytes(src, tmp_path
     assert comparable(remote_files(f"{memory_url}/cut")) == comparable(remote_files(f"{memory_url}/whole"))
 
 
+def stop_at_call(number: int):
+    """A progress callback that interrupts the build at its ``number``-th call."""
+    calls = []
+
+    def progress(count: int) -> None:
+        calls.append(count)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_resuming_twice_after_a_damaged_shard_is_byte_identical(make_class_folders, tmp_path,
+                                                               memory_url, where):
+    """The first resume rebuilds from the damaged shard on; the checkpoints it did not replay
+    must not be replayed by the second resume beside the ones it wrote."""
+    src = make_class_folders({"blue": 4, "green": 4, "red": 4}, root=str(tmp_path / "clean"),
+                             flat=False)  # nothing skipped: a checkpoint after every shard
+    config = BuildConfig(size=(8, 8), shard_size=2)
+    out = str(tmp_path / "out") if where == "local" else f"{memory_url}/out"
+    build(src, str(tmp_path / "whole"), config, workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, config, workers=1, progress=stop_at_call(5))
+    fs, root = fsspec.core.url_to_fs(out)
+    damaged = bytearray(fs.cat_file(f"{root}/train-00001.npy"))
+    damaged[-1] ^= 0x01
+    fs.pipe_file(f"{root}/train-00001.npy", bytes(damaged))
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, config, workers=1, resume=True, progress=stop_at_call(4))
+    build(src, out, config, workers=1, resume=True)
+    finished = local_files(out) if where == "local" else remote_files(out)
+    assert comparable(finished) == comparable(local_files(tmp_path / "whole"))
+
+
 def test_overwrite_on_a_store_refuses_foreign_objects(src, memory_url):
     fsspec.filesystem("memory").pipe(memory_url.split("://")[1] + "/out/notes.txt", b"mine")
     with pytest.raises(ImgshardError, match="notes.txt"):
@@ -275,3 +311,33 @@ def test_inspect_verify_and_preview_take_urls(src, tmp_path, memory_url):
 def test_memory_urls_refuse_the_dask_executor(src, memory_url):
     with pytest.raises(ImgshardError, match="memory:// lives in this process only"):
         build(src, f"{memory_url}/out", CONFIG, executor="dask")
+
+
+def test_two_readers_may_share_a_small_cache(src, tmp_path, memory_url):
+    """Each evicts files the other is about to use; both still read every sample once."""
+    config = BuildConfig(size=(8, 8), shard_size=2)
+    build(src, f"{memory_url}/shards", config, workers=1)
+    build(src, str(tmp_path / "local"), config, workers=1)
+    shard_bytes = 2 * 8 * 8 * 3 * 2 + 128 + 2 * 4 + 128
+    readers = [ShardReader(f"{memory_url}/shards", batch_size=2, window=1, seed=seed,
+                           cache_dir=str(tmp_path / "cache"), cache_bytes=2 * shard_bytes)
+               for seed in (0, 1)]
+    seen: list[list[bytes]] = [[], []]
+    for pair in zip(*readers):  # interleaved, batch by batch
+        for which, (x, _) in enumerate(pair):
+            seen[which] += [image.tobytes() for image in x]
+    stored = sorted(image.tobytes() for x, _ in ShardReader(str(tmp_path / "local")) for image in x)
+    assert sorted(seen[0]) == stored and sorted(seen[1]) == stored
+
+
+def test_a_killed_download_leaves_nothing_for_long(src, tmp_path, memory_url):
+    build(src, f"{memory_url}/shards", CONFIG, workers=1)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = cache / f".{'0' * 64}.{dead.pid}.1"
+    orphan.write_bytes(b"half a download")
+    with ShardReader(f"{memory_url}/shards", cache_dir=str(cache)) as reader:
+        assert sum(len(x) for x, _ in reader) == 11
+    assert not orphan.exists()
