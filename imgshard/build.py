@@ -35,7 +35,7 @@ from .scan import ScanResult, scan
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, check_plan, plan_record,
                        read_plan, restore)
 from .storage import Location
-from .tasks import ShardResult, ShardTask, release_freed_memory, run_shard_task
+from .tasks import ShardResult, ShardTask, run_shard_task
 
 #: Below this many tasks per worker, shards are cut into smaller tasks (see :func:`make_tasks`).
 MIN_TASKS_PER_WORKER = 2
@@ -145,7 +145,6 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
         prepare_out(out, overwrite=overwrite)
         restored = Restored()
     tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["workers"])
-    release_freed_memory()  # the scan's transient lists and sort keys, before workers fork
     log = ProgressLog(out, planned, append=resume)
     staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
     run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers,
@@ -329,8 +328,8 @@ class _Checkpointer:
         self.logged[split] = (len(assembler.shards), len(assembler.skipped),
                               dict(assembler.counts))
 
-
     def _rows_since_last(self) -> str:
+        """The ``samples.csv`` rows written since the last checkpoint (remote logs carry them)."""
         end = self.stream.tell()
         with open(self.stream.name, "rb") as written:
             written.seek(self.rows_logged)

@@ -13,13 +13,13 @@ files the reader is using or about to use are never the ones evicted.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .errors import ImgshardError
+from .shards import file_sha256
 from .storage import Location
 
 
@@ -114,9 +114,7 @@ class ShardCache:
                 self.location.download(name, temp)
             except FileNotFoundError:
                 raise CacheError(f"{self.location.display(name)}: shard file is missing") from None
-            with open(temp, "rb") as stream:
-                actual = hashlib.file_digest(stream, "sha256").hexdigest()
-            if actual != sha256:
+            if file_sha256(temp) != sha256:
                 raise CacheError(f"{self.location.display(name)}: checksum does not match the "
                                  "manifest (changed or corrupt): run imgshard verify")
             size = os.path.getsize(temp)

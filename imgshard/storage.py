@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from .errors import ImgshardError
+from .shards import atomic_file, file_sha256
 
 #: Object stores: no folders to create, and creating one would create a *bucket* (s3fs does).
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "r2"})
@@ -186,12 +187,14 @@ class Location:
 
     def sha256(self, name: str) -> str:
         """The checksum of ``name``, streamed (a remote file is not kept)."""
+        if self.is_local:
+            return file_sha256(self.path(name))
+
         def digest() -> str:
-            with (open(self.path(name), "rb") if self.is_local
-                  else self.fs.open(self.path(name), "rb")) as stream:
+            with self.fs.open(self.path(name), "rb") as stream:
                 return hashlib.file_digest(stream, "sha256").hexdigest()
 
-        return digest() if self.is_local else self._call(digest)
+        return self._call(digest)
 
     def download(self, name: str, local_path: str) -> None:
         """Copy ``name`` to a local file (the caller renames it into place)."""
@@ -209,8 +212,6 @@ class Location:
     @contextlib.contextmanager
     def atomic_file(self, name: str, *, durable: bool = True) -> Iterator[BinaryIO]:
         """A stream that becomes ``name`` only if the block succeeds (see ``shards.atomic_file``)."""
-        from .shards import atomic_file
-
         if self.is_local:
             with atomic_file(self.path(name), durable=durable) as stream:
                 yield stream
