@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from concurrent.futures import CancelledError
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError
 
 from .errors import ImgshardError
 from .executor import MAX_ATTEMPTS, Result, Task, WorkerCrashed
@@ -47,6 +47,7 @@ def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler:
         futures = {client.submit(run, task, key=f"imgshard-{batch}-{number}", pure=False,
                                  retries=MAX_ATTEMPTS - 1): task
                    for number, task in enumerate(tasks)}
+        finished = False
         try:
             for future in distributed.as_completed(futures):
                 try:
@@ -58,9 +59,11 @@ def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler:
                     # the scheduler went away (a task's own OSError is raised as it is)
                     raise ImgshardError(f"lost the Dask cluster at {scheduler} "
                                         f"({type(error).__name__}): rerun with --resume") from None
+            finished = True
         finally:
-            client.cancel(list(futures))
-            _wait_until_stopped(client, {future.key for future in futures})
+            if not finished:  # stopped early: no task may write a part after this returns
+                client.cancel(list(futures))
+                _wait_until_stopped(client, {future.key for future in futures})
 
 
 def _wait_until_stopped(client, keys: set) -> None:
