@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -48,3 +49,29 @@ def make_class_folders(tmp_path) -> Callable[..., str]:
         return src
 
     return make
+
+
+def local_files(directory) -> dict[str, bytes]:
+    """Every file of a directory, by name."""
+    return {name: open(os.path.join(directory, name), "rb").read()
+            for name in sorted(os.listdir(directory))}
+
+
+def comparable(files: dict[str, bytes], *, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file but the manifest's creation time and source, which differ by design."""
+    manifest = json.loads(files["manifest.json"])
+    for key in ("created", "source", *ignore):
+        manifest.pop(key)
+    return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
+
+
+def stop_at_call(number: int):
+    """A progress callback that interrupts the build at its ``number``-th call."""
+    calls = []
+
+    def progress(count: int) -> None:
+        calls.append(count)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+
+    return progress

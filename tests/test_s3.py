@@ -23,6 +23,8 @@ from imgshard.config import BuildConfig
 from imgshard.errors import ImgshardError
 from imgshard.reader import ShardReader
 
+from conftest import comparable, local_files, stop_at_call
+
 CONFIG = BuildConfig(size=(12, 12), shard_size=4)
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 
@@ -59,18 +61,6 @@ def objects(client, url: str) -> dict[str, bytes]:
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
     return {item["Key"].rsplit("/", 1)[-1]: client.get_object(Bucket=bucket, Key=item["Key"])
             ["Body"].read() for item in listed}
-
-
-def local_files(directory) -> dict[str, bytes]:
-    return {name: open(os.path.join(directory, name), "rb").read()
-            for name in sorted(os.listdir(directory))}
-
-
-def comparable(files: dict[str, bytes]) -> dict[str, bytes]:
-    manifest = json.loads(files["manifest.json"])
-    for key in ("created", "source"):
-        manifest.pop(key)
-    return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
 
 
 @pytest.fixture
@@ -201,15 +191,8 @@ def test_resume_on_s3_finishes_an_interrupted_build(src, tmp_path, bucket):
     url, client = bucket
     config = BuildConfig(size=(12, 12), shard_size=2)
     build(src, str(tmp_path / "local"), config, workers=1)
-    calls = []
-
-    def interrupt(count: int) -> None:
-        calls.append(count)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        build(src, f"{url}/shards", config, workers=1, progress=interrupt)
+        build(src, f"{url}/shards", config, workers=1, progress=stop_at_call(5))
     assert "manifest.json" not in objects(client, f"{url}/shards")
     result = CliRunner().invoke(cli, ["build", src, f"{url}/shards", "--size", "12",
                                       "--shard-size", "2", "--resume", "--quiet"])

@@ -25,7 +25,7 @@ from imgshard.errors import ImgshardError
 from imgshard.reader import ReaderError, ShardReader
 from imgshard.storage import Location, StorageError, describe_error, parse_storage_options
 
-from conftest import write_image
+from conftest import comparable, local_files, stop_at_call, write_image
 
 CONFIG = BuildConfig(size=(8, 8), shard_size=4)
 
@@ -48,22 +48,9 @@ def src(make_class_folders, tmp_path):
     return root
 
 
-def local_files(directory) -> dict[str, bytes]:
-    return {name: open(os.path.join(directory, name), "rb").read()
-            for name in sorted(os.listdir(directory))}
-
-
 def remote_files(url: str) -> dict[str, bytes]:
     fs, root = fsspec.core.url_to_fs(url)
     return {path.rsplit("/", 1)[-1]: fs.cat_file(path) for path in sorted(fs.ls(root, detail=False))}
-
-
-def comparable(files: dict[str, bytes], *, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """Every file but the manifest's creation time and source, which differ by design."""
-    manifest = json.loads(files["manifest.json"])
-    for key in ("created", "source", *ignore):
-        manifest.pop(key)
-    return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
 
 
 # -- Location and options ------------------------------------------------------------------
@@ -156,15 +143,8 @@ def test_presplit_layout_is_recognised_in_a_store(tmp_path, memory_url):
 def test_an_interrupted_build_on_a_store_resumes_to_the_same_bytes(src, tmp_path, memory_url):
     config = BuildConfig(size=(8, 8), shard_size=2)
     build(src, f"{memory_url}/whole", config, workers=1)
-    seen = []
-
-    def interrupt_after_four_tasks(count: int) -> None:
-        seen.append(count)
-        if len(seen) == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        build(src, f"{memory_url}/cut", config, workers=1, progress=interrupt_after_four_tasks)
+        build(src, f"{memory_url}/cut", config, workers=1, progress=stop_at_call(4))
     left = remote_files(f"{memory_url}/cut")
     assert "manifest.json" not in left
     assert sum(name.startswith(".imgshard-progress-") for name in left) >= 2  # plan, checkpoints
@@ -174,18 +154,6 @@ def test_an_interrupted_build_on_a_store_resumes_to_the_same_bytes(src, tmp_path
     build(src, f"{memory_url}/cut", config, workers=1, resume=True, progress=counted.append)
     assert sum(counted) == 12  # the progress bar ends full: the images done before count too
     assert comparable(remote_files(f"{memory_url}/cut")) == comparable(remote_files(f"{memory_url}/whole"))
-
-
-def stop_at_call(number: int):
-    """A progress callback that interrupts the build at its ``number``-th call."""
-    calls = []
-
-    def progress(count: int) -> None:
-        calls.append(count)
-        if len(calls) == number:
-            raise KeyboardInterrupt
-
-    return progress
 
 
 @pytest.mark.parametrize("where", ["local", "memory"])
