@@ -42,15 +42,16 @@ class Figure:
     baseline: float
     unit: str
     goal: str
-    ratio_meets: Callable[[float], bool] = dataclasses.field(repr=False, compare=False)
+    #: None for a row that gives context (what the machine allows), not a goal.
+    ratio_meets: Callable[[float], bool] | None = dataclasses.field(repr=False, compare=False)
 
     @property
     def ratio(self) -> float:
         return self.measured / self.baseline
 
     @property
-    def met(self) -> bool:
-        return self.ratio_meets(self.ratio)
+    def met(self) -> bool | None:
+        return None if self.ratio_meets is None else self.ratio_meets(self.ratio)
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def echo_table(figures: Sequence[Figure], facts: dict[str, str]) -> None:
     click.echo("  ".join(f"{key}: {value}" for key, value in facts.items()))
     header = ("figure", "set", "imgshard", "baseline", "unit", "ratio", "goal", "met")
     rows = [(f.name, f.corpus_set, _number(f.measured), _number(f.baseline), f.unit,
-             f"{f.ratio:.2f}x", f.goal, "yes" if f.met else "NO") for f in figures]
+             f"{f.ratio:.2f}x", f.goal, {True: "yes", False: "NO", None: "-"}[f.met]) for f in figures]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, tuple("-" * w for w in widths), *rows):
         click.echo(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
