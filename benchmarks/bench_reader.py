@@ -10,7 +10,9 @@ warm), with batches of 32:
 - images/s against ``keras.utils.image_dataset_from_directory`` over the source JPEGs (needs
   TensorFlow, installed for the benchmark only);
 - time per ``model.fit`` step of a small CNN fed by ``to_keras()``, against the same data held
-  in memory as numpy arrays (needs Keras and a backend);
+  in memory as numpy arrays, each fit a process of its own (``fit_step.py``; needs Keras and a
+  backend); as context, the same data in memory fed through the plainest PyDataset (what any
+  input fed from Python costs in Keras), and ``to_keras()`` with TensorFlow's own CPU allocator;
 - peak memory (PSS) of a whole epoch's process over the 1x shards and over 10x as many.
 """
 
@@ -102,61 +104,30 @@ def keras_directory_epoch(src: str) -> Epoch:
     return Epoch(images, moved, time.perf_counter() - started)
 
 
-def small_cnn(shape: tuple[int, ...], classes: int):
-    import keras
-    from keras import layers
+def fit_step(shards: str, data: str, *, tensorflow_allocator: bool = False) -> float:
+    """Seconds per ``fit`` step fed by ``data`` (``numpy`` or ``reader``), in a fresh process.
 
-    model = keras.Sequential([
-        keras.Input(shape),
-        layers.Conv2D(16, 3, strides=2, activation="relu"),
-        layers.Conv2D(32, 3, strides=2, activation="relu"),
-        layers.GlobalAveragePooling2D(),
-        layers.Dense(classes),
-    ])
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
+    ``tensorflow_allocator``: run with TensorFlow's default CPU allocator instead of the one
+    imgshard asks for on import (see ``fit_step.py``).
+    """
+    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="false") if tensorflow_allocator else None
+    argv = [*script_command("fit_step.py"), shards, "--data", data, "--epochs", str(FIT_EPOCHS),
+            "--batch-size", str(BATCH)]
+    return run_timed(argv, env=env).report()["seconds_per_step"]
 
 
-def seconds_per_step(fit_data, steps: int, shape: tuple[int, ...], classes: int,
-                     **fit_options) -> float:
-    """The best time per step over the epochs after the first (which compiles)."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None) -> None:
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None) -> None:
-            self.seconds.append(time.perf_counter() - self.started)
-
-    timer = EpochTimer()
-    small_cnn(shape, classes).fit(*fit_data, epochs=FIT_EPOCHS, verbose=0, callbacks=[timer],
-                                  **fit_options)
-    return min(timer.seconds[1:]) / steps
-
-
-def fit_step_times(shards: str, repeat: int) -> tuple[float, float]:
-    """Seconds per step fed by ``to_keras()`` and by the same data as in-memory numpy arrays."""
-    from imgshard import ShardReader, read_manifest
-
-    manifest = read_manifest(shards)
-    x = np.concatenate([np.load(path) for path in shard_files(shards)])
-    y = np.concatenate([np.load(path.removesuffix(".npy") + ".labels.npy")
-                        for path in shard_files(shards)])
-    shape, classes = tuple(manifest.image_shape), len(manifest.class_names)
-    steps = -(-len(x) // BATCH)
-    reader_steps, numpy_steps = [], []
+def fit_step_times(shards: str, repeat: int) -> dict[str, float]:
+    """Best seconds per step fed by ``numpy`` arrays, an in-memory ``pydataset``, the ``reader``
+    and the reader with TensorFlow's own allocator (``reader, TF allocator``); each fit in a
+    process of its own, in turn."""
+    runs: dict[str, list[float]] = {}
     for _ in range(repeat):
-        numpy_steps.append(seconds_per_step((x, y), steps, shape, classes, batch_size=BATCH,
-                                            shuffle=True))
-        dataset = ShardReader(shards, split="train", batch_size=BATCH, shuffle=True).to_keras()
-        reader_steps.append(seconds_per_step((dataset,), steps, shape, classes))
-    return min(reader_steps), min(numpy_steps)
+        for data in ("numpy", "pydataset", "reader"):
+            runs.setdefault(data, []).append(fit_step(shards, data))
+        if importlib.util.find_spec("tensorflow") is not None:
+            runs.setdefault("reader, TF allocator", []).append(
+                fit_step(shards, "reader", tensorflow_allocator=True))
+    return {data: min(seconds) for data, seconds in runs.items()}
 
 
 def reader_peak(shards: str) -> int:
@@ -191,9 +162,15 @@ def reader_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure]
         notes.append("model.fit step figure: not measured (Keras is not installed here; "
                      "pip install 'imgshard[keras]')")
     else:
-        reader_step, numpy_step = fit_step_times(shards, repeat)
-        figures.append(Figure("model.fit step: to_keras() vs numpy", "small", reader_step * 1000,
-                              numpy_step * 1000, "ms/step", f"<= {STEP_GOAL}x", at_most(STEP_GOAL)))
+        steps = {data: seconds * 1000 for data, seconds in fit_step_times(shards, repeat).items()}
+        figures.append(Figure("model.fit step: to_keras() vs numpy", "small", steps["reader"],
+                              steps["numpy"], "ms/step", f"<= {STEP_GOAL}x", at_most(STEP_GOAL)))
+        figures.append(Figure("model.fit step: in-memory PyDataset vs numpy", "small",
+                              steps["pydataset"], steps["numpy"], "ms/step", "context", None))
+        if "reader, TF allocator" in steps:
+            figures.append(Figure("model.fit step: to_keras(), TF's allocator, vs numpy", "small",
+                                  steps["reader, TF allocator"], steps["numpy"], "ms/step",
+                                  "context", None))
     figures.append(reader_memory_figure(src, shards, scratch))
     return figures, notes
 

@@ -137,10 +137,11 @@ def script_command(name: str) -> list[str]:
     return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), name)]
 
 
-def run_timed(argv: Sequence[str]) -> Run:
-    """Run ``argv`` as a whole process and time it from start to exit."""
+def run_timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
+    """Run ``argv`` as a whole process (in ``env``, default ours) and time it from start to exit."""
     started = time.perf_counter()
-    done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise click.ClickException(f"{' '.join(argv)} failed:\n{done.stderr.strip()}")

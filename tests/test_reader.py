@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -240,3 +242,34 @@ def test_unlabelled_shards_read_with_label_mode_none_only(tmp_path):
     with pytest.raises(ReaderError, match="no labels .* use label_mode=None"):
         ShardReader(out)
     assert next(iter(ShardReader(out, label_mode=None))).shape == (1, 4, 4, 3)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "true"), ("false", "false")])
+def test_import_asks_tensorflow_for_the_allocator_that_keeps_step_memory(preset, expected):
+    """Set on import, before any model exists (see reader.py); a value the user set is kept."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPU_ALLOCATOR_USE_BFC"}
+    if preset is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = preset
+    code = "import os, imgshard; print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_batches_start_on_the_alignment_tensorflow_takes_without_a_copy(shards, dtype):
+    """Gathered batches and casts are allocated aligned, and a batch that is a view of a shard's
+    map is kept only when it happens to be aligned (rows are 288 bytes here: row 1 is not);
+    the pixels are the same whichever way a batch was made."""
+    from imgshard.reader import BATCH_ALIGNMENT
+
+    whole = np.concatenate([x for x, _ in ShardReader(shards, batch_size=23, shuffle=False)])
+    for batch_size, shuffle in [(5, True), (4, False), (1, False)]:
+        reader = ShardReader(shards, batch_size=batch_size, shuffle=shuffle, dtype=dtype)
+        seen = []
+        for x, _ in reader:
+            assert x.ctypes.data % BATCH_ALIGNMENT == 0
+            assert x.dtype == dtype
+            seen.append(x)
+        if not shuffle:
+            np.testing.assert_array_equal(np.concatenate(seen), whole.astype(dtype))

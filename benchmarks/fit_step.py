@@ -1,0 +1,121 @@
+"""Time per ``model.fit`` step of a small CNN, fed one way, as a process of its own.
+
+Usage: python fit_step.py SHARDS --data numpy|pydataset|reader [--epochs 3] [--batch-size 32]
+
+``numpy``: the train split's shards loaded into memory as numpy arrays, ``fit(x, y,
+shuffle=True)``; ``pydataset``: the same arrays served by the plainest ``keras.utils.PyDataset``
+(random batches by fancy indexing, 2 worker threads), which is what feeding Keras from Python
+costs whatever the reader; ``reader``: ``ShardReader(...).to_keras()``. Prints one JSON line: the
+best seconds per step over the epochs after the first (which compiles), and the process's page
+faults.
+
+A process of its own because what one fit leaves behind (TensorFlow's allocator, glibc's heap)
+changes the next one's speed: in one process, a fit from a PyDataset after a fit from numpy ran
+as fast as the numpy one, while run first, as a user runs it, it was 1.6-1.8x slower (see the
+allocator note in ``imgshard/reader.py``). Both ways import imgshard, so both get its
+allocator default; set ``TF_CPU_ALLOCATOR_USE_BFC=false`` to see TensorFlow's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+
+
+def small_cnn(shape: tuple[int, ...], classes: int):
+    import keras
+    from keras import layers
+
+    model = keras.Sequential([
+        keras.Input(shape),
+        layers.Conv2D(16, 3, strides=2, activation="relu"),
+        layers.Conv2D(32, 3, strides=2, activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(classes),
+    ])
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def fit_inputs(shards: str, data: str, batch_size: int) -> tuple[tuple, dict, int]:
+    """``fit``'s positional data, its options, and the number of steps in an epoch."""
+    import numpy as np
+
+    from imgshard import ShardReader, read_manifest
+
+    if data == "reader":
+        reader = ShardReader(shards, split="train", batch_size=batch_size, shuffle=True)
+        return (reader.to_keras(),), {}, len(reader)
+    shard_list = read_manifest(shards).splits["train"].shards
+    x = np.concatenate([np.load(os.path.join(shards, s.images)) for s in shard_list])
+    y = np.concatenate([np.load(os.path.join(shards, s.labels)) for s in shard_list])
+    steps = -(-len(x) // batch_size)
+    if data == "pydataset":
+        return (in_memory_pydataset(x, y, batch_size),), {}, steps
+    return (x, y), {"batch_size": batch_size, "shuffle": True}, steps
+
+
+def in_memory_pydataset(x, y, batch_size: int):
+    """Arrays in memory as a PyDataset: a new random order per epoch, batches gathered in order."""
+    import keras
+    import numpy as np
+
+    class InMemory(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=2)
+            self.order = np.random.default_rng(0).permutation(len(x))
+
+        def __len__(self) -> int:
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, index: int):
+            chosen = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+            return x[chosen], y[chosen]
+
+        def on_epoch_end(self) -> None:
+            self.order = np.random.default_rng(len(self.order)).permutation(len(x))
+
+    return InMemory()
+
+
+def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int) -> float:
+    import keras
+
+    from imgshard import read_manifest
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.seconds.append(time.perf_counter() - self.started)
+
+    manifest = read_manifest(shards)
+    inputs, options, steps = fit_inputs(shards, data, batch_size)
+    timer = EpochTimer()
+    model = small_cnn(tuple(manifest.image_shape), len(manifest.class_names))
+    model.fit(*inputs, epochs=epochs, verbose=0, callbacks=[timer], **options)
+    return min(timer.seconds[1:]) / steps
+
+
+def main(argv: list[str]) -> None:
+    data = argv[argv.index("--data") + 1]
+    epochs = int(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 3
+    batch_size = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 32
+    step = seconds_per_step(argv[0], data, epochs, batch_size)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    sys.stdout.write(json.dumps({"seconds_per_step": step, "page_faults": faults}) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
