@@ -116,6 +116,12 @@ def fit_step(shards: str, data: str, *, tensorflow_allocator: bool = False) -> f
     return run_timed(argv, env=env).report()["seconds_per_step"]
 
 
+def tensorflow_backend() -> bool:
+    """Whether the fits run on TensorFlow: installed, and Keras not told to use another backend."""
+    return (importlib.util.find_spec("tensorflow") is not None
+            and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow")
+
+
 def fit_step_times(shards: str, repeat: int) -> dict[str, float]:
     """Best seconds per step fed by ``numpy`` arrays, an in-memory ``pydataset``, the ``reader``
     and the reader with TensorFlow's own allocator (``reader, TF allocator``); each fit in a
@@ -124,7 +130,7 @@ def fit_step_times(shards: str, repeat: int) -> dict[str, float]:
     for _ in range(repeat):
         for data in ("numpy", "pydataset", "reader"):
             runs.setdefault(data, []).append(fit_step(shards, data))
-        if importlib.util.find_spec("tensorflow") is not None:
+        if tensorflow_backend():
             runs.setdefault("reader, TF allocator", []).append(
                 fit_step(shards, "reader", tensorflow_allocator=True))
     return {data: min(seconds) for data, seconds in runs.items()}

@@ -11,13 +11,14 @@ faults.
 
 A process of its own because what one fit leaves behind (TensorFlow's allocator, glibc's heap)
 changes the next one's speed: in one process, a fit from a PyDataset after a fit from numpy ran
-as fast as the numpy one, while run first, as a user runs it, it was 1.6-1.8x slower (see the
+as fast as the numpy one, while run first, as a user runs it, it was 1.6-1.9x slower (see the
 allocator note in ``imgshard/reader.py``). Both ways import imgshard, so both get its
 allocator default; set ``TF_CPU_ALLOCATOR_USE_BFC=false`` to see TensorFlow's own.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -25,6 +26,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+
+# imported first: importing imgshard sets TensorFlow's allocator before Keras starts
+from imgshard import read_manifest  # noqa: E402
 
 
 def small_cnn(shape: tuple[int, ...], classes: int):
@@ -47,7 +51,7 @@ def fit_inputs(shards: str, data: str, batch_size: int) -> tuple[tuple, dict, in
     """``fit``'s positional data, its options, and the number of steps in an epoch."""
     import numpy as np
 
-    from imgshard import ShardReader, read_manifest
+    from imgshard import ShardReader
 
     if data == "reader":
         reader = ShardReader(shards, split="train", batch_size=batch_size, shuffle=True)
@@ -69,7 +73,8 @@ def in_memory_pydataset(x, y, batch_size: int):
     class InMemory(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__(workers=2)
-            self.order = np.random.default_rng(0).permutation(len(x))
+            self.epoch = 0
+            self.order = np.random.default_rng(self.epoch).permutation(len(x))
 
         def __len__(self) -> int:
             return -(-len(x) // batch_size)
@@ -79,15 +84,14 @@ def in_memory_pydataset(x, y, batch_size: int):
             return x[chosen], y[chosen]
 
         def on_epoch_end(self) -> None:
-            self.order = np.random.default_rng(len(self.order)).permutation(len(x))
+            self.epoch += 1
+            self.order = np.random.default_rng(self.epoch).permutation(len(x))
 
     return InMemory()
 
 
 def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int) -> float:
     import keras
-
-    from imgshard import read_manifest
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -109,10 +113,13 @@ def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int) -> fl
 
 
 def main(argv: list[str]) -> None:
-    data = argv[argv.index("--data") + 1]
-    epochs = int(argv[argv.index("--epochs") + 1]) if "--epochs" in argv else 3
-    batch_size = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 32
-    step = seconds_per_step(argv[0], data, epochs, batch_size)
+    parser = argparse.ArgumentParser(description="Time per model.fit step, fed one way.")
+    parser.add_argument("shards")
+    parser.add_argument("--data", required=True, choices=["numpy", "pydataset", "reader"])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    step = seconds_per_step(args.shards, args.data, args.epochs, args.batch_size)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     sys.stdout.write(json.dumps({"seconds_per_step": step, "page_faults": faults}) + "\n")
 

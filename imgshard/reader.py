@@ -42,7 +42,7 @@ from .storage import Location
 LABEL_MODES = ("int", "categorical", "binary", None)
 
 #: Fed from Python (a PyDataset or a generator: any such input, not only a reader's), Keras on
-#: TensorFlow runs each ``model.fit`` step 1.6-1.8x slower with TensorFlow's default CPU
+#: TensorFlow runs each ``model.fit`` step 1.6-1.9x slower with TensorFlow's default CPU
 #: allocator, which hands a step's memory back to the OS and faults it in again on the next
 #: step (7x the page faults of in-memory arrays; see ``benchmarks/fit_step.py``). Its BFC
 #: allocator keeps that memory for reuse. TensorFlow reads this variable when it makes its first

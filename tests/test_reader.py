@@ -263,6 +263,8 @@ def test_batches_start_on_the_alignment_tensorflow_takes_without_a_copy(shards, 
     the pixels are the same whichever way a batch was made."""
     from imgshard.reader import BATCH_ALIGNMENT
 
+    first = np.load(os.path.join(shards, "train-00000.npy"), mmap_mode="r")
+    assert (first.offset + first[0].nbytes) % BATCH_ALIGNMENT != 0  # row 1 is not aligned
     whole = np.concatenate([x for x, _ in ShardReader(shards, batch_size=23, shuffle=False)])
     for batch_size, shuffle in [(5, True), (4, False), (1, False)]:
         reader = ShardReader(shards, batch_size=batch_size, shuffle=shuffle, dtype=dtype)
@@ -273,3 +275,18 @@ def test_batches_start_on_the_alignment_tensorflow_takes_without_a_copy(shards, 
             seen.append(x)
         if not shuffle:
             np.testing.assert_array_equal(np.concatenate(seen), whole.astype(dtype))
+
+
+def test_flipping_a_batch_that_is_a_view_of_a_map_copies_it_aligned(shards):
+    """(The fixture's images are plain colours, so a flip shows only in where the batch lives.)"""
+    from imgshard.reader import BATCH_ALIGNMENT
+
+    plain = [x for x, _ in ShardReader(shards, batch_size=4, shuffle=False)]
+    flipped = [x for x, _ in ShardReader(shards, batch_size=4, shuffle=False,
+                                         flip_horizontal=True)]
+    for before, after in zip(plain, flipped):
+        assert after.ctypes.data % BATCH_ALIGNMENT == 0 and after.flags.writeable
+        for image, maybe_flipped in zip(before, after):
+            assert (np.array_equal(maybe_flipped, image)
+                    or np.array_equal(maybe_flipped, image[:, ::-1]))
+    assert not plain[0].flags.writeable  # the unflipped batch was the map itself
