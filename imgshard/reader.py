@@ -36,7 +36,7 @@ import numpy as np
 from .cache import ShardCache, default_cache_dir
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo, read_manifest
-from .shards import open_shard
+from .shards import MissingShardError, open_shard
 from .storage import Location
 
 LABEL_MODES = ("int", "categorical", "binary", None)
@@ -339,10 +339,12 @@ class ShardReader:
 
 
 def _open_cached(path: str, **expected: Any) -> np.ndarray:
-    """:func:`open_shard` on a cache file; FileNotFoundError if another process evicted it."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    return open_shard(path, **expected)
+    """:func:`open_shard` on a cache file; FileNotFoundError if another reader sharing the cache
+    evicted it, even between finding the file and mapping it (once mapped, it stays readable)."""
+    try:
+        return open_shard(path, **expected)
+    except MissingShardError:
+        raise FileNotFoundError(path) from None
 
 
 def _shard_bytes(manifest: Manifest, info: ShardInfo) -> int:

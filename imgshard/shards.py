@@ -29,6 +29,10 @@ class ShardError(ImgshardError):
     """A shard file is missing, unreadable, or not what the manifest says it is."""
 
 
+class MissingShardError(ShardError):
+    """The shard file is not there (a cache may fetch it again)."""
+
+
 def shard_stem(split: str, index: int) -> str:
     return f"{split}-{index:05d}"
 
@@ -203,7 +207,7 @@ def open_shard(path: str, *, shape: tuple[int, ...] | None = None, dtype: str | 
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
-        raise ShardError(f"{path}: shard file is missing") from None
+        raise MissingShardError(f"{path}: shard file is missing") from None
     except (OSError, ValueError) as error:
         raise ShardError(f"{path}: not a readable .npy file (truncated?): {error}") from None
     if shape is not None and tuple(array.shape) != tuple(shape):

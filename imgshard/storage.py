@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -177,6 +178,8 @@ class Location:
     def open_read(self, name: str) -> BinaryIO:
         if self.is_local:
             return open(self.path(name), "rb")
+        if self.in_process:  # memory:// hands every reader the same file object: take a copy
+            return io.BytesIO(self.read_bytes(name))
         return self._call(self.fs.open, self.path(name), "rb")
 
     def read_bytes(self, name: str) -> bytes:
@@ -191,13 +194,17 @@ class Location:
             return file_sha256(self.path(name))
 
         def digest() -> str:
-            with self.fs.open(self.path(name), "rb") as stream:
+            with self.open_read(name) as stream:
                 return hashlib.file_digest(stream, "sha256").hexdigest()
 
         return self._call(digest)
 
     def download(self, name: str, local_path: str) -> None:
         """Copy ``name`` to a local file (the caller renames it into place)."""
+        if self.in_process:  # two threads reading one memory:// file would share its position
+            with open(local_path, "wb") as stream:
+                stream.write(self.read_bytes(name))
+            return
         self._call(self.fs.get_file, self.path(name), local_path)
 
     # -- writing ---------------------------------------------------------------------------

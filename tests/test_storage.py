@@ -281,6 +281,28 @@ def test_memory_urls_refuse_the_dask_executor(src, memory_url):
         build(src, f"{memory_url}/out", CONFIG, executor="dask")
 
 
+def test_a_cache_file_evicted_as_it_is_opened_is_fetched_again(src, tmp_path, memory_url, monkeypatch):
+    """Another reader sharing the cache may delete a file between our finding and mapping it
+    (and even fetch it back before we look again): the open is retried, not failed."""
+    import imgshard.reader as reader_module
+
+    build(src, f"{memory_url}/shards", CONFIG, workers=1)
+    evicted: list[str] = []
+    open_shard = reader_module.open_shard
+
+    def evicted_once(path, **expected):
+        if path.endswith(".npy") and not evicted:
+            evicted.append(path)
+            os.remove(path)  # the other reader's eviction, just before our map
+        return open_shard(path, **expected)
+
+    monkeypatch.setattr(reader_module, "open_shard", evicted_once)
+    with ShardReader(f"{memory_url}/shards", cache_dir=str(tmp_path / "cache")) as reader:
+        assert sum(len(x) for x, _ in reader) == 11
+        assert reader.cache.downloaded == len(reader.shards) * 2 + 1  # one file fetched twice
+    assert evicted
+
+
 def test_two_readers_may_share_a_small_cache(src, tmp_path, memory_url):
     """Each evicts files the other is about to use; both still read every sample once."""
     config = BuildConfig(size=(8, 8), shard_size=2)
@@ -309,3 +331,18 @@ def test_a_killed_download_leaves_nothing_for_long(src, tmp_path, memory_url):
     with ShardReader(f"{memory_url}/shards", cache_dir=str(cache)) as reader:
         assert sum(len(x) for x, _ in reader) == 11
     assert not orphan.exists()
+
+
+def test_readers_of_one_memory_object_each_get_their_own_position(memory_url, tmp_path):
+    """memory:// hands every open() the same file object, so two readers (the cache's download
+    threads) would move each other's position; imgshard reads from copies."""
+    location = Location.of(memory_url)
+    data = bytes(range(256)) * 64
+    location.write_bytes("blob", data)
+    first, second = location.open_read("blob"), location.open_read("blob")
+    assert first.read(100) == data[:100]
+    assert second.read(100) == data[:100]
+    assert first.read(100) == data[100:200]
+    assert location.sha256("blob") == location.sha256("blob")
+    location.download("blob", str(tmp_path / "copy"))
+    assert (tmp_path / "copy").read_bytes() == data
