@@ -226,7 +226,6 @@ class ShardReader:
         chosen = np.sort(chosen)
         shard_of = np.searchsorted(self._starts, chosen, side="right") - 1
         rows = chosen - self._starts[shard_of]
-        shape = (len(chosen), *self.manifest.image_shape)
         if shard_of[0] == shard_of[-1] and rows[-1] - rows[0] == len(rows) - 1:
             images, labels = self._shard(int(shard_of[0]))
             lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -234,7 +233,7 @@ class ShardReader:
             if batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
                 batch = aligned_copy(batch, self.dtype)
             return batch, None if labels is None else labels[lo:hi]
-        batch = aligned_empty(shape, self.dtype)
+        batch = aligned_empty((len(chosen), *self.manifest.image_shape), self.dtype)
         batch_labels = np.empty(len(chosen), dtype=np.int32)
         bounds = np.flatnonzero(np.diff(shard_of)) + 1
         for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(chosen)]])):
@@ -409,9 +408,6 @@ def _prefetched(batches: Iterator[Any], depth: int):
         thread.join()
 
 
-__all__ = ["ReaderError", "ShardReader"]
-
-
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` whose data starts on a :data:`BATCH_ALIGNMENT` boundary."""
     dtype = np.dtype(dtype)
@@ -426,3 +422,7 @@ def aligned_copy(array: np.ndarray, dtype) -> np.ndarray:
     copy = aligned_empty(array.shape, dtype)
     copy[...] = array
     return copy
+
+
+__all__ = ["ReaderError", "ShardReader"]
+
