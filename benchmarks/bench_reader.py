@@ -105,7 +105,8 @@ def keras_directory_epoch(src: str) -> Epoch:
 
 
 def fit_step(shards: str, data: str, *, tensorflow_allocator: bool = False) -> float:
-    """Seconds per ``fit`` step fed by ``data`` (``numpy`` or ``reader``), in a fresh process.
+    """Seconds per ``fit`` step fed by ``data`` (``numpy``, ``pydataset`` or ``reader``), in a
+    fresh process.
 
     ``tensorflow_allocator``: run with TensorFlow's default CPU allocator instead of the one
     imgshard asks for on import (see ``fit_step.py``).
