@@ -12,7 +12,8 @@ warm), with batches of 32:
 - time per ``model.fit`` step of a small CNN fed by ``to_keras()``, against the same data held
   in memory as numpy arrays, each fit a process of its own (``fit_step.py``; needs Keras and a
   backend); as context, the same data in memory fed through the plainest PyDataset (what any
-  input fed from Python costs in Keras), and ``to_keras()`` with TensorFlow's own CPU allocator;
+  input fed from Python costs in Keras), and ``to_keras()`` without each setting imgshard makes
+  for TensorFlow: with TensorFlow's own CPU allocator, and with glibc's own heap pad;
 - peak memory (PSS) of a whole epoch's process over the 1x shards and over 10x as many.
 """
 
@@ -35,7 +36,10 @@ from harness import (Figure, at_least, at_most, benchmark_command, corpus_option
 
 BATCH = 32
 COPY_GOAL, KERAS_GOAL, STEP_GOAL, MEMORY_GOAL = 0.7, 10.0, 1.05, 1.10
-FIT_EPOCHS = 3
+#: The fit from numpy arrays ran some epochs at 1.5x its best time per step (106-108 against
+#: 71 ms, the same CPU time: its input pipeline left the cores idle), and with 3 epochs often
+#: had no fast one to take the best of; 6 gave every fit its steady state.
+FIT_EPOCHS = 6
 MB = 1e6
 
 
@@ -104,17 +108,25 @@ def keras_directory_epoch(src: str) -> Epoch:
     return Epoch(images, moved, time.perf_counter() - started)
 
 
-def fit_step(shards: str, data: str, *, tensorflow_allocator: bool = False) -> float:
-    """Seconds per ``fit`` step fed by ``data`` (``numpy``, ``pydataset`` or ``reader``), in a
-    fresh process.
+#: glibc's own M_TOP_PAD (128 KiB): set in the environment, it wins over the pad imgshard asks
+#: for when feeding TensorFlow (see ``imgshard/keras_adapter.py``).
+GLIBC_DEFAULT_TOP_PAD = str(128 * 1024)
 
-    ``tensorflow_allocator``: run with TensorFlow's default CPU allocator instead of the one
-    imgshard asks for on import (see ``fit_step.py``).
-    """
-    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="false") if tensorflow_allocator else None
+#: The ``to_keras()`` fits that show what each of imgshard's TensorFlow settings is worth: the
+#: reader's name for ``fit_step_times`` and the environment it runs in.
+TENSORFLOW_VARIANTS = {
+    "reader, TF allocator": {"TF_CPU_ALLOCATOR_USE_BFC": "false"},
+    "reader, no heap pad": {"MALLOC_TOP_PAD_": GLIBC_DEFAULT_TOP_PAD},
+}
+
+
+def fit_step(shards: str, data: str, env: dict[str, str] | None = None) -> float:
+    """Seconds per ``fit`` step fed by ``data`` (``numpy``, ``pydataset`` or ``reader``), in a
+    fresh process whose environment adds ``env``."""
     argv = [*script_command("fit_step.py"), shards, "--data", data, "--epochs", str(FIT_EPOCHS),
             "--batch-size", str(BATCH)]
-    return run_timed(argv, env=env).report()["seconds_per_step"]
+    return run_timed(argv, env=dict(os.environ, **env) if env else None).report()[
+        "seconds_per_step"]
 
 
 def tensorflow_backend() -> bool:
@@ -125,15 +137,15 @@ def tensorflow_backend() -> bool:
 
 def fit_step_times(shards: str, repeat: int) -> dict[str, float]:
     """Best seconds per step fed by ``numpy`` arrays, an in-memory ``pydataset``, the ``reader``
-    and the reader with TensorFlow's own allocator (``reader, TF allocator``); each fit in a
-    process of its own, in turn."""
+    and, on TensorFlow, the reader without each of the settings imgshard makes for it
+    (:data:`TENSORFLOW_VARIANTS`); each fit in a process of its own, in turn."""
     runs: dict[str, list[float]] = {}
     for _ in range(repeat):
         for data in ("numpy", "pydataset", "reader"):
             runs.setdefault(data, []).append(fit_step(shards, data))
         if tensorflow_backend():
-            runs.setdefault("reader, TF allocator", []).append(
-                fit_step(shards, "reader", tensorflow_allocator=True))
+            for name, env in TENSORFLOW_VARIANTS.items():
+                runs.setdefault(name, []).append(fit_step(shards, "reader", env))
     return {data: min(seconds) for data, seconds in runs.items()}
 
 
@@ -174,10 +186,11 @@ def reader_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure]
                               steps["numpy"], "ms/step", f"<= {STEP_GOAL}x", at_most(STEP_GOAL)))
         figures.append(Figure("model.fit step: in-memory PyDataset vs numpy", "small",
                               steps["pydataset"], steps["numpy"], "ms/step", "context", None))
-        if "reader, TF allocator" in steps:
-            figures.append(Figure("model.fit step: to_keras(), TF's allocator, vs numpy", "small",
-                                  steps["reader, TF allocator"], steps["numpy"], "ms/step",
-                                  "context", None))
+        for name, label in (("reader, TF allocator", "to_keras(), TF's allocator"),
+                            ("reader, no heap pad", "to_keras(), glibc's heap pad")):
+            if name in steps:
+                figures.append(Figure(f"model.fit step: {label}, vs numpy", "small", steps[name],
+                                      steps["numpy"], "ms/step", "context", None))
     figures.append(reader_memory_figure(src, shards, scratch))
     return figures, notes
 

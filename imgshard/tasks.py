@@ -13,14 +13,12 @@ than workers can share cuts each shard into pieces, one task each, joined the sa
 
 from __future__ import annotations
 
-import ctypes
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import BuildConfig
+from .libc import release_freed_memory
 from .shards import RowStream
 from .storage import Location
 from .transform import SkipImage, cast_table, load_pixels, read_source, store_pixels
@@ -90,22 +88,3 @@ def run_shard_task(task: ShardTask) -> ShardResult:
         digest = part.finish()
     release_freed_memory()
     return ShardResult(task.split, task.index, part.rows, tuple(skipped), task.part, digest)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):  # not glibc: nothing to trim
-        return None
-
-
-def release_freed_memory() -> None:
-    """Give the memory freed by the decoders back to the OS.
-
-    Images of varying sizes leave glibc's heap fragmented, so without this a worker's resident
-    memory creeps up by megabytes over a long build; trimming after each task keeps it flat.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

@@ -92,3 +92,32 @@ def test_tf_dataset_signature(shard_dir):
     x_spec, y_spec = data.element_spec
     assert x_spec.shape.as_list() == [None, 24, 24, 3] and y_spec.dtype == tf.int32
     assert sum(int(x.shape[0]) for x, _ in data) == 90
+
+
+@pytest.mark.parametrize("backend, preset, expected", [
+    ("tensorflow", {}, True),
+    ("jax", {}, False),
+    ("tensorflow", {"MALLOC_TOP_PAD_": "0"}, False),
+    ("tensorflow", {"GLIBC_TUNABLES": "glibc.malloc.top_pad=0"}, False),
+])
+def test_heap_pad_is_set_for_tensorflow_only_and_never_over_the_users(monkeypatch, backend,
+                                                                     preset, expected):
+    from imgshard import keras_adapter
+
+    padded = []
+    monkeypatch.setattr(keras_adapter, "keep_heap_top", lambda pad: padded.append(pad) or True)
+    for name in ("MALLOC_TOP_PAD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in preset.items():
+        monkeypatch.setenv(name, value)
+    assert keras_adapter.keep_heap_for(backend) is expected
+    assert padded == ([keras_adapter.TENSORFLOW_HEAP_PAD] if expected else [])
+
+
+def test_to_keras_asks_for_the_heap_pad_of_the_running_backend(shard_dir, monkeypatch):
+    from imgshard import keras_adapter
+
+    asked = []
+    monkeypatch.setattr(keras_adapter, "keep_heap_for", asked.append)
+    ShardReader(shard_dir, batch_size=8).to_keras()
+    assert asked == [keras.backend.backend()]
