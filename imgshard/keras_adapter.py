@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 #: heap on its compute threads; fed from Python, the batches freed beside it let glibc trim that
 #: heap after every step, and the next step faults it all in again: 0.93M page faults against
 #: 0.19M with this pad, and 85 against 77 ms per step of ``benchmarks/fit_step.py``'s CNN, for
-#: about 170 MB more resident memory. A ``MALLOC_TOP_PAD_`` the user set wins.
+#: 150-300 MB more resident memory. A ``MALLOC_TOP_PAD_`` the user set wins.
 TENSORFLOW_HEAP_PAD = 64 * 2**20
 
 
