@@ -71,7 +71,8 @@ def to_tf_dataset(reader):
     try:
         import tensorflow as tf
     except ImportError:
-        raise ImgshardError("to_tf_dataset() needs TensorFlow: pip install tensorflow-cpu") from None
+        raise ImgshardError(
+            "to_tf_dataset() needs TensorFlow: pip install 'imgshard[tf]'") from None
     keep_heap_for("tensorflow")
     images = tf.TensorSpec((None, *reader.manifest.image_shape), tf.as_dtype(reader.dtype))
     if reader.label_mode is None:

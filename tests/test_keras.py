@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,6 +63,46 @@ def tiny_cnn():
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model
+
+
+TENSORFLOW_FIT = """
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import keras
+from imgshard import ShardReader, keras_adapter
+pads = []
+keep_heap_top = keras_adapter.keep_heap_top
+keras_adapter.keep_heap_top = lambda pad: pads.append(pad) or keep_heap_top(pad)
+sys.path.insert(0, sys.argv[2])
+from test_keras import tiny_cnn
+keras.utils.set_random_seed(0)
+train = ShardReader(sys.argv[1], split="train", batch_size=16, dtype="float32").to_keras()
+val = ShardReader(sys.argv[1], split="val", batch_size=32, shuffle=False,
+                  dtype="float32").to_tf_dataset()
+history = tiny_cnn().fit(train, validation_data=val, epochs=15, verbose=0)
+print(json.dumps({"backend": keras.backend.backend(), "pads": pads,
+                  "allocator": os.environ["TF_CPU_ALLOCATOR_USE_BFC"],
+                  "val_accuracy": max(history.history["val_accuracy"])}))
+"""
+
+
+def test_tiny_cnn_learns_on_the_tensorflow_backend_with_its_settings(shard_dir):
+    """Keras picks its backend once per process, so TensorFlow's fit runs in one of its own:
+    batches from to_keras() train, to_tf_dataset() validates, and the allocator and heap pad
+    that ``fit_step.py`` measured are both in place."""
+    pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the tf extra)")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("KERAS_BACKEND", "TF_CPU_ALLOCATOR_USE_BFC", "MALLOC_TOP_PAD_")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    done = subprocess.run([sys.executable, "-c", TENSORFLOW_FIT, shard_dir,
+                           os.path.dirname(__file__)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    from imgshard.keras_adapter import TENSORFLOW_HEAP_PAD
+
+    assert report["backend"] == "tensorflow" and report["allocator"] == "true"
+    assert report["pads"] and set(report["pads"]) == {TENSORFLOW_HEAP_PAD}
+    assert report["val_accuracy"] >= 0.9, report
 
 
 def test_tiny_cnn_learns_from_shards(shard_dir):
@@ -121,3 +164,11 @@ def test_to_keras_asks_for_the_heap_pad_of_the_running_backend(shard_dir, monkey
     monkeypatch.setattr(keras_adapter, "keep_heap_for", asked.append)
     ShardReader(shard_dir, batch_size=8).to_keras()
     assert asked == [keras.backend.backend()]
+
+
+def test_to_tf_dataset_without_tensorflow_names_the_extra(shard_dir, monkeypatch):
+    from imgshard import ImgshardError
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow now fails
+    with pytest.raises(ImgshardError, match=r"pip install 'imgshard\[tf\]'"):
+        ShardReader(shard_dir).to_tf_dataset()
