@@ -13,7 +13,7 @@ warm), with batches of 32:
   in memory as numpy arrays, each fit a process of its own (``fit_step.py``; needs Keras and a
   backend); as context, the same data in memory fed through the plainest PyDataset (what any
   input fed from Python costs in Keras), and ``to_keras()`` without each setting imgshard makes
-  for TensorFlow: with TensorFlow's own CPU allocator, and with glibc's own heap pad;
+  for TensorFlow: with TensorFlow's own CPU allocator, and without the glibc heap pad;
 - peak memory (PSS) of a whole epoch's process over the 1x shards and over 10x as many.
 """
 
@@ -108,23 +108,21 @@ def keras_directory_epoch(src: str) -> Epoch:
     return Epoch(images, moved, time.perf_counter() - started)
 
 
-#: glibc's own M_TOP_PAD (128 KiB): set in the environment, it wins over the pad imgshard asks
-#: for when feeding TensorFlow (see ``imgshard/keras_adapter.py``).
-GLIBC_DEFAULT_TOP_PAD = str(128 * 1024)
-
 #: The ``to_keras()`` fits that show what each of imgshard's TensorFlow settings is worth: the
-#: reader's name for ``fit_step_times`` and the environment it runs in.
+#: reader's name for ``fit_step_times``, and the environment and ``fit_step.py`` options that
+#: leave that setting out.
 TENSORFLOW_VARIANTS = {
-    "reader, TF allocator": {"TF_CPU_ALLOCATOR_USE_BFC": "false"},
-    "reader, no heap pad": {"MALLOC_TOP_PAD_": GLIBC_DEFAULT_TOP_PAD},
+    "reader, TF allocator": ({"TF_CPU_ALLOCATOR_USE_BFC": "false"}, ()),
+    "reader, no heap pad": ({}, ("--without-heap-pad",)),
 }
 
 
-def fit_step(shards: str, data: str, env: dict[str, str] | None = None) -> float:
+def fit_step(shards: str, data: str, env: dict[str, str] | None = None,
+             options: tuple[str, ...] = ()) -> float:
     """Seconds per ``fit`` step fed by ``data`` (``numpy``, ``pydataset`` or ``reader``), in a
-    fresh process whose environment adds ``env``."""
+    fresh process whose environment adds ``env``, with ``fit_step.py``'s ``options``."""
     argv = [*script_command("fit_step.py"), shards, "--data", data, "--epochs", str(FIT_EPOCHS),
-            "--batch-size", str(BATCH)]
+            "--batch-size", str(BATCH), *options]
     return run_timed(argv, env=dict(os.environ, **env) if env else None).report()[
         "seconds_per_step"]
 
@@ -144,8 +142,8 @@ def fit_step_times(shards: str, repeat: int) -> dict[str, float]:
         for data in ("numpy", "pydataset", "reader"):
             runs.setdefault(data, []).append(fit_step(shards, data))
         if tensorflow_backend():
-            for name, env in TENSORFLOW_VARIANTS.items():
-                runs.setdefault(name, []).append(fit_step(shards, "reader", env))
+            for name, (env, options) in TENSORFLOW_VARIANTS.items():
+                runs.setdefault(name, []).append(fit_step(shards, "reader", env, options))
     return {data: min(seconds) for data, seconds in runs.items()}
 
 
@@ -187,7 +185,7 @@ def reader_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure]
         figures.append(Figure("model.fit step: in-memory PyDataset vs numpy", "small",
                               steps["pydataset"], steps["numpy"], "ms/step", "context", None))
         for name, label in (("reader, TF allocator", "to_keras(), TF's allocator"),
-                            ("reader, no heap pad", "to_keras(), glibc's heap pad")):
+                            ("reader, no heap pad", "to_keras() without the heap pad")):
             if name in steps:
                 figures.append(Figure(f"model.fit step: {label}, vs numpy", "small", steps[name],
                                       steps["numpy"], "ms/step", "context", None))

@@ -1,6 +1,7 @@
 """Time per ``model.fit`` step of a small CNN, fed one way, as a process of its own.
 
-Usage: python fit_step.py SHARDS --data numpy|pydataset|reader [--epochs 3] [--batch-size 32]
+Usage: python fit_step.py SHARDS --data numpy|pydataset|reader [--epochs 6] [--batch-size 32]
+                         [--without-heap-pad]
 
 ``numpy``: the train split's shards loaded into memory as numpy arrays, ``fit(x, y,
 shuffle=True)``; ``pydataset``: the same arrays served by the plainest ``keras.utils.PyDataset``
@@ -14,6 +15,8 @@ changes the next one's speed: in one process, a fit from a PyDataset after a fit
 as fast as the numpy one, while run first, as a user runs it, it was 1.6-1.9x slower (see the
 allocator note in ``imgshard/reader.py``). Both ways import imgshard, so both get its
 allocator default; set ``TF_CPU_ALLOCATOR_USE_BFC=false`` to see TensorFlow's own.
+``--without-heap-pad``: ``to_keras()`` leaves glibc's heap settings alone (see
+``TENSORFLOW_HEAP_PAD`` in ``imgshard/keras_adapter.py``), to show what the pad is worth.
 """
 
 from __future__ import annotations
@@ -116,9 +119,14 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Time per model.fit step, fed one way.")
     parser.add_argument("shards")
     parser.add_argument("--data", required=True, choices=["numpy", "pydataset", "reader"])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--without-heap-pad", action="store_true")
     args = parser.parse_args(argv)
+    if args.without_heap_pad:
+        from imgshard import keras_adapter
+
+        keras_adapter.keep_heap_for_keras = lambda: False
     step = seconds_per_step(args.shards, args.data, args.epochs, args.batch_size)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     sys.stdout.write(json.dumps({"seconds_per_step": step, "page_faults": faults}) + "\n")

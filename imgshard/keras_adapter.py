@@ -1,7 +1,8 @@
 """Keras and TensorFlow views of a :class:`~imgshard.reader.ShardReader`.
 
 Imported only by ``ShardReader.to_keras()`` / ``to_tf_dataset()``, so the rest of imgshard
-works without Keras. ``pip install 'imgshard[keras]'`` installs Keras 3 with the JAX backend.
+works without Keras. ``pip install 'imgshard[keras]'`` installs Keras 3 with the JAX backend;
+``imgshard[tf]`` adds TensorFlow, for ``to_tf_dataset()`` and Keras' TensorFlow backend.
 """
 
 from __future__ import annotations
@@ -25,18 +26,25 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 #: Freed memory glibc keeps at the top of each heap while Keras on TensorFlow trains from a
 #: reader. TensorFlow's kernels (Eigen's matrix packing buffers) take scratch memory from the C
 #: heap on its compute threads; fed from Python, the batches freed beside it let glibc trim that
-#: heap after every step, and the next step faults it all in again: 0.93M page faults against
-#: 0.19M with this pad, and 85 against 77 ms per step of ``benchmarks/fit_step.py``'s CNN, for
-#: 150-300 MB more resident memory. A ``MALLOC_TOP_PAD_`` the user set wins.
+#: heap after every step, and the next step faults it all in again. In
+#: ``benchmarks/fit_step.py`` the CNN's step took 76-79 instead of 85-90 ms (0.23M instead of
+#: 1.35M page faults), for 150-300 MB more resident memory on 2 cores (up to the pad per malloc
+#: arena: glibc makes up to 8 per core; ``MALLOC_ARENA_MAX`` caps them). Setting the pad also freezes glibc's sliding mmap
+#: threshold where it stands. A pad the user gave glibc at start-up wins.
 TENSORFLOW_HEAP_PAD = 64 * 2**20
 
 
 def keep_heap_for(backend: str) -> bool:
     """Set :data:`TENSORFLOW_HEAP_PAD` when ``backend`` is TensorFlow; whether it was set."""
-    if backend != "tensorflow" or "MALLOC_TOP_PAD_" in os.environ \
-            or "malloc.top_pad" in os.environ.get("GLIBC_TUNABLES", ""):
+    user_pad = "MALLOC_TOP_PAD_" in os.environ or "top_pad" in os.environ.get("GLIBC_TUNABLES", "")
+    if backend != "tensorflow" or user_pad:
         return False
     return keep_heap_top(TENSORFLOW_HEAP_PAD)
+
+
+def keep_heap_for_keras() -> bool:
+    """:func:`keep_heap_for` the backend Keras runs on."""
+    return keep_heap_for(keras.backend.backend())
 
 
 class ShardPyDataset(keras.utils.PyDataset):
@@ -53,7 +61,6 @@ class ShardPyDataset(keras.utils.PyDataset):
                          max_queue_size=max_queue_size)
         self.reader = reader
         self.epoch = reader.epoch
-        keep_heap_for(keras.backend.backend())
 
     def __len__(self) -> int:
         return len(self.reader)

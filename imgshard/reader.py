@@ -325,8 +325,9 @@ class ShardReader:
         Two worker threads by default: Keras then prepares batches ahead while the model trains
         (with one worker it reads each batch between steps); reading releases the GIL.
         """
-        from .keras_adapter import ShardPyDataset
+        from .keras_adapter import ShardPyDataset, keep_heap_for_keras
 
+        keep_heap_for_keras()  # a process-wide glibc setting, for TensorFlow only (see there)
         return ShardPyDataset(self, workers=workers, use_multiprocessing=use_multiprocessing,
                               max_queue_size=max_queue_size)
 
