@@ -29,8 +29,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 #: heap after every step, and the next step faults it all in again. In
 #: ``benchmarks/fit_step.py`` the CNN's step took 76-79 instead of 85-90 ms (0.23M instead of
 #: 1.35M page faults), for 150-300 MB more resident memory on 2 cores (up to the pad per malloc
-#: arena: glibc makes up to 8 per core; ``MALLOC_ARENA_MAX`` caps them). Setting the pad also freezes glibc's sliding mmap
-#: threshold where it stands. A pad the user gave glibc at start-up wins.
+#: arena: glibc makes up to 8 per core; ``MALLOC_ARENA_MAX`` caps them). Setting the pad also
+#: freezes glibc's sliding mmap threshold where it stands. A pad the user gave glibc at start-up
+#: wins.
 TENSORFLOW_HEAP_PAD = 64 * 2**20
 
 
