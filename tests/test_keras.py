@@ -92,7 +92,8 @@ print(json.dumps({"backend": keras.backend.backend(), "pads": pads,
 def test_tiny_cnn_learns_on_the_tensorflow_backend_with_its_settings(shard_dir):
     """Keras picks its backend once per process, so TensorFlow's fit runs in one of its own:
     batches from to_keras() train, to_tf_dataset() validates, and both settings that
-    ``fit_step.py`` measured are made: the allocator's variable, and the heap pad, taken by glibc."""
+    ``fit_step.py`` measured are made: the allocator's variable, and the heap pad, which glibc
+    took."""
     pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the tf extra)")
     env = {key: value for key, value in os.environ.items()
            if key not in ("KERAS_BACKEND", "TF_CPU_ALLOCATOR_USE_BFC", "MALLOC_TOP_PAD_",
