@@ -68,7 +68,8 @@ class SplitAssembler:
         self.skipped += [Skip(inputs[i].path, reason) for i, reason in failed.items()]
         kept = [sample for i, sample in enumerate(inputs) if i not in failed]
         self._inputs_seen += len(inputs)
-        if self._joined is None and kept and len(kept) == self._next_shard_rows(len(kept)):
+        whole_shard = kept and len(kept) == self._next_shard_rows(len(kept))
+        if self._joined is None and whole_shard and result.sha256 is not None:  # not a piece
             self._rename_part(result, kept)
             return
         self._join_part(result.part, kept)

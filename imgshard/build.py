@@ -37,8 +37,11 @@ from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, check_plan, plan_
 from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
-#: Below this many tasks per worker, shards are cut into smaller tasks (see :func:`make_tasks`).
+#: Below this many shards per worker, shards are cut into pieces (see :func:`make_tasks`).
 MIN_TASKS_PER_WORKER = 2
+#: Pieces per worker when shards are cut: every piece is joined by the build process anyway,
+#: so small pieces cost little more, and a worker never waits long for the other's last one.
+PIECES_PER_WORKER = 4
 
 
 class BuildError(ImgshardError):
@@ -207,8 +210,8 @@ def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
     """
     size = build_plan.config.shard_size
     shards = sum(build_plan.num_shards(split) for split in build_plan.scan.splits)
-    wanted = workers * MIN_TASKS_PER_WORKER if workers > 1 else 1
-    pieces = max(1, -(-wanted // max(shards, 1)))
+    cut = workers > 1 and shards < workers * MIN_TASKS_PER_WORKER
+    pieces = -(-workers * PIECES_PER_WORKER // max(shards, 1)) if cut else 1
     tasks = []
     for split, samples in build_plan.scan.splits.items():
         starts = [start for shard_start in range(0, len(samples), size)
@@ -216,7 +219,8 @@ def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
                                             pieces)]
         for index, (start, end) in enumerate(zip(starts, [*starts[1:], len(samples)])):
             paths = tuple(s.path for s in samples[start:end])
-            tasks.append(ShardTask(split, index, paths, src, out, build_plan.config, start=start))
+            tasks.append(ShardTask(split, index, paths, src, out, build_plan.config, start=start,
+                                   whole=pieces == 1))
     return tasks
 
 

@@ -94,37 +94,43 @@ class RowStream:
     while it is still in cache. If fewer rows arrive (skipped images), :meth:`finish` rewrites
     the header in place (numpy pads it so that its length never depends on the row count) and
     hashes the file again from disk: a slower path, taken only for files with skips.
+
+    Without ``checksum`` nothing is hashed and :meth:`finish` returns None: for a file that is
+    only ever copied into another one, which is hashed as it is written.
     """
 
     def __init__(self, stream: BinaryIO, *, expected_rows: int, row_shape: tuple[int, ...],
-                 dtype: np.dtype) -> None:
+                 dtype: np.dtype, checksum: bool = True) -> None:
         self._stream = stream
         self._row_shape = tuple(row_shape)
         self._dtype = np.dtype(dtype)
         self._expected_rows = expected_rows
         header = npy_header((expected_rows, *self._row_shape), self._dtype)
         self._header_length = len(header)
-        self._digest = hashlib.sha256(header)
+        self._digest = hashlib.sha256(header) if checksum else None
         self.rows = 0
         stream.write(header)
 
     def append(self, rows: np.ndarray) -> None:
         """Write ``rows`` (shaped (n, *row_shape)) after those appended before."""
         data = memoryview(np.ascontiguousarray(rows, dtype=self._dtype)).cast("B")
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
         self._stream.write(data)
         self.rows += len(rows)
 
-    def finish(self) -> str:
+    def finish(self) -> str | None:
         """Make the header say how many rows were appended; return the file's sha256."""
         if self.rows == self._expected_rows:
-            return self._digest.hexdigest()
+            return None if self._digest is None else self._digest.hexdigest()
         header = npy_header((self.rows, *self._row_shape), self._dtype)
         if len(header) != self._header_length:  # numpy pads shape[0] to 21 digits: never
             raise ValueError(f"{self._stream.name}: the .npy header changed length")
         self._stream.flush()
         with open(self._stream.name, "r+b") as file:
             file.write(header)
+            if self._digest is None:
+                return None
             file.seek(0)
             return hashlib.file_digest(file, "sha256").hexdigest()
 

@@ -31,7 +31,8 @@ class ShardTask:
     """The input files of one shard (or of a piece of one), in order, and how to write them.
 
     ``index`` numbers the tasks of a split; ``start`` is the position of the first file among
-    the split's samples.
+    the split's samples. A piece of a shard (not ``whole``) is always joined, never renamed into
+    place, so its worker does not hash it: the parent hashes the shard it joins.
     """
 
     split: str
@@ -41,6 +42,7 @@ class ShardTask:
     out: Location
     config: BuildConfig
     start: int = 0
+    whole: bool = True
 
     @property
     def part(self) -> str:
@@ -50,14 +52,15 @@ class ShardTask:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What a worker reports: which inputs were skipped (by position) and the part it wrote."""
+    """What a worker reports: which inputs were skipped (by position) and the part it wrote
+    (with its sha256, None for a piece)."""
 
     split: str
     index: int
     num_samples: int
     skipped: tuple[tuple[int, str], ...]
     part: str
-    sha256: str
+    sha256: str | None
 
 
 def part_name(split: str, index: int) -> str:
@@ -76,7 +79,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
     skipped: list[tuple[int, str]] = []
     with task.out.atomic_file(task.part, durable=False) as stream:
         part = RowStream(stream, expected_rows=len(task.paths), row_shape=config.image_shape,
-                         dtype=np.dtype(config.dtype))
+                         dtype=np.dtype(config.dtype), checksum=task.whole)
         for position, rel in enumerate(task.paths):
             try:
                 pixels = load_pixels(read_source(task.src, rel), config)

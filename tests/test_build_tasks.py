@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 
@@ -23,15 +24,32 @@ def test_many_shards_make_one_task_per_shard(make_class_folders, tmp_path):
         ("train", 4, 16, 3)]
 
 
-@pytest.mark.parametrize("workers, sizes", [(1, [10]), (2, [2, 3, 2, 3]), (3, [1, 2, 2, 1, 2, 2])])
+@pytest.mark.parametrize("workers, sizes", [(1, [26]), (2, [3, 3, 3, 4, 3, 3, 3, 4]),
+                                             (3, [2, 2, 2, 2, 2, 3, 2, 2, 2, 2, 2, 3])])
 def test_a_single_shard_is_cut_into_pieces_for_every_worker(make_class_folders, workers, sizes):
-    src = make_class_folders({"red": 10})
+    src = make_class_folders({"red": 26})
     build_plan = plan(src, BuildConfig(size=(4, 4)))
     tasks = make_tasks(build_plan, src, "out", workers=workers)
     assert [len(t.paths) for t in tasks] == sizes
     assert [t.index for t in tasks] == list(range(len(sizes)))
     assert [p for t in tasks for p in t.paths] == [s.path for s in build_plan.scan.splits["train"]]
     assert [t.start for t in tasks] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert [t.whole for t in tasks] == [workers == 1] * len(sizes)
+
+
+def test_a_last_piece_that_alone_fills_its_shard_is_still_hashed(tmp_path):
+    """Its worker did not hash it (a piece), so it is joined like any piece, not renamed."""
+    src = tmp_path / "src"
+    for number in range(7):
+        (src / "c" / f"{number}-broken.png").parent.mkdir(parents=True, exist_ok=True)
+        (src / "c" / f"{number}-broken.png").write_bytes(b"not a png")
+    write_image(str(src / "c" / "9-good.png"), colour=(9, 0, 0))
+    out = tmp_path / "out"
+    config = BuildConfig(size=(4, 4), shuffle=False)
+    manifest = build(str(src), str(out), config, workers=2).manifest
+    (shard,) = manifest.splits["train"].shards
+    assert shard.num_samples == 1 and len(manifest.skipped) == 7
+    assert shard.sha256 == hashlib.sha256((out / shard.images).read_bytes()).hexdigest()
 
 
 def test_pieces_of_shards_join_into_the_same_bytes_for_any_worker_count(tmp_path):
