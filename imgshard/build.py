@@ -37,7 +37,7 @@ from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, check_plan, plan_
 from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
-#: Below this many shards per worker, shards are cut into pieces (see :func:`make_tasks`).
+#: Below this many shards per worker, shards are cut into pieces (see :func:`pieces_per_shard`).
 MIN_TASKS_PER_WORKER = 2
 #: Pieces per worker when shards are cut: every piece is joined by the build process anyway,
 #: so small pieces cost little more, and a worker never waits long for the other's last one.
@@ -133,7 +133,7 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
            executor: str, scheduler: str | None, pool: ProcessPoolExecutor | None,
            started: float) -> BuildResult:
     files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
-    planned = plan_record(config.to_dict(), files, workers)
+    planned = plan_record(config.to_dict(), files, pieces_per_shard(build_plan, workers))
     if resume:
         if overwrite:
             raise BuildError("--resume and --overwrite exclude each other")
@@ -147,7 +147,7 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
     else:
         prepare_out(out, overwrite=overwrite)
         restored = Restored()
-    tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["workers"])
+    tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["pieces"])
     log = ProgressLog(out, planned, append=resume)
     staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
     run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers,
@@ -200,18 +200,23 @@ def decoder_versions() -> dict[str, str | None]:
             "numpy": np.__version__}
 
 
-def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
-               workers: int = 1) -> list[ShardTask]:
-    """One task per shard-sized run of each split's samples, in split then shard order.
+def pieces_per_shard(build_plan: BuildPlan, workers: int) -> int:
+    """Into how many tasks each shard is cut: 1, unless the build has fewer shards than
+    ``MIN_TASKS_PER_WORKER`` per worker; then enough pieces to keep every worker busy to the end.
+    """
+    shards = sum(build_plan.num_shards(split) for split in build_plan.scan.splits)
+    if workers > 1 and shards < workers * MIN_TASKS_PER_WORKER:
+        return -(-workers * PIECES_PER_WORKER // max(shards, 1))
+    return 1
 
-    When the build has fewer shards than ``MIN_TASKS_PER_WORKER`` per worker, each shard is cut
-    into equal pieces instead, so that a small build still keeps every worker busy until the end
-    (the pieces are joined into the same shard bytes by the assembler).
+
+def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
+               pieces: int = 1) -> list[ShardTask]:
+    """One task per shard-sized run of each split's samples (or per piece of one, see
+    :func:`pieces_per_shard`), in split then shard order; pieces are joined by the assembler
+    into the same shard bytes.
     """
     size = build_plan.config.shard_size
-    shards = sum(build_plan.num_shards(split) for split in build_plan.scan.splits)
-    cut = workers > 1 and shards < workers * MIN_TASKS_PER_WORKER
-    pieces = -(-workers * PIECES_PER_WORKER // max(shards, 1)) if cut else 1
     tasks = []
     for split, samples in build_plan.scan.splits.items():
         starts = [start for shard_start in range(0, len(samples), size)

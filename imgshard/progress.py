@@ -59,11 +59,13 @@ class Restored:
     lines: int = 1
 
 
-def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], workers: int) -> dict:
+def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], pieces: int) -> dict:
+    """What a resumed build must share with the interrupted one: options, files, and how many
+    pieces each shard was cut into (the tasks a checkpoint counts)."""
     digest = hashlib.sha256()
     for split, path in paths:
         digest.update(f"{split}\0{path}\n".encode("utf-8", "surrogateescape"))
-    return {"config": config, "files": digest.hexdigest(), "workers": workers}
+    return {"config": config, "files": digest.hexdigest(), "pieces": pieces}
 
 
 class ProgressLog:
@@ -159,6 +161,9 @@ def check_plan(recorded: dict | None, current: dict) -> None:
     if recorded["files"] != current["files"]:
         raise ResumeError("refusing to resume: the source's files changed since the build "
                           "started (use --overwrite to start again)")
+    if "pieces" not in recorded:
+        raise ResumeError("refusing to resume: an older imgshard started this build and cut "
+                          "its work differently (use --overwrite to start again)")
 
 
 def restore(out: Location) -> Restored:

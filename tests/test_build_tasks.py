@@ -11,14 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imgshard import BuildConfig, build, plan
-from imgshard.build import make_tasks, piece_starts
+from imgshard.build import make_tasks, piece_starts, pieces_per_shard
 
 from conftest import write_image
 
 
 def test_many_shards_make_one_task_per_shard(make_class_folders, tmp_path):
     src = make_class_folders({"red": 10, "blue": 9})
-    tasks = make_tasks(plan(src, BuildConfig(size=(4, 4), shard_size=4)), src, "out", workers=2)
+    build_plan = plan(src, BuildConfig(size=(4, 4), shard_size=4))
+    assert pieces_per_shard(build_plan, workers=2) == 1
+    tasks = make_tasks(build_plan, src, "out", pieces=1)
     assert [(t.split, t.index, t.start, len(t.paths)) for t in tasks] == [
         ("train", 0, 0, 4), ("train", 1, 4, 4), ("train", 2, 8, 4), ("train", 3, 12, 4),
         ("train", 4, 16, 3)]
@@ -29,7 +31,7 @@ def test_many_shards_make_one_task_per_shard(make_class_folders, tmp_path):
 def test_a_single_shard_is_cut_into_pieces_for_every_worker(make_class_folders, workers, sizes):
     src = make_class_folders({"red": 26})
     build_plan = plan(src, BuildConfig(size=(4, 4)))
-    tasks = make_tasks(build_plan, src, "out", workers=workers)
+    tasks = make_tasks(build_plan, src, "out", pieces_per_shard(build_plan, workers))
     assert [len(t.paths) for t in tasks] == sizes
     assert [t.index for t in tasks] == list(range(len(sizes)))
     assert [p for t in tasks for p in t.paths] == [s.path for s in build_plan.scan.splits["train"]]

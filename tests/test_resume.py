@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -122,6 +123,63 @@ def test_resume_refuses_other_options_and_nothing_to_resume(source, tmp_path):
     assert result.exit_code == 1 and "nothing to resume" in result.output
     result = run("build", src, tmp_path / "x", *OPTIONS, "--resume", "--overwrite")
     assert result.exit_code == 1 and "exclude each other" in result.output
+
+
+#: 2 shards on 2 workers: each shard is cut into pieces (see pieces_per_shard), 4 tasks each.
+FEW_SHARDS = ["--size", "16", "--shard-size", "32", "--workers", "2"]
+
+
+def fail_on_the_last_piece(task):
+    """Fail the last task once the first shard is finished (and checkpointed), so that a resume
+    has a shard to keep (module-level, so that the build's worker processes can run it)."""
+    import imgshard.tasks
+
+    if task.index == 7:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(task.out.path("train-00000.npy")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise OSError(28, "No space left on device")
+    return imgshard.tasks.run_shard_task(task)
+
+
+@pytest.fixture
+def interrupted_pieces(tmp_path, monkeypatch):
+    """A FEW_SHARDS build that failed in its last piece; its source and OUT."""
+    src = tmp_path / "src"
+    for number in range(60):
+        write_image(str(src / f"c{number % 2}" / f"{number:02d}.png"), size=(24, 20), seed=number)
+    out = tmp_path / "out"
+    build_module = importlib.import_module("imgshard.build")
+    monkeypatch.setattr(build_module, "run_shard_task", fail_on_the_last_piece)
+    result = run("build", src, out, *FEW_SHARDS, "-q")
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    monkeypatch.undo()
+    return src, out
+
+
+def test_a_build_cut_into_pieces_resumes_with_another_worker_count(interrupted_pieces, tmp_path):
+    src, out = interrupted_pieces
+    kept = os.stat(out / "train-00000.npy").st_mtime_ns
+    result = run("build", src, out, *FEW_SHARDS[:-2], "--workers", "1", "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    reference = tmp_path / "reference"
+    assert run("build", src, reference, *FEW_SHARDS, "-q").exit_code == 0
+    assert files(out) == files(reference)
+    assert os.stat(out / "train-00000.npy").st_mtime_ns == kept
+
+
+def test_resume_refuses_a_build_an_older_imgshard_started(interrupted_pieces):
+    """Its progress log does not say how its shards were cut into tasks, which checkpoints count."""
+    src, out = interrupted_pieces
+    log = out / ".imgshard-progress.jsonl"
+    plan, *checkpoints = log.read_text().splitlines(keepends=True)
+    older_plan = {**json.loads(plan), "workers": 2}
+    del older_plan["pieces"]
+    log.write_text(json.dumps(older_plan) + "\n" + "".join(checkpoints))
+    result = run("build", src, out, *FEW_SHARDS, "--resume")
+    assert result.exit_code == 1
+    assert "an older imgshard started this build" in result.output
+    assert result.output.count("\n") == 1
 
 
 def crash_in_worker(task):
