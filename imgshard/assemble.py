@@ -69,7 +69,8 @@ class SplitAssembler:
         kept = [sample for i, sample in enumerate(inputs) if i not in failed]
         self._inputs_seen += len(inputs)
         whole_shard = kept and len(kept) == self._next_shard_rows(len(kept))
-        if self._joined is None and whole_shard and result.sha256 is not None:  # not a piece
+        # A piece's part is never hashed by its worker (sha256 None), so it is always joined.
+        if self._joined is None and whole_shard and result.sha256 is not None:
             self._rename_part(result, kept)
             return
         self._join_part(result.part, kept)

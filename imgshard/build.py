@@ -38,7 +38,7 @@ from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
 #: Below this many shards per worker, shards are cut into pieces (see :func:`pieces_per_shard`).
-MIN_TASKS_PER_WORKER = 2
+MIN_SHARDS_PER_WORKER = 2
 #: Pieces per worker when shards are cut: every piece is joined by the build process anyway,
 #: so small pieces cost little more, and a worker never waits long for the other's last one.
 PIECES_PER_WORKER = 4
@@ -202,10 +202,10 @@ def decoder_versions() -> dict[str, str | None]:
 
 def pieces_per_shard(build_plan: BuildPlan, workers: int) -> int:
     """Into how many tasks each shard is cut: 1, unless the build has fewer shards than
-    ``MIN_TASKS_PER_WORKER`` per worker; then enough pieces to keep every worker busy to the end.
+    ``MIN_SHARDS_PER_WORKER`` per worker; then enough pieces to keep every worker busy to the end.
     """
     shards = sum(build_plan.num_shards(split) for split in build_plan.scan.splits)
-    if workers > 1 and shards < workers * MIN_TASKS_PER_WORKER:
+    if workers > 1 and shards < workers * MIN_SHARDS_PER_WORKER:
         return -(-workers * PIECES_PER_WORKER // max(shards, 1))
     return 1
 

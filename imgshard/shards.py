@@ -120,7 +120,8 @@ class RowStream:
         self.rows += len(rows)
 
     def finish(self) -> str | None:
-        """Make the header say how many rows were appended; return the file's sha256."""
+        """Make the header say how many rows were appended; return the file's sha256 (None
+        without ``checksum``)."""
         if self.rows == self._expected_rows:
             return None if self._digest is None else self._digest.hexdigest()
         header = npy_header((self.rows, *self._row_shape), self._dtype)
