@@ -3,8 +3,8 @@
 ``OUT/.imgshard-progress.jsonl`` is append-only and every line is fsynced before the build
 goes on, so after a crash, a ``kill -9`` or a power cut it holds a prefix of whole lines:
 
-* line 1, the plan: the effective config, a fingerprint of the file list, and the worker count
-  the tasks were cut for (the task plan depends on it);
+* line 1, the plan: the effective config, a fingerprint of the file list, and how many pieces
+  each shard was cut into (the task plan depends on it);
 * then one *checkpoint* each time the shards finished so far cover exactly the tasks consumed so
   far (no shard half joined): how many tasks are consumed, the shards and skips they added, the
   class counts they added, and the length of ``samples.csv`` written so far (kept under the

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from imgshard import BuildConfig, build, plan
 from imgshard.build import make_tasks, piece_starts, pieces_per_shard
+from imgshard.storage import Location
+from imgshard.tasks import run_shard_task
 
 from conftest import write_image
 
@@ -39,6 +41,19 @@ def test_a_single_shard_is_cut_into_pieces_for_every_worker(make_class_folders, 
     assert [t.whole for t in tasks] == [workers == 1] * len(sizes)
 
 
+@pytest.mark.parametrize("pieces", [1, 2])
+def test_only_a_whole_shard_s_worker_hashes_its_part(make_class_folders, tmp_path, pieces):
+    """A whole shard's part is renamed into place with its worker's checksum; a piece is joined."""
+    src = make_class_folders({"red": 6})
+    build_plan = plan(src, BuildConfig(size=(4, 4)))
+    out = Location.of(str(tmp_path))
+    task = make_tasks(build_plan, Location.of(src), out, pieces)[0]
+    result = run_shard_task(task)
+    part = (tmp_path / result.part).read_bytes()
+    assert result.num_samples == 6 // pieces
+    assert result.sha256 == (hashlib.sha256(part).hexdigest() if pieces == 1 else None)
+
+
 def test_a_last_piece_that_alone_fills_its_shard_is_still_hashed(tmp_path):
     """Its worker did not hash it (a piece), so it is joined like any piece, not renamed."""
     src = tmp_path / "src"
@@ -61,15 +76,20 @@ def test_pieces_of_shards_join_into_the_same_bytes_for_any_worker_count(tmp_path
                     seed=number)
     (src / "c0" / "03-broken.jpg").write_bytes(b"\xff\xd8 not really")
     config = BuildConfig(size=(8, 6), shard_size=8, val_split=0.3)
-    outputs = {}
+    outputs, splits = {}, {}
     for workers in (1, 2, 3):
         out = tmp_path / f"out{workers}"
         manifest = build(str(src), str(out), config, workers=workers).manifest
         outputs[workers] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))
                             if name != "manifest.json"}
+        splits[workers] = manifest.splits
         assert [s.path for s in manifest.skipped] == ["c0/03-broken.jpg"]
         assert not [name for name in os.listdir(out) if name.startswith(".")]
     assert outputs[1] == outputs[2] == outputs[3]
+    assert splits[1] == splits[2] == splits[3]  # the same checksums, however the shards were cut
+    for split in splits[1].values():
+        for shard in split.shards:
+            assert shard.sha256 == hashlib.sha256(outputs[1][shard.images]).hexdigest()
     assert sorted(outputs[1]) == ["samples.csv", "train-00000.labels.npy", "train-00000.npy",
                                   "train-00001.labels.npy", "train-00001.npy",
                                   "val-00000.labels.npy", "val-00000.npy"]
