@@ -10,9 +10,11 @@ manifest, so an interrupted build is never mistaken for a finished one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import functools
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -30,10 +32,10 @@ from .config import BuildConfig
 from .errors import ImgshardError
 from .executor import default_workers, run_tasks, started_pool
 from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
-from .outdir import prepare_out, remove_leftovers
+from .outdir import check_apart, locked, prepare_out, remove_leftovers
 from .scan import ScanResult, scan
-from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, check_plan, plan_record,
-                       read_plan, restore)
+from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
+                       plan_record, read_plan, restore)
 from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
@@ -108,8 +110,12 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
         pool: local worker processes started before the scan (:func:`started_pool`); used
             and shut down by the build.
 
+    ``out`` must not overlap ``src``; a local ``out`` is locked while the build writes it, and
+    another build into it is refused at once.
+
     Raises:
-        ScanError, ConfigError, BuildError, StorageError: with a one-line message for the user.
+        ScanError, ConfigError, BuildError, StorageError, OutputError: with a one-line message
+        for the user.
     """
     started = time.perf_counter()
     src, out = _location(src), _location(out)
@@ -124,6 +130,8 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     with contextlib.ExitStack() as owned:
         if pool is not None:
             owned.enter_context(pool)
+        check_apart(src, out)
+        owned.enter_context(locked(out))
         return _build(src, out, config, workers, overwrite, resume, progress,
                       build_plan or plan(src, config), executor, scheduler, pool, started)
 
@@ -134,19 +142,9 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
            started: float) -> BuildResult:
     files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
     planned = plan_record(config.to_dict(), files, pieces_per_shard(build_plan, workers))
-    if resume:
-        if overwrite:
-            raise BuildError("--resume and --overwrite exclude each other")
-        recorded = read_plan(out)
-        check_plan(recorded, planned)
-        planned = recorded
-        remove_leftovers(out)
-        restored = restore(out)
-        if progress:  # the images finished before the interruption count as done
-            progress(sum(restored.inputs_seen.values()))
-    else:
-        prepare_out(out, overwrite=overwrite)
-        restored = Restored()
+    out, planned, restored = _start(out, planned, build_plan, overwrite=overwrite, resume=resume)
+    if progress and resume:  # the images finished before the interruption count as done
+        progress(sum(restored.inputs_seen.values()))
     tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["pieces"])
     log = ProgressLog(out, planned, append=resume)
     staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
@@ -156,12 +154,13 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
         splits, skipped, bytes_written = _run(build_plan, tasks, out, staging, run_on, progress,
                                               log, restored)
     except BaseException:
-        _remove_parts(out, tasks)
+        _remove_parts(out)
         raise
     finally:
         log.close()
         if not out.is_local:
             shutil.rmtree(staging, ignore_errors=True)
+    remove_leftovers(out, out.temp_tag)  # temporary files of tasks whose worker died mid-write
     if not any(split.num_samples for split in splits.values()):
         raise BuildError(f"none of the {build_plan.scan.num_samples} images in {src} could be decoded")
     manifest = Manifest(
@@ -178,10 +177,41 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
     )
     write_manifest(out, manifest)
     log.remove()
-    if executor != "local":
-        remove_leftovers(out)  # temporary files of tasks whose worker died mid-write
     bytes_written += out.size(MANIFEST_NAME)
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
+
+
+def _start(out: Location, planned: dict, build_plan: BuildPlan, *, overwrite: bool,
+           resume: bool) -> tuple[Location, dict, Restored]:
+    """Ready OUT (with this build's temporary names' tag), the plan to log, what is restored.
+
+    A fresh build gets a new build id and an empty OUT; a resumed one takes the plan, the build
+    id and the finished shards of the build it finishes, and removes that build's leftovers.
+    """
+    if not resume:
+        planned = {**planned, **written_record(build_plan)}
+        out = dataclasses.replace(out, temp_tag=planned["build"])
+        prepare_out(out, overwrite=overwrite)
+        return out, planned, Restored()
+    if overwrite:
+        raise BuildError("--resume and --overwrite exclude each other")
+    recorded = read_plan(out)
+    check_plan(recorded, planned)
+    if "build" not in recorded:
+        raise ResumeError("refusing to resume: an older imgshard started this build "
+                          "(use --overwrite to start again)")
+    out = dataclasses.replace(out, temp_tag=recorded["build"])
+    remove_leftovers(out, out.temp_tag)
+    return out, recorded, restore(out)
+
+
+def written_record(build_plan: BuildPlan) -> dict:
+    """What the progress log's plan records of the files this build may write, so that an
+    ``--overwrite`` of it deletes those and nothing else: a fresh build id, which tags its
+    temporary and part names, and how many shards each split may have (skips only lower it).
+    """
+    return {"build": secrets.token_hex(6),
+            "shards": {split: build_plan.num_shards(split) for split in build_plan.scan.splits}}
 
 
 def _location(path: str | Location) -> Location:
@@ -347,9 +377,9 @@ class _Checkpointer:
         return rows.decode("utf-8", "surrogateescape")
 
 
-def _remove_parts(out: Location, tasks: list[ShardTask]) -> None:
-    for task in tasks:
-        try:
-            out.remove(task.part, missing_ok=True)
-        except (OSError, ImgshardError):  # cleaning up after a failure must not hide it
-            pass
+def _remove_parts(out: Location) -> None:
+    """Remove the parts and temporary files of a failed build (its workers are stopped)."""
+    try:
+        remove_leftovers(out, out.temp_tag)
+    except (OSError, ImgshardError):  # cleaning up after a failure must not hide it
+        pass

@@ -1,66 +1,323 @@
-"""The output directory: refuse to mix a new build into foreign or finished files.
+"""The output directory: apart from the source, one build at a time, and never a foreign file lost.
 
 A build writes only into an empty directory, or with ``overwrite`` into one that holds nothing
-but an earlier imgshard build (whose manifest is removed first, so that a build interrupted while
-replacing it is never mistaken for complete). Files imgshard did not write are never deleted.
+but what an earlier imgshard build itself records having written:
+
+* a finished build: its ``manifest.json`` (``"format": "imgshard"``), the shard and label files
+  it lists and its samples file;
+* an interrupted one: its progress log, whose plan line names its build id and how many shards
+  each split may have; so its shard files, ``samples.csv``, the partial samples file, and the
+  temporary and part files whose names carry that build id.
+
+Only plain file names count, and only names that are in the directory are ever deleted. The
+first name nothing accounts for is refused in one line. The manifest goes first (renamed to
+:data:`RETIRED_NAME`, which still accounts for its files), so that an interrupted overwrite is
+never mistaken for a finished build, nor leaves files that a next overwrite would call foreign.
+
+A local OUT is locked while a build writes it (:func:`locked`): an OS lock on
+:data:`LOCK_NAME`, which dies with its process, so a crashed build never leaves it held.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import posixpath
 import re
+import stat
+from collections.abc import Iterator
 
 from .errors import ImgshardError
-from .manifest import MANIFEST_NAME, SAMPLES_NAME
-from .progress import PROGRESS_NAME, REMOTE_PROGRESS_PREFIX, SAMPLES_PARTIAL
-from .shards import TEMP_PREFIX
+from .manifest import FORMAT, MANIFEST_NAME, SAMPLES_NAME
+from .progress import SAMPLES_PARTIAL, log_names, read_plan
+from .shards import images_name, labels_name, temp_prefix
 from .storage import Location
-from .tasks import PART_PREFIX
+from .tasks import part_prefix
 
-OWN_FILE = re.compile(r"[\w.-]+-\d{5}(\.labels)?\.npy")
+#: A shard or label file name, as ``verify`` looks for files the manifest does not list.
+OWN_FILE = re.compile(r"[\w.-]+-\d{5,}(\.labels)?\.npy")
+#: The lock a build holds on a local OUT; the file holds the pid of the build holding it.
+LOCK_NAME = ".imgshard-lock"
+#: Where an overwrite keeps the earlier manifest until the files it lists are deleted.
+RETIRED_NAME = ".imgshard-replaced-manifest.json"
+#: Protocols that name the same store as another.
+PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs"}
+#: A build id: the tag of every temporary and part name a build writes.
+BUILD_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class OutputError(ImgshardError):
     """The output directory cannot take this build."""
 
 
-def is_own_file(name: str) -> bool:
-    """Whether ``name`` is a file an imgshard build writes into OUT."""
-    return (name in (MANIFEST_NAME, SAMPLES_NAME, PROGRESS_NAME, SAMPLES_PARTIAL)
-            or name.startswith((TEMP_PREFIX, PART_PREFIX, REMOTE_PROGRESS_PREFIX))
-            or OWN_FILE.fullmatch(name) is not None)
+def check_apart(src: Location, out: Location) -> None:
+    """Refuse an OUT that is SRC, inside SRC, or holds SRC: a build would read its own output,
+    or an overwrite would delete its source."""
+    if src.is_local != out.is_local:
+        return
+    if src.is_local:
+        overlaps = is_inside(out.url, src.url) or is_inside(src.url, out.url)
+    else:
+        same_store = PROTOCOL_ALIASES.get(src.protocol, src.protocol) == \
+            PROTOCOL_ALIASES.get(out.protocol, out.protocol)
+        overlaps = same_store and _prefix_overlap(_components(src), _components(out))
+    if overlaps:
+        raise OutputError(f"output {out} and source {src} overlap: choose an output outside the "
+                          "source (and not holding it)")
 
+
+def is_inside(inner: str, outer: str) -> bool:
+    """Whether the local path ``inner`` is ``outer`` or below it, following symbolic links
+    (the file system decides sameness, so case-insensitive ones and bind mounts count too)."""
+    try:
+        outer_stat = os.stat(outer)
+    except OSError:
+        return False  # nothing is inside a folder that does not exist
+    path = os.path.realpath(inner)
+    while True:
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(path), outer_stat):
+                return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
+def _components(location: Location) -> tuple[str, ...]:
+    """A URL's bucket and key components, normalised (``memory://a/`` and ``memory:///a``)."""
+    path = posixpath.normpath("/" + location.url.split("://", 1)[1])
+    return tuple(part for part in path.split("/") if part)
+
+
+def _prefix_overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
+    shorter = min(len(first), len(second))
+    return first[:shorter] == second[:shorter]
+
+
+# -- one build at a time ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def locked(out: Location) -> Iterator[None]:
+    """Hold OUT's lock for the block, creating OUT; refuse at once when another process holds it.
+
+    The lock file is removed at the end (and OUT too if this created it and it stayed empty);
+    a build killed with ``kill -9`` leaves the file (with its pid) but not the lock. An object
+    store cannot be locked: there this does nothing.
+    """
+    if not out.is_local:
+        yield
+        return
+    _check_directory(out)
+    created = not os.path.exists(out.url)
+    try:
+        os.makedirs(out.url, exist_ok=True)
+    except OSError as error:
+        raise _cannot_write(out, error) from None
+    descriptor = _lock_file(out)
+    try:
+        _claim(out, descriptor)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(out.path(LOCK_NAME))
+        os.close(descriptor)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the build wrote into it
+                os.rmdir(out.url)
+
+
+def _lock_file(out: Location) -> int:
+    """An open descriptor of OUT's lock file, locked by this process.
+
+    Another build may remove the file between our open and our lock: locking a file that no
+    longer has the name would lock nothing, so then it is opened again.
+    """
+    path = out.path(LOCK_NAME)
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                                 | os.O_CLOEXEC, 0o644)
+        except OSError as error:  # a directory, symbolic link or special file of that name
+            raise _foreign(out, LOCK_NAME) from error
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise OutputError(f"{out} is being written by another imgshard process "
+                              f"(pid {holder})") from None
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(descriptor), os.stat(path, follow_symlinks=False)):
+                return descriptor
+        os.close(descriptor)
+
+
+def _claim(out: Location, descriptor: int) -> None:
+    """Write our pid into the lock file, unless the file is not imgshard's (then refuse)."""
+    found = os.pread(descriptor, 64, 0)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode) or not re.fullmatch(rb"\d*\s*", found):
+        raise _foreign(out, LOCK_NAME)
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
+
+
+# -- what an earlier build wrote ------------------------------------------------------------------
 
 def prepare_out(out: Location, *, overwrite: bool) -> None:
-    """Make ``out`` an empty, writable directory, or raise :class:`OutputError`."""
-    if out.is_local and os.path.exists(out.url) and not os.path.isdir(out.url):
-        raise OutputError(f"output {out} exists and is not a directory")
-    names = sorted(out.listdir())
+    """Make ``out`` an empty, writable directory, or raise :class:`OutputError`.
+
+    With ``overwrite``, the files an earlier build records having written are deleted (the
+    manifest first); anything else in ``out`` makes it refuse before deleting anything.
+    """
+    _check_directory(out)
+    names = sorted(set(out.listdir()) - {LOCK_NAME})  # the lock is this build's own
     if names and not overwrite:
         raise OutputError(f"output {out} is not empty (use --overwrite to replace an earlier build)")
-    foreign = [name for name in names if not is_own_file(name)]
-    if foreign:
-        raise OutputError(f"output {out} holds {foreign[0]!r}, which imgshard did not write: "
-                          "refusing to overwrite it (choose an empty directory)")
-    if MANIFEST_NAME in names:
-        out.remove(MANIFEST_NAME)
-    for name in names:
-        if name != MANIFEST_NAME:
-            out.remove(name, missing_ok=True)
-    probe = f"{TEMP_PREFIX}probe.{os.getpid()}"
+    if names:
+        _remove_earlier_build(out, names)
+    probe = f"{temp_prefix(out.temp_tag)}probe"
     try:
         out.makedirs()
         out.write_bytes(probe, b"")
         out.remove(probe)
     except OSError as error:
-        reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
-        raise OutputError(f"cannot write to output {out}: {reason}"[:300]) from None
+        raise _cannot_write(out, error) from None
     except ImgshardError as error:
         raise OutputError(f"cannot write to output {error}") from None
 
 
-def remove_leftovers(out: Location) -> None:
-    """Remove the temporary and part files a killed build left (``--resume`` redoes them)."""
-    for name in out.listdir():
-        if name.startswith((TEMP_PREFIX, PART_PREFIX)):
+def _remove_earlier_build(out: Location, names: list[str]) -> None:
+    """Delete ``names`` if an earlier build's records account for every one (else refuse).
+
+    In a local OUT, only regular files can be imgshard's: a folder, link, FIFO or device is
+    refused before any file is read (reading a FIFO would hang).
+    """
+    irregular = [name for name in names if not _is_regular_file(out, name)]
+    if irregular:
+        raise _foreign(out, irregular[0])
+    present = set(names)
+    records = [name for name in (MANIFEST_NAME, RETIRED_NAME) if name in present]
+    owned = set(records)
+    for name in records:
+        owned |= _manifest_files(out, name)
+    log = _log_names(out, present)
+    owned |= set(log)
+    if log:
+        owned |= _planned_files(out, names)
+    foreign = [name for name in names if name not in owned]
+    if foreign:
+        raise _foreign(out, foreign[0])
+    if MANIFEST_NAME in present and RETIRED_NAME not in present:
+        out.replace(MANIFEST_NAME, RETIRED_NAME)  # nothing looks finished from here on
+    elif MANIFEST_NAME in present:
+        out.remove(MANIFEST_NAME)
+    last = {MANIFEST_NAME, RETIRED_NAME, *log}
+    for name in names:
+        if name not in last:
             out.remove(name, missing_ok=True)
+    for name in [*reversed(log), RETIRED_NAME]:  # the records go last, the plan line last of all
+        out.remove(name, missing_ok=True)
+
+
+def _manifest_files(out: Location, name: str) -> set[str]:
+    """The files a manifest lists (shards, labels, samples), or refuse a manifest that is not
+    imgshard's. Read here with a few checks of its own: only plain names are taken."""
+    try:
+        document = json.loads(out.read_bytes(name))
+        if document.get("format") != FORMAT:
+            raise ValueError("not imgshard's")
+        listed = {document.get("samples", SAMPLES_NAME)}
+        for split in document["splits"].values():
+            for shard in split["shards"]:
+                listed |= {shard["images"], shard.get("labels")}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError):
+        raise _foreign(out, name, "which is not an imgshard manifest") from None
+    return {name for name in listed if is_plain_name(name)}
+
+
+def _log_names(out: Location, present: set[str]) -> list[str]:
+    """The progress log's files (the plan line's first) when its plan is an imgshard build's."""
+    log = log_names(out)
+    if not present & set(log) or _recorded_build(out) is None:
+        return []
+    return [name for name in log if name in present]
+
+
+def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
+    """The build id and the shard count of each split that OUT's progress log plans."""
+    try:
+        plan = read_plan(out)
+    except (OSError, ValueError, RecursionError, ImgshardError):
+        return None
+    if not isinstance(plan, dict):
+        return None
+    build, shards = plan.get("build"), plan.get("shards")
+    if not isinstance(build, str) or not BUILD_ID.fullmatch(build) or not isinstance(shards, dict):
+        return None
+    if not all(is_plain_name(split) and type(count) is int for split, count in shards.items()):
+        return None
+    return build, shards
+
+
+def _planned_files(out: Location, names: list[str]) -> set[str]:
+    """Which of ``names`` the build in OUT's progress log may have written."""
+    build, shards = _recorded_build(out)
+    tagged = (temp_prefix(build), part_prefix(build))
+    return {name for name in names
+            if name in (SAMPLES_NAME, SAMPLES_PARTIAL) or name.startswith(tagged)
+            or _planned_shard(name, shards)}
+
+
+def _planned_shard(name: str, shards: dict[str, int]) -> bool:
+    """Whether ``name`` is the images or labels file of a shard the plan counts."""
+    split, _, rest = name.rpartition("-")
+    digits = rest.split(".", 1)[0]
+    if split not in shards or not (digits.isascii() and digits.isdigit()):
+        return False
+    index = int(digits)
+    return index < shards[split] and name in (images_name(split, index), labels_name(split, index))
+
+
+def is_plain_name(name: object) -> bool:
+    """A file directly in OUT: no separator, not ``.``/``..``, no NUL (never a path elsewhere)."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\\0"))
+
+
+def _is_regular_file(out: Location, name: str) -> bool:
+    if not out.is_local:
+        return True  # an object store holds objects only
+    try:
+        return stat.S_ISREG(os.lstat(out.path(name)).st_mode)
+    except OSError:
+        return False
+
+
+def remove_leftovers(out: Location, build: str) -> None:
+    """Remove the temporary and part files of the build ``build`` (workers killed mid-write)."""
+    tagged = (temp_prefix(build), part_prefix(build))
+    for name in out.listdir():
+        if name.startswith(tagged):
+            out.remove(name, missing_ok=True)
+
+
+def _check_directory(out: Location) -> None:
+    if out.is_local and os.path.exists(out.url) and not os.path.isdir(out.url):
+        raise OutputError(f"output {out} exists and is not a directory")
+
+
+def _foreign(out: Location, name: str, why: str = "which imgshard did not write") -> OutputError:
+    return OutputError(f"output {out} holds {name!r}, {why}: refusing to overwrite it "
+                       "(choose an empty directory)")
+
+
+def _cannot_write(out: Location, error: OSError) -> OutputError:
+    reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
+    return OutputError(f"cannot write to output {out}: {reason}"[:300])

@@ -115,6 +115,11 @@ class ProgressLog:
             self.out.remove(name, missing_ok=True)
 
 
+def log_names(out: Location) -> list[str]:
+    """The names of the files that hold OUT's progress log, the plan line's first."""
+    return [PROGRESS_NAME] if out.is_local else _remote_records(out)
+
+
 def remote_progress_name(number: int) -> str:
     return f"{REMOTE_PROGRESS_PREFIX}{number:06d}.json"
 

@@ -4,7 +4,9 @@ A shard is two files, ``{split}-{index:05d}.npy`` holding images shaped (n, H, W
 ``{split}-{index:05d}.labels.npy`` holding int32 labels shaped (n,). Both are plain numpy
 format version 1 files, so ``np.load(path, mmap_mode="r")`` opens them without imgshard.
 Every file is first written under a hidden temporary name (``.tmp-...``) in the same directory
-and then renamed into place, so a half-written file never carries a final name.
+and then renamed into place, so a half-written file never carries a final name. A build tags
+its temporary names with its build id (``.tmp-{build}-{name}.{pid}``), so that a later build
+can tell them from files it must not delete; the pid keeps two writers of one name apart.
 """
 
 from __future__ import annotations
@@ -45,10 +47,16 @@ def labels_name(split: str, index: int) -> str:
     return f"{shard_stem(split, index)}.labels.npy"
 
 
-def temp_path(path: str) -> str:
-    """The hidden name a file is written under before it is renamed to ``path``."""
+def temp_path(path: str, tag: str = "") -> str:
+    """The hidden name a file is written under before it is renamed to ``path`` (``tag``: the
+    build id of the build writing it, if any)."""
     head, tail = os.path.split(path)
-    return os.path.join(head, f"{TEMP_PREFIX}{tail}.{os.getpid()}")
+    return os.path.join(head, f"{temp_prefix(tag)}{tail}.{os.getpid()}")
+
+
+def temp_prefix(tag: str = "") -> str:
+    """How the temporary names of the build ``tag`` begin."""
+    return f"{TEMP_PREFIX}{tag}-" if tag else TEMP_PREFIX
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -164,13 +172,13 @@ def read_rows(path: str, start: int, count: int, *, chunk_bytes: int = 1 << 22,
 
 
 @contextlib.contextmanager
-def atomic_file(path: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(path: str, *, durable: bool = True, tag: str = "") -> Iterator[BinaryIO]:
     """A binary stream that becomes ``path`` (synced, then renamed) only if the block succeeds.
 
     Without ``durable`` the data is not synced: whoever later gives the file a final name must
-    call :func:`sync_file` first.
+    call :func:`sync_file` first. ``tag``: see :func:`temp_path`.
     """
-    tmp = temp_path(path)
+    tmp = temp_path(path, tag)
     try:
         with open(tmp, "wb") as stream:
             yield stream

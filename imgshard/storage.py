@@ -77,11 +77,14 @@ class Location:
     """A directory, local or remote, with the storage options needed to reach it.
 
     Picklable, so tasks carry it to worker processes and Dask workers; each process makes its
-    own fsspec filesystem from it (fsspec caches one per options).
+    own fsspec filesystem from it (fsspec caches one per options). ``temp_tag``, set by a build
+    on its OUT, is the build id every temporary file written through it carries (see
+    ``shards.temp_path``).
     """
 
     url: str
     options_json: str = field(default="{}", repr=False)
+    temp_tag: str = field(default="", repr=False)
 
     @classmethod
     def of(cls, path: str | os.PathLike[str], options: dict[str, Any] | None = None) -> "Location":
@@ -133,7 +136,7 @@ class Location:
         """The same location with a local path made absolute, for processes with another cwd."""
         if not self.is_local:
             return self
-        return Location(os.path.abspath(self.url), self.options_json)
+        return Location(os.path.abspath(self.url), self.options_json, self.temp_tag)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class Location:
     def atomic_file(self, name: str, *, durable: bool = True) -> Iterator[BinaryIO]:
         """A stream that becomes ``name`` only if the block succeeds (see ``shards.atomic_file``)."""
         if self.is_local:
-            with atomic_file(self.path(name), durable=durable) as stream:
+            with atomic_file(self.path(name), durable=durable, tag=self.temp_tag) as stream:
                 yield stream
             return
         with tempfile.NamedTemporaryFile(prefix=".imgshard-upload-") as stream:

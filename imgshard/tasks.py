@@ -46,8 +46,8 @@ class ShardTask:
 
     @property
     def part(self) -> str:
-        """The name of the part file this task writes in OUT."""
-        return part_name(self.split, self.index)
+        """The name of the part file this task writes in OUT (tagged with the build id)."""
+        return part_name(self.split, self.index, self.out.temp_tag)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,13 @@ class ShardResult:
     sha256: str | None
 
 
-def part_name(split: str, index: int) -> str:
-    return f"{PART_PREFIX}{split}-{index:05d}.npy"
+def part_name(split: str, index: int, build: str) -> str:
+    return f"{part_prefix(build)}{split}-{index:05d}.npy"
+
+
+def part_prefix(build: str) -> str:
+    """How the part names of the build ``build`` begin."""
+    return f"{PART_PREFIX}{build}-"
 
 
 def run_shard_task(task: ShardTask) -> ShardResult:
