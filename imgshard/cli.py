@@ -11,6 +11,8 @@ import contextlib
 import functools
 import json
 import os
+import signal
+import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, Build
                      ConfigError, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
 from .executor import default_workers, started_pool
+from .outdir import check_apart
 from .storage import Location, parse_storage_options
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
@@ -39,15 +42,42 @@ def user_errors(command):
             return command(*args, **kwargs)
         except ImgshardError as error:
             raise click.ClickException(str(error)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             click.echo("\nInterrupted: the output has no manifest.json yet; run the same command "
                        "with --resume to continue.", err=True)
-            raise SystemExit(130) from None
+            raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
             raise click.ClickException(f"cannot write or read{where}: {reason}"[:300]) from None
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Docker, Kubernetes), stopping a build just as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Raise :class:`Terminated` in the main thread on SIGTERM while the block runs.
+
+    Only the build process gets SIGTERM (Ctrl-C reaches its workers too), so it must stop like
+    Ctrl-C: the build kills its workers and removes their files. A second SIGTERM is ignored
+    while the first one's cleanup runs. Library users keep their own handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def storage_option(command):
@@ -120,7 +150,9 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
+    check_apart(source, target)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())
         pool = None
         if executor == "local" and not dry_run and not (source.in_process or target.in_process):
             pool = started_pool(workers or default_workers())  # before the scan: see there
@@ -299,7 +331,7 @@ def verify(directory: str, deep: bool, workers: int | None, quiet: bool,
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=str),
+@click.option("-o", "--output", required=True, type=click.Path(path_type=str),
               help="PNG file to write.")
 @click.option("--split", default="train", show_default=True, help="Split to show.")
 @click.option("--per-class", type=click.IntRange(min=1), default=8, show_default=True,

@@ -4,13 +4,19 @@
 dies (killed, or a decoder crashes the interpreter) the former raises ``BrokenProcessPool``
 instead of waiting forever for a result that will never come. The tasks that were in flight are
 then retried once on a fresh pool; a task that breaks the pool twice fails the build.
+
+When the build stops early (a failed task, Ctrl-C, SIGTERM, which only the build process gets)
+its workers are killed at once rather than left to finish tasks whose parts would be thrown
+away; the build then removes what they were writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -63,7 +69,11 @@ def run_local(run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: 
         batch, limit = (suspects, 1) if suspects else (pending, workers * (1 + QUEUE_PER_WORKER))
         with (pool or process_pool(workers)) as active:
             pool = None  # after a crash, a fresh pool
-            lost = yield from _drain(active, run, batch, limit)
+            try:
+                lost = yield from _drain(active, run, batch, limit)
+            except BaseException:  # includes GeneratorExit: the build stopped taking results
+                stop_workers(active)
+                raise
         for task in lost:
             attempts[id(task)] = attempts.get(id(task), 1) + 1
             if attempts[id(task)] > MAX_ATTEMPTS:
@@ -98,6 +108,19 @@ def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, limit: int):
             future.cancel()
         raise
     return []
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's worker processes and wait until they are gone, so that none writes into
+    OUT after this returns (what Python 3.14's ``ProcessPoolExecutor.kill_workers`` does)."""
+    processes = list((pool._processes or {}).values())  # noqa: SLF001 - no public API before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            process.kill()
+    for process in processes:
+        with contextlib.suppress(ValueError):
+            process.join()
 
 
 #: Libraries that run native threads of their own: forking a process that loaded one may
@@ -144,6 +167,7 @@ def _start_worker(environment: dict[str, str], parent: int) -> None:
     # A forked worker shares the build's objects (one per input file) copy-on-write; the
     # garbage collector would touch every one and copy their pages into each worker.
     gc.freeze()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker may inherit the CLI's handler
     os.environ.clear()
     os.environ.update(environment)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
