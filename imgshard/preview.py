@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import ImgshardError
 from .manifest import Manifest, read_manifest
+from .outdir import is_inside
 from .shards import open_shard
 from .storage import Location, local_copy
 
@@ -33,6 +35,7 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
     From a URL only the shards that hold the chosen samples are downloaded.
     """
     directory = directory if isinstance(directory, Location) else Location.of(directory)
+    check_output(directory, output)
     manifest = read_manifest(directory)
     if split not in manifest.splits:
         raise PreviewError(f"split {split!r} is not in {directory} "
@@ -48,6 +51,29 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
             sheet.paste(to_display(pixels, manifest), (LABEL_WIDTH + column * (width + GAP), top))
     sheet.save(output, format="PNG")
     return sheet.size
+
+
+def check_output(directory: Location, output: str) -> None:
+    """Refuse an ``output`` that would replace a file of the shard directory (its manifest,
+    a shard, a link to one) or is a folder; a local file cannot be in a URL's directory."""
+    if os.path.isdir(output):
+        raise PreviewError(f"-o {output} is a directory: give the name of the PNG file to write")
+    if not directory.is_local:
+        return
+    inside = is_inside(output, directory.url)
+    if not inside and os.path.exists(output):
+        target = os.stat(output)
+        inside = any(_same_file(entry, target) for entry in os.scandir(directory.url))
+    if inside:
+        raise PreviewError(f"-o {output} is in the shard directory {directory} (or one of its "
+                           "files): write the preview elsewhere")
+
+
+def _same_file(entry: os.DirEntry, target: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(entry.stat(), target)
+    except OSError:  # a dangling link: not the file
+        return False
 
 
 def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
