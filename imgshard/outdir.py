@@ -42,6 +42,8 @@ OWN_FILE = re.compile(r"[\w.-]+-\d{5,}(\.labels)?\.npy")
 LOCK_NAME = ".imgshard-lock"
 #: Where an overwrite keeps the earlier manifest until the files it lists are deleted.
 RETIRED_NAME = ".imgshard-replaced-manifest.json"
+#: Fixed names an interrupted build (one with a progress log) may leave besides its shards.
+INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL)
 #: Protocols that name the same store as another.
 PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs"}
 #: A build id: the tag of every temporary and part name a build writes.
@@ -271,7 +273,7 @@ def _planned_files(out: Location, names: list[str]) -> set[str]:
     build, shards = _recorded_build(out)
     tagged = (temp_prefix(build), part_prefix(build))
     return {name for name in names
-            if name in (SAMPLES_NAME, SAMPLES_PARTIAL) or name.startswith(tagged)
+            if name in INTERRUPTED_BUILD_FILES or name.startswith(tagged)
             or _planned_shard(name, shards)}
 
 

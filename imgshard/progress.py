@@ -10,6 +10,10 @@ goes on, so after a crash, a ``kill -9`` or a power cut it holds a prefix of who
   class counts they added, and the length of ``samples.csv`` written so far (kept under the
   hidden name ``.samples.csv.partial``).
 
+The plan also records what the build may write, so that ``--overwrite`` can tell its files
+from anyone else's (see ``outdir.py``): a build id (``build``), which tags every temporary and
+part file name of the build, and how many shards each split may have (``shards``).
+
 On resume the plan must match (else the options changed, and resuming is refused); checkpoints
 are replayed for as long as their shards still pass their checksums; the remaining tasks run
 again. Because a build's bytes depend only on its inputs and config, the result is

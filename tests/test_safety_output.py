@@ -164,6 +164,21 @@ def test_an_interrupted_overwrite_can_be_overwritten_again(src, tmp_path, monkey
     assert "manifest.json" in os.listdir(out)
 
 
+def test_a_log_without_a_build_id_is_not_resumed(src, tmp_path):
+    """An earlier imgshard did not tag its temporary names: its leftovers cannot be told apart."""
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build(src, str(out), CONFIG, workers=1, progress=stop_at_call(2))
+    log = out / ".imgshard-progress.jsonl"
+    plan, *checkpoints = log.read_text().splitlines(keepends=True)
+    log.write_text(json.dumps({k: v for k, v in json.loads(plan).items() if k != "build"})
+                   + "\n" + "".join(checkpoints))
+    result = run("build", src, out, "--size", "4", "--shard-size", "2", "--workers", "1",
+                 "--resume")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "an older imgshard started this build" in result.output
+
+
 def fake_interrupted_build(out, shards: dict[str, int], names: list[str]) -> None:
     """OUT as a build interrupted early left it: its progress log's plan line, and ``names``."""
     out.mkdir()
@@ -205,6 +220,14 @@ def test_overwrite_on_a_store_deletes_only_the_earlier_build(src, memory_url):
         build(src, f"{memory_url}/out", CONFIG, workers=1, overwrite=True)
     assert fs.cat(f"{root}/train-00005.npy") == b"mine"
     assert fs.exists(f"{root}/manifest.json")
+    fs.rm(f"{root}/train-00005.npy")
+    with pytest.raises(KeyboardInterrupt):
+        build(src, f"{memory_url}/out", CONFIG, workers=1, progress=stop_at_call(2),
+              overwrite=True)
+    build(src, f"{memory_url}/out", CONFIG, workers=1, overwrite=True)  # the interrupted one
+    assert sorted(name.rsplit("/", 1)[-1] for name in fs.ls(root, detail=False)) == [
+        "manifest.json", "samples.csv", "train-00000.labels.npy", "train-00000.npy",
+        "train-00001.labels.npy", "train-00001.npy", "train-00002.labels.npy", "train-00002.npy"]
 
 
 # -- 2. the output never overlaps the input ---------------------------------------------------
