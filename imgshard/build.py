@@ -32,7 +32,7 @@ from .config import BuildConfig
 from .errors import ImgshardError
 from .executor import default_workers, run_tasks, started_pool
 from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
-from .outdir import check_apart, locked, prepare_out, remove_leftovers
+from .outdir import BUILD_ID, check_apart, locked, prepare_out, remove_leftovers
 from .scan import ScanResult, scan
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
                        plan_record, read_plan, restore)
@@ -197,9 +197,9 @@ def _start(out: Location, planned: dict, build_plan: BuildPlan, *, overwrite: bo
         raise BuildError("--resume and --overwrite exclude each other")
     recorded = read_plan(out)
     check_plan(recorded, planned)
-    if "build" not in recorded:
-        raise ResumeError("refusing to resume: an older imgshard started this build "
-                          "(use --overwrite to start again)")
+    if not isinstance(recorded.get("build"), str) or not BUILD_ID.fullmatch(recorded["build"]):
+        raise ResumeError("refusing to resume: an older imgshard started this build, or its "
+                          "progress log was edited (use --overwrite to start again)")
     out = dataclasses.replace(out, temp_tag=recorded["build"])
     remove_leftovers(out, out.temp_tag)
     return out, recorded, restore(out)

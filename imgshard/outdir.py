@@ -21,7 +21,6 @@ A local OUT is locked while a build writes it (:func:`locked`): an OS lock on
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import posixpath
@@ -35,6 +34,11 @@ from .progress import SAMPLES_PARTIAL, log_names, read_plan
 from .shards import images_name, labels_name, temp_prefix
 from .storage import Location
 from .tasks import part_prefix
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, so no lock (see locked())
+    fcntl = None
 
 #: A shard or label file name, as ``verify`` looks for files the manifest does not list.
 OWN_FILE = re.compile(r"[\w.-]+-\d{5,}(\.labels)?\.npy")
@@ -107,9 +111,9 @@ def locked(out: Location) -> Iterator[None]:
 
     The lock file is removed at the end (and OUT too if this created it and it stayed empty);
     a build killed with ``kill -9`` leaves the file (with its pid) but not the lock. An object
-    store cannot be locked: there this does nothing.
+    store cannot be locked (nor a folder where ``fcntl`` is missing): there this does nothing.
     """
-    if not out.is_local:
+    if not out.is_local or fcntl is None:
         yield
         return
     _check_directory(out)

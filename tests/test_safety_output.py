@@ -164,15 +164,19 @@ def test_an_interrupted_overwrite_can_be_overwritten_again(src, tmp_path, monkey
     assert "manifest.json" in os.listdir(out)
 
 
-def test_a_log_without_a_build_id_is_not_resumed(src, tmp_path):
-    """An earlier imgshard did not tag its temporary names: its leftovers cannot be told apart."""
+@pytest.mark.parametrize("build_id", [None, "../../x", 7])
+def test_a_log_without_a_build_id_is_not_resumed(src, tmp_path, build_id):
+    """An earlier imgshard did not tag its temporary names: its leftovers cannot be told apart
+    (and an edited id must never become part of a path)."""
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         build(src, str(out), CONFIG, workers=1, progress=stop_at_call(2))
     log = out / ".imgshard-progress.jsonl"
     plan, *checkpoints = log.read_text().splitlines(keepends=True)
-    log.write_text(json.dumps({k: v for k, v in json.loads(plan).items() if k != "build"})
-                   + "\n" + "".join(checkpoints))
+    edited = {k: v for k, v in json.loads(plan).items() if k != "build"}
+    if build_id is not None:
+        edited["build"] = build_id
+    log.write_text(json.dumps(edited) + "\n" + "".join(checkpoints))
     result = run("build", src, out, "--size", "4", "--shard-size", "2", "--workers", "1",
                  "--resume")
     assert result.exit_code == 1 and result.output.count("\n") == 1
