@@ -12,7 +12,7 @@ import re
 
 from .errors import ImgshardError
 from .manifest import MANIFEST_NAME, SAMPLES_NAME
-from .progress import PROGRESS_NAME, REMOTE_PROGRESS_PREFIX, SAMPLES_PARTIAL
+from .progress import PROGRESS_NAME, REMOTE_PROGRESS_PREFIX, SAMPLES_PARTIAL, SOURCES_NAME
 from .shards import TEMP_PREFIX
 from .storage import Location
 from .tasks import PART_PREFIX
@@ -26,7 +26,7 @@ class OutputError(ImgshardError):
 
 def is_own_file(name: str) -> bool:
     """Whether ``name`` is a file an imgshard build writes into OUT."""
-    return (name in (MANIFEST_NAME, SAMPLES_NAME, PROGRESS_NAME, SAMPLES_PARTIAL)
+    return (name in (MANIFEST_NAME, SAMPLES_NAME, PROGRESS_NAME, SAMPLES_PARTIAL, SOURCES_NAME)
             or name.startswith((TEMP_PREFIX, PART_PREFIX, REMOTE_PROGRESS_PREFIX))
             or OWN_FILE.fullmatch(name) is not None)
 
