@@ -228,12 +228,12 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
     if changed:
         raise ResumeError(f"refusing to resume with different options: {', '.join(changed)} "
                           "changed (use --overwrite to start again)")
-    if recorded.get("labels_sha256") != current.get("labels_sha256"):
-        raise ResumeError(f"refusing to resume: the labels file {current['config'].get('labels')} "
-                          "changed since the build started (use --overwrite to start again)")
     if "pieces" not in recorded:
         raise ResumeError("refusing to resume: an older imgshard started this build and cut "
                           "its work differently (use --overwrite to start again)")
+    if recorded.get("labels_sha256") != current.get("labels_sha256"):
+        raise ResumeError(f"refusing to resume: the labels file {current['config'].get('labels')} "
+                          "changed since the build started (use --overwrite to start again)")
     changed = changed_source(out, sources) if sources is not None else None
     if changed:
         raise ResumeError(f"refusing to resume: {changed} (use --overwrite to start again)")

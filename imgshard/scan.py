@@ -15,12 +15,9 @@ Layouts, tried in this order:
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 import os
-import re
 import stat
 from array import array
 from collections.abc import Iterator
@@ -30,6 +27,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
+from .labels_file import parse_labels_csv, read_labels_bytes
 from .manifest import Skip
 from .storage import Location
 
@@ -136,7 +134,7 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
     if config.no_labels:
         class_names, labelled, skipped = None, _unlabelled(entries), []
     elif config.labels is not None:
-        data = _read_labels_bytes(config.labels)
+        data = read_labels_bytes(config.labels)
         labels_sha256 = hashlib.sha256(data).hexdigest()
         class_names, labelled, skipped = _from_csv(src, config, entries,
                                                    parse_labels_csv(data, config.labels))
@@ -378,66 +376,6 @@ def _from_csv(src: Location, config: BuildConfig, entries: list[_Entry], rows: d
     skipped += [Skip(path, "listed in the labels file but not an image extension")
                 for path in sorted(rows) if path in named and not is_image_name(path)]
     return class_names, {"train": samples}, skipped
-
-
-def read_labels_csv(path: str) -> dict[str, str]:
-    """Read ``path,label`` rows (a header row ``path,label`` is optional) into {path: label}."""
-    return parse_labels_csv(_read_labels_bytes(path), path)
-
-
-def _read_labels_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except OSError as error:
-        raise ScanError(f"cannot read labels file {path}: {error.strerror}") from None
-
-
-def parse_labels_csv(data: bytes, path: str) -> dict[str, str]:
-    """The {path: label} rows of a labels file's bytes (UTF-8, with or without the byte-order
-    mark Excel writes); rows are numbered as the file's lines, the header being row 1.
-
-    Raises:
-        ScanError: a row is not ``path,label``, names a path outside SRC, or relabels a path.
-    """
-    text = data.decode("utf-8-sig", "surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    labels: dict[str, str] = {}
-    first = True
-    for row in reader:
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        number, is_header = reader.line_num, first and [c.strip().lower() for c in row] == [
-            "path", "label"]
-        first = False
-        if is_header:
-            continue
-        if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise ScanError(f"labels file {path}, row {number}: expected 'path,label', got {row!r}")
-        rel, label = relative_label_path(row[0].strip(), path, number), row[1].strip()
-        if labels.setdefault(rel, label) != label:
-            raise ScanError(f"labels file {path}: {rel} has two labels ({labels[rel]!r}, {label!r})")
-    if not labels:
-        raise ScanError(f"labels file {path} has no rows")
-    return labels
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def relative_label_path(cell: str, path: str, number: int) -> str:
-    """A labels file's path as the walk names it: '/'-separated, a leading ``./`` dropped.
-
-    A path that is absolute, starts with a drive letter or has a ``..`` component would name a
-    file outside SRC (or silently another one inside it): it is refused, naming the row.
-    """
-    rel = cell.replace("\\", "/")
-    if rel.startswith("/") or _DRIVE.match(rel) or ".." in rel.split("/"):
-        raise ScanError(f"labels file {path}, row {number}: {cell!r} is not a path inside the "
-                        "source (absolute, a drive letter or '..')")
-    while rel.startswith("./"):
-        rel = rel[2:]
-    return rel
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

@@ -22,7 +22,8 @@ from imgshard import BuildConfig, build, plan
 from imgshard.cli import cli
 from imgshard.config import ConfigError
 from imgshard.progress import SOURCES_NAME, ResumeError
-from imgshard.scan import ScanError, read_labels_csv, scan
+from imgshard.labels_file import LabelsFileError, read_labels_csv
+from imgshard.scan import scan
 from imgshard.storage import Location, describe_error
 
 from conftest import stop_at_call, write_image
@@ -76,11 +77,14 @@ def keep_size_touch(path) -> None:
 
 
 @pytest.mark.parametrize("change, named", [
-    (lambda src: write_image(str(src / "c" / "000.png"), colour=(200, 2, 3)), "c/000.png changed"),
+    (lambda src: write_image(str(src / "c" / "000.png"), colour=(200, 2, 3)),
+     "c/000.png changed"),
     (lambda src: keep_size_touch(src / "c" / "004.png"), "c/004.png changed"),
-    (lambda src: write_image(str(src / "c" / "broken.png"), colour=(9, 9, 9)), "c/broken.png changed"),
+    (lambda src: write_image(str(src / "c" / "broken.png"), colour=(9, 9, 9)),  # repaired
+     "c/broken.png changed"),
     (lambda src: os.remove(src / "c" / "005.png"), "c/005.png was removed"),
-    (lambda src: write_image(str(src / "c" / "0035.png"), colour=(9, 9, 9)), "c/0035.png was added"),
+    (lambda src: write_image(str(src / "c" / "0035.png"), colour=(9, 9, 9)),
+     "c/0035.png was added"),
     (lambda src: (src / "c" / "notes.txt").write_text("x"), "c/notes.txt was added"),
 ])
 def test_resume_refuses_any_changed_added_or_removed_source_file(interrupted, change, named):
@@ -185,7 +189,7 @@ def test_a_hidden_path_in_a_labels_file_keeps_its_dot(tmp_path):
 def test_a_labels_path_that_leaves_src_is_an_error_naming_the_row(tmp_path, path):
     labels = tmp_path / "labels.csv"
     labels.write_text(f"path,label\nok.png,a\n{path},b\n")
-    with pytest.raises(ScanError, match="row 3") as caught:
+    with pytest.raises(LabelsFileError, match="row 3") as caught:
         read_labels_csv(str(labels))
     assert "\n" not in str(caught.value)
 
@@ -386,8 +390,8 @@ def test_a_closed_pipe_ends_every_command_quietly(small_build, args):
 
 
 def test_a_real_pipe_into_head_prints_no_error(small_build):
-    done = subprocess.run(f"'{sys.executable}' -m imgshard inspect '{small_build / 'out'}' | head -c1",
-                          shell=True, capture_output=True, env={**os.environ, "PYTHONPATH": ROOT},
+    command = f"'{sys.executable}' -m imgshard inspect '{small_build / 'out'}' | head -c1"
+    done = subprocess.run(command, shell=True, capture_output=True, env={**os.environ, "PYTHONPATH": ROOT},
                           timeout=120)
     assert done.stderr == b"" and len(done.stdout) == 1
 
