@@ -35,7 +35,7 @@ from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_ma
 from .outdir import BUILD_ID, check_apart, locked, prepare_out, remove_leftovers
 from .scan import ScanResult, scan
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
-                       plan_record, read_plan, restore)
+                       plan_record, read_plan, restore, write_sources)
 from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
@@ -120,11 +120,13 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     started = time.perf_counter()
     src, out = _location(src), _location(out)
     config = config or BuildConfig()
-    workers = workers or default_workers()
+    workers = local_workers(workers) if executor == "local" else workers or default_workers()
     if src.in_process or out.in_process:
         if executor != "local":
             raise BuildError("memory:// lives in this process only: use the local executor")
         workers = 1  # worker processes could not see this process's memory
+    if executor == "local":
+        check_memory(config, workers)
     if pool is None and build_plan is None and executor == "local":
         pool = started_pool(workers)
     with contextlib.ExitStack() as owned:
@@ -141,12 +143,16 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
            executor: str, scheduler: str | None, pool: ProcessPoolExecutor | None,
            started: float) -> BuildResult:
     files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
-    planned = plan_record(config.to_dict(), files, pieces_per_shard(build_plan, workers))
+    planned = plan_record(config.to_dict(), files, pieces_per_shard(build_plan, workers),
+                          build_plan.scan.labels_sha256)
     out, planned, restored = _start(out, planned, build_plan, overwrite=overwrite, resume=resume)
     if progress and resume:  # the images finished before the interruption count as done
         progress(sum(restored.inputs_seen.values()))
     tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["pieces"])
+    workers = min(workers, max(1, len(tasks) - restored.tasks_done))  # no idle processes
     log = ProgressLog(out, planned, append=resume)
+    if not resume and build_plan.scan.sources is not None:
+        write_sources(out, build_plan.scan.sources)  # after the plan: the log accounts for it
     staging = out.path("") if out.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
     run_on = functools.partial(run_tasks, executor=executor, scheduler=scheduler, workers=workers,
                                pool=pool)
@@ -196,7 +202,7 @@ def _start(out: Location, planned: dict, build_plan: BuildPlan, *, overwrite: bo
     if overwrite:
         raise BuildError("--resume and --overwrite exclude each other")
     recorded = read_plan(out)
-    check_plan(recorded, planned)
+    check_plan(recorded, planned, out, build_plan.scan.sources)
     if not isinstance(recorded.get("build"), str) or not BUILD_ID.fullmatch(recorded["build"]):
         raise ResumeError("refusing to resume: an older imgshard started this build, or its "
                           "progress log was edited (use --overwrite to start again)")
@@ -212,6 +218,47 @@ def written_record(build_plan: BuildPlan) -> dict:
     """
     return {"build": secrets.token_hex(6),
             "shards": {split: build_plan.num_shards(split) for split in build_plan.scan.splits}}
+def local_workers(requested: int | None) -> int:
+    """How many local worker processes a build runs: as asked, but no more than the cores
+    (more would only compete for them); :func:`build` then takes no more than its tasks."""
+    return min(requested or default_workers(), default_workers())
+
+
+def worker_memory(config: BuildConfig) -> int:
+    """Bytes a worker holds for one image at a time, whatever the shard size (a shard is
+    streamed to disk row by row): the stored row, the resized image as Pillow holds it (4
+    bytes a pixel) and as numpy's copy of it, and the canvas it is padded onto."""
+    height, width, channels = config.image_shape
+    pixels = height * width
+    copies = 2 if config.resize == "pad" else 1
+    return pixels * (channels * np.dtype(config.dtype).itemsize + 4 + channels * copies)
+
+
+def available_memory() -> int | None:
+    """Memory this machine can give a build now (Linux ``MemAvailable``, else physical)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: BuildConfig, workers: int) -> None:
+    """Refuse an output size whose per-image buffers cannot fit in memory, before any work
+    (else each worker dies allocating its first row, or the machine swaps to a halt)."""
+    needed, available = worker_memory(config) * workers, available_memory()
+    if available is not None and needed > available:
+        height, width, _ = config.image_shape
+        raise BuildError(f"size {height}x{width} needs about {needed / 1e9:,.1f} GB of memory "
+                         f"for {workers} worker{'s' if workers > 1 else ''}, but this machine "
+                         f"has {available / 1e9:,.1f} GB available (use a smaller --size or "
+                         "fewer --workers)")
 
 
 def _location(path: str | Location) -> Location:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import threading
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 from . import __version__
-from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
+from .build import (BuildPlan, BuildResult, build as run_build, check_memory, local_workers,
+                    plan as make_plan)
 from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
                      ConfigError, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
@@ -35,11 +37,17 @@ RUN_OPTIONS = ("workers",)
 
 
 def user_errors(command):
-    """Turn imgshard's own errors and OS errors into one clean line and exit code 1."""
+    """Turn imgshard's own errors and OS errors into one clean line and exit code 1.
+
+    A closed standard output (``imgshard inspect OUT | head -1``) is not an error to report:
+    it goes on to click, which ends the command quietly (exit code 1), as other tools do.
+    """
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:
+            raise
         except ImgshardError as error:
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt as interrupt:
@@ -115,7 +123,8 @@ def cli() -> None:
 @click.option("--rescale", type=float, help="Floats are pixel * rescale + offset. [1/255]")
 @click.option("--offset", type=float, help="Added after rescale. [0]")
 @click.option("--shard-size", type=int, help="Images per shard. [256]")
-@click.option("--workers", type=int, help="Worker processes. [all cores]")
+@click.option("--workers", type=int,
+              help="Worker processes, at most one per core and one per shard task. [all cores]")
 @click.option("--val-split", type=float, help="Hold out this fraction of every class as 'val'.")
 @click.option("--seed", type=int, help="Seed of the val split and of the sample order. [0]")
 @click.option("--shuffle/--no-shuffle", default=None,
@@ -151,16 +160,20 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
     check_apart(source, target)
+    local = executor == "local" and not (source.in_process or target.in_process)
+    if local and not dry_run:
+        check_memory(config, local_workers(workers))  # before any process starts
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())
         pool = None
-        if executor == "local" and not dry_run and not (source.in_process or target.in_process):
-            pool = started_pool(workers or default_workers())  # before the scan: see there
+        if local and not dry_run:
+            pool = started_pool(local_workers(workers))  # before the scan: see there
             if pool is not None:
                 stack.enter_context(pool)
         build_plan = make_plan(source, config)
         if dry_run:
             describe_plan(build_plan)
+            check_memory(config, local_workers(workers) if local else 1)
             return
         if resume and already_complete(target, config):
             click.echo(f"{target} is already complete: nothing to resume")
@@ -218,13 +231,15 @@ def resolve_options(ctx: click.Context, config_file: str | None,
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             values[name] = value
     workers = values.pop("workers", None)
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
         raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
     if "size" in values:
         values["size"] = parse_size(values["size"])
     if values.get("classes") is not None:
         values["classes"] = parse_classes(values["classes"])
-    if values.get("labels") and config_file and not os.path.isabs(values["labels"]) \
+    labels = values.get("labels")
+    if isinstance(labels, str) and config_file and not os.path.isabs(labels) \
             and ctx.get_parameter_source("labels") != click.core.ParameterSource.COMMANDLINE:
         values["labels"] = os.path.join(os.path.dirname(config_file), values["labels"])
     try:
@@ -246,6 +261,9 @@ def describe_plan(build_plan: BuildPlan) -> None:
             for label, name in enumerate(scan.class_names):
                 click.echo(f"    {name:<{width}}  {counts.get(label, 0):>9,}")
     echo_skips(scan.skipped, "Would skip")
+    empty = scan.empty_samples()
+    click.echo(f"Not opened: {scan.num_samples:,} image files (a dry run decodes nothing)"
+               + (f"; {empty:,} of them are empty and will be skipped" if empty else ""))
     height, width, channels = config.image_shape
     click.echo(f"Each image: {height}x{width}x{channels} {config.dtype}, "
                f"{build_plan.bytes_per_image():,} bytes")
@@ -350,4 +368,8 @@ def preview(directory: str, output: str, split: str, per_class: int, seed: int,
 
 
 def main() -> None:
-    cli(prog_name="imgshard")
+    try:
+        cli(prog_name="imgshard")
+    except BrokenPipeError:  # outside a command (click handles those): end as quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None

@@ -11,8 +11,11 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .errors import ImgshardError
 
@@ -95,8 +98,50 @@ class BuildConfig:
         return cls(**kwargs)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_text_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+#: What every option's value must be, and how to say so. Checked before any value is used, so
+#: that a TOML ``no_labels = "false"`` or a manifest's ``size = true`` is one clear line rather
+#: than a truthy string or a 1x1 build.
+OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "size": (lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(map(_is_int, v)),
+             "two whole numbers (height, width)"),
+    "color": (lambda v: isinstance(v, str), "a string"),
+    "resize": (lambda v: isinstance(v, str), "a string"),
+    "interpolation": (lambda v: isinstance(v, str), "a string"),
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+    "rescale": (_is_number, "a number"),
+    "offset": (_is_number, "a number"),
+    "shard_size": (_is_int, "a whole number"),
+    "val_split": (lambda v: v is None or _is_number(v), "a number"),
+    "seed": (_is_int, "a whole number"),
+    "shuffle": (lambda v: isinstance(v, bool), "true or false"),
+    "labels": (_is_text_or_none, "a file name (a string)"),
+    "no_labels": (lambda v: isinstance(v, bool), "true or false"),
+    "classes": (lambda v: v is None or (isinstance(v, (tuple, list))
+                                        and all(isinstance(n, str) for n in v)),
+                "a list of class names (strings)"),
+    "follow_links": (lambda v: isinstance(v, bool), "true or false"),
+    "max_pixels": (_is_int, "a whole number"),
+}
+
+
 def validate(config: BuildConfig) -> None:
     """Raise :class:`ConfigError` for the first option value a build cannot use."""
+    for name, (accepts, expected) in OPTION_TYPES.items():
+        value = getattr(config, name)
+        if not accepts(value):
+            raise ConfigError(f"option {name} must be {expected}, got {value!r}")
     height, width = config.size
     if height < 1 or width < 1:
         raise ConfigError(f"size must be at least 1x1, got {height}x{width}")
@@ -109,12 +154,13 @@ def validate(config: BuildConfig) -> None:
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    if not (isinstance(config.shard_size, int) and config.shard_size >= 1):
+    if config.shard_size < 1:
         raise ConfigError(f"shard size must be a whole number >= 1, got {config.shard_size!r}")
     if config.val_split is not None and not 0 < config.val_split < 1:
         raise ConfigError(f"val split must lie strictly between 0 and 1, got {config.val_split}")
     if not all(math.isfinite(v) for v in (config.rescale, config.offset)):
         raise ConfigError("rescale and offset must be finite numbers")
+    _check_stored_range(config)
     if config.max_pixels < 1:
         raise ConfigError(f"max pixels must be >= 1, got {config.max_pixels}")
     if config.labels is not None and config.no_labels:
@@ -123,16 +169,43 @@ def validate(config: BuildConfig) -> None:
         raise ConfigError("--classes names a class twice")
 
 
+def stored_values(rescale: float, offset: float, dtype: str) -> np.ndarray:
+    """The stored value of each 8-bit pixel value: ``pixel * rescale + offset`` as ``dtype``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (np.arange(256, dtype=np.float64) * rescale + offset).astype(dtype)
+
+
+def _check_stored_range(config: BuildConfig) -> None:
+    """Refuse a rescale and offset that turn some pixel value into inf: every image would
+    hold it, silently (float16 overflows at 65504)."""
+    if config.dtype == "uint8":
+        return
+    stored = stored_values(config.rescale, config.offset, config.dtype)
+    overflowing = np.flatnonzero(~np.isfinite(stored))
+    if overflowing.size:
+        pixel = int(overflowing[-1] if stored[overflowing[-1]] > 0 else overflowing[0])
+        raise ConfigError(f"rescale and offset overflow {config.dtype}: pixel value {pixel} "
+                          f"would be {pixel * config.rescale + config.offset:g} (largest "
+                          f"{config.dtype}: {float(np.finfo(config.dtype).max):g})")
+
+
 def parse_size(value: Any) -> tuple[int, int]:
-    """``224`` or ``"224"`` -> (224, 224); ``"224x160"`` or ``[224, 160]`` -> (224, 160) as (H, W)."""
+    """``224`` or ``"224"`` -> (224, 224); ``"224x160"`` or ``[224, 160]`` -> (224, 160) as (H, W).
+
+    Only whole numbers and text are sizes: ``true`` or ``1.5`` is an error, not 1x1.
+    """
     if isinstance(value, (list, tuple)) and len(value) == 2:
         parts = list(value)
-    elif isinstance(value, int):
+    elif _is_int(value):
         parts = [value, value]
-    else:
-        text = str(value).strip().lower()
+    elif isinstance(value, str):
+        text = value.strip().lower()
         parts = text.split("x") if "x" in text else [text, text]
+    else:
+        parts = [None]
     try:
+        if not all(_is_int(p) or isinstance(p, str) for p in parts):
+            raise TypeError
         height, width = (int(p) for p in parts)
     except (TypeError, ValueError):
         raise ConfigError(f"size must look like 224 or 224x160 (HxW), got {value!r}") from None
@@ -143,8 +216,11 @@ def parse_size(value: Any) -> tuple[int, int]:
 
 def parse_classes(value: Any) -> tuple[str, ...]:
     """``"cat,dog"`` or ``["cat", "dog"]`` -> ("cat", "dog")."""
-    names = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(str(n).strip() for n in names if str(n).strip())
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"option classes must be a list of class names or a comma-separated "
+                          f"string, got {value!r}")
+    return tuple(n.strip() for n in names if n.strip())
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:

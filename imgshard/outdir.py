@@ -30,7 +30,7 @@ from collections.abc import Iterator
 
 from .errors import ImgshardError
 from .manifest import FORMAT, MANIFEST_NAME, SAMPLES_NAME
-from .progress import SAMPLES_PARTIAL, log_names, read_plan
+from .progress import SAMPLES_PARTIAL, SOURCES_NAME, log_names, read_plan
 from .shards import images_name, labels_name, temp_prefix
 from .storage import Location
 from .tasks import part_prefix
@@ -47,7 +47,7 @@ LOCK_NAME = ".imgshard-lock"
 #: Where an overwrite keeps the earlier manifest until the files it lists are deleted.
 RETIRED_NAME = ".imgshard-replaced-manifest.json"
 #: Fixed names an interrupted build (one with a progress log) may leave besides its shards.
-INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL)
+INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_NAME)
 #: Protocols that name the same store as another.
 PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs"}
 #: A build id: the tag of every temporary and part name a build writes.

@@ -14,7 +14,13 @@ The plan also records what the build may write, so that ``--overwrite`` can tell
 from anyone else's (see ``outdir.py``): a build id (``build``), which tags every temporary and
 part file name of the build, and how many shards each split may have (``shards``).
 
-On resume the plan must match (else the options changed, and resuming is refused); checkpoints
+Beside it, ``OUT/.imgshard-sources.jsonl.gz`` (:data:`SOURCES_NAME`) records every file the
+scan saw, skipped ones too, as ``[path, size, stamp]`` lines in walk order (the stamp is the
+modification time in nanoseconds, or a hash of an object's ETag or time); the plan holds the
+labels file's sha256. Both are written before any shard and removed when the build completes.
+
+On resume the plan must match (else the options changed, and resuming is refused), and so must
+every source file's size and stamp (else the message names one changed file); checkpoints
 are replayed for as long as their shards still pass their checksums; the remaining tasks run
 again. Because a build's bytes depend only on its inputs and config, the result is
 byte-identical to an uninterrupted build.
@@ -26,7 +32,9 @@ An object store cannot append, so there each line is its own object,
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -35,12 +43,16 @@ from typing import Any
 
 from .errors import ImgshardError
 from .manifest import ShardInfo, Skip
+from .scan import Sources
 from .storage import Location
 
 PROGRESS_NAME = ".imgshard-progress.jsonl"
 #: Remote progress records: ``{REMOTE_PROGRESS_PREFIX}{n:06d}.json``.
 REMOTE_PROGRESS_PREFIX = ".imgshard-progress-"
 SAMPLES_PARTIAL = ".samples.csv.partial"
+#: The size and modification time (or ETag) of every file the scan saw, written when a build
+#: starts and removed when it completes, so that a resume can name a file that changed.
+SOURCES_NAME = ".imgshard-sources.jsonl.gz"
 
 
 class ResumeError(ImgshardError):
@@ -63,13 +75,68 @@ class Restored:
     lines: int = 1
 
 
-def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], pieces: int) -> dict:
-    """What a resumed build must share with the interrupted one: options, files, and how many
-    pieces each shard was cut into (the tasks a checkpoint counts)."""
+def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], pieces: int,
+                labels_sha256: str | None = None) -> dict:
+    """What a resumed build must share with the interrupted one: options, files, how many
+    pieces each shard was cut into (the tasks a checkpoint counts) and the labels file's
+    content (the files' sizes and times are in :data:`SOURCES_NAME`)."""
     digest = hashlib.sha256()
     for split, path in paths:
         digest.update(f"{split}\0{path}\n".encode("utf-8", "surrogateescape"))
-    return {"config": config, "files": digest.hexdigest(), "pieces": pieces}
+    record = {"config": config, "files": digest.hexdigest(), "pieces": pieces}
+    if labels_sha256 is not None:
+        record["labels_sha256"] = labels_sha256
+    return record
+
+
+#: Lines of the sources record encoded at a time: bounded memory, few writes.
+SOURCES_BATCH = 10_000
+
+
+def write_sources(out: Location, sources: Sources) -> None:
+    """Write the sources record into OUT, durably, before the first shard."""
+    with out.atomic_file(SOURCES_NAME) as stream:
+        with gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=1, mtime=0) as packed:
+            for start in range(0, len(sources.paths), SOURCES_BATCH):
+                end = start + SOURCES_BATCH
+                lines = map(json.dumps, zip(sources.paths[start:end],
+                                            sources.sizes[start:end].tolist(),
+                                            sources.stamps[start:end].tolist()))
+                packed.write(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+
+
+def changed_source(out: Location, sources: Sources) -> str | None:
+    """Why the source differs from the one the build in OUT started with (naming one file),
+    or None when every file has its recorded size and stamp.
+
+    The record is streamed against the scan, line by line: memory does not grow with it.
+    """
+    try:
+        stream = out.open_read(SOURCES_NAME)
+    except FileNotFoundError:
+        return ("the output has no record of its source files (an older imgshard started "
+                "this build, or the record was removed)")
+    records = 0
+    with stream, io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8",
+                                  errors="surrogateescape") as lines:
+        try:
+            for line in lines:
+                path, size, stamp = json.loads(line)
+                if records == len(sources.paths):
+                    return f"{path} was removed since the build started"
+                if sources.paths[records] != path:
+                    if path in set(sources.paths[records:]):
+                        return f"{sources.paths[records]} was added since the build started"
+                    return f"{path} was removed since the build started"
+                if sources.sizes[records] != size or sources.stamps[records] != stamp:
+                    return (f"{path} changed since the build started (size or modification "
+                            "time)")
+                records += 1
+        except (OSError, EOFError, ValueError, TypeError):
+            return "the output's record of its source files is damaged"
+    if records < len(sources.paths):
+        return f"{sources.paths[records]} was added since the build started"
+    return None
 
 
 class ProgressLog:
@@ -111,7 +178,8 @@ class ProgressLog:
             self.stream.close()
 
     def remove(self) -> None:
-        """Remove the log: the build is complete."""
+        """Remove the log and the sources record: the build is complete."""
+        self.out.remove(SOURCES_NAME, missing_ok=True)
         if self.out.is_local:
             self.out.remove(PROGRESS_NAME)
             return
@@ -157,8 +225,10 @@ def read_plan(out: Location) -> dict | None:
         return None
 
 
-def check_plan(recorded: dict | None, current: dict) -> None:
-    """Refuse to resume when there is nothing to resume or the options or files changed."""
+def check_plan(recorded: dict | None, current: dict, out: Location,
+               sources: Sources | None) -> None:
+    """Refuse to resume when there is nothing to resume or the options or files changed
+    (``sources``: the scan's record of every file, compared with the one OUT holds)."""
     if recorded is None:
         raise ResumeError("nothing to resume: the output has no progress log "
                           "(start the build without --resume)")
@@ -167,12 +237,18 @@ def check_plan(recorded: dict | None, current: dict) -> None:
     if changed:
         raise ResumeError(f"refusing to resume with different options: {', '.join(changed)} "
                           "changed (use --overwrite to start again)")
-    if recorded["files"] != current["files"]:
-        raise ResumeError("refusing to resume: the source's files changed since the build "
-                          "started (use --overwrite to start again)")
     if "pieces" not in recorded:
         raise ResumeError("refusing to resume: an older imgshard started this build and cut "
                           "its work differently (use --overwrite to start again)")
+    if recorded.get("labels_sha256") != current.get("labels_sha256"):
+        raise ResumeError(f"refusing to resume: the labels file {current['config'].get('labels')} "
+                          "changed since the build started (use --overwrite to start again)")
+    changed = changed_source(out, sources) if sources is not None else None
+    if changed:
+        raise ResumeError(f"refusing to resume: {changed} (use --overwrite to start again)")
+    if recorded["files"] != current["files"]:
+        raise ResumeError("refusing to resume: the source's files changed since the build "
+                          "started (use --overwrite to start again)")
 
 
 def restore(out: Location) -> Restored:

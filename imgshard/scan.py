@@ -15,16 +15,19 @@ Layouts, tried in this order:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import math
 import os
 import stat
+from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
+from .labels_file import parse_labels_csv, read_labels_bytes
 from .manifest import Skip
 from .storage import Location
 
@@ -46,16 +49,59 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Every file the walk saw (skipped ones too), in walk order, with its size and a stamp:
+    its modification time in nanoseconds, or for an object a hash of its ETag or time.
+
+    What ``--resume`` compares, to refuse a source that changed since the build started.
+    Sizes and stamps are arrays (16 bytes a file), not Python ints; a file the walk could not
+    stat has -1 for both.
+    """
+
+    paths: list[str]
+    sizes: np.ndarray
+    stamps: np.ndarray
+
+
+class _Stamps:
+    """The sizes and stamps of the walk's entries as they come, in compact arrays."""
+
+    def __init__(self) -> None:
+        self.sizes, self.stamps = array("q"), array("q")
+
+    def add(self, size: int = -1, stamp: int = -1) -> None:
+        self.sizes.append(size)
+        self.stamps.append(stamp)
+
+    def sources(self, entries: list[_Entry]) -> Sources:
+        return Sources([entry.path for entry in entries], np.frombuffer(self.sizes, np.int64),
+                       np.frombuffer(self.stamps, np.int64))
+
+
+@dataclass(frozen=True)
 class ScanResult:
-    """What a build will process: samples per split in final order, and every skipped file."""
+    """What a build will process: samples per split in final order, and every skipped file.
+
+    ``sources`` records every file the walk saw and ``labels_sha256`` the labels file's
+    content (with ``--labels``), so that a resume can refuse a source that changed.
+    """
 
     class_names: list[str] | None
     splits: dict[str, list[Sample]]
     skipped: list[Skip]
+    sources: Sources | None = field(default=None, repr=False, compare=False)
+    labels_sha256: str | None = None
 
     @property
     def num_samples(self) -> int:
         return sum(len(samples) for samples in self.splits.values())
+
+    def empty_samples(self) -> int:
+        """How many samples are empty files (the build will skip them; a dry run opens none)."""
+        if self.sources is None:
+            return 0
+        empty = {self.sources.paths[i] for i in np.flatnonzero(self.sources.sizes == 0)}
+        return sum(s.path in empty for samples in self.splits.values() for s in samples)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +119,25 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
         ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent.
     """
     src = src if isinstance(src, Location) else Location.of(src)
+    stamps = _Stamps()
     if src.is_local:
         if not os.path.exists(src.url):
             raise ScanError(f"source {src} does not exist")
         if not os.path.isdir(src.url):
             raise ScanError(f"source {src} is not a folder")
-        entries = list(walk(src.url, follow_links=config.follow_links))
+        entries = list(walk(src.url, follow_links=config.follow_links, stamps=stamps))
     else:
-        entries = list(walk_remote(src))
+        entries = list(walk_remote(src, stamps=stamps))
         if not entries:
             raise ScanError(f"source {src} does not exist or holds no files")
+    labels_sha256 = None
     if config.no_labels:
         class_names, labelled, skipped = None, _unlabelled(entries), []
     elif config.labels is not None:
-        class_names, labelled, skipped = _from_csv(src, config, entries)
+        data = read_labels_bytes(config.labels)
+        labels_sha256 = hashlib.sha256(data).hexdigest()
+        class_names, labelled, skipped = _from_csv(src, config, entries,
+                                                   parse_labels_csv(data, config.labels))
     else:
         class_names, labelled, skipped = _from_folders(src, config, entries)
     reasons = {skip.path: skip.reason for skip in skipped}
@@ -98,77 +149,125 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
     splits = _split_and_order(labelled, config)
     if not any(splits.values()):
         raise ScanError(f"no images found in {src} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return ScanResult(class_names, splits, [Skip(p, reasons[p]) for p in sorted(reasons)])
+    return ScanResult(class_names, splits, [Skip(p, reasons[p]) for p in sorted(reasons)],
+                      stamps.sources(entries), labels_sha256)
 
 
 def is_image_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
-def walk(root: str, *, follow_links: bool) -> Iterator[_Entry]:
+def walk(root: str, *, follow_links: bool, stamps: _Stamps | None = None) -> Iterator[_Entry]:
     """Yield every file below ``root`` in sorted order, with a reason when it cannot be a sample.
 
     Hidden names are reported once (a hidden folder as one entry), links are reported unless
     followed, and a followed link that leads back into its own ancestry is reported as a loop.
+    With ``stamps``, the size and mtime of each entry are recorded from the walk's own stat.
+
+    The walk keeps a stack of folders, not a recursion: a tree thousands of levels deep is
+    walked like any other, and a folder too deep for the OS's path limit is a reported entry.
     """
-    yield from _walk(root, "", follow_links, ancestors=frozenset({_identity(root)}))
-
-
-def _walk(root: str, prefix: str, follow_links: bool, ancestors: frozenset) -> Iterator[_Entry]:
-    folder = os.path.join(root, prefix) if prefix else root
-    try:
-        with os.scandir(folder) as listing:
-            children = sorted(listing, key=lambda entry: entry.name)
-    except OSError as error:
-        yield _Entry(prefix.rstrip("/") + "/", f"cannot read folder: {error.strerror}")
+    record = stamps.add if stamps is not None else _ignore
+    listing = _listing(root, "")
+    if isinstance(listing, _Entry):
+        record()
+        yield listing
         return
-    for child in children:
+    stack = [(iter(listing), "", frozenset({_identity(root)}))]
+    while stack:
+        children, prefix, ancestors = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
         rel = prefix + child.name
         if child.name.startswith("."):
+            record()
             yield _Entry(rel + "/" if child.is_dir(follow_symlinks=False) else rel,
                          "hidden folder" if child.is_dir(follow_symlinks=False) else "hidden file")
             continue
         if child.is_symlink() and not follow_links:
+            record()
             yield _Entry(rel, "symbolic link (not followed; use --follow-links)")
             continue
         try:
             info = os.stat(child.path)
         except OSError as error:
             reason = "broken symbolic link" if child.is_symlink() else error.strerror
+            record()
             yield _Entry(rel, f"cannot read: {reason}")
             continue
         if stat.S_ISDIR(info.st_mode):
             identity = (info.st_dev, info.st_ino)
             if identity in ancestors:
+                record()
                 yield _Entry(rel + "/", "symbolic link loop")
                 continue
-            yield from _walk(root, rel + "/", follow_links, ancestors | {identity})
-        elif stat.S_ISREG(info.st_mode):
-            yield _Entry(rel)
-        else:
-            yield _Entry(rel, "not a regular file")
+            listing = _listing(root, rel + "/")
+            if isinstance(listing, _Entry):
+                record()
+                yield listing
+                continue
+            stack.append((iter(listing), rel + "/", ancestors | {identity}))
+            continue
+        record(info.st_size, info.st_mtime_ns)
+        yield _Entry(rel) if stat.S_ISREG(info.st_mode) else _Entry(rel, "not a regular file")
 
 
-def walk_remote(src: Location) -> Iterator[_Entry]:
+def _ignore(size: int = -1, stamp: int = -1) -> None:
+    """Records nothing: a walk without stamps."""
+
+
+def _listing(root: str, prefix: str) -> list[os.DirEntry] | _Entry:
+    """The folder ``prefix`` of ``root`` sorted by name, or the entry reporting why not."""
+    folder = os.path.join(root, prefix) if prefix else root
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda entry: entry.name)
+    except OSError as error:
+        return _Entry(prefix.rstrip("/") + "/", f"cannot read folder: {error.strerror}")
+
+
+#: Object metadata that changes when an object is rewritten, by back end, in order of trust.
+OBJECT_STAMP_KEYS = ("ETag", "etag", "md5Hash", "generation", "LastModified", "last_modified",
+                     "mtime", "updated", "created")
+
+
+def walk_remote(src: Location, *, stamps: _Stamps | None = None) -> Iterator[_Entry]:
     """Yield every object below the URL ``src`` in sorted order, as :func:`walk` does.
 
     An object store has no links and no empty folders; a hidden name (a path component
-    starting with '.') is reported once, at its shallowest hidden component.
+    starting with '.') is reported once, at its shallowest hidden component. With ``stamps``,
+    each object's size and a hash of its ETag (or time) are recorded from the same listing.
     """
+    record = stamps.add if stamps is not None else _ignore
     root = src.fs._strip_protocol(src.url).rstrip("/")
-    found = src._call(src.fs.find, root, detail=False)
+    found = src._call(src.fs.find, root, detail=True)
     reported: set[str] = set()
     for full in sorted(found):
         rel = full[len(root):].lstrip("/")
         parts = rel.split("/")
         hidden = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
         if hidden is None:
+            info = found[full]
+            record(int(info.get("size") or 0), object_stamp(info))
             yield _Entry(rel)
         elif hidden == len(parts) - 1:
+            record()
             yield _Entry(rel, "hidden file")
         elif (folder := "/".join(parts[:hidden + 1]) + "/") not in reported:
             reported.add(folder)
+            record()
             yield _Entry(folder, "hidden folder")
+
+
+def object_stamp(info: dict) -> int:
+    """A signed 8-byte hash of the first of an object's :data:`OBJECT_STAMP_KEYS` (0 if none)."""
+    value = next((info[key] for key in OBJECT_STAMP_KEYS if info.get(key) is not None), None)
+    if value is None:
+        return 0
+    digest = hashlib.blake2b(str(value).encode("utf-8", "surrogateescape"), digest_size=8)
+    return int.from_bytes(digest.digest(), "little", signed=True)
 
 
 def _identity(path: str) -> tuple[int, int]:
@@ -248,8 +347,7 @@ def _subfolders(path: str, follow_links: bool) -> list[str]:
     return [n for n in names if not n.startswith(".") and _is_folder(path, n, follow_links)]
 
 
-def _from_csv(src: Location, config: BuildConfig, entries: list[_Entry]):
-    rows = read_labels_csv(config.labels)
+def _from_csv(src: Location, config: BuildConfig, entries: list[_Entry], rows: dict[str, str]):
     if config.classes is not None:
         class_names = list(config.classes)
         unknown = sorted({label for label in rows.values()} - set(class_names))
@@ -278,27 +376,6 @@ def _from_csv(src: Location, config: BuildConfig, entries: list[_Entry]):
     skipped += [Skip(path, "listed in the labels file but not an image extension")
                 for path in sorted(rows) if path in named and not is_image_name(path)]
     return class_names, {"train": samples}, skipped
-
-
-def read_labels_csv(path: str) -> dict[str, str]:
-    """Read ``path,label`` rows (a header row ``path,label`` is optional) into {path: label}."""
-    try:
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
-            rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
-    except OSError as error:
-        raise ScanError(f"cannot read labels file {path}: {error.strerror}") from None
-    if rows and [c.strip().lower() for c in rows[0]] == ["path", "label"]:
-        rows = rows[1:]
-    labels: dict[str, str] = {}
-    for number, row in enumerate(rows, start=1):
-        if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise ScanError(f"labels file {path}, row {number}: expected 'path,label', got {row!r}")
-        rel, label = row[0].strip().replace("\\", "/").lstrip("./"), row[1].strip()
-        if labels.setdefault(rel, label) != label:
-            raise ScanError(f"labels file {path}: {rel} has two labels ({labels[rel]!r}, {label!r})")
-    if not labels:
-        raise ScanError(f"labels file {path} has no rows")
-    return labels
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

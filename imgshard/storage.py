@@ -11,7 +11,9 @@ shard by a server-side copy, so its pixels do not travel through the client.
 
 Credentials come the way fsspec and its back ends look for them (the AWS environment variables
 and config files, ``AWS_ENDPOINT_URL`` included) plus ``--storage-option KEY=VALUE``. Storage
-options never appear in a repr, a log line, a manifest or an error message.
+options never appear in a repr, a log line or a manifest; in an error message, the value of
+every option whose key looks secret (:data:`SECRET_KEY`), of any type, is masked, while the
+others (an endpoint, a region) stay readable to say what failed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 PACKAGES = {"s3": "s3fs", "gcs": "gcsfs"}
 _USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
+#: Storage-option keys whose values are secrets: masked in every message, nested ones too.
+SECRET_KEY = re.compile(r"key|secret|token|passw|credential|session|auth|signature|private|cert",
+                        re.IGNORECASE)
 
 
 class StorageError(ImgshardError):
@@ -266,8 +271,8 @@ class Location:
         except ImgshardError:
             raise
         except Exception as error:  # noqa: BLE001 - back ends raise anything, even ClientError
-            secrets = {**self.options, "userinfo": self._userinfo()}
-            raise StorageError(f"{self}: {describe_error(error, secrets)}") from None
+            message = describe_error(error, self.options, also_secret=(self._userinfo(),))
+            raise StorageError(f"{self}: {message}") from None
 
     def _userinfo(self) -> str:
         """The ``user:password`` of a URL such as ``ftp://user:password@host/path``, if any."""
@@ -275,10 +280,14 @@ class Location:
         return found.group(1) if found else ""
 
 
-def describe_error(error: BaseException, options: dict[str, Any]) -> str:
-    """A one-line description of a storage failure with every storage option value masked."""
+def describe_error(error: BaseException, options: dict[str, Any],
+                   also_secret: tuple[str, ...] = ()) -> str:
+    """A one-line description of a storage failure with every secret masked: the values of
+    the options whose key looks secret (:data:`SECRET_KEY`, any type: numbers too) and
+    ``also_secret``. Other values, such as the endpoint that failed, are kept."""
     message = " ".join(str(error).split()) or type(error).__name__
-    for secret in sorted(_leaf_values(options), key=len, reverse=True):
+    secrets = [*secret_values(options), *also_secret]
+    for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 4:
             message = message.replace(secret, "***")
         for part in secret.split(":") if ":" in secret else ():
@@ -287,12 +296,17 @@ def describe_error(error: BaseException, options: dict[str, Any]) -> str:
     return f"{type(error).__name__}: {message}"[:200]
 
 
-def _leaf_values(options: Any) -> Iterator[str]:
+def secret_values(options: Any, secret: bool = False) -> Iterator[str]:
+    """The text of every value under a secret-like key of ``options`` (nested dicts and lists
+    too; a secret key's whole subtree is secret)."""
     if isinstance(options, dict):
-        for value in options.values():
-            yield from _leaf_values(value)
-    elif isinstance(options, str):
-        yield options
+        for key, value in options.items():
+            yield from secret_values(value, secret or SECRET_KEY.search(str(key)) is not None)
+    elif isinstance(options, (list, tuple)):
+        for value in options:
+            yield from secret_values(value, secret)
+    elif secret and options is not None:
+        yield str(options)
 
 
 @functools.lru_cache(maxsize=16)

@@ -87,7 +87,8 @@ def run_shard_task(task: ShardTask) -> ShardResult:
                          dtype=np.dtype(config.dtype), checksum=task.whole)
         for position, rel in enumerate(task.paths):
             try:
-                pixels = load_pixels(read_source(task.src, rel), config)
+                with read_source(task.src, rel) as source:
+                    pixels = load_pixels(source, config)
             except SkipImage as skip:
                 skipped.append((position, str(skip)))
                 continue

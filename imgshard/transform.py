@@ -12,9 +12,11 @@ the size they are resized to, which keeps the final antialiased resize faithful 
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -22,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import BuildConfig
+from .config import BuildConfig, stored_values
 from .storage import Location
 
 RESAMPLING = {
@@ -72,19 +74,32 @@ class Box:
         return (self.left, self.top, self.right, self.bottom)
 
 
-def read_source(src: Location, rel: str) -> str | io.BytesIO:
-    """What :func:`load_pixels` opens for the file ``rel`` of SRC: a local path, or the bytes
-    of a remote object (read whole: one request, instead of the decoder's many small reads).
+def read_source(src: Location, rel: str) -> BinaryIO:
+    """The opened file ``rel`` of SRC for :func:`load_pixels` (the caller closes it): a local
+    regular file, or the bytes of a remote object (read whole: one request, instead of the
+    decoder's many small reads).
+
+    A local file is opened without blocking and its type checked on the opened descriptor: a
+    file replaced by a FIFO, socket or device since the scan is a skip, never a hang.
 
     Raises:
-        SkipImage: the object vanished since the scan.
+        SkipImage: the file vanished since the scan, cannot be read or is not a regular file.
     """
-    if src.is_local:
-        return src.path(rel)
+    if not src.is_local:
+        try:
+            return io.BytesIO(src.read_bytes(rel))
+        except FileNotFoundError:
+            raise SkipImage("cannot read: No such file or directory") from None
     try:
-        return io.BytesIO(src.read_bytes(rel))
-    except FileNotFoundError:
-        raise SkipImage("cannot read: No such file or directory") from None
+        descriptor = os.open(src.path(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # a socket, or a device with no driver
+            raise SkipImage("not a regular file") from None
+        raise SkipImage(skip_reason(rel, error)) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise SkipImage("not a regular file")
+    return os.fdopen(descriptor, "rb")
 
 
 def load_pixels(path: str | BinaryIO, config: BuildConfig) -> np.ndarray:
@@ -270,8 +285,7 @@ def cast_table(config: BuildConfig) -> np.ndarray | None:
     """The stored value of each 8-bit pixel value (``pixel * rescale + offset``), None for uint8."""
     if config.dtype == "uint8":
         return None
-    values = np.arange(256, dtype=np.float64) * config.rescale + config.offset
-    return values.astype(config.dtype)
+    return stored_values(config.rescale, config.offset, config.dtype)
 
 
 def store_pixels(pixels: np.ndarray, table: np.ndarray | None, out: np.ndarray) -> None:

@@ -113,7 +113,8 @@ def test_a_failed_build_leaves_no_temporary_or_part_file(tmp_path, monkeypatch):
     config = BuildConfig(size=(4, 4), shard_size=3, shuffle=False)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build(str(src), str(out), config, workers=1)
-    assert sorted(os.listdir(out)) == [".imgshard-progress.jsonl", ".samples.csv.partial",
+    assert sorted(os.listdir(out)) == [".imgshard-progress.jsonl", ".imgshard-sources.jsonl.gz",
+                                       ".samples.csv.partial",
                                        "train-00000.labels.npy", "train-00000.npy"]
 
 

@@ -32,5 +32,5 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     assert "Traceback" not in output
     names = os.listdir(out)
     assert "manifest.json" not in names
-    resume_files = {".imgshard-progress.jsonl", ".samples.csv.partial"}
+    resume_files = {".imgshard-progress.jsonl", ".imgshard-sources.jsonl.gz", ".samples.csv.partial"}
     assert not [n for n in names if n.startswith(".") and n not in resume_files], names

@@ -1,0 +1,81 @@
+"""The labels file of ``--labels``: ``path,label`` rows, read once and checked row by row.
+
+Its bytes are read whole (the scan also records their sha256, so that ``--resume`` can refuse a
+labels file whose content changed). A path names a file of SRC exactly as the walk does; one
+that would name a file outside SRC is refused, never mapped onto another file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from .errors import ImgshardError
+
+
+class LabelsFileError(ImgshardError):
+    """The labels file cannot be read or has a row a build cannot use (one line, naming it)."""
+
+
+def read_labels_csv(path: str) -> dict[str, str]:
+    """Read ``path,label`` rows (a header row ``path,label`` is optional) into {path: label}."""
+    return parse_labels_csv(read_labels_bytes(path), path)
+
+
+def read_labels_bytes(path: str) -> bytes:
+    """The labels file's bytes, read once: they are parsed and hashed (for ``--resume``)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        raise LabelsFileError(f"cannot read labels file {path}: {error.strerror}") from None
+
+
+def parse_labels_csv(data: bytes, path: str) -> dict[str, str]:
+    """The {path: label} rows of a labels file's bytes (UTF-8, with or without the byte-order
+    mark Excel writes); rows are numbered as the file's lines, the header being row 1.
+
+    Raises:
+        LabelsFileError: a row is not ``path,label``, names a path outside SRC or relabels one.
+    """
+    text = data.decode("utf-8-sig", "surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    labels: dict[str, str] = {}
+    first = True
+    for row in reader:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        number, is_header = reader.line_num, first and [c.strip().lower() for c in row] == [
+            "path", "label"]
+        first = False
+        if is_header:
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise LabelsFileError(f"labels file {path}, row {number}: expected 'path,label', "
+                                  f"got {row!r}")
+        rel, label = relative_label_path(row[0].strip(), path, number), row[1].strip()
+        if labels.setdefault(rel, label) != label:
+            raise LabelsFileError(f"labels file {path}: {rel} has two labels "
+                                  f"({labels[rel]!r}, {label!r})")
+    if not labels:
+        raise LabelsFileError(f"labels file {path} has no rows")
+    return labels
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def relative_label_path(cell: str, path: str, number: int) -> str:
+    """A labels file's path as the walk names it: '/'-separated, a leading ``./`` dropped.
+
+    A path that is absolute, starts with a drive letter or has a ``..`` component would name a
+    file outside SRC (or silently another one inside it): it is refused, naming the row.
+    """
+    rel = cell.replace("\\", "/")
+    if rel.startswith("/") or _DRIVE.match(rel) or ".." in rel.split("/"):
+        raise LabelsFileError(f"labels file {path}, row {number}: {cell!r} is not a path inside "
+                              "the source (absolute, a drive letter or '..')")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    return rel
