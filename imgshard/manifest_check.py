@@ -19,6 +19,8 @@ import types
 import typing
 from typing import Any
 
+import numpy as np
+
 from .config import DTYPES, BuildConfig, ConfigError
 from .errors import ImgshardError
 from .shards import is_plain_name
@@ -49,7 +51,7 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
                                                                  for n in shape),
             "image_shape", "3 whole numbers >= 1 (height, width, channels)", shape)
     _expect(dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", dtype)
-    image_bytes = math.prod(shape) * {"float16": 2, "float32": 4, "uint8": 1}[dtype]
+    image_bytes = math.prod(shape) * np.dtype(dtype).itemsize
     if image_bytes > MAX_IMAGE_BYTES:
         raise FieldError(f"image_shape {show(shape)} makes images of {image_bytes} bytes, more "
                          f"than the {MAX_IMAGE_BYTES} imgshard reads")
@@ -103,7 +105,7 @@ def check_splits(splits: Any, reserved: set[Any]) -> None:
     """Every split and shard; no file may be listed twice (a repeated shard would serve its
     samples twice) or be the manifest or samples file."""
     _expect(isinstance(splits, dict), "splits", "an object of split name to split", splits)
-    listed = dict.fromkeys(reserved, "")
+    listed = set(reserved)
     for name, split in splits.items():
         field = f"splits.{name}"
         _expect(isinstance(split, dict), field, "an object", split)
@@ -122,7 +124,7 @@ def check_splits(splits: Any, reserved: set[Any]) -> None:
             raise FieldError(f"{field}.shards hold {total} samples in all, more than {MAX_COUNT}")
 
 
-def check_shard(shard: Any, field: str, listed: dict[str, str]) -> None:
+def check_shard(shard: Any, field: str, listed: set[str]) -> None:
     _expect(isinstance(shard, dict), field, "an object", shard)
     files = [("images", "sha256")]
     if shard.get("labels") is not None:
@@ -132,7 +134,7 @@ def check_shard(shard: Any, field: str, listed: dict[str, str]) -> None:
         check_name(name, f"{field}.{key}")
         if name in listed:
             raise FieldError(f"{field}.{key} names {name}, already listed")
-        listed[name] = f"{field}.{key}"
+        listed.add(name)
         checksum = _required(shard, checksum_key, field)
         _expect(isinstance(checksum, str) and SHA256.fullmatch(checksum) is not None,
                 f"{field}.{checksum_key}", "64 hexadecimal digits", checksum)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .config import DEFAULT_MAX_PIXELS
 from .errors import ImgshardError
 from .manifest import Manifest, ManifestError, SampleRow, open_listed, read_manifest, read_samples
 from .shards import open_shard
@@ -21,7 +22,7 @@ LABEL_WIDTH = 120
 GAP = 2
 #: The largest contact sheet drawn (Pillow's own limit for an image it opens, doubled): about
 #: 540 MB of RGB, whatever image shape or class count a manifest claims.
-MAX_SHEET_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+MAX_SHEET_PIXELS = 2 * DEFAULT_MAX_PIXELS
 
 
 class PreviewError(ImgshardError):
@@ -39,12 +40,13 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
     if split not in manifest.splits:
         raise PreviewError(f"split {split!r} is not in {directory} "
                            f"(it has: {', '.join(manifest.splits)})")
-    rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
     height, width, _ = manifest.image_shape
-    sheet_pixels = (LABEL_WIDTH + per_class * (width + GAP)) * len(rows) * (height + GAP)
-    if sheet_pixels > MAX_SHEET_PIXELS:
+    sheet_pixels = ((LABEL_WIDTH + per_class * (width + GAP))
+                    * (manifest.num_classes or 1) * (height + GAP))
+    if sheet_pixels > MAX_SHEET_PIXELS:  # checked before a sample is read
         raise PreviewError(f"the contact sheet would have {sheet_pixels:,} pixels, more than "
                            f"{MAX_SHEET_PIXELS:,}: ask for fewer --per-class")
+    rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
     sheet = Image.new("RGB", (LABEL_WIDTH + per_class * (width + GAP), len(rows) * (height + GAP)))
     pen = ImageDraw.Draw(sheet)
     for row_index, (name, samples) in enumerate(rows):

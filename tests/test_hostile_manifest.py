@@ -548,3 +548,10 @@ def test_any_mutation_reads_validly_or_raises_manifest_error(built, copy, data):
                 for batch in reader:
                     images = batch[0] if isinstance(batch, tuple) else batch
                     assert images.shape[1:] == manifest.image_shape
+
+
+def test_preview_refuses_a_sheet_too_large_before_reading_a_sample(copy, tmp_path):
+    """200,000 class names (each needs a row): 432 million pixels, refused up front."""
+    edit(copy, setter("class_names")([f"c{i}" for i in range(200_000)]))
+    result = run("preview", copy, "-o", tmp_path / "p.png")
+    assert_refused_in_one_line(result, "the contact sheet would have 432,000,000 pixels")
