@@ -7,18 +7,31 @@ is read back with a format check that fails loudly rather than guessing.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
+import re
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ImgshardError
+from .manifest_check import FieldError, check_manifest
+from .shards import MissingShardError, ShardError, open_regular
 from .storage import Location
 
 MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.csv"
 FORMAT = "imgshard"
 FORMAT_VERSION = 1
+#: The largest ``manifest.json`` read (1 GiB): a build of ten million files with every one
+#: skipped writes about a tenth of that; a larger file is refused before it is read whole.
+MAX_MANIFEST_BYTES = 1 << 30
+SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
 class ManifestError(ImgshardError):
@@ -93,34 +106,37 @@ class Manifest:
 
     @classmethod
     def from_json(cls, document: Any) -> "Manifest":
-        """Parse a manifest document; raise :class:`ManifestError` naming the first bad key."""
+        """Parse a manifest document; raise :class:`ManifestError` naming the first bad field.
+
+        Every field is checked for type and range before anything uses it (see
+        :mod:`imgshard.manifest_check`): a manifest may have been edited or written by anyone.
+        """
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ManifestError("not an imgshard manifest (its 'format' is not 'imgshard')")
         version = document.get("format_version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version != FORMAT_VERSION:
             raise ManifestError(
                 f"manifest format_version {version!r} is not supported by this imgshard "
                 f"(it reads version {FORMAT_VERSION}); upgrade imgshard or rebuild the shards"
             )
         try:
-            known = set(cls.__dataclass_fields__) | {"format", "format_version"}
-            return cls(
-                imgshard_version=str(document["imgshard_version"]),
-                created=str(document["created"]),
-                source=str(document["source"]),
-                image_shape=tuple(int(n) for n in document["image_shape"]),  # type: ignore[arg-type]
-                dtype=str(document["dtype"]),
-                class_names=document["class_names"],
-                config=dict(document["config"]),
-                splits={name: _split_from_json(s) for name, s in document["splits"].items()},
-                skipped=[Skip(str(s["path"]), str(s["reason"])) for s in document["skipped"]],
-                samples=str(document["samples"]),
-                extra={k: v for k, v in document.items() if k not in known},
-            )
-        except KeyError as error:
-            raise ManifestError(f"manifest lacks the key {error.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as error:
-            raise ManifestError(f"manifest is malformed: {error}") from None
+            fields = check_manifest(document)
+        except FieldError as error:
+            raise ManifestError(str(error)) from None
+        known = set(cls.__dataclass_fields__) | {"format", "format_version"}
+        return cls(
+            imgshard_version=fields["imgshard_version"],
+            created=fields["created"],
+            source=fields["source"],
+            image_shape=tuple(fields["image_shape"]),  # type: ignore[arg-type]
+            dtype=fields["dtype"],
+            class_names=fields["class_names"],
+            config=fields["config"],
+            splits={name: _split_from_json(split) for name, split in fields["splits"].items()},
+            skipped=[Skip(s["path"], s["reason"]) for s in fields["skipped"]],
+            samples=fields["samples"],
+            extra={k: v for k, v in document.items() if k not in known},
+        )
 
 
 def _split_to_json(split: SplitInfo) -> dict[str, Any]:
@@ -134,22 +150,14 @@ def _split_to_json(split: SplitInfo) -> dict[str, Any]:
 
 
 def _split_from_json(document: dict[str, Any]) -> SplitInfo:
+    """A split whose fields :func:`~imgshard.manifest_check.check_manifest` has checked."""
     shards = [
-        ShardInfo(
-            images=str(s["images"]),
-            num_samples=int(s["num_samples"]),
-            sha256=str(s["sha256"]),
-            labels=s.get("labels"),
-            labels_sha256=s.get("labels_sha256"),
-        )
+        ShardInfo(images=s["images"], num_samples=s["num_samples"], sha256=s["sha256"],
+                  labels=s.get("labels"), labels_sha256=s.get("labels_sha256"))
         for s in document["shards"]
     ]
-    counts = document["class_counts"]
-    return SplitInfo(
-        num_samples=int(document["num_samples"]),
-        class_counts=None if counts is None else {str(k): int(v) for k, v in counts.items()},
-        shards=shards,
-    )
+    return SplitInfo(num_samples=document["num_samples"],
+                     class_counts=document["class_counts"], shards=shards)
 
 
 def write_manifest(directory: str | os.PathLike[str] | Location, manifest: Manifest) -> None:
@@ -159,7 +167,11 @@ def write_manifest(directory: str | os.PathLike[str] | Location, manifest: Manif
 
 
 def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
-    """Load and check ``manifest.json``; every failure is a one-line :class:`ManifestError`."""
+    """Load and check ``manifest.json``; every failure is a one-line :class:`ManifestError`.
+
+    At most :data:`MAX_MANIFEST_BYTES` are read, and a local manifest must be a regular file
+    (not a link, FIFO or device: see :func:`~imgshard.shards.open_regular`).
+    """
     location = _location(directory)
     if location.is_local and not os.path.isdir(location.url):
         raise ManifestError(f"{location} is not a directory")
@@ -167,17 +179,121 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
         raise ManifestError(f"{location} does not exist (check the bucket and prefix)")
     path = location.display(MANIFEST_NAME)
     try:
-        document = json.loads(location.read_bytes(MANIFEST_NAME))
-    except FileNotFoundError:
+        text = _read_at_most(location, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    except (FileNotFoundError, MissingShardError):
         raise ManifestError(
             f"{path} is missing: not a shard directory, or its build did not finish "
             "(run `imgshard build ... --resume` to complete it)"
         ) from None
+    except ShardError as error:  # a link, FIFO, device or directory
+        detail = str(error).removeprefix(f"{location.path(MANIFEST_NAME)}: ")
+        raise ManifestError(f"{path} is {detail}" if detail.startswith(("not ", "a "))
+                            else f"cannot read {path}: {detail}") from None
     except OSError as error:
         raise ManifestError(f"cannot read {path}: {error.strerror}") from None
+    if text is None:
+        raise ManifestError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes, more than "
+                            "imgshard reads as a manifest")
+    try:
+        document = parse_json(text)
+    except RecursionError:
+        raise ManifestError(f"{path} is nested too deeply to read") from None
     except ValueError as error:
-        raise ManifestError(f"{path} is not valid JSON: {error}") from None
-    return Manifest.from_json(document)
+        raise ManifestError(f"{path} is not valid JSON: {_json_problem(error)}") from None
+    try:
+        return Manifest.from_json(document)
+    except ManifestError as error:
+        raise ManifestError(f"{path}: {error}") from None
+
+
+def parse_json(text: bytes) -> Any:
+    """JSON as the standard defines it: ``NaN``/``Infinity`` and numbers too large for a float
+    (``1e999``, which Python would read as infinity) are refused with ValueError."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _refuse_constant(token: str) -> None:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"{token[:20]} is not a finite number")
+    return value
+
+
+def _json_problem(error: ValueError) -> str:
+    """One line about a JSON error; Python's own words for an over-long integer are two."""
+    if "integer string conversion" in str(error):
+        return f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return " ".join(str(error).split())
+
+
+def _read_at_most(location: Location, name: str, limit: int) -> bytes | None:
+    """The bytes of ``name``, or None when it holds more than ``limit``."""
+    with open_listed(location, name) as stream:
+        data = stream.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def open_listed(location: Location, name: str) -> BinaryIO:
+    """Open a file of the shard directory for reading; a local one only if it is a regular file
+    (no link, FIFO or device: see :func:`~imgshard.shards.open_regular`).
+
+    Raises:
+        FileNotFoundError: it is not there.
+        ShardError: a local link or special file.
+    """
+    if not location.is_local:
+        return location.open_read(name)
+    try:
+        return os.fdopen(open_regular(location.path(name)), "rb")
+    except MissingShardError:
+        raise FileNotFoundError(location.path(name)) from None
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One row of ``samples.csv``: where the sample of source file ``path`` is stored."""
+
+    line: int
+    path: str
+    split: str
+    shard: str
+    index: int
+    label: int | None
+
+
+def read_samples(stream: BinaryIO) -> Iterator[SampleRow]:
+    """The rows of a ``samples.csv`` open as ``stream``, each with whole-number index and label.
+
+    The values are only parsed here; whether a shard, index or label exists is for the caller
+    to check against the manifest.
+
+    Raises:
+        ManifestError: a missing column, a row that is not CSV, or a value that is not a whole
+            number, naming the line.
+    """
+    text = io.TextIOWrapper(stream, newline="", encoding="utf-8", errors="surrogateescape")
+    reader = csv.DictReader(text)
+    try:
+        missing = [c for c in SAMPLES_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ManifestError(f"lacks the columns {', '.join(missing)}")
+        for row in reader:
+            yield SampleRow(reader.line_num, row["path"] or "", row["split"] or "",
+                            row["shard"] or "", _whole_number(row, "index", reader.line_num),
+                            _whole_number(row, "label", reader.line_num) if row["label"] else None)
+    except csv.Error as error:
+        raise ManifestError(f"line {reader.line_num}: not CSV: {error}") from None
+
+
+def _whole_number(row: dict[str, str | None], column: str, line: int) -> int:
+    value = row[column] or ""
+    if not _WHOLE_NUMBER.fullmatch(value):
+        raise ManifestError(f"line {line}: {column} {value[:40]!r} is not a whole number")
+    return int(value)
 
 
 def _location(directory: str | os.PathLike[str] | Location) -> Location:

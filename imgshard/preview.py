@@ -7,21 +7,24 @@ Pixels are shown as stored: float shards are mapped back through ``rescale``/``o
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .config import DEFAULT_MAX_PIXELS
 from .errors import ImgshardError
-from .manifest import Manifest, read_manifest
+from .manifest import Manifest, ManifestError, SampleRow, open_listed, read_manifest, read_samples
 from .outdir import is_inside
 from .shards import open_shard
 from .storage import Location, local_copy
 
 LABEL_WIDTH = 120
 GAP = 2
+#: The largest contact sheet drawn (Pillow's own limit for an image it opens, doubled): about
+#: 540 MB of RGB, whatever image shape or class count a manifest claims.
+MAX_SHEET_PIXELS = 2 * DEFAULT_MAX_PIXELS
 
 
 class PreviewError(ImgshardError):
@@ -40,8 +43,13 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
     if split not in manifest.splits:
         raise PreviewError(f"split {split!r} is not in {directory} "
                            f"(it has: {', '.join(manifest.splits)})")
-    rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
     height, width, _ = manifest.image_shape
+    sheet_pixels = ((LABEL_WIDTH + per_class * (width + GAP))
+                    * (manifest.num_classes or 1) * (height + GAP))
+    if sheet_pixels > MAX_SHEET_PIXELS:  # checked before a sample is read
+        raise PreviewError(f"the contact sheet would have {sheet_pixels:,} pixels, more than "
+                           f"{MAX_SHEET_PIXELS:,}: ask for fewer --per-class")
+    rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
     sheet = Image.new("RGB", (LABEL_WIDTH + per_class * (width + GAP), len(rows) * (height + GAP)))
     pen = ImageDraw.Draw(sheet)
     for row_index, (name, samples) in enumerate(rows):
@@ -79,13 +87,11 @@ def _same_file(entry: os.DirEntry, target: os.stat_result) -> bool:
 def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
           rng: np.random.Generator) -> list[tuple[str, list[np.ndarray]]]:
     """(row title, stored images) per class: up to ``per_class`` random samples of each."""
+    shards = {shard.images: shard for shard in manifest.splits[split].shards}
     locations: dict[int | None, list[tuple[str, int]]] = {}
-    with io.TextIOWrapper(directory.open_read(manifest.samples), newline="", encoding="utf-8",
-                          errors="surrogateescape") as stream:
-        for row in csv.DictReader(stream):
-            if row["split"] == split:
-                label = int(row["label"]) if row["label"] else None
-                locations.setdefault(label, []).append((row["shard"], int(row["index"])))
+    for row in _samples_of(directory, manifest, split):
+        label = row.label if manifest.class_names is not None else None
+        locations.setdefault(label, []).append((row.shard, row.index))
     names = manifest.class_names
     keys = range(len(names)) if names is not None else [None]
     picked = []
@@ -96,11 +102,45 @@ def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
         picked.append((names[key] if names is not None else "samples",
                        [found[i] for i in sorted(chosen)]))
     with contextlib.ExitStack() as stack:
-        shards: dict[str, np.ndarray] = {}
-        for shard in sorted({shard for _, chosen in picked for shard, _ in chosen}):
-            shards[shard] = open_shard(stack.enter_context(local_copy(directory, shard)))
-        return [(title, [np.array(shards[shard][index]) for shard, index in chosen])
+        maps: dict[str, np.ndarray] = {}
+        for name in sorted({shard for _, chosen in picked for shard, _ in chosen}):
+            maps[name] = open_shard(stack.enter_context(local_copy(directory, name)),
+                                    shape=(shards[name].num_samples, *manifest.image_shape),
+                                    dtype=manifest.dtype)
+        return [(title, [np.array(maps[shard][index]) for shard, index in chosen])
                 for title, chosen in picked]
+
+
+def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator[SampleRow]:
+    """The rows of ``samples.csv`` in ``split``, each naming a sample that the manifest lists.
+
+    Raises:
+        PreviewError: naming the first row of a shard that is not in the split, an index
+            outside its shard or a label outside the classes.
+    """
+    path = directory.display(manifest.samples)
+    sizes = {shard.images: shard.num_samples for shard in manifest.splits[split].shards}
+    classes = manifest.num_classes
+    try:
+        with open_listed(directory, manifest.samples) as stream:
+            for row in read_samples(stream):
+                if row.split != split:
+                    continue
+                where = f"{path}: line {row.line}:"
+                if row.shard not in sizes:
+                    raise PreviewError(f"{where} shard {row.shard[:80]!r} is not a shard of "
+                                       f"split {split} in the manifest")
+                if not 0 <= row.index < sizes[row.shard]:
+                    raise PreviewError(f"{where} index {row.index} is outside [0, "
+                                       f"{sizes[row.shard]}) of {row.shard}")
+                if classes is not None and row.label is not None \
+                        and not 0 <= row.label < classes:
+                    raise PreviewError(f"{where} label {row.label} is outside [0, {classes})")
+                yield row
+    except FileNotFoundError:
+        raise PreviewError(f"{path} is missing") from None
+    except ManifestError as error:
+        raise PreviewError(f"{path}: {error}") from None
 
 
 def to_display(pixels: np.ndarray, manifest: Manifest) -> Image.Image:

@@ -24,6 +24,7 @@ checksums verified once on landing, and memory-mapped from there.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -36,7 +37,8 @@ import numpy as np
 from .cache import ShardCache, default_cache_dir
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo, read_manifest
-from .shards import MissingShardError, open_shard
+from .shards import (MissingShardError, check_labels, check_npy_size, open_shard,
+                     regular_file_size)
 from .storage import Location
 
 LABEL_MODES = ("int", "categorical", "binary", None)
@@ -80,6 +82,13 @@ class ShardReader:
         storage_options: fsspec options for a URL ``directory`` (credentials, endpoint, ...).
         cache_dir: where the shards of a URL are cached (default ``~/.cache/imgshard``).
         cache_bytes: the cache's size limit; least recently used shards are evicted beyond it.
+        verify: check each shard file's sha256 against the manifest the first time it is
+            mapped (a local directory; a URL's files are always checked as they download).
+
+    Raises:
+        ManifestError, ShardError: the manifest, or a file it lists, is not what a build writes
+            (every file's size is checked against the manifest's counts on construction; each
+            label file's labels against the class count when mapped).
     """
 
     def __init__(self, directory: str, split: str = "train", *, batch_size: int = 32,
@@ -88,7 +97,7 @@ class ShardReader:
                  augment: Callable[[np.ndarray], np.ndarray] | None = None,
                  flip_horizontal: bool = False, window: int = 4, prefetch: int = 2,
                  storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 cache_bytes: int = 10 * 1000**3) -> None:
+                 cache_bytes: int = 10 * 1000**3, verify: bool = False) -> None:
         location = directory if isinstance(directory, Location) \
             else Location.of(directory, storage_options)
         self.directory = str(location)
@@ -105,6 +114,8 @@ class ShardReader:
         self.dtype = np.dtype(dtype or self.manifest.dtype)
         self.augment, self.flip_horizontal = augment, flip_horizontal
         self.window, self.prefetch = window, prefetch
+        self.verify, self._verified = verify and location.is_local, set()
+        _check_sizes(location, self.manifest, self.shards)
         sizes = np.array([s.num_samples for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
         self.num_samples = int(self._starts[-1])
@@ -258,24 +269,28 @@ class ShardReader:
                 self._open.popitem(last=False)
             info = self.shards[index]
             self._download_ahead(index)
-            opened = self._map(info)
+            opened = self._map(info, verify=self.verify and index not in self._verified)
+            self._verified.add(index)
             self._open[index] = opened
             return opened
 
-    def _map(self, info: ShardInfo) -> tuple[np.ndarray, np.ndarray | None]:
-        images = self._open_file(info.images, info.sha256,
+    def _map(self, info: ShardInfo, *, verify: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        images = self._open_file(info.images, info.sha256, verify,
                                  shape=(info.num_samples, *self.manifest.image_shape),
                                  dtype=self.manifest.dtype)
         labels = None
         if info.labels is not None:
-            labels = np.asarray(self._open_file(info.labels, info.labels_sha256,
+            labels = np.asarray(self._open_file(info.labels, info.labels_sha256, verify,
                                                 shape=(info.num_samples,), dtype="int32"))
+            check_labels(self.location.display(info.labels), labels, self.manifest.num_classes)
         return images, labels
 
-    def _open_file(self, name: str, sha256: str | None, **expected: Any) -> np.ndarray:
+    def _open_file(self, name: str, sha256: str | None, verify: bool,
+                   **expected: Any) -> np.ndarray:
         """Map a file of the directory, from the local cache when it is remote."""
         if self.cache is None:
-            return open_shard(self.location.path(name), **expected)
+            return open_shard(self.location.path(name), sha256=sha256 if verify else None,
+                              **expected)
         return self.cache.open(name, sha256 or "", lambda path: _open_cached(path, **expected))
 
     def close(self) -> None:
@@ -310,8 +325,10 @@ class ShardReader:
         if labels is None:
             raise ReaderError("these shards have no labels (built with --no-labels): "
                               "use label_mode=None")
-        if self.label_mode == "categorical":
-            return np.eye(len(self.manifest.class_names), dtype=np.float32)[labels]
+        if self.label_mode == "categorical":  # not np.eye(classes)[labels]: classes squared
+            one_hot = np.zeros((len(labels), len(self.manifest.class_names)), dtype=np.float32)
+            one_hot[np.arange(len(labels)), labels] = 1
+            return one_hot
         if self.label_mode == "binary":
             return labels.astype(np.float32)[:, np.newaxis]
         return labels
@@ -349,8 +366,32 @@ def _open_cached(path: str, **expected: Any) -> np.ndarray:
 
 def _shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
     """Bytes of a shard's files (images and labels), from the manifest alone."""
-    pixels = info.num_samples * int(np.prod(manifest.image_shape)) * np.dtype(manifest.dtype).itemsize
+    pixels = info.num_samples * math.prod(manifest.image_shape) * np.dtype(manifest.dtype).itemsize
     return pixels + 4 * info.num_samples + 256
+
+
+def _check_sizes(location: Location, manifest: Manifest, shards: list[ShardInfo]) -> None:
+    """Refuse any file of ``shards`` whose size cannot hold the rows the manifest claims, before
+    an epoch's order (8 bytes a sample) or a download is sized by those claims.
+
+    A local file is looked at with ``lstat`` (links and special files are refused here, and
+    again on the opened descriptor when it is mapped); a URL's files come from one listing.
+    """
+    listed = None if location.is_local else location.sizes()
+    for info in shards:
+        files = [(info.images, (*manifest.image_shape,), manifest.dtype)]
+        if info.labels is not None:
+            files.append((info.labels, (), "int32"))
+        for name, row_shape, dtype in files:
+            path = location.path(name) if location.is_local else location.display(name)
+            if listed is None:
+                size = regular_file_size(path)
+            elif name in listed:
+                size = listed[name]
+            else:
+                raise MissingShardError(f"{path}: shard file is missing")
+            check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
+                           local=location.is_local)
 
 
 def _check_options(manifest: Manifest, batch_size: int, label_mode: str | None, window: int,

@@ -12,10 +12,12 @@ can tell them from files it must not delete; the pid keeps two writers of one na
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import math
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -25,6 +27,9 @@ from numpy.lib import format as npy_format
 from .errors import ImgshardError
 
 TEMP_PREFIX = ".tmp-"
+#: The sizes of a ``.npy`` header: 16 bytes at least (numpy pads to 64 today); numpy reads at
+#: most 10,000 bytes of it (``max_header_size``) after the 12 bytes of magic and length.
+NPY_MIN_HEADER, NPY_MAX_HEADER = 16, 10_012
 
 
 class ShardError(ImgshardError):
@@ -212,21 +217,165 @@ def file_sha256(path: str) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def open_shard(path: str, *, shape: tuple[int, ...] | None = None, dtype: str | None = None,
-               ) -> np.ndarray:
-    """Memory-map a shard read-only and check it against what the manifest expects.
+def is_plain_name(name: object) -> bool:
+    """Whether ``name`` names a file directly inside a directory: a non-empty string with no
+    separator (``/`` or ``\\``), no NUL, and neither ``.`` nor ``..``; so never absolute."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and not any(c in name for c in "/\\\0"))
+
+
+def open_regular(path: str) -> int:
+    """Open ``path`` read-only, refusing anything but a regular file; return the descriptor.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (a blocking open would wait for a writer
+    forever) and ``O_NOFOLLOW`` refuses a symbolic link as the last component, so a link can
+    never lead a read out of the directory. The file type is checked on the opened descriptor,
+    so the file cannot be swapped between the check and the read.
 
     Raises:
-        ShardError: naming ``path`` when it is missing, truncated, or of another shape/dtype.
+        MissingShardError: nothing is there.
+        ShardError: a link, a FIFO, device, socket or directory, or unreadable.
     """
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MissingShardError(f"{path}: shard file is missing") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ShardError(f"{path}: a symbolic link (imgshard follows no links in a shard "
+                             "directory)") from None
+        raise ShardError(f"{path}: cannot open: {error.strerror}") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise ShardError(f"{path}: not a regular file ({_file_kind(mode)})")
+    return descriptor
+
+
+def regular_file_size(path: str) -> int:
+    """The size of ``path``, refusing (without opening it) what :func:`open_regular` refuses."""
+    try:
+        mode_and_size = os.lstat(path)
+    except FileNotFoundError:
+        raise MissingShardError(f"{path}: shard file is missing") from None
+    except OSError as error:
+        raise ShardError(f"{path}: cannot open: {error.strerror}") from None
+    if stat.S_ISLNK(mode_and_size.st_mode):
+        raise ShardError(f"{path}: a symbolic link (imgshard follows no links in a shard "
+                         "directory)")
+    if not stat.S_ISREG(mode_and_size.st_mode):
+        raise ShardError(f"{path}: not a regular file ({_file_kind(mode_and_size.st_mode)})")
+    return mode_and_size.st_size
+
+
+def check_npy_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
+                   local: bool) -> None:
+    """Refuse a ``.npy`` file whose size cannot hold an array of ``shape`` and ``dtype``.
+
+    Checked from a listing before anything is mapped, allocated or downloaded from the counts
+    a manifest claims. A local file of the wrong size is opened to say exactly what is wrong.
+    """
+    data = math.prod(shape) * np.dtype(dtype).itemsize
+    if data + NPY_MIN_HEADER <= size <= data + NPY_MAX_HEADER:
+        return
+    if local:
+        open_shard(path, shape=shape, dtype=dtype)
+    raise ShardError(f"{path}: the manifest says {shape[0]} samples, the file holds {size} "
+                     f"bytes (not a header and {data} bytes of data)")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
+
+
+def descriptor_sha256(descriptor: int) -> str:
+    """The sha256 of the whole file open on ``descriptor`` (its position is left unchanged)."""
+    position = os.lseek(descriptor, 0, os.SEEK_CUR)
+    with os.fdopen(os.dup(descriptor), "rb") as stream:  # a dup shares the position
+        stream.seek(0)
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+    os.lseek(descriptor, position, os.SEEK_SET)
+    return digest
+
+
+def regular_file_sha256(path: str) -> str | None:
+    """The sha256 of ``path`` if it is a regular file (opened as :func:`open_regular`), else
+    None: for ``verify``, which reports why such a file cannot be read elsewhere."""
+    try:
+        descriptor = open_regular(path)
+    except ShardError:
+        return None
+    try:
+        return descriptor_sha256(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def open_shard(path: str, *, shape: tuple[int, ...] | None = None, dtype: str | None = None,
+               sha256: str | None = None) -> np.ndarray:
+    """Memory-map a shard read-only and check it against what the manifest expects.
+
+    The file is opened with :func:`open_regular` and mapped through that descriptor. Only
+    numeric dtypes are mapped (never pickled objects). With ``sha256`` the file's checksum is
+    computed first, from the same descriptor, and must match.
+
+    Raises:
+        ShardError: naming ``path`` when it is missing, not a regular file, truncated, of
+            another shape/dtype, or (with ``sha256``) of another checksum.
+    """
+    descriptor = open_regular(path)
+    try:
+        if sha256 is not None and descriptor_sha256(descriptor) != sha256:
+            raise ShardError(f"{path}: checksum does not match the manifest (changed or "
+                             "corrupt): run imgshard verify")
+        with os.fdopen(os.dup(descriptor), "rb") as stream:
+            array = _map_npy(stream)
     except (OSError, ValueError) as error:
         raise ShardError(f"{path}: not a readable .npy file (truncated?): {error}") from None
+    finally:
+        os.close(descriptor)
     if shape is not None and tuple(array.shape) != tuple(shape):
         raise ShardError(f"{path}: shape {tuple(array.shape)} but the manifest says {tuple(shape)}")
     if dtype is not None and array.dtype != np.dtype(dtype):
         raise ShardError(f"{path}: dtype {array.dtype} but the manifest says {dtype}")
     return array
+
+
+def _map_npy(stream: BinaryIO) -> np.ndarray:
+    """Map the ``.npy`` file open as ``stream`` read-only (numpy's ``open_memmap`` takes only
+    a file name, which could name another file by the time it is opened)."""
+    version = npy_format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f".npy format version {version} is not supported")
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise ValueError(f"dtype {dtype} holds no numbers")
+    offset = stream.tell()
+    needed = offset + math.prod(shape) * dtype.itemsize
+    size = os.fstat(stream.fileno()).st_size
+    if size < needed:
+        raise ValueError(f"{size} bytes, the header promises {needed}")
+    if math.prod(shape) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset,
+                     order="F" if fortran_order else "C")
+
+
+def check_labels(path: str, labels: np.ndarray, num_classes: int | None) -> None:
+    """Refuse a label file holding a label outside ``[0, num_classes)`` (one pass over n int32).
+
+    Raises:
+        ShardError: naming the file and the first such label.
+    """
+    if num_classes is None or not len(labels):
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ShardError(f"{path}: label {bad} outside [0, {num_classes}) (the manifest has "
+                         f"{num_classes} classes)")

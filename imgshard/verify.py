@@ -14,7 +14,6 @@ several threads, so it needs that much free disk), checked exactly as a local di
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 from collections import Counter
@@ -26,9 +25,10 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executor import process_pool
-from .manifest import Manifest, read_manifest
+from .manifest import (Manifest, ManifestError, SampleRow, ShardInfo, open_listed, read_manifest,
+                       read_samples)
 from .outdir import OWN_FILE
-from .shards import ShardError, file_sha256, open_shard
+from .shards import ShardError, check_labels, open_shard, regular_file_sha256
 from .storage import Location
 from .transform import cast_table
 
@@ -114,9 +114,10 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
                 yield Problem(shard.images, str(error).split(": ", 1)[-1])
             if shard.labels:
                 try:
-                    labels = open_shard(os.path.join(directory, shard.labels),
-                                        shape=(shard.num_samples,), dtype="int32")
-                    labels_seen.update(np.asarray(labels).tolist())
+                    labels = np.asarray(open_shard(os.path.join(directory, shard.labels),
+                                                   shape=(shard.num_samples,), dtype="int32"))
+                    labels_seen.update(labels.tolist())
+                    check_labels(shard.labels, labels, manifest.num_classes)
                 except ShardError as error:
                     yield Problem(shard.labels, str(error).split(": ", 1)[-1])
         if split.class_counts is not None and manifest.class_names is not None:
@@ -131,19 +132,20 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
 
 def _check_checksums(directory: str, manifest: Manifest, workers: int,
                      progress: Callable[[int], None] | None) -> list[Problem]:
-    files = [(name, sha) for _, name, _, sha in _listed(manifest)
-             if os.path.exists(os.path.join(directory, name))]
+    files = [(name, sha) for _, name, _, sha in _listed(manifest)]
     paths = [os.path.join(directory, name) for name, _ in files]
     if workers > 1 and len(paths) > 1:
         with process_pool(workers) as pool:
-            digests = _track(pool.map(file_sha256, paths), progress)
+            digests = _track(pool.map(regular_file_sha256, paths), progress)
     else:
-        digests = _track(map(file_sha256, paths), progress)
+        digests = _track(map(regular_file_sha256, paths), progress)
     return [Problem(name, "checksum does not match the manifest (changed, swapped or corrupt)")
-            for (name, expected), actual in zip(files, digests) if actual != expected]
+            for (name, expected), actual in zip(files, digests)
+            if actual is not None and actual != expected]  # None: reported by _check_files
 
 
-def _track(digests: Iterator[str], progress: Callable[[int], None] | None) -> list[str]:
+def _track(digests: Iterator[str | None], progress: Callable[[int], None] | None,
+           ) -> list[str | None]:
     done = []
     for digest in digests:
         done.append(digest)
@@ -153,33 +155,44 @@ def _track(digests: Iterator[str], progress: Callable[[int], None] | None) -> li
 
 
 def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
-    path = os.path.join(directory, manifest.samples)
     try:
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as stream:
-            rows = list(csv.DictReader(stream))
-    except OSError as error:
-        return [Problem(manifest.samples, f"cannot read: {error.strerror}")]
-    by_shard: dict[str, list[dict]] = {}
+        with open_listed(Location.of(directory), manifest.samples) as stream:
+            rows = list(read_samples(stream))
+    except FileNotFoundError:
+        return [Problem(manifest.samples, "file is missing")]
+    except (ShardError, ManifestError) as error:  # a link or special file; a malformed row
+        return [Problem(manifest.samples, str(error).rsplit(f"{manifest.samples}: ", 1)[-1])]
+    by_shard: dict[str, list[SampleRow]] = {}
     for row in rows:
-        by_shard.setdefault(row.get("shard", ""), []).append(row)
+        by_shard.setdefault(row.shard, []).append(row)
     problems = []
     for split in manifest.splits.values():
         for shard in split.shards:
             shard_rows = by_shard.pop(shard.images, [])
-            indices = sorted(int(r["index"]) for r in shard_rows)
-            if indices != list(range(shard.num_samples)):
+            indices = sorted(row.index for row in shard_rows)
+            if len(indices) != shard.num_samples or indices != list(range(shard.num_samples)):
                 problems.append(Problem(manifest.samples, f"rows for {shard.images} do not cover "
                                         f"its {shard.num_samples} samples exactly once"))
                 continue
-            if shard.labels and os.path.exists(os.path.join(directory, shard.labels)):
-                labels = np.load(os.path.join(directory, shard.labels))
-                if len(labels) == shard.num_samples and any(
-                        int(r["label"]) != labels[int(r["index"])] for r in shard_rows):
-                    problems.append(Problem(manifest.samples,
-                                            f"labels of {shard.images} disagree with {shard.labels}"))
+            labels = _labels(directory, shard)
+            if labels is not None and any(row.label != labels[row.index] for row in shard_rows):
+                problems.append(Problem(manifest.samples,
+                                        f"labels of {shard.images} disagree with {shard.labels}"))
     problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
                  for name in by_shard]
     return problems
+
+
+def _labels(directory: str, shard: ShardInfo) -> np.ndarray | None:
+    """The labels of ``shard`` (None without, or when its file cannot be read: reported
+    elsewhere)."""
+    if not shard.labels:
+        return None
+    try:
+        return np.asarray(open_shard(os.path.join(directory, shard.labels),
+                                     shape=(shard.num_samples,), dtype="int32"))
+    except ShardError:
+        return None
 
 
 def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
@@ -188,7 +201,9 @@ def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
     for split in manifest.splits.values():
         for shard in split.shards:
             try:
-                images = open_shard(os.path.join(directory, shard.images))
+                images = open_shard(os.path.join(directory, shard.images),
+                                    shape=(shard.num_samples, *manifest.image_shape),
+                                    dtype=manifest.dtype)
             except ShardError:
                 continue  # already reported
             for start in range(0, len(images), DEEP_CHUNK_ROWS):
@@ -200,10 +215,6 @@ def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
                     problems.append(Problem(shard.images, f"values outside [{low}, {high}] "
                                             f"near row {start}"))
                     break
-            if shard.labels and manifest.class_names is not None:
-                labels = np.load(os.path.join(directory, shard.labels))
-                if labels.size and (labels.min() < 0 or labels.max() >= len(manifest.class_names)):
-                    problems.append(Problem(shard.labels, "label outside [0, num_classes)"))
     return problems
 
 

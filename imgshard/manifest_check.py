@@ -1,0 +1,203 @@
+"""Check every field of a parsed ``manifest.json`` before anything uses it.
+
+A manifest may have been edited, truncated or written by someone else, so nothing in it is
+trusted: file names must be plain names of files directly in the shard directory (never a path
+that could lead a read elsewhere), counts whole numbers in a sane range, the image shape small
+enough that one image fits in memory, the dtype one imgshard writes, and the build config of the
+types :class:`~imgshard.config.BuildConfig` declares and consistent with the shape and dtype.
+Nothing is allocated from a value before it passed here. The first bad field is named in a
+one-line :class:`~imgshard.manifest.ManifestError`; the checks mirror what ``build`` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import types
+import typing
+from typing import Any
+
+import numpy as np
+
+from .config import DTYPES, BuildConfig, ConfigError
+from .errors import ImgshardError
+from .shards import is_plain_name
+
+#: The most samples a split or shard may claim (about 10^12): far beyond any real dataset, small
+#: enough that sample indices never overflow 64 bits.
+MAX_COUNT = 1 << 40
+#: The most bytes one image may take (2 GiB): a batch is allocated from this.
+MAX_IMAGE_BYTES = 1 << 31
+SHA256 = re.compile(r"[0-9a-f]{64}")
+_DESCRIPTIONS = {bool: ("true or false", "true or false values"), int: ("a whole number",
+                 "whole numbers"), float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+class FieldError(ImgshardError):
+    """One field of a manifest is wrong (becomes a ManifestError naming the file)."""
+
+
+def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
+    """The top-level fields of ``document``, each checked; raise :class:`FieldError`."""
+    fields = {key: _required(document, key, "") for key in (
+        "imgshard_version", "created", "source", "image_shape", "dtype", "class_names",
+        "config", "splits", "skipped", "samples")}
+    for key in ("imgshard_version", "created", "source"):
+        _expect(isinstance(fields[key], str), key, "a string", fields[key])
+    shape, dtype = fields["image_shape"], fields["dtype"]
+    _expect(isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n >= 1
+                                                                 for n in shape),
+            "image_shape", "3 whole numbers >= 1 (height, width, channels)", shape)
+    _expect(dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", dtype)
+    image_bytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if image_bytes > MAX_IMAGE_BYTES:
+        raise FieldError(f"image_shape {show(shape)} makes images of {image_bytes} bytes, more "
+                         f"than the {MAX_IMAGE_BYTES} imgshard reads")
+    check_class_names(fields["class_names"])
+    check_config(fields["config"], shape, dtype)
+    check_name(fields["samples"], "samples")
+    check_splits(fields["splits"], reserved={"manifest.json", fields["samples"]})
+    skipped = fields["skipped"]
+    _expect(isinstance(skipped, list), "skipped", "a list", skipped)
+    for index, skip in enumerate(skipped):
+        _expect(isinstance(skip, dict) and isinstance(skip.get("path"), str)
+                and isinstance(skip.get("reason"), str), f"skipped[{index}]",
+                "an object with a text path and reason", skip)
+    return fields
+
+
+def check_class_names(names: Any) -> None:
+    _expect(names is None or isinstance(names, list) and all(isinstance(n, str) for n in names),
+            "class_names", "null or a list of strings", names)
+    seen: set[str] = set()
+    for name in names or ():
+        if name in seen:
+            raise FieldError(f"class_names names {name!r} twice")
+        seen.add(name)
+
+
+def check_config(values: Any, shape: list[int], dtype: str) -> None:
+    """The build config: known keys of the declared types, values a build accepts, and the
+    image shape and dtype its keys imply equal to the manifest's."""
+    _expect(isinstance(values, dict), "config", "an object", values)
+    hints = typing.get_type_hints(BuildConfig)
+    known = {f.name for f in dataclasses.fields(BuildConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise FieldError(f"config: unknown option {key!r}")
+        _expect(_matches(value, hints[key]), f"config.{key}", _describe(hints[key]), value)
+    try:
+        config = BuildConfig.from_dict(values)
+    except ConfigError as error:
+        raise FieldError(f"config: {error}") from None
+    implied = (*(config.size if "size" in values else shape[:2]),
+               config.channels if "color" in values else shape[2])
+    if tuple(shape) != implied:  # a key the config lacks implies nothing
+        raise FieldError(f"image_shape {show(shape)} disagrees with config (size "
+                         f"{show(list(config.size))}, color {config.color!r})")
+    if "dtype" in values and dtype != config.dtype:
+        raise FieldError(f"dtype {dtype!r} disagrees with config (dtype {config.dtype!r})")
+
+
+def check_splits(splits: Any, reserved: set[Any]) -> None:
+    """Every split and shard; no file may be listed twice (a repeated shard would serve its
+    samples twice) or be the manifest or samples file."""
+    _expect(isinstance(splits, dict), "splits", "an object of split name to split", splits)
+    listed = set(reserved)
+    for name, split in splits.items():
+        field = f"splits.{name}"
+        _expect(isinstance(split, dict), field, "an object", split)
+        check_count(_required(split, "num_samples", field), f"{field}.num_samples")
+        counts = _required(split, "class_counts", field)
+        _expect(counts is None or isinstance(counts, dict), f"{field}.class_counts",
+                "null or an object of class name to count", counts)
+        for class_name, count in (counts or {}).items():
+            check_count(count, f"{field}.class_counts.{class_name}")
+        shards = _required(split, "shards", field)
+        _expect(isinstance(shards, list), f"{field}.shards", "a list", shards)
+        for index, shard in enumerate(shards):
+            check_shard(shard, f"{field}.shards[{index}]", listed)
+        total = sum(shard["num_samples"] for shard in shards)
+        if total > MAX_COUNT:
+            raise FieldError(f"{field}.shards hold {total} samples in all, more than {MAX_COUNT}")
+
+
+def check_shard(shard: Any, field: str, listed: set[str]) -> None:
+    _expect(isinstance(shard, dict), field, "an object", shard)
+    files = [("images", "sha256")]
+    if shard.get("labels") is not None:
+        files.append(("labels", "labels_sha256"))
+    for key, checksum_key in files:
+        name = _required(shard, key, field)
+        check_name(name, f"{field}.{key}")
+        if name in listed:
+            raise FieldError(f"{field}.{key} names {name}, already listed")
+        listed.add(name)
+        checksum = _required(shard, checksum_key, field)
+        _expect(isinstance(checksum, str) and SHA256.fullmatch(checksum) is not None,
+                f"{field}.{checksum_key}", "64 hexadecimal digits", checksum)
+    check_count(_required(shard, "num_samples", field), f"{field}.num_samples")
+
+
+def check_name(name: Any, field: str) -> None:
+    """``name`` must name a file directly in the shard directory."""
+    if not is_plain_name(name):
+        raise FieldError(f"{field} is not a plain file name: {show(name)}")
+
+
+def check_count(value: Any, field: str) -> None:
+    _expect(_is_int(value) and 0 <= value <= MAX_COUNT, field,
+            f"a whole number from 0 to {MAX_COUNT}", value)
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``value`` as a message shows it: text quoted as Python does, anything else as JSON."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int  # not a bool, which is an int to Python but not in JSON
+
+
+def _required(document: dict[str, Any], key: str, field: str) -> Any:
+    if key not in document:
+        raise FieldError(f"{field} lacks the key {key!r}" if field else f"lacks the key {key!r}")
+    return document[key]
+
+
+def _expect(condition: bool, field: str, description: str, value: Any) -> None:
+    if not condition:
+        raise FieldError(f"{field} must be {description}, got {show(value)}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether the JSON ``value`` is of the type ``hint`` (tuples are JSON lists)."""
+    if hint is type(None):
+        return value is None
+    if hint in (bool, int, str):
+        return type(value) is hint
+    if hint is float:
+        return type(value) in (int, float)
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_matches(value, arg) for arg in args)
+    if typing.get_origin(hint) is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    return False
+
+
+def _describe(hint: Any) -> str:
+    """What the type ``hint`` looks like in JSON, for a message."""
+    args = typing.get_args(hint)
+    if hint in _DESCRIPTIONS:
+        return _DESCRIPTIONS[hint][0]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
+    if args and args[-1] is Ellipsis:
+        return f"a list of {_DESCRIPTIONS[args[0]][1]}"
+    return f"a list of {len(args)} {_DESCRIPTIONS[args[0]][1]}"
