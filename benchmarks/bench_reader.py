@@ -6,7 +6,8 @@ On shards built from the ``small`` set (224x224 float16, 1,500 images, ~450 MB, 
 warm), with batches of 32:
 - bytes/s of a shuffled epoch against plainly copying the same shards, batch by batch in file
   order, out of memory maps (``np.array(mmap[i:i + 32])``): the cost of shuffling and of the
-  reader's own machinery;
+  reader's own machinery; as context, a reader's first epoch with ``verify=True`` (every file's
+  sha256 checked as it is first mapped) against one without;
 - images/s against ``keras.utils.image_dataset_from_directory`` over the source JPEGs (needs
   TensorFlow, installed for the benchmark only);
 - time per ``model.fit`` step of a small CNN fed by ``to_keras()``, against the same data held
@@ -69,10 +70,11 @@ def warm_page_cache(shards: str) -> None:
                 pass
 
 
-def reader_epoch(shards: str, seed: int) -> Epoch:
+def reader_epoch(shards: str, seed: int, verify: bool = False) -> Epoch:
     from imgshard import ShardReader
 
-    reader = ShardReader(shards, split="train", batch_size=BATCH, shuffle=True, seed=seed)
+    reader = ShardReader(shards, split="train", batch_size=BATCH, shuffle=True, seed=seed,
+                         verify=verify)
     images = moved = 0
     started = time.perf_counter()
     for x, _ in reader:
@@ -161,9 +163,14 @@ def reader_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure]
     epochs = [reader_epoch(shards, seed) for seed in range(repeat)]
     epoch = min(epochs, key=lambda e: e.seconds)
     copy = min((mmap_copy_epoch(shards) for _ in range(repeat)), key=lambda e: e.seconds)
+    checked = min((reader_epoch(shards, seed, verify=True) for seed in range(repeat)),
+                  key=lambda e: e.seconds)
     figures = [Figure("reader epoch vs copying mmaps", "small", epoch.bytes / epoch.seconds / MB,
                       copy.bytes / copy.seconds / MB, "MB/s", f">= {COPY_GOAL}x",
-                      at_least(COPY_GOAL))]
+                      at_least(COPY_GOAL)),
+               Figure("first epoch, verify=True vs without", "small",
+                      checked.bytes / checked.seconds / MB, epoch.bytes / epoch.seconds / MB,
+                      "MB/s", "context", None)]
     notes = []
     if importlib.util.find_spec("tensorflow") is None:
         notes.append("reader vs image_dataset_from_directory: not measured (TensorFlow is not "

@@ -1,8 +1,10 @@
 """One shuffled ShardReader epoch over a shard directory, as a process of its own.
 
-Usage: python reader_epoch.py SHARDS [--batch-size 32] [--seed 0]
+Usage: python reader_epoch.py SHARDS [--batch-size 32] [--seed 0] [--verify]
 
-Prints one JSON line: images, bytes and seconds of the epoch, and ``peak_rss``, this process's
+``--verify`` reads with ``ShardReader(verify=True)`` (each file's sha256 checked when first
+mapped). Prints one JSON line: images, bytes, seconds and CPU seconds of the epoch (the process's
+threads together, from the reader's construction on, so that its checks count), and ``peak_rss``, this process's
 resident-memory high-water mark as the kernel counts it (``VmHWM``: exact, where sampling from
 outside misses the short peak of a small epoch), mapped shard pages included. Not
 ``ru_maxrss``: Linux carries that over from the forked parent across ``exec``.
@@ -20,15 +22,18 @@ def main(argv: list[str]) -> None:
 
     batch_size = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 32
     seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0
-    reader = ShardReader(argv[0], split="train", batch_size=batch_size, shuffle=True, seed=seed)
+    verify = "--verify" in argv
+    started, cpu_started = time.perf_counter(), time.process_time()
+    reader = ShardReader(argv[0], split="train", batch_size=batch_size, shuffle=True, seed=seed,
+                         **({"verify": True} if verify else {}))  # older readers lack verify=
     images = moved = 0
-    started = time.perf_counter()
     for x, _ in reader:
         images += len(x)
         moved += x.nbytes
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     sys.stdout.write(json.dumps({"images": images, "bytes": moved, "seconds": seconds,
-                                 "peak_rss": peak_rss()}) + "\n")
+                                 "cpu_seconds": cpu_seconds, "peak_rss": peak_rss()}) + "\n")
 
 
 def peak_rss() -> int:

@@ -176,8 +176,9 @@ def stored_values(rescale: float, offset: float, dtype: str) -> np.ndarray:
 
 
 def _check_stored_range(config: BuildConfig) -> None:
-    """Refuse a rescale and offset that turn some pixel value into inf: every image would
-    hold it, silently (float16 overflows at 65504)."""
+    """Refuse a rescale and offset that turn some pixel value into inf (float16 overflows at
+    65504), or two pixel values into the same stored value (a zero rescale, or steps finer than
+    the dtype's precision there): every image holding them would change, silently."""
     if config.dtype == "uint8":
         return
     stored = stored_values(config.rescale, config.offset, config.dtype)
@@ -187,6 +188,13 @@ def _check_stored_range(config: BuildConfig) -> None:
         raise ConfigError(f"rescale and offset overflow {config.dtype}: pixel value {pixel} "
                           f"would be {pixel * config.rescale + config.offset:g} (largest "
                           f"{config.dtype}: {float(np.finfo(config.dtype).max):g})")
+    merged = np.flatnonzero(stored[1:] == stored[:-1])
+    if merged.size:
+        pixel = int(merged[0])
+        raise ConfigError(f"rescale {config.rescale:g} and offset {config.offset:g} give pixel "
+                          f"values {pixel} and {pixel + 1} the same stored value "
+                          f"({float(stored[pixel]):g} in {config.dtype}): choose a larger "
+                          "rescale, or an offset nearer 0")
 
 
 def parse_size(value: Any) -> tuple[int, int]:

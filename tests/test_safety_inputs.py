@@ -20,11 +20,13 @@ import imgshard.cli as cli_module
 import imgshard.executor as executor_module
 from imgshard import BuildConfig, build, plan
 from imgshard.cli import cli
-from imgshard.config import ConfigError
+from imgshard.config import ConfigError, load_toml
 from imgshard.progress import SOURCES_NAME, ResumeError
 from imgshard.labels_file import LabelsFileError, read_labels_csv
 from imgshard.scan import scan
 from imgshard.storage import Location, describe_error
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 from conftest import stop_at_call, write_image
 
@@ -431,3 +433,22 @@ def test_dry_run_says_how_many_files_it_did_not_open_and_how_many_are_empty(tmp_
     assert ("Not opened: 4 image files (a dry run decodes nothing); 3 of them are empty and "
             "will be skipped") in result.output
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("options", [
+    dict(dtype="float16", rescale=0.0),
+    dict(dtype="float32", rescale=0.0, offset=0.5),
+    dict(dtype="float16", rescale=1 / 255, offset=1000.0),
+    dict(dtype="float16", rescale=1e-9),
+])
+def test_a_scale_that_merges_pixel_values_is_refused(options):
+    """Two pixel values stored alike would silently change every image that holds them."""
+    with pytest.raises(ConfigError, match="same stored value"):
+        BuildConfig(**options)
+
+
+def test_the_shipped_configs_keep_every_pixel_value_apart():
+    for name in sorted(os.listdir(CONFIGS)):
+        BuildConfig.from_dict(load_toml(os.path.join(CONFIGS, name)))
+    BuildConfig(dtype="float16", rescale=2 / 255, offset=-1.0)
+    BuildConfig(dtype="float16", rescale=-1.0, offset=255.0)

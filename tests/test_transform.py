@@ -156,7 +156,9 @@ def test_float16_round_trips_every_8_bit_pixel(pixels):
     assert np.array_equal(np.round(out.astype(np.float64) * 255).astype(np.uint8), pixels)
 
 
-@given(arrays(np.uint8, st.integers(1, 64)), st.floats(-2, 2), st.floats(-1, 1))
+# a rescale below ~1e-7 would store two pixel values alike, which BuildConfig refuses
+@given(arrays(np.uint8, st.integers(1, 64)), st.floats(-2, 2).filter(lambda r: abs(r) > 1e-3),
+       st.floats(-1, 1))
 def test_float32_cast_is_pixel_times_rescale_plus_offset(pixels, rescale, offset):
     out = np.empty(pixels.shape, dtype=np.float32)
     store_pixels(pixels, cast_table(BuildConfig(dtype="float32", rescale=rescale, offset=offset)), out)
