@@ -8,8 +8,10 @@ refuse to continue with different options).
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,8 +178,9 @@ def stored_values(rescale: float, offset: float, dtype: str) -> np.ndarray:
 
 
 def _check_stored_range(config: BuildConfig) -> None:
-    """Refuse a rescale and offset that turn some pixel value into inf: every image would
-    hold it, silently (float16 overflows at 65504)."""
+    """Refuse a rescale and offset that turn some pixel value into inf, or every pixel value
+    into the same number: every image would hold it, silently (float16 overflows at 65504 and
+    rounds anything below 3e-8 to 0)."""
     if config.dtype == "uint8":
         return
     stored = stored_values(config.rescale, config.offset, config.dtype)
@@ -187,6 +190,10 @@ def _check_stored_range(config: BuildConfig) -> None:
         raise ConfigError(f"rescale and offset overflow {config.dtype}: pixel value {pixel} "
                           f"would be {pixel * config.rescale + config.offset:g} (largest "
                           f"{config.dtype}: {float(np.finfo(config.dtype).max):g})")
+    if np.all(stored == stored[0]):  # e.g. a rescale that underflows float16 to 0
+        raise ConfigError(f"rescale {config.rescale:g} and offset {config.offset:g} store every "
+                          f"pixel value as {float(stored[0]):g} in {config.dtype}: every image "
+                          "would be blank")
 
 
 def parse_size(value: Any) -> tuple[int, int]:
@@ -226,14 +233,31 @@ def parse_classes(value: Any) -> tuple[str, ...]:
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a build config file: a flat TOML table of option names (dashes or underscores)."""
     try:
-        with open(path, "rb") as stream:
-            values = tomllib.load(stream)
+        values = tomllib.load(io.BytesIO(read_regular_file(path)))
     except OSError as error:
         raise ConfigError(f"cannot read config {os.fspath(path)}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {os.fspath(path)} is not valid TOML: {error}") from None
     values = values.get("build", values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {os.fspath(path)}: 'build' must be a table of options")
     for key, value in values.items():
         if isinstance(value, dict):
             raise ConfigError(f"config {os.fspath(path)}: option {key!r} must not be a table")
     return values
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file ``path`` (a config or labels file).
+
+    It is opened without blocking and its type checked on the opened descriptor: a FIFO would
+    hang the build and a device such as ``/dev/zero`` would fill the memory.
+
+    Raises:
+        OSError: it cannot be read, or is not a regular file (``strerror`` says which).
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(0, "not a regular file")
+        return stream.read()

@@ -11,6 +11,7 @@ import csv
 import io
 import re
 
+from .config import read_regular_file
 from .errors import ImgshardError
 
 
@@ -26,8 +27,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
 def read_labels_bytes(path: str) -> bytes:
     """The labels file's bytes, read once: they are parsed and hashed (for ``--resume``)."""
     try:
-        with open(path, "rb") as stream:
-            return stream.read()
+        return read_regular_file(path)
     except OSError as error:
         raise LabelsFileError(f"cannot read labels file {path}: {error.strerror}") from None
 
