@@ -201,3 +201,20 @@ def test_a_sources_record_replaced_by_a_fifo_is_a_refusal_not_a_hang(interrupted
     os.mkfifo(out / SOURCES_NAME)
     with pytest.raises(ResumeError, match="record of its source files"):
         resume_in_time(src, out)
+
+
+# -- secrets spelled otherwise in an error message -----------------------------------------------
+
+@pytest.mark.parametrize("shown", [
+    "https://acct.blob.core.windows.net/c?sig=ab%2Fcd%2Bef%3D%3D&sv=2020",  # percent-encoded
+    "https://acct.blob.core.windows.net/c?sig=ab%2Fcd%2Bef%3D%3D".replace("%2F", "/"),
+    "options {'credential': 'pq/cdxy\\\\w'}",  # a repr doubles the backslash
+])
+def test_a_secret_is_masked_however_the_message_spells_it(shown):
+    from imgshard.storage import describe_error
+
+    options = {"sas_token": "ab/cd+ef==", "credential": "pq/cdxy\\w",
+               "endpoint_url": "https://acct.blob.core.windows.net"}
+    message = describe_error(OSError(shown), options)
+    assert "cd" not in message, message
+    assert ("acct.blob.core.windows.net" in message) == ("acct" in shown), message
