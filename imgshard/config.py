@@ -167,6 +167,8 @@ def validate(config: BuildConfig) -> None:
         raise ConfigError(f"max pixels must be >= 1, got {config.max_pixels}")
     if config.labels is not None and config.no_labels:
         raise ConfigError("--labels and --no-labels exclude each other")
+    if config.classes is not None and not config.classes:  # e.g. --classes ","
+        raise ConfigError("--classes names no class")
     if config.classes is not None and len(set(config.classes)) != len(config.classes):
         raise ConfigError("--classes names a class twice")
 

@@ -87,6 +87,12 @@ def test_a_build_key_that_is_not_a_table_is_one_line(src, tmp_path, body):
                    "build")
 
 
+@pytest.mark.parametrize("classes", [",", " , "])
+def test_classes_that_name_no_class_are_one_line_not_no_images_found(src, tmp_path, classes):
+    one_error_line(run("build", src, tmp_path / "out", "--dry-run", "--classes", classes),
+                   "--classes names no class")
+
+
 # -- a scale that stores every pixel as the same value -----------------------------------------
 
 @pytest.mark.parametrize("options", [dict(rescale=1e-45), dict(rescale=1e-12, offset=0.0),
