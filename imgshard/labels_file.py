@@ -55,6 +55,9 @@ def parse_labels_csv(data: bytes, path: str) -> dict[str, str]:
             raise LabelsFileError(f"labels file {path}, row {number}: expected 'path,label', "
                                   f"got {row!r}")
         rel, label = relative_label_path(row[0].strip(), path, number), row[1].strip()
+        if not label.isprintable():  # undecodable bytes (kept for paths) or control characters
+            raise LabelsFileError(f"labels file {path}, row {number}: the label {label!r} is not "
+                                  "printable UTF-8 text")
         if labels.setdefault(rel, label) != label:
             raise LabelsFileError(f"labels file {path}: {rel} has two labels "
                                   f"({labels[rel]!r}, {label!r})")

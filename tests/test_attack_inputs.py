@@ -93,6 +93,14 @@ def test_classes_that_name_no_class_are_one_line_not_no_images_found(src, tmp_pa
                    "--classes names no class")
 
 
+@pytest.mark.parametrize("label", [b"caf\xe9", b"c\x00", b"a\x1b[31m"])
+def test_a_label_that_is_not_printable_utf8_is_an_error_naming_the_row(tmp_path, label):
+    from imgshard.labels_file import LabelsFileError, parse_labels_csv
+
+    with pytest.raises(LabelsFileError, match="row 2: the label .* is not printable"):
+        parse_labels_csv(b"a.png,dog\n\xff.png," + label + b"\n", "labels.csv")
+
+
 # -- a scale that stores every pixel as the same value -----------------------------------------
 
 @pytest.mark.parametrize("options", [dict(rescale=1e-45), dict(rescale=1e-12, offset=0.0),
