@@ -35,7 +35,7 @@ from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_ma
 from .outdir import BUILD_ID, check_apart, locked, prepare_out, remove_leftovers
 from .scan import ScanResult, scan
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
-                       plan_record, read_plan, restore, write_sources)
+                       check_restored, plan_record, read_plan, restore, write_sources)
 from .storage import Location
 from .tasks import ShardResult, ShardTask, run_shard_task
 
@@ -149,6 +149,7 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
     if progress and resume:  # the images finished before the interruption count as done
         progress(sum(restored.inputs_seen.values()))
     tasks = make_tasks(build_plan, src.absolute(), out.absolute(), planned["pieces"])
+    check_restored(restored, [(task.split, len(task.paths)) for task in tasks])
     workers = min(workers, max(1, len(tasks) - restored.tasks_done))  # no idle processes
     log = ProgressLog(out, planned, append=resume)
     if not resume and build_plan.scan.sources is not None:

@@ -8,8 +8,10 @@ refuse to continue with different options).
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,6 +167,8 @@ def validate(config: BuildConfig) -> None:
         raise ConfigError(f"max pixels must be >= 1, got {config.max_pixels}")
     if config.labels is not None and config.no_labels:
         raise ConfigError("--labels and --no-labels exclude each other")
+    if config.classes is not None and not config.classes:  # e.g. --classes ","
+        raise ConfigError("--classes names no class")
     if config.classes is not None and len(set(config.classes)) != len(config.classes):
         raise ConfigError("--classes names a class twice")
 
@@ -234,14 +238,31 @@ def parse_classes(value: Any) -> tuple[str, ...]:
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a build config file: a flat TOML table of option names (dashes or underscores)."""
     try:
-        with open(path, "rb") as stream:
-            values = tomllib.load(stream)
+        values = tomllib.load(io.BytesIO(read_regular_file(path)))
     except OSError as error:
         raise ConfigError(f"cannot read config {os.fspath(path)}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {os.fspath(path)} is not valid TOML: {error}") from None
     values = values.get("build", values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {os.fspath(path)}: 'build' must be a table of options")
     for key, value in values.items():
         if isinstance(value, dict):
             raise ConfigError(f"config {os.fspath(path)}: option {key!r} must not be a table")
     return values
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file ``path`` (a config or labels file).
+
+    It is opened without blocking and its type checked on the opened descriptor: a FIFO would
+    hang the build and a device such as ``/dev/zero`` would fill the memory.
+
+    Raises:
+        OSError: it cannot be read, or is not a regular file (``strerror`` says which).
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(0, "not a regular file")
+        return stream.read()

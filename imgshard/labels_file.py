@@ -11,6 +11,7 @@ import csv
 import io
 import re
 
+from .config import read_regular_file
 from .errors import ImgshardError
 
 
@@ -26,8 +27,7 @@ def read_labels_csv(path: str) -> dict[str, str]:
 def read_labels_bytes(path: str) -> bytes:
     """The labels file's bytes, read once: they are parsed and hashed (for ``--resume``)."""
     try:
-        with open(path, "rb") as stream:
-            return stream.read()
+        return read_regular_file(path)
     except OSError as error:
         raise LabelsFileError(f"cannot read labels file {path}: {error.strerror}") from None
 
@@ -55,6 +55,9 @@ def parse_labels_csv(data: bytes, path: str) -> dict[str, str]:
             raise LabelsFileError(f"labels file {path}, row {number}: expected 'path,label', "
                                   f"got {row!r}")
         rel, label = relative_label_path(row[0].strip(), path, number), row[1].strip()
+        if not label.isprintable():  # undecodable bytes (kept for paths) or control characters
+            raise LabelsFileError(f"labels file {path}, row {number}: the label {label!r} is not "
+                                  "printable UTF-8 text")
         if labels.setdefault(rel, label) != label:
             raise LabelsFileError(f"labels file {path}: {rel} has two labels "
                                   f"({labels[rel]!r}, {label!r})")

@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from typing import Any
 from .errors import ImgshardError
 from .manifest import ShardInfo, Skip
 from .scan import Sources
+from .shards import images_name, labels_name
 from .storage import Location
 
 PROGRESS_NAME = ".imgshard-progress.jsonl"
@@ -112,6 +114,8 @@ def changed_source(out: Location, sources: Sources) -> str | None:
     The record is streamed against the scan, line by line: memory does not grow with it.
     """
     try:
+        if out.is_local and not _is_regular(out.path(SOURCES_NAME)):
+            return "the output's record of its source files is not a regular file"
         stream = out.open_read(SOURCES_NAME)
     except FileNotFoundError:
         return ("the output has no record of its source files (an older imgshard started "
@@ -132,7 +136,7 @@ def changed_source(out: Location, sources: Sources) -> str | None:
                     return (f"{path} changed since the build started (size or modification "
                             "time)")
                 records += 1
-        except (OSError, EOFError, ValueError, TypeError):
+        except (OSError, EOFError, ValueError, TypeError, RecursionError):
             return "the output's record of its source files is damaged"
     if records < len(sources.paths):
         return f"{sources.paths[records]} was added since the build started"
@@ -205,10 +209,21 @@ def _remote_records(out: Location) -> list[str]:
     return found
 
 
+def _is_regular(path: str) -> bool:
+    """Whether ``path`` is a regular file (a FIFO in its place would hang the reading).
+
+    Raises:
+        FileNotFoundError: there is nothing at ``path``.
+    """
+    return stat.S_ISREG(os.lstat(path).st_mode)
+
+
 def _read_lines(out: Location) -> list[str]:
     """The progress log's lines: the plan first (an empty list when there is no log)."""
     if out.is_local:
         try:
+            if not _is_regular(out.path(PROGRESS_NAME)):
+                raise ResumeError(f"refusing to resume: {PROGRESS_NAME} is not a regular file")
             with open(out.path(PROGRESS_NAME), encoding="utf-8") as stream:
                 return stream.read().split("\n")
         except OSError:
@@ -221,7 +236,7 @@ def read_plan(out: Location) -> dict | None:
     lines = _read_lines(out)
     try:
         return json.loads(lines[0]) if lines else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -232,6 +247,7 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
     if recorded is None:
         raise ResumeError("nothing to resume: the output has no progress log "
                           "(start the build without --resume)")
+    _check_plan_fields(recorded)
     changed = sorted(k for k in set(recorded["config"]) | set(current["config"])
                      if recorded["config"].get(k) != current["config"].get(k))
     if changed:
@@ -251,6 +267,22 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
                           "started (use --overwrite to start again)")
 
 
+def _check_plan_fields(recorded: Any) -> None:
+    """Refuse a plan line that is not the object a build writes (edited, or written by
+    someone else): its fields decide which tasks a resume skips."""
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
+            and isinstance(recorded.get("files"), str)
+            and ("pieces" not in recorded or _is_count(recorded["pieces"], least=1))
+            and isinstance(recorded.get("labels_sha256", ""), str)):
+        raise ResumeError("refusing to resume: the plan line of the progress log is damaged "
+                          "or was edited (use --overwrite to start again)")
+
+
+def _is_count(value: Any, *, least: int = 0) -> bool:
+    """Whether ``value`` is a whole number (not a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def restore(out: Location) -> Restored:
     """Replay the checkpoints whose shards are intact; stop at the first that is not.
 
@@ -263,15 +295,30 @@ def restore(out: Location) -> Restored:
             record = json.loads(line)
         except ValueError:
             break  # a torn last line: the crash came while writing it
-        shards = [ShardInfo(**s) for s in record["shards"]]
+        except RecursionError:
+            record = None
+        try:
+            split, shards = _checkpoint_shards(record, restored)
+            skipped = [Skip(**s) for s in record["skipped"]]
+            counts = {int(label): count for label, count in record["counts"].items()}
+            numbers = [record[key] for key in ("inputs_seen", "tasks_done", "samples_bytes")]
+            if not (all(map(_is_count, [*counts.values(), *numbers]))
+                    and isinstance(record["finished"], bool)
+                    and isinstance(record.get("samples_rows", ""), str)
+                    and all(isinstance(s.path, str) and isinstance(s.reason, str)
+                            for s in skipped)):
+                raise TypeError
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise ResumeError(f"refusing to resume: checkpoint {restored.lines} of the progress "
+                              "log is damaged or was edited (use --overwrite to start again)"
+                              ) from None
         if not all(_intact(out, shard) for shard in shards):
             break
-        split = record["split"]
         restored.shards.setdefault(split, []).extend(shards)
-        restored.skipped.setdefault(split, []).extend(Skip(**s) for s in record["skipped"])
-        counts = restored.counts.setdefault(split, {})
-        for label, count in record["counts"].items():
-            counts[int(label)] = counts.get(int(label), 0) + count
+        restored.skipped.setdefault(split, []).extend(skipped)
+        split_counts = restored.counts.setdefault(split, {})
+        for label, count in counts.items():
+            split_counts[label] = split_counts.get(label, 0) + count
         restored.inputs_seen[split] = record["inputs_seen"]
         if record["finished"]:
             restored.finished.add(split)
@@ -281,6 +328,42 @@ def restore(out: Location) -> Restored:
         restored.lines += 1
     _cut_log(out, restored.lines)
     return restored
+
+
+def _checkpoint_shards(record: Any, restored: Restored) -> tuple[str, list[ShardInfo]]:
+    """A checkpoint's split and shards, which must carry the names the build gives the next
+    shards of that split (a shard named otherwise, e.g. ``../x``, is never read or listed).
+
+    Raises:
+        TypeError: the checkpoint is not what a build writes.
+    """
+    split = record["split"]
+    if not isinstance(split, str) or not isinstance(record["shards"], list):
+        raise TypeError
+    first = len(restored.shards.get(split, []))
+    shards = [ShardInfo(**s) for s in record["shards"]]
+    for index, shard in enumerate(shards, first):
+        if (shard.images != images_name(split, index) or not _is_count(shard.num_samples)
+                or shard.labels not in (None, labels_name(split, index))):
+            raise TypeError
+    return split, shards
+
+
+def check_restored(restored: Restored, tasks: list[tuple[str, int]]) -> None:
+    """Refuse checkpoints that do not add up under the plan's tasks (``(split, inputs)`` in
+    order): the tasks a resume skips must be exactly the inputs the restored shards and skips
+    account for, else the resume would lose files or write shards without end."""
+    done = tasks[:restored.tasks_done]
+    last = {split: number for number, (split, _) in enumerate(tasks)}
+    for split in set(restored.inputs_seen) | set(restored.shards) | {s for s, _ in done}:
+        seen = restored.inputs_seen.get(split, 0)
+        kept = sum(shard.num_samples for shard in restored.shards.get(split, []))
+        if (restored.tasks_done > len(tasks) or split not in last
+                or seen != sum(inputs for s, inputs in done if s == split)
+                or kept + len(restored.skipped.get(split, [])) != seen
+                or (split in restored.finished) != (last[split] < restored.tasks_done)):
+            raise ResumeError("refusing to resume: the progress log's checkpoints do not match "
+                              "its plan (edited?) (use --overwrite to start again)")
 
 
 def _cut_log(out: Location, keep: int) -> None:

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -286,7 +287,8 @@ def describe_error(error: BaseException, options: dict[str, Any],
     the options whose key looks secret (:data:`SECRET_KEY`, any type: numbers too) and
     ``also_secret``. Other values, such as the endpoint that failed, are kept."""
     message = " ".join(str(error).split()) or type(error).__name__
-    secrets = [*secret_values(options), *also_secret]
+    secrets = [spelling for secret in [*secret_values(options), *also_secret]
+               for spelling in spellings(secret)]
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 4:
             message = message.replace(secret, "***")
@@ -294,6 +296,13 @@ def describe_error(error: BaseException, options: dict[str, Any],
             if len(part) >= 4:
                 message = message.replace(part, "***")
     return f"{type(error).__name__}: {message}"[:200]
+
+
+def spellings(secret: str) -> set[str]:
+    """The ways a secret may be written in an error message: as is, percent-encoded (in a
+    URL's query, as a SAS token or a signed URL shows it) or backslash-escaped (in a repr)."""
+    return {secret, urllib.parse.quote(secret), urllib.parse.quote(secret, safe=""),
+            urllib.parse.quote_plus(secret), secret.encode("unicode_escape").decode("ascii")}
 
 
 def secret_values(options: Any, secret: bool = False) -> Iterator[str]:
