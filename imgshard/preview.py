@@ -37,6 +37,9 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
 
     From a URL only the shards that hold the chosen samples are downloaded.
     """
+    for value, name, low in ((per_class, "per_class", 1), (seed, "seed", 0)):
+        if type(value) is not int or value < low:
+            raise PreviewError(f"{name} must be a whole number >= {low}, got {repr(value)[:40]}")
     directory = directory if isinstance(directory, Location) else Location.of(directory)
     check_output(directory, output)
     manifest = read_manifest(directory)

@@ -87,6 +87,12 @@ CONTROL_TAMPERINGS = [
      "splits: 'x\\ny' is not a plain split name"),
     ("newline-in-a-valid-split", lambda d: d["splits"].update({"x\ny": d["splits"].pop("val")}),
      "splits: 'x\\ny' is not a plain split name"),
+    ("surrogate-in-shard-name", lambda d: first_shard(d).update(images="a\ud800.npy"),
+     "splits.train.shards[0].images is not a plain file name: 'a\\ud800.npy'"),
+    ("right-to-left-override-in-name", lambda d: first_shard(d).update(images="x\u202eypn.npy"),
+     "splits.train.shards[0].images is not a plain file name: 'x\\u202eypn.npy'"),
+    ("long-name", lambda d: first_shard(d).update(images="x" * 256),
+     "splits.train.shards[0].images is not a plain file name: 'xxxxx"),
     ("newline-in-class-count", lambda d: d["splits"]["train"]["class_counts"].update({"r\nd": -1}),
      "splits.train.class_counts.'r\\nd' must be a whole number"),
 ]
@@ -350,3 +356,11 @@ def test_a_manifest_of_1_gib_and_1_byte_is_refused_without_reading_it(copy, tmp_
     assert peak < 16 << 20, peak
     result = run("inspect", copy)
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+
+
+@pytest.mark.parametrize("option", [["--seed", "-1"], ["--seed", "1.5"]])
+def test_preview_refuses_a_hostile_seed_in_one_line(built, tmp_path, option):
+    result = CliRunner().invoke(cli, ["preview", built, "-o", str(tmp_path / "p.png"), *option])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
+    assert not isinstance(result.exception, ValueError), result.exception
+    assert "Error: " in result.output
