@@ -58,9 +58,10 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 #: images cost 5.1 ms of CPU aligned against 6.4 ms unaligned.
 BATCH_ALIGNMENT = 64
 
-#: Bytes an epoch's order takes per sample at its peak: the int64 indices, their shuffled copy
-#: and the order of the epoch before (kept by ``get_batch`` while the next one is made).
-ORDER_BYTES_PER_SAMPLE = 24
+#: Bytes the reader holds per sample of its split at most: an epoch's order at its peak (the
+#: int64 indices, their shuffled copy and the order of the epoch before, kept by ``get_batch``
+#: while the next one is made) and the int32 labels of the shards mapped.
+ORDER_BYTES_PER_SAMPLE = 28
 
 
 class ReaderError(ImgshardError):
@@ -297,9 +298,10 @@ class ShardReader:
                                  shape=(info.num_samples, *self.manifest.image_shape),
                                  dtype=self.manifest.dtype)
         labels = None
-        if info.labels is not None:
-            labels = np.asarray(self._open_file(info.labels, info.labels_sha256, verify,
-                                                shape=(info.num_samples,), dtype="int32"))
+        if info.labels is not None:  # copied (4 bytes a sample), so that the labels checked
+            # are the ones served: a shared map shows whatever is written to the file later
+            labels = np.array(self._open_file(info.labels, info.labels_sha256, verify,
+                                              shape=(info.num_samples,), dtype="int32"))
             check_labels(self.location.display(info.labels), labels, self.manifest.num_classes)
         return images, labels
 

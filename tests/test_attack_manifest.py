@@ -364,3 +364,33 @@ def test_preview_refuses_a_hostile_seed_in_one_line(built, tmp_path, option):
     assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
     assert not isinstance(result.exception, ValueError), result.exception
     assert "Error: " in result.output
+
+
+# -- files changed after the checks ------------------------------------------------------------
+
+def test_a_label_rewritten_in_place_after_the_check_is_never_served(copy):
+    """The labels were checked when mapped, then served from the shared map: a label written
+    into the file afterwards reached the batch (and one-hot encoding raised an IndexError)."""
+    reader = ShardReader(str(copy), batch_size=2, shuffle=False, window=1, prefetch=0)
+    first = reader.get_batch(0, 0)[1]
+    path = copy / "train-00000.labels.npy"
+    offset = os.path.getsize(path) - 2 * 4  # the last two labels of the shard
+    with open(path, "r+b") as stream:
+        stream.seek(offset)
+        stream.write(np.array([99, -5], dtype="<i4").tobytes())
+    second = reader.get_batch(0, 1)[1]
+    assert first.max() < 3 and 0 <= second.min() and second.max() < 3, second
+
+
+@pytest.mark.parametrize("replacement", ["fifo", "symlink"])
+def test_a_shard_swapped_after_construction_is_refused_not_followed(copy, replacement):
+    reader = ShardReader(str(copy), batch_size=2, shuffle=False, window=1, prefetch=0)
+    path = copy / "train-00001.npy"
+    os.rename(path, copy.parent / "moved.npy")
+    if replacement == "fifo":
+        os.mkfifo(path)
+    else:
+        os.symlink(copy.parent / "moved.npy", path)
+    with pytest.raises(ShardError, match="train-00001.npy: (not a regular file|a symbolic link)"):
+        for index in range(len(reader)):
+            reader.get_batch(0, index)
