@@ -91,6 +91,12 @@ class Manifest:
     def num_classes(self) -> int | None:
         return None if self.class_names is None else len(self.class_names)
 
+    @property
+    def shard_samples(self) -> int:
+        """The samples the shards of every split hold: the rows ``samples.csv`` should have
+        (a split's own ``num_samples`` may disagree; ``verify`` reports that)."""
+        return sum(shard.num_samples for split in self.splits.values() for shard in split.shards)
+
     def to_json(self) -> dict[str, Any]:
         document = {
             "format": FORMAT,
@@ -293,17 +299,18 @@ class SampleRow:
     label: int | None
 
 
-def read_samples(stream: BinaryIO) -> Iterator[SampleRow]:
+def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
     """The rows of a ``samples.csv`` open as ``stream``, each with whole-number index and label.
 
     The values are only parsed here; whether a shard, index or label exists is for the caller
     to check against the manifest. Time and memory per row are bounded whatever the file holds:
     a row (which may span lines inside quotes) of more than :data:`MAX_SAMPLES_ROW_BYTES` is
-    refused, and only the named columns are looked up, however many the header names.
+    refused, and only the named columns are looked up, however many the header names. A file
+    of more than ``max_rows`` rows (the manifest's sample count) is refused at the row after.
 
     Raises:
-        ManifestError: a missing column, a row that is not CSV or too long, or a value that is
-            not a whole number, naming the line.
+        ManifestError: a missing column, a row that is not CSV or too long, a value that is
+            not a whole number, or more than ``max_rows`` rows, naming the line.
     """
     lines = _BoundedLines(io.TextIOWrapper(stream, newline="", encoding="utf-8",
                                            errors="surrogateescape"))
@@ -315,10 +322,15 @@ def read_samples(stream: BinaryIO) -> Iterator[SampleRow]:
         if missing:
             raise ManifestError(f"lacks the columns {', '.join(missing)}")
         columns = [header.index(c) for c in SAMPLES_COLUMNS]
+        rows = 0
         for values in reader:
             lines.row_done()
             if not values:  # a blank line, as csv.DictReader skips it
                 continue
+            rows += 1
+            if rows > max_rows:
+                raise ManifestError(f"line {reader.line_num}: more rows than the {max_rows} "
+                                    "samples the manifest lists")
             path, split, shard, index, label = (
                 values[i] if i < len(values) else "" for i in columns)
             yield SampleRow(reader.line_num, path, split, shard,

@@ -126,7 +126,7 @@ def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator
     classes = manifest.num_classes
     try:
         with open_listed(directory, manifest.samples) as stream:
-            for row in read_samples(stream):
+            for row in read_samples(stream, max_rows=manifest.shard_samples):
                 if row.split != split:
                     continue
                 where = f"{path}: line {row.line}:"

@@ -167,7 +167,7 @@ def _track(digests: Iterator[str | None], progress: Callable[[int], None] | None
 def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
     try:
         with open_listed(Location.of(directory), manifest.samples) as stream:
-            rows = list(read_samples(stream))
+            rows = list(read_samples(stream, max_rows=manifest.shard_samples))
     except FileNotFoundError:
         return [Problem(manifest.samples, "file is missing")]
     except (ShardError, ManifestError) as error:  # a link or special file; a malformed row

@@ -394,3 +394,23 @@ def test_a_shard_swapped_after_construction_is_refused_not_followed(copy, replac
     with pytest.raises(ShardError, match="train-00001.npy: (not a regular file|a symbolic link)"):
         for index in range(len(reader)):
             reader.get_batch(0, index)
+
+
+def test_samples_csv_rows_beyond_the_manifest_are_not_held_in_memory(copy, tmp_path):
+    """verify kept every row of samples.csv in a list: a file of a million extra rows (a
+    sparse-free 40 MB) cost hundreds of MB; now it stops at the first row too many."""
+    path = copy / "samples.csv"
+    with open(path, "ab") as stream:
+        stream.write(b"blue/0.png,train,train-00000.npy,0,0\n" * 200_000)
+    tracemalloc.start()
+    try:
+        result = run("verify", copy, "-q")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 1
+    assert "samples.csv: line 17: more rows than the 15 samples the manifest lists" \
+        in result.output, result.output
+    assert peak < 8 << 20, peak
+    result = run("preview", copy, "-o", tmp_path / "p.png")
+    assert result.exit_code == 1 and "more rows than the 15 samples" in result.output
