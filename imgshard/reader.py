@@ -34,15 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from .build import available_memory
 from .cache import ShardCache, default_cache_dir
-from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo, read_manifest
+from .reader_checks import (ReaderError, check_memory, check_options, is_whole, served_dtype,
+                            whole)
 from .shards import (MissingShardError, check_labels, check_npy_size, open_shard,
                      regular_file_size)
 from .storage import Location
-
-LABEL_MODES = ("int", "categorical", "binary", None)
 
 #: Fed from Python (a PyDataset or a generator: any such input, not only a reader's), Keras on
 #: TensorFlow runs each ``model.fit`` step 1.6-1.9x slower with TensorFlow's default CPU
@@ -58,14 +56,6 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 #: images cost 5.1 ms of CPU aligned against 6.4 ms unaligned.
 BATCH_ALIGNMENT = 64
 
-#: Bytes the reader holds per sample of its split at most: an epoch's order at its peak (the
-#: int64 indices, their shuffled copy and the order of the epoch before, kept by ``get_batch``
-#: while the next one is made) and the int32 labels of the shards mapped.
-ORDER_BYTES_PER_SAMPLE = 28
-
-
-class ReaderError(ImgshardError):
-    """The reader cannot serve this directory, split or option."""
 
 
 class ShardReader:
@@ -112,13 +102,13 @@ class ShardReader:
         if not isinstance(split, str) or split not in self.manifest.splits:
             known = ", ".join(self.manifest.splits)
             raise ReaderError(f"split {split!r} is not in {self.directory} (it has: {known})")
-        _check_options(self.manifest, batch_size=batch_size, label_mode=label_mode, window=window,
+        check_options(self.manifest, batch_size=batch_size, label_mode=label_mode, window=window,
                        prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes)
         self.split = split
         self.shards: list[ShardInfo] = self.manifest.splits[split].shards
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_remainder, self.label_mode = drop_remainder, label_mode
-        self.dtype = _served_dtype(dtype or self.manifest.dtype)
+        self.dtype = served_dtype(dtype or self.manifest.dtype)
         self.augment, self.flip_horizontal = augment, flip_horizontal
         self.window, self.prefetch = window, prefetch
         self.verify, self._verified = verify and location.is_local, set()
@@ -126,7 +116,7 @@ class ShardReader:
         sizes = np.array([s.num_samples for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
         self.num_samples = int(self._starts[-1])
-        _check_memory(self, split)
+        check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
@@ -151,7 +141,7 @@ class ShardReader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (from its start)."""
-        self.epoch, self._position = _whole(epoch, "epoch"), 0
+        self.epoch, self._position = whole(epoch, "epoch"), 0
 
     def state_dict(self) -> dict[str, int]:
         """Where the consumer is: the epoch and the number of batches it has taken from it."""
@@ -170,8 +160,8 @@ class ShardReader:
         if state.get("seed", self.seed) != self.seed:
             raise ReaderError(f"state was saved with seed {repr(state['seed'])[:40]}, reader has "
                               f"{self.seed}")
-        epoch = _whole(state["epoch"], "state epoch")
-        batches = _whole(state["batches"], "state batches", high=len(self))
+        epoch = whole(state["epoch"], "state epoch")
+        batches = whole(state["batches"], "state batches", high=len(self))
         self.epoch, self._position = epoch, batches
 
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -207,9 +197,9 @@ class ShardReader:
 
     def get_batch(self, epoch: int, index: int) -> Any:
         """Batch ``index`` of ``epoch``, by random access (what Keras' PyDataset asks for)."""
-        if not _is_whole(index) or not 0 <= index < len(self):
+        if not is_whole(index) or not 0 <= index < len(self):
             raise IndexError(f"batch {repr(index)[:40]} of {len(self)}")
-        return self._batch(epoch, int(index), self._cached_order(_whole(epoch, "epoch")))
+        return self._batch(epoch, int(index), self._cached_order(whole(epoch, "epoch")))
 
     def _cached_order(self, epoch: int) -> np.ndarray:
         with self._lock:
@@ -412,67 +402,6 @@ def _check_sizes(location: Location, manifest: Manifest, shards: list[ShardInfo]
                 raise MissingShardError(f"{path}: shard file is missing")
             check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
                            local=location.is_local)
-
-
-def _check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, window: Any,
-                   prefetch: Any, seed: Any, verify: Any, cache_bytes: Any) -> None:
-    _whole(batch_size, "batch_size", low=1)
-    if label_mode not in LABEL_MODES:
-        raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
-                          f"got {repr(label_mode)[:40]}")
-    if label_mode is not None and manifest.class_names is None:
-        raise ReaderError("these shards have no labels (built with --no-labels): "
-                          "use label_mode=None")
-    if label_mode == "binary" and len(manifest.class_names) != 2:
-        raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
-                          f"{len(manifest.class_names)}")
-    _whole(window, "window", low=1)
-    _whole(prefetch, "prefetch")
-    _whole(seed, "seed")
-    _whole(cache_bytes, "cache_bytes")
-    if not isinstance(verify, bool):
-        raise ReaderError(f"verify must be True or False, got {repr(verify)[:40]}")
-
-
-def _is_whole(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _whole(value: Any, name: str, *, low: int = 0, high: int | None = None) -> int:
-    """``value`` as an int, if it is a whole number in ``[low, high]``; else a ReaderError."""
-    if not _is_whole(value) or value < low or (high is not None and value > high):
-        within = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ReaderError(f"{name} must be a whole number {within}, got {repr(value)[:40]}")
-    return int(value)
-
-
-def _served_dtype(dtype: Any) -> np.dtype:
-    """The dtype batches are served in: numbers only (no objects, text or records)."""
-    try:
-        served = np.dtype(dtype)
-    except (TypeError, ValueError):
-        served = None
-    if served is None or served.kind not in "fiu":
-        raise ReaderError(f"dtype must be a numeric dtype such as float32, got "
-                          f"{repr(dtype)[:40]}")
-    return served
-
-
-def _check_memory(reader: "ShardReader", split: str) -> None:
-    """Refuse a split whose epoch order and batches in flight cannot fit in this machine's
-    memory, before any is allocated: the counts come from a manifest (and sparse files can back
-    any count), and a failed allocation would be a MemoryError or the OOM killer."""
-    manifest = reader.manifest
-    labels = 4 * (len(manifest.class_names or ()) if reader.label_mode == "categorical" else 1)
-    sample = math.prod(manifest.image_shape) * reader.dtype.itemsize + labels
-    needed = (ORDER_BYTES_PER_SAMPLE * reader.num_samples
-              + (reader.prefetch + 2) * reader.batch_size * sample)
-    available = available_memory()
-    if available is not None and needed > available:
-        raise ReaderError(f"split {split} of {reader.num_samples:,} samples needs about "
-                          f"{needed / 1e9:,.1f} GB of memory (its epoch order and "
-                          f"{reader.prefetch + 2} batches of {reader.batch_size}), but this "
-                          f"machine has {available / 1e9:,.1f} GB available")
 
 
 def _prefetched(batches: Iterator[Any], depth: int):

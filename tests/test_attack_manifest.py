@@ -304,12 +304,12 @@ def test_a_split_whose_epoch_order_cannot_fit_in_memory_is_refused_up_front(copy
 
 
 def test_batches_that_cannot_fit_in_memory_are_refused_up_front(copy, monkeypatch):
-    import imgshard.reader
+    import imgshard.reader_checks
 
-    monkeypatch.setattr(imgshard.reader, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(imgshard.reader_checks, "available_memory", lambda: 100_000)
     with pytest.raises(ImgshardError, match=r"needs about 0.0 GB of memory"):
         ShardReader(str(copy), batch_size=1000, prefetch=2)
-    monkeypatch.setattr(imgshard.reader, "available_memory", lambda: 10**9)
+    monkeypatch.setattr(imgshard.reader_checks, "available_memory", lambda: 10**9)
     assert len(ShardReader(str(copy), batch_size=1000, prefetch=2)) == 1
 
 
