@@ -80,4 +80,13 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
     lines.append(f"skipped: {summary['num_skipped']:,} files")
     for reason, group in summary["skipped"].items():
         lines.append(f"  {group['count']:>7,}  {reason}  (e.g. {', '.join(group['examples'])})")
-    return lines
+    return [printable(line) for line in lines]
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable written as a Python escape: a
+    manifest's text (source, class names, skipped paths) must not reach a terminal as control
+    sequences (retitling the window, rewriting the screen) or split a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

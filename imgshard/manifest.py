@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
 from .errors import ImgshardError
-from .manifest_check import FieldError, check_manifest
+from .manifest_check import FieldError, check_manifest, show
 from .shards import MissingShardError, ShardError, open_regular
 from .storage import Location
 
@@ -30,7 +30,12 @@ FORMAT_VERSION = 1
 #: The largest ``manifest.json`` read (1 GiB): a build of ten million files with every one
 #: skipped writes about a tenth of that; a larger file is refused before it is read whole.
 MAX_MANIFEST_BYTES = 1 << 30
+#: How much of a manifest is read at a time.
+READ_CHUNK_BYTES = 1 << 20
 SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
+#: The longest row of ``samples.csv`` read (1 MiB, in characters): a row names one source file
+#: (at most 4 KiB on Linux) and four short values.
+MAX_SAMPLES_ROW_BYTES = 1 << 20
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
@@ -85,6 +90,12 @@ class Manifest:
     @property
     def num_classes(self) -> int | None:
         return None if self.class_names is None else len(self.class_names)
+
+    @property
+    def shard_samples(self) -> int:
+        """The samples the shards of every split hold: the rows ``samples.csv`` should have
+        (a split's own ``num_samples`` may disagree; ``verify`` reports that)."""
+        return sum(shard.num_samples for split in self.splits.values() for shard in split.shards)
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -208,8 +219,19 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
 
 def parse_json(text: bytes) -> Any:
     """JSON as the standard defines it: ``NaN``/``Infinity`` and numbers too large for a float
-    (``1e999``, which Python would read as infinity) are refused with ValueError."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    (``1e999``, which Python would read as infinity) are refused with ValueError, and so is an
+    object giving one key twice (Python keeps the last value, other readers the first)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                      object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the key {show(twice)} is given twice")
+    return document
 
 
 def _refuse_constant(token: str) -> None:
@@ -231,10 +253,22 @@ def _json_problem(error: ValueError) -> str:
 
 
 def _read_at_most(location: Location, name: str, limit: int) -> bytes | None:
-    """The bytes of ``name``, or None when it holds more than ``limit``."""
+    """The bytes of ``name``, or None when it holds more than ``limit``.
+
+    A local file's size is looked at first, and any file is read a chunk at a time: a single
+    ``read(limit + 1)`` allocates the whole limit (1 GiB) up front, even for a small file.
+    """
     with open_listed(location, name) as stream:
-        data = stream.read(limit + 1)
-    return None if len(data) > limit else data
+        if location.is_local and os.fstat(stream.fileno()).st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = stream.read(min(READ_CHUNK_BYTES, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 def open_listed(location: Location, name: str) -> BinaryIO:
@@ -265,32 +299,81 @@ class SampleRow:
     label: int | None
 
 
-def read_samples(stream: BinaryIO) -> Iterator[SampleRow]:
+def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
     """The rows of a ``samples.csv`` open as ``stream``, each with whole-number index and label.
 
     The values are only parsed here; whether a shard, index or label exists is for the caller
-    to check against the manifest.
+    to check against the manifest. Time and memory per row are bounded whatever the file holds:
+    a row (which may span lines inside quotes) of more than :data:`MAX_SAMPLES_ROW_BYTES` is
+    refused, and only the named columns are looked up, however many the header names. A file
+    of more than ``max_rows`` rows (the manifest's sample count) is refused at the row after.
 
     Raises:
-        ManifestError: a missing column, a row that is not CSV, or a value that is not a whole
-            number, naming the line.
+        ManifestError: a missing column, a row that is not CSV or too long, a value that is
+            not a whole number, or more than ``max_rows`` rows, naming the line.
     """
-    text = io.TextIOWrapper(stream, newline="", encoding="utf-8", errors="surrogateescape")
-    reader = csv.DictReader(text)
+    lines = _BoundedLines(io.TextIOWrapper(stream, newline="", encoding="utf-8",
+                                           errors="surrogateescape"))
+    reader = csv.reader(lines)
     try:
-        missing = [c for c in SAMPLES_COLUMNS if c not in (reader.fieldnames or ())]
+        header = next(reader, [])
+        lines.row_done()
+        missing = [c for c in SAMPLES_COLUMNS if c not in header]
         if missing:
             raise ManifestError(f"lacks the columns {', '.join(missing)}")
-        for row in reader:
-            yield SampleRow(reader.line_num, row["path"] or "", row["split"] or "",
-                            row["shard"] or "", _whole_number(row, "index", reader.line_num),
-                            _whole_number(row, "label", reader.line_num) if row["label"] else None)
+        columns = [header.index(c) for c in SAMPLES_COLUMNS]
+        rows = 0
+        for values in reader:
+            lines.row_done()
+            if not values:  # a blank line, as csv.DictReader skips it
+                continue
+            rows += 1
+            if rows > max_rows:
+                raise ManifestError(f"line {reader.line_num}: more rows than the {max_rows} "
+                                    "samples the manifest lists")
+            path, split, shard, index, label = (
+                values[i] if i < len(values) else "" for i in columns)
+            yield SampleRow(reader.line_num, path, split, shard,
+                            _whole_number(index, "index", reader.line_num),
+                            _whole_number(label, "label", reader.line_num) if label else None)
     except csv.Error as error:
         raise ManifestError(f"line {reader.line_num}: not CSV: {error}") from None
+    except RowTooLong:
+        raise ManifestError(f"line {lines.row_start}: a row of more than "
+                            f"{MAX_SAMPLES_ROW_BYTES} bytes") from None
 
 
-def _whole_number(row: dict[str, str | None], column: str, line: int) -> int:
-    value = row[column] or ""
+class RowTooLong(Exception):
+    """A row of ``samples.csv`` is longer than :data:`MAX_SAMPLES_ROW_BYTES`."""
+
+
+class _BoundedLines:
+    """The lines of a text stream for :mod:`csv`, raising :class:`RowTooLong` as soon as the
+    row being read (its lines since :meth:`row_done`) exceeds the limit: no line, however long,
+    is read whole."""
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._text, self._row = text, 0
+        self.lines, self.row_start = 0, 1  # lines read; the line the current row starts on
+
+    def __iter__(self) -> "_BoundedLines":
+        return self
+
+    def __next__(self) -> str:
+        line = self._text.readline(MAX_SAMPLES_ROW_BYTES + 1 - self._row)
+        if not line:
+            raise StopIteration
+        self._row += len(line)
+        self.lines += 1
+        if self._row > MAX_SAMPLES_ROW_BYTES:
+            raise RowTooLong
+        return line
+
+    def row_done(self) -> None:
+        self._row, self.row_start = 0, self.lines + 1
+
+
+def _whole_number(value: str, column: str, line: int) -> int:
     if not _WHOLE_NUMBER.fullmatch(value):
         raise ManifestError(f"line {line}: {column} {value[:40]!r} is not a whole number")
     return int(value)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import DTYPES, BuildConfig, ConfigError
+from .config import COLOR_CHANNELS, DTYPES, BuildConfig, ConfigError
 from .errors import ImgshardError
 from .shards import is_plain_name
 
@@ -31,6 +31,8 @@ MAX_COUNT = 1 << 40
 #: The most bytes one image may take (2 GiB): a batch is allocated from this.
 MAX_IMAGE_BYTES = 1 << 31
 SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The channel counts of the colour modes a build writes (what preview can draw).
+CHANNELS = sorted(set(COLOR_CHANNELS.values()))
 _DESCRIPTIONS = {bool: ("true or false", "true or false values"), int: ("a whole number",
                  "whole numbers"), float: ("a number", "numbers"), str: ("a string", "strings")}
 
@@ -48,8 +50,9 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
         _expect(isinstance(fields[key], str), key, "a string", fields[key])
     shape, dtype = fields["image_shape"], fields["dtype"]
     _expect(isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n >= 1
-                                                                 for n in shape),
-            "image_shape", "3 whole numbers >= 1 (height, width, channels)", shape)
+                                                                 for n in shape[:2])
+            and shape[2] in CHANNELS and _is_int(shape[2]), "image_shape",
+            "3 whole numbers >= 1 (height, width, channels 1, 3 or 4)", shape)
     _expect(dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", dtype)
     image_bytes = math.prod(shape) * np.dtype(dtype).itemsize
     if image_bytes > MAX_IMAGE_BYTES:
@@ -107,6 +110,8 @@ def check_splits(splits: Any, reserved: set[Any]) -> None:
     _expect(isinstance(splits, dict), "splits", "an object of split name to split", splits)
     listed = set(reserved)
     for name, split in splits.items():
+        if not is_plain_name(name):  # shard files are named after their split
+            raise FieldError(f"splits: {show(name)} is not a plain split name")
         field = f"splits.{name}"
         _expect(isinstance(split, dict), field, "an object", split)
         check_count(_required(split, "num_samples", field), f"{field}.num_samples")
@@ -114,7 +119,7 @@ def check_splits(splits: Any, reserved: set[Any]) -> None:
         _expect(counts is None or isinstance(counts, dict), f"{field}.class_counts",
                 "null or an object of class name to count", counts)
         for class_name, count in (counts or {}).items():
-            check_count(count, f"{field}.class_counts.{class_name}")
+            check_count(count, f"{field}.class_counts.{as_key(class_name)}")
         shards = _required(split, "shards", field)
         _expect(isinstance(shards, list), f"{field}.shards", "a list", shards)
         for index, shard in enumerate(shards):
@@ -156,6 +161,12 @@ def show(value: Any, limit: int = 80) -> str:
     """``value`` as a message shows it: text quoted as Python does, anything else as JSON."""
     text = repr(value) if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def as_key(key: str) -> str:
+    """A key of the manifest as a field name shows it: quoted when it holds a character that
+    is not printable (a newline would split a one-line message) or is long."""
+    return key if key.isprintable() and len(key) <= 80 else show(key)
 
 
 def _is_int(value: Any) -> bool:

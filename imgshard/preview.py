@@ -37,6 +37,9 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
 
     From a URL only the shards that hold the chosen samples are downloaded.
     """
+    for value, name, low in ((per_class, "per_class", 1), (seed, "seed", 0)):
+        if type(value) is not int or value < low:
+            raise PreviewError(f"{name} must be a whole number >= {low}, got {repr(value)[:40]}")
     directory = directory if isinstance(directory, Location) else Location.of(directory)
     check_output(directory, output)
     manifest = read_manifest(directory)
@@ -123,7 +126,7 @@ def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator
     classes = manifest.num_classes
     try:
         with open_listed(directory, manifest.samples) as stream:
-            for row in read_samples(stream):
+            for row in read_samples(stream, max_rows=manifest.shard_samples):
                 if row.split != split:
                     continue
                 where = f"{path}: line {row.line}:"

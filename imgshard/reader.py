@@ -35,13 +35,12 @@ from typing import Any
 import numpy as np
 
 from .cache import ShardCache, default_cache_dir
-from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo, read_manifest
+from .reader_checks import (ReaderError, check_memory, check_options, is_whole, served_dtype,
+                            whole)
 from .shards import (MissingShardError, check_labels, check_npy_size, open_shard,
                      regular_file_size)
 from .storage import Location
-
-LABEL_MODES = ("int", "categorical", "binary", None)
 
 #: Fed from Python (a PyDataset or a generator: any such input, not only a reader's), Keras on
 #: TensorFlow runs each ``model.fit`` step 1.6-1.9x slower with TensorFlow's default CPU
@@ -57,9 +56,6 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 #: images cost 5.1 ms of CPU aligned against 6.4 ms unaligned.
 BATCH_ALIGNMENT = 64
 
-
-class ReaderError(ImgshardError):
-    """The reader cannot serve this directory, split or option."""
 
 
 class ShardReader:
@@ -103,15 +99,16 @@ class ShardReader:
         self.directory = str(location)
         self.location = location
         self.manifest: Manifest = read_manifest(location)
-        if split not in self.manifest.splits:
+        if not isinstance(split, str) or split not in self.manifest.splits:
             known = ", ".join(self.manifest.splits)
             raise ReaderError(f"split {split!r} is not in {self.directory} (it has: {known})")
-        _check_options(self.manifest, batch_size, label_mode, window, prefetch)
+        check_options(self.manifest, batch_size=batch_size, label_mode=label_mode, window=window,
+                       prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes)
         self.split = split
         self.shards: list[ShardInfo] = self.manifest.splits[split].shards
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_remainder, self.label_mode = drop_remainder, label_mode
-        self.dtype = np.dtype(dtype or self.manifest.dtype)
+        self.dtype = served_dtype(dtype or self.manifest.dtype)
         self.augment, self.flip_horizontal = augment, flip_horizontal
         self.window, self.prefetch = window, prefetch
         self.verify, self._verified = verify and location.is_local, set()
@@ -119,6 +116,7 @@ class ShardReader:
         sizes = np.array([s.num_samples for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
         self.num_samples = int(self._starts[-1])
+        check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
@@ -143,17 +141,28 @@ class ShardReader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch ``epoch`` (from its start)."""
-        self.epoch, self._position = int(epoch), 0
+        self.epoch, self._position = whole(epoch, "epoch"), 0
 
     def state_dict(self) -> dict[str, int]:
         """Where the consumer is: the epoch and the number of batches it has taken from it."""
         return {"epoch": self.epoch, "batches": self._position, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample."""
+        """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample.
+
+        Raises:
+            ReaderError: ``state`` is not what :meth:`state_dict` returns for this reader (its
+                seed, an epoch >= 0, a batch count within the epoch); the reader is unchanged.
+        """
+        if not isinstance(state, dict) or not {"epoch", "batches"} <= state.keys():
+            raise ReaderError(f"state must be a dict with epoch and batches, as state_dict() "
+                              f"returns, got {repr(state)[:80]}")
         if state.get("seed", self.seed) != self.seed:
-            raise ReaderError(f"state was saved with seed {state['seed']}, reader has {self.seed}")
-        self.epoch, self._position = int(state["epoch"]), int(state["batches"])
+            raise ReaderError(f"state was saved with seed {repr(state['seed'])[:40]}, reader has "
+                              f"{self.seed}")
+        epoch = whole(state["epoch"], "state epoch")
+        batches = whole(state["batches"], "state batches", high=len(self))
+        self.epoch, self._position = epoch, batches
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Global sample indices (shard by shard, row by row) in the order of ``epoch``."""
@@ -188,9 +197,9 @@ class ShardReader:
 
     def get_batch(self, epoch: int, index: int) -> Any:
         """Batch ``index`` of ``epoch``, by random access (what Keras' PyDataset asks for)."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} of {len(self)}")
-        return self._batch(epoch, index, self._cached_order(epoch))
+        if not is_whole(index) or not 0 <= index < len(self):
+            raise IndexError(f"batch {repr(index)[:40]} of {len(self)}")
+        return self._batch(epoch, int(index), self._cached_order(whole(epoch, "epoch")))
 
     def _cached_order(self, epoch: int) -> np.ndarray:
         with self._lock:
@@ -279,9 +288,10 @@ class ShardReader:
                                  shape=(info.num_samples, *self.manifest.image_shape),
                                  dtype=self.manifest.dtype)
         labels = None
-        if info.labels is not None:
-            labels = np.asarray(self._open_file(info.labels, info.labels_sha256, verify,
-                                                shape=(info.num_samples,), dtype="int32"))
+        if info.labels is not None:  # copied (4 bytes a sample), so that the labels checked
+            # are the ones served: a shared map shows whatever is written to the file later
+            labels = np.array(self._open_file(info.labels, info.labels_sha256, verify,
+                                              shape=(info.num_samples,), dtype="int32"))
             check_labels(self.location.display(info.labels), labels, self.manifest.num_classes)
         return images, labels
 
@@ -392,23 +402,6 @@ def _check_sizes(location: Location, manifest: Manifest, shards: list[ShardInfo]
                 raise MissingShardError(f"{path}: shard file is missing")
             check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
                            local=location.is_local)
-
-
-def _check_options(manifest: Manifest, batch_size: int, label_mode: str | None, window: int,
-                   prefetch: int) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ReaderError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if label_mode not in LABEL_MODES:
-        raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
-                          f"got {label_mode!r}")
-    if label_mode is not None and manifest.class_names is None:
-        raise ReaderError("these shards have no labels (built with --no-labels): "
-                          "use label_mode=None")
-    if label_mode == "binary" and len(manifest.class_names) != 2:
-        raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
-                          f"{len(manifest.class_names)}")
-    if window < 1 or prefetch < 0:
-        raise ReaderError("window must be >= 1 and prefetch >= 0")
 
 
 def _prefetched(batches: Iterator[Any], depth: int):

@@ -18,6 +18,7 @@ import io
 import math
 import os
 import stat
+import struct
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -218,10 +219,13 @@ def file_sha256(path: str) -> str:
 
 
 def is_plain_name(name: object) -> bool:
-    """Whether ``name`` names a file directly inside a directory: a non-empty string with no
-    separator (``/`` or ``\\``), no NUL, and neither ``.`` nor ``..``; so never absolute."""
-    return (isinstance(name, str) and name not in ("", ".", "..")
-            and not any(c in name for c in "/\\\0"))
+    """Whether ``name`` names a file directly inside a directory: a non-empty string of at most
+    255 characters with no separator (``/`` or ``\\``), and neither ``.`` nor ``..``; so never
+    absolute. Every character must be printable: imgshard writes no name with a control (NUL,
+    newline, escape), format (a right-to-left override) or lone surrogate character, and a name
+    is shown in one-line messages and on terminals."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and len(name) <= 255
+            and name.isprintable() and not any(c in name for c in "/\\"))
 
 
 def open_regular(path: str) -> int:
@@ -347,12 +351,23 @@ def _map_npy(stream: BinaryIO) -> np.ndarray:
     """Map the ``.npy`` file open as ``stream`` read-only (numpy's ``open_memmap`` takes only
     a file name, which could name another file by the time it is opened)."""
     version = npy_format.read_magic(stream)
-    if version == (1, 0):
-        shape, fortran_order, dtype = npy_format.read_array_header_1_0(stream)
-    elif version == (2, 0):
-        shape, fortran_order, dtype = npy_format.read_array_header_2_0(stream)
-    else:
+    if version not in ((1, 0), (2, 0)):
         raise ValueError(f".npy format version {version} is not supported")
+    # numpy reads a header of any claimed length (4 GB in version 2) before its own size check
+    length_format = "<H" if version == (1, 0) else "<I"
+    start, size = stream.tell(), struct.calcsize(length_format)
+    data = stream.read(size)
+    if len(data) < size:
+        raise ValueError("the file ends in its header")
+    (length,) = struct.unpack(length_format, data)
+    if start + size + length > NPY_MAX_HEADER:
+        raise ValueError(f"a header of {length} bytes (numpy writes at most {NPY_MAX_HEADER})")
+    stream.seek(start)
+    read_header = npy_format.read_array_header_1_0 if version == (1, 0) \
+        else npy_format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(stream)
+    if fortran_order:  # a sample's bytes would be spread over the whole file
+        raise ValueError("Fortran order (imgshard writes C order only)")
     if dtype.hasobject or dtype.itemsize == 0:
         raise ValueError(f"dtype {dtype} holds no numbers")
     offset = stream.tell()
@@ -362,8 +377,7 @@ def _map_npy(stream: BinaryIO) -> np.ndarray:
         raise ValueError(f"{size} bytes, the header promises {needed}")
     if math.prod(shape) == 0:
         return np.zeros(shape, dtype=dtype)
-    return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset,
-                     order="F" if fortran_order else "C")
+    return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset)
 
 
 def check_labels(path: str, labels: np.ndarray, num_classes: int | None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -34,6 +33,8 @@ from .transform import cast_table
 
 #: Rows read at a time by the deep check, so memory stays flat whatever the shard size.
 DEEP_CHUNK_ROWS = 64
+#: Labels counted at a time.
+LABEL_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
         if sum(s.num_samples for s in split.shards) != split.num_samples:
             yield Problem("manifest.json", f"split {split_name} says {split.num_samples} samples, "
                           f"its shards hold {sum(s.num_samples for s in split.shards)}")
-        labels_seen: Counter = Counter()
+        labels_seen = np.zeros(manifest.num_classes or 0, dtype=np.int64)
         for shard in split.shards:
             listed.update({shard.images, shard.labels})
             try:
@@ -116,18 +117,27 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
                 try:
                     labels = np.asarray(open_shard(os.path.join(directory, shard.labels),
                                                    shape=(shard.num_samples,), dtype="int32"))
-                    labels_seen.update(labels.tolist())
                     check_labels(shard.labels, labels, manifest.num_classes)
+                    labels_seen += _count_labels(labels, manifest.num_classes or 0)
                 except ShardError as error:
                     yield Problem(shard.labels, str(error).split(": ", 1)[-1])
         if split.class_counts is not None and manifest.class_names is not None:
-            counted = {name: labels_seen.get(i, 0) for i, name in enumerate(manifest.class_names)}
+            counted = {name: int(labels_seen[i]) for i, name in enumerate(manifest.class_names)}
             if counted != split.class_counts:
                 yield Problem("manifest.json", f"class counts of split {split_name} disagree "
                               f"with its label files ({counted})")
     for name in sorted(os.listdir(directory)):
         if OWN_FILE.fullmatch(name) and name not in listed:
             yield Problem(name, "shard file not listed in the manifest")
+
+
+def _count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """How many of ``labels`` (each checked inside ``[0, num_classes)``) are of each class,
+    counted a chunk at a time: memory stays flat however many labels a file holds."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for start in range(0, len(labels) if num_classes else 0, LABEL_CHUNK):
+        counts += np.bincount(labels[start:start + LABEL_CHUNK], minlength=num_classes)
+    return counts
 
 
 def _check_checksums(directory: str, manifest: Manifest, workers: int,
@@ -157,7 +167,7 @@ def _track(digests: Iterator[str | None], progress: Callable[[int], None] | None
 def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
     try:
         with open_listed(Location.of(directory), manifest.samples) as stream:
-            rows = list(read_samples(stream))
+            rows = list(read_samples(stream, max_rows=manifest.shard_samples))
     except FileNotFoundError:
         return [Problem(manifest.samples, "file is missing")]
     except (ShardError, ManifestError) as error:  # a link or special file; a malformed row

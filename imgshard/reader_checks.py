@@ -1,0 +1,97 @@
+"""What a :class:`~imgshard.reader.ShardReader` checks before it serves a batch: its options,
+a saved state, and that its split fits in memory.
+
+Options and states come from user code (maybe from a checkpoint file), counts from a manifest
+anyone may have written; a wrong type or range is one :class:`ReaderError` line naming the
+option, never a TypeError deep inside numpy, and nothing is allocated from a count before it is
+known to fit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .build import available_memory
+from .errors import ImgshardError
+from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from .reader import ShardReader
+
+LABEL_MODES = ("int", "categorical", "binary", None)
+
+#: Bytes the reader holds per sample of its split at most: an epoch's order at its peak (the
+#: int64 indices, their shuffled copy and the order of the epoch before, kept by ``get_batch``
+#: while the next one is made) and the int32 labels of the shards mapped.
+ORDER_BYTES_PER_SAMPLE = 28
+
+
+class ReaderError(ImgshardError):
+    """The reader cannot serve this directory, split or option."""
+
+
+def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, window: Any,
+                  prefetch: Any, seed: Any, verify: Any, cache_bytes: Any) -> None:
+    """Refuse a reader option of the wrong type or range, or a label mode the shards cannot
+    serve."""
+    whole(batch_size, "batch_size", low=1)
+    if label_mode not in LABEL_MODES:
+        raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
+                          f"got {repr(label_mode)[:40]}")
+    if label_mode is not None and manifest.class_names is None:
+        raise ReaderError("these shards have no labels (built with --no-labels): "
+                          "use label_mode=None")
+    if label_mode == "binary" and len(manifest.class_names) != 2:
+        raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
+                          f"{len(manifest.class_names)}")
+    whole(window, "window", low=1)
+    whole(prefetch, "prefetch")
+    whole(seed, "seed")
+    whole(cache_bytes, "cache_bytes")
+    if not isinstance(verify, bool):
+        raise ReaderError(f"verify must be True or False, got {repr(verify)[:40]}")
+
+
+def is_whole(value: Any) -> bool:
+    """Whether ``value`` is a whole number (a Python or numpy int; not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def whole(value: Any, name: str, *, low: int = 0, high: int | None = None) -> int:
+    """``value`` as an int, if it is a whole number in ``[low, high]``; else a ReaderError."""
+    if not is_whole(value) or value < low or (high is not None and value > high):
+        within = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ReaderError(f"{name} must be a whole number {within}, got {repr(value)[:40]}")
+    return int(value)
+
+
+def served_dtype(dtype: Any) -> np.dtype:
+    """The dtype batches are served in: numbers only (no objects, text or records)."""
+    try:
+        served = np.dtype(dtype)
+    except (TypeError, ValueError):
+        served = None
+    if served is None or served.kind not in "fiu":
+        raise ReaderError(f"dtype must be a numeric dtype such as float32, got "
+                          f"{repr(dtype)[:40]}")
+    return served
+
+
+def check_memory(reader: "ShardReader", split: str) -> None:
+    """Refuse a split whose epoch order and batches in flight cannot fit in this machine's
+    memory, before any is allocated: the counts come from a manifest (and sparse files can back
+    any count), and a failed allocation would be a MemoryError or the OOM killer."""
+    manifest = reader.manifest
+    labels = 4 * (len(manifest.class_names or ()) if reader.label_mode == "categorical" else 1)
+    sample = math.prod(manifest.image_shape) * reader.dtype.itemsize + labels
+    needed = (ORDER_BYTES_PER_SAMPLE * reader.num_samples
+              + (reader.prefetch + 2) * reader.batch_size * sample)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ReaderError(f"split {split} of {reader.num_samples:,} samples needs about "
+                          f"{needed / 1e9:,.1f} GB of memory (its epoch order and "
+                          f"{reader.prefetch + 2} batches of {reader.batch_size}), but this "
+                          f"machine has {available / 1e9:,.1f} GB available")
