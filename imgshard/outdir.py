@@ -234,15 +234,17 @@ def _remove_earlier_build(out: Location, names: list[str]) -> None:
 
 def _manifest_files(out: Location, name: str) -> set[str]:
     """The files a manifest lists (shards, labels, samples), or refuse a manifest that is not
-    imgshard's. Read here with a few checks of its own: only plain names are taken."""
+    imgshard's. Read here with a few checks of its own: a listed name counts only if it is the
+    one imgshard gives that file (an edited manifest cannot claim a user's file)."""
     try:
         document = json.loads(out.read_bytes(name))
         if document.get("format") != FORMAT:
             raise ValueError("not imgshard's")
-        listed = {document.get("samples", SAMPLES_NAME)}
-        for split in document["splits"].values():
-            for shard in split["shards"]:
-                listed |= {shard["images"], shard.get("labels")}
+        listed = {SAMPLES_NAME} & {document.get("samples", SAMPLES_NAME)}
+        for split, info in document["splits"].items():
+            for index, shard in enumerate(info["shards"]):
+                listed |= {shard["images"], shard.get("labels")} & \
+                    {images_name(split, index), labels_name(split, index)}
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError):
         raise _foreign(out, name, "which is not an imgshard manifest") from None
     return {name for name in listed if is_plain_name(name)}
