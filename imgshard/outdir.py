@@ -308,6 +308,17 @@ def _is_regular_file(out: Location, name: str) -> bool:
         return False
 
 
+def check_resumable(out: Location) -> None:
+    """Refuse a local OUT that holds anything but regular files, before a resume reads it: a
+    FIFO named like the progress log or a shard would hang it, a folder is no build's."""
+    if not out.is_local:
+        return  # an object store holds objects only
+    irregular = [name for name in sorted(out.listdir()) if not _is_regular_file(out, name)]
+    if irregular:
+        raise OutputError(f"output {out} holds {irregular[0]!r}, which is not a file imgshard "
+                          "wrote: refusing to resume")
+
+
 def remove_leftovers(out: Location, build: str) -> None:
     """Remove the temporary and part files of the build ``build`` (workers killed mid-write)."""
     tagged = (temp_prefix(build), part_prefix(build))
