@@ -131,8 +131,9 @@ def locked(out: Location) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(out.path(LOCK_NAME))
+        with contextlib.suppress(OSError):  # only our own: OUT may have been made anew under us
+            if os.path.samestat(os.fstat(descriptor), os.lstat(out.path(LOCK_NAME))):
+                os.remove(out.path(LOCK_NAME))
         os.close(descriptor)
         if created:
             with contextlib.suppress(OSError):  # not empty: the build wrote into it
@@ -152,6 +153,9 @@ def _lock_file(out: Location) -> int:
                                  | os.O_CLOEXEC, 0o644)
         except OSError as error:  # a directory, symbolic link or special file of that name
             raise _foreign(out, LOCK_NAME) from error
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a FIFO opens without blocking
+            os.close(descriptor)
+            raise _foreign(out, LOCK_NAME)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,9 +170,9 @@ def _lock_file(out: Location) -> int:
 
 
 def _claim(out: Location, descriptor: int) -> None:
-    """Write our pid into the lock file, unless the file is not imgshard's (then refuse)."""
+    """Write our pid into the lock file, unless it holds more than a pid (then refuse)."""
     found = os.pread(descriptor, 64, 0)
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode) or not re.fullmatch(rb"\d*\s*", found):
+    if not re.fullmatch(rb"\d*\s*", found):
         raise _foreign(out, LOCK_NAME)
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
