@@ -169,3 +169,35 @@ def test_an_interrupted_verify_says_nothing_about_resuming(src, tmp_path, monkey
     result = run("verify", out)
     assert result.exit_code == 130
     assert "Interrupted" in result.output and "resume" not in result.output, result.output
+
+
+INTERRUPTED_START = """
+import multiprocessing.context, sys
+from concurrent.futures import process
+from imgshard import executor
+
+# Ctrl-C or SIGTERM arriving between the forks of the first and second worker, or (register)
+# after the first fork but before the pool knew of its process
+cls, method = {"spawn": (process.ProcessPoolExecutor, "_spawn_process"),
+               "register": (multiprocessing.context.ForkProcess, "start")}[sys.argv[1]]
+real = getattr(cls, method)
+
+def interrupted(self):
+    real(self)
+    raise KeyboardInterrupt
+
+setattr(cls, method, interrupted)
+try:
+    executor.started_pool(2)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("moment", ["spawn", "register"])
+def test_an_interrupt_while_the_workers_start_does_not_hang_the_exit(moment):
+    """The pool was lost before anyone could shut it down: at exit, Python waited for a worker
+    that waits for a task, for ever."""
+    result = subprocess.run([sys.executable, "-c", INTERRUPTED_START, moment],
+                            capture_output=True, text=True, timeout=20)
+    assert result.stdout == "interrupted\n" and result.returncode == 0, result.stderr
