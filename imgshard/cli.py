@@ -61,10 +61,10 @@ def interrupted_message() -> str:
     if ctx is None or ctx.info_name != "build":
         return "Interrupted."
     try:
-        names = Location.of(ctx.params["out"], ctx.params["storage_options"]).listdir()
+        sizes = Location.of(ctx.params["out"], ctx.params["storage_options"]).sizes()
     except (ImgshardError, OSError):
-        names = [PROGRESS_NAME]  # cannot tell: the hint that fits a build interrupted midway
-    if PROGRESS_NAME in names or remote_progress_name(0) in names:
+        sizes = {PROGRESS_NAME: 1}  # cannot tell: the hint that fits a build interrupted midway
+    if sizes.get(PROGRESS_NAME) or remote_progress_name(0) in sizes:  # a plan line to resume
         return ("Interrupted: the output has no manifest.json yet; run the same command with "
                 "--resume to continue.")
     return "Interrupted before the build wrote anything to resume: run the same command again."

@@ -219,8 +219,9 @@ def _remove_earlier_build(out: Location, names: list[str]) -> None:
         owned |= _manifest_files(out, name)
     log = _log_names(out, present)
     owned |= set(log)
-    if log:
-        owned |= _planned_files(out, names)
+    recorded = _recorded_build(out) if log else None
+    if recorded is not None:
+        owned |= _planned_files(names, *recorded)
     foreign = [name for name in names if name not in owned]
     if foreign:
         raise _foreign(out, foreign[0])
@@ -255,11 +256,14 @@ def _manifest_files(out: Location, name: str) -> set[str]:
 
 
 def _log_names(out: Location, present: set[str]) -> list[str]:
-    """The progress log's files (the plan line's first) when its plan is an imgshard build's."""
-    log = log_names(out)
-    if not present & set(log) or _recorded_build(out) is None:
+    """The progress log's files (the plan line's first) when its plan is an imgshard build's,
+    or when it is empty: a build stopped between creating it and writing its plan line."""
+    log = [name for name in log_names(out) if name in present]
+    if not log:
         return []
-    return [name for name in log if name in present]
+    if _recorded_build(out) is None and any(out.size(name) for name in log):
+        return []
+    return log
 
 
 def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
@@ -278,9 +282,8 @@ def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
     return build, shards
 
 
-def _planned_files(out: Location, names: list[str]) -> set[str]:
-    """Which of ``names`` the build in OUT's progress log may have written."""
-    build, shards = _recorded_build(out)
+def _planned_files(names: list[str], build: str, shards: dict[str, int]) -> set[str]:
+    """Which of ``names`` the build ``build`` (of ``shards`` shards per split) may have written."""
     tagged = (temp_prefix(build), part_prefix(build))
     return {name for name in names
             if name in INTERRUPTED_BUILD_FILES or name.startswith(tagged)

@@ -201,3 +201,23 @@ def test_an_interrupt_while_the_workers_start_does_not_hang_the_exit(moment):
     result = subprocess.run([sys.executable, "-c", INTERRUPTED_START, moment],
                             capture_output=True, text=True, timeout=20)
     assert result.stdout == "interrupted\n" and result.returncode == 0, result.stderr
+
+
+def test_a_stop_between_creating_the_log_and_writing_its_plan_is_overwritten(src, tmp_path,
+                                                                           monkeypatch):
+    """The log is created empty, then its plan line written: a stop in between (kill -9 too)
+    left a folder that --resume found nothing in and --overwrite called foreign."""
+    from imgshard.progress import ProgressLog
+
+    def interrupt(self, record):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(ProgressLog, "_write", interrupt)
+    result = run("build", src, out, *OPTIONS)
+    monkeypatch.undo()
+    assert result.exit_code == 130 and "--resume" not in result.output, result.output
+    assert (out / ".imgshard-progress.jsonl").read_bytes() == b""
+    result = run("build", src, out, *OPTIONS, "--overwrite", "-q")
+    assert result.exit_code == 0, result.output
+    assert "manifest.json" in os.listdir(out)
