@@ -32,7 +32,8 @@ from .config import BuildConfig
 from .errors import ImgshardError
 from .executor import default_workers, run_tasks, started_pool
 from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
-from .outdir import BUILD_ID, check_apart, locked, prepare_out, remove_leftovers
+from .outdir import (BUILD_ID, check_apart, check_resumable, locked, prepare_out,
+                     remove_leftovers)
 from .scan import ScanResult, scan
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
                        check_restored, plan_record, read_plan, restore, write_sources)
@@ -202,6 +203,7 @@ def _start(out: Location, planned: dict, build_plan: BuildPlan, *, overwrite: bo
         return out, planned, Restored()
     if overwrite:
         raise BuildError("--resume and --overwrite exclude each other")
+    check_resumable(out)
     recorded = read_plan(out)
     check_plan(recorded, planned, out, build_plan.scan.sources)
     if not isinstance(recorded.get("build"), str) or not BUILD_ID.fullmatch(recorded["build"]):

@@ -30,6 +30,7 @@ from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, Build
 from .errors import ImgshardError
 from .executor import default_workers, started_pool
 from .outdir import check_apart
+from .progress import PROGRESS_NAME, remote_progress_name
 from .storage import Location, parse_storage_options
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
@@ -51,14 +52,30 @@ def user_errors(command):
         except ImgshardError as error:
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt as interrupt:
-            click.echo("\nInterrupted: the output has no manifest.json yet; run the same command "
-                       "with --resume to continue.", err=True)
+            click.echo(f"\n{interrupted_message()}", err=True)
             raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
             raise click.ClickException(f"cannot write or read{where}: {reason}"[:300]) from None
     return wrapper
+
+
+def interrupted_message() -> str:
+    """What to do after Ctrl-C or SIGTERM: ``--resume`` only for a build that wrote its
+    progress log (before that, as during a scan or the deletion of an earlier build, there is
+    nothing to resume); other commands just stop."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.info_name != "build":
+        return "Interrupted."
+    try:
+        sizes = Location.of(ctx.params["out"], ctx.params["storage_options"]).sizes()
+    except (ImgshardError, OSError):
+        sizes = {PROGRESS_NAME: 1}  # cannot tell: the hint that fits a build interrupted midway
+    if sizes.get(PROGRESS_NAME) or remote_progress_name(0) in sizes:  # a plan line to resume
+        return ("Interrupted: the output has no manifest.json yet; run the same command with "
+                "--resume to continue.")
+    return "Interrupted before the build wrote anything to resume: run the same command again."
 
 
 class Terminated(KeyboardInterrupt):

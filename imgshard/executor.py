@@ -110,10 +110,11 @@ def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, limit: int):
     return []
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's worker processes and wait until they are gone, so that none writes into
-    OUT after this returns (what Python 3.14's ``ProcessPoolExecutor.kill_workers`` does)."""
-    processes = list((pool._processes or {}).values())  # noqa: SLF001 - no public API before 3.14
+def stop_workers(pool: ProcessPoolExecutor, also: Iterable = ()) -> None:
+    """Kill the pool's worker processes (and the processes ``also``) and wait until they are
+    gone, so that none writes into OUT after this returns (what Python 3.14's
+    ``ProcessPoolExecutor.kill_workers`` does)."""
+    processes = {*(pool._processes or {}).values(), *also}  # noqa: SLF001 - no public API < 3.14
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(ProcessLookupError, ValueError):
@@ -138,9 +139,16 @@ def started_pool(workers: int) -> ProcessPoolExecutor | None:
     """
     if workers <= 1:
         return None
+    earlier = set(multiprocessing.active_children())
     pool = process_pool(workers)
-    for done in [pool.submit(os.getpid) for _ in range(workers)]:
-        done.result()
+    try:
+        for done in [pool.submit(os.getpid) for _ in range(workers)]:
+            done.result()
+    except BaseException:
+        # Ctrl-C or SIGTERM mid-start: nothing else would stop these workers (one may be forked
+        # but not yet known to the pool), and Python's exit would wait for them for ever.
+        stop_workers(pool, set(multiprocessing.active_children()) - earlier)
+        raise
     return pool
 
 

@@ -131,8 +131,9 @@ def locked(out: Location) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(out.path(LOCK_NAME))
+        with contextlib.suppress(OSError):  # only our own: OUT may have been made anew under us
+            if os.path.samestat(os.fstat(descriptor), os.lstat(out.path(LOCK_NAME))):
+                os.remove(out.path(LOCK_NAME))
         os.close(descriptor)
         if created:
             with contextlib.suppress(OSError):  # not empty: the build wrote into it
@@ -152,6 +153,9 @@ def _lock_file(out: Location) -> int:
                                  | os.O_CLOEXEC, 0o644)
         except OSError as error:  # a directory, symbolic link or special file of that name
             raise _foreign(out, LOCK_NAME) from error
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a FIFO opens without blocking
+            os.close(descriptor)
+            raise _foreign(out, LOCK_NAME)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,9 +170,9 @@ def _lock_file(out: Location) -> int:
 
 
 def _claim(out: Location, descriptor: int) -> None:
-    """Write our pid into the lock file, unless the file is not imgshard's (then refuse)."""
+    """Write our pid into the lock file, unless it holds more than a pid (then refuse)."""
     found = os.pread(descriptor, 64, 0)
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode) or not re.fullmatch(rb"\d*\s*", found):
+    if not re.fullmatch(rb"\d*\s*", found):
         raise _foreign(out, LOCK_NAME)
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
@@ -215,8 +219,9 @@ def _remove_earlier_build(out: Location, names: list[str]) -> None:
         owned |= _manifest_files(out, name)
     log = _log_names(out, present)
     owned |= set(log)
-    if log:
-        owned |= _planned_files(out, names)
+    recorded = _recorded_build(out) if log else None
+    if recorded is not None:
+        owned |= _planned_files(names, *recorded)
     foreign = [name for name in names if name not in owned]
     if foreign:
         raise _foreign(out, foreign[0])
@@ -234,26 +239,31 @@ def _remove_earlier_build(out: Location, names: list[str]) -> None:
 
 def _manifest_files(out: Location, name: str) -> set[str]:
     """The files a manifest lists (shards, labels, samples), or refuse a manifest that is not
-    imgshard's. Read here with a few checks of its own: only plain names are taken."""
+    imgshard's. Read here with a few checks of its own: a listed name counts only if it is the
+    one imgshard gives that file (an edited manifest cannot claim a user's file)."""
     try:
         document = json.loads(out.read_bytes(name))
         if document.get("format") != FORMAT:
             raise ValueError("not imgshard's")
-        listed = {document.get("samples", SAMPLES_NAME)}
-        for split in document["splits"].values():
-            for shard in split["shards"]:
-                listed |= {shard["images"], shard.get("labels")}
+        listed = {SAMPLES_NAME} & {document.get("samples", SAMPLES_NAME)}
+        for split, info in document["splits"].items():
+            for index, shard in enumerate(info["shards"]):
+                listed |= {shard["images"], shard.get("labels")} & \
+                    {images_name(split, index), labels_name(split, index)}
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError):
         raise _foreign(out, name, "which is not an imgshard manifest") from None
     return {name for name in listed if is_plain_name(name)}
 
 
 def _log_names(out: Location, present: set[str]) -> list[str]:
-    """The progress log's files (the plan line's first) when its plan is an imgshard build's."""
-    log = log_names(out)
-    if not present & set(log) or _recorded_build(out) is None:
+    """The progress log's files (the plan line's first) when its plan is an imgshard build's,
+    or when it is empty: a build stopped between creating it and writing its plan line."""
+    log = [name for name in log_names(out) if name in present]
+    if not log:
         return []
-    return [name for name in log if name in present]
+    if _recorded_build(out) is None and any(out.size(name) for name in log):
+        return []
+    return log
 
 
 def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
@@ -272,9 +282,8 @@ def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
     return build, shards
 
 
-def _planned_files(out: Location, names: list[str]) -> set[str]:
-    """Which of ``names`` the build in OUT's progress log may have written."""
-    build, shards = _recorded_build(out)
+def _planned_files(names: list[str], build: str, shards: dict[str, int]) -> set[str]:
+    """Which of ``names`` the build ``build`` (of ``shards`` shards per split) may have written."""
     tagged = (temp_prefix(build), part_prefix(build))
     return {name for name in names
             if name in INTERRUPTED_BUILD_FILES or name.startswith(tagged)
@@ -304,6 +313,17 @@ def _is_regular_file(out: Location, name: str) -> bool:
         return stat.S_ISREG(os.lstat(out.path(name)).st_mode)
     except OSError:
         return False
+
+
+def check_resumable(out: Location) -> None:
+    """Refuse a local OUT that holds anything but regular files, before a resume reads it: a
+    FIFO named like the progress log or a shard would hang it, a folder is no build's."""
+    if not out.is_local:
+        return  # an object store holds objects only
+    irregular = [name for name in sorted(out.listdir()) if not _is_regular_file(out, name)]
+    if irregular:
+        raise OutputError(f"output {out} holds {irregular[0]!r}, which is not a file imgshard "
+                          "wrote: refusing to resume")
 
 
 def remove_leftovers(out: Location, build: str) -> None:

@@ -40,6 +40,8 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci
 #: Which optional extra brings the fsspec back end of a protocol.
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 PACKAGES = {"s3": "s3fs", "gcs": "gcsfs"}
+#: URLs that fsspec reads as local files, in any case: ``file://`` and ``local://``.
+LOCAL_URL = re.compile(r"^(?:file|local)://", re.IGNORECASE)
 _USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
 #: Storage-option keys whose values are secrets: masked in every message, nested ones too.
 SECRET_KEY = re.compile(r"key|secret|token|passw|credential|session|auth|signature|private|cert",
@@ -94,10 +96,9 @@ class Location:
 
     @classmethod
     def of(cls, path: str | os.PathLike[str], options: dict[str, Any] | None = None) -> "Location":
-        """A location for a local path, a ``file://`` URL (made local) or any fsspec URL."""
+        """A location for a local path, a local file URL (made local) or any fsspec URL."""
         text = os.fspath(path)
-        if text.startswith("file://"):
-            text = text[len("file://"):]
+        text = LOCAL_URL.sub("", text, count=1)  # local checks (overlap, lock) must apply
         if is_url(text):
             text = text.rstrip("/")
         return cls(text, json.dumps(options or {}, sort_keys=True))
@@ -139,10 +140,14 @@ class Location:
         return f"{self}/{name}" if not self.is_local else self.path(name)
 
     def absolute(self) -> "Location":
-        """The same location with a local path made absolute, for processes with another cwd."""
+        """The same location with a local path made absolute, for processes with another cwd.
+
+        Not normalised: in ``link/../out`` the kernel resolves ``..`` after the link, so
+        dropping ``link/..`` as text would name another folder.
+        """
         if not self.is_local:
             return self
-        return Location(os.path.abspath(self.url), self.options_json, self.temp_tag)
+        return Location(os.path.join(os.getcwd(), self.url), self.options_json, self.temp_tag)
 
     # -- queries ---------------------------------------------------------------------------
 
