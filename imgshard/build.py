@@ -35,6 +35,7 @@ from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_ma
 from .outdir import (BUILD_ID, check_apart, check_resumable, locked, prepare_out,
                      remove_leftovers)
 from .scan import ScanResult, scan
+from .resources import check_memory, local_workers
 from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
                        check_restored, plan_record, read_plan, restore, write_sources)
 from .storage import Location
@@ -221,47 +222,6 @@ def written_record(build_plan: BuildPlan) -> dict:
     """
     return {"build": secrets.token_hex(6),
             "shards": {split: build_plan.num_shards(split) for split in build_plan.scan.splits}}
-def local_workers(requested: int | None) -> int:
-    """How many local worker processes a build runs: as asked, but no more than the cores
-    (more would only compete for them); :func:`build` then takes no more than its tasks."""
-    return min(requested or default_workers(), default_workers())
-
-
-def worker_memory(config: BuildConfig) -> int:
-    """Bytes a worker holds for one image at a time, whatever the shard size (a shard is
-    streamed to disk row by row): the stored row, the resized image as Pillow holds it (4
-    bytes a pixel) and as numpy's copy of it, and the canvas it is padded onto."""
-    height, width, channels = config.image_shape
-    pixels = height * width
-    copies = 2 if config.resize == "pad" else 1
-    return pixels * (channels * np.dtype(config.dtype).itemsize + 4 + channels * copies)
-
-
-def available_memory() -> int | None:
-    """Memory this machine can give a build now (Linux ``MemAvailable``, else physical)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(config: BuildConfig, workers: int) -> None:
-    """Refuse an output size whose per-image buffers cannot fit in memory, before any work
-    (else each worker dies allocating its first row, or the machine swaps to a halt)."""
-    needed, available = worker_memory(config) * workers, available_memory()
-    if available is not None and needed > available:
-        height, width, _ = config.image_shape
-        raise BuildError(f"size {height}x{width} needs about {needed / 1e9:,.1f} GB of memory "
-                         f"for {workers} worker{'s' if workers > 1 else ''}, but this machine "
-                         f"has {available / 1e9:,.1f} GB available (use a smaller --size or "
-                         "fewer --workers)")
 
 
 def _location(path: str | Location) -> Location:

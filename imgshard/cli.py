@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 from . import __version__
-from .build import (BuildPlan, BuildResult, build as run_build, check_memory, local_workers,
-                    plan as make_plan)
+from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
+from .resources import check_memory, local_workers
 from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
                      ConfigError, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError

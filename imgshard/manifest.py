@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
 from .errors import ImgshardError
+from .resources import available_memory
 from .manifest_check import FieldError, check_manifest, show
 from .shards import MissingShardError, ShardError, open_regular
 from .storage import Location
@@ -205,6 +206,10 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     if text is None:
         raise ManifestError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes, more than "
                             "imgshard reads as a manifest")
+    needed, available = parse_memory(text), available_memory()
+    if available is not None and needed > available:
+        raise ManifestError(f"{path} would take about {needed / 1e9:,.1f} GB of memory to parse, "
+                            f"more than the {available / 1e9:,.1f} GB this machine has available")
     try:
         document = parse_json(text)
     except RecursionError:
@@ -223,6 +228,20 @@ def parse_json(text: bytes) -> Any:
     object giving one key twice (Python keeps the last value, other readers the first)."""
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
                       object_pairs_hook=_unique_keys)
+
+
+def parse_memory(text: bytes) -> int:
+    """An upper bound of the memory :func:`parse_json` takes for ``text``, counted in C.
+
+    Python makes one object per JSON value, and the dearest per byte are containers: ``[],``
+    costs 22 times its bytes and ``{"a":{}},`` 30 (measured), where a real manifest, mostly
+    skip records, costs 5. So each container is counted at 128 bytes, each other value (after a
+    ``,`` or ``:``) at 80 (a one-character non-ASCII string takes 76), and the text twice (its
+    strings, and the text itself).
+    """
+    containers = text.count(b"[") + text.count(b"{")
+    values = text.count(b",") + text.count(b":")
+    return 128 * containers + 80 * values + 2 * len(text)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .build import available_memory
+from .resources import available_memory
 from .errors import ImgshardError
 from .manifest import Manifest
 

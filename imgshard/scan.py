@@ -359,7 +359,7 @@ def _from_csv(src: Location, config: BuildConfig, entries: list[_Entry], rows: d
     index = {name: i for i, name in enumerate(class_names)}
     labels_file = None
     if src.is_local:
-        labels_file = os.path.relpath(os.path.abspath(config.labels), os.path.abspath(src.url))
+        labels_file = os.path.relpath(os.path.realpath(config.labels), os.path.realpath(src.url))
         labels_file = labels_file.replace(os.sep, "/")
     samples, skipped, seen = [], [], set()
     for entry in _images(entries):

@@ -414,3 +414,46 @@ def test_samples_csv_rows_beyond_the_manifest_are_not_held_in_memory(copy, tmp_p
     assert peak < 8 << 20, peak
     result = run("preview", copy, "-o", tmp_path / "p.png")
     assert result.exit_code == 1 and "more rows than the 15 samples" in result.output
+
+
+# -- a manifest whose parse would not fit in memory ---------------------------------------------
+
+PARSE_COSTLY = {  # JSON shapes whose parse costs the most memory per byte, and a real one
+    "empty lists": "[" + ",".join(["[]"] * 50_000) + "]",
+    "nested lists": "[" + ",".join(["[[]]"] * 50_000) + "]",
+    "small objects": "[" + ",".join(['{"a":{}}'] * 50_000) + "]",
+    "unique strings": json.dumps([f"s{i}" for i in range(50_000)]),
+    "non-ASCII strings": "[" + ",".join(['"\\u4e00"'] * 50_000) + "]",
+    "floats": "[" + ",".join(["0.5"] * 50_000) + "]",
+    "skips": json.dumps([{"path": f"c/{i:06d}.jpg", "reason": "empty file"}
+                         for i in range(20_000)]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PARSE_COSTLY))
+def test_the_parse_memory_estimate_bounds_what_parsing_takes(shape):
+    from imgshard.manifest import parse_json, parse_memory
+
+    text = PARSE_COSTLY[shape].encode()
+    tracemalloc.start()
+    parse_json(text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak <= parse_memory(text), shape
+    if shape == "skips":  # what a real manifest is mostly made of: not refused for nothing
+        assert parse_memory(text) <= 12 * len(text)
+
+
+def test_a_manifest_whose_parse_cannot_fit_in_memory_is_refused(copy, monkeypatch):
+    """A 90 MB manifest of ``[],[],...`` took 2 GB to parse: refused before, in one line."""
+    import imgshard.manifest
+
+    document = json.loads((copy / "manifest.json").read_text())
+    document["padding"] = [[]] * 20_000
+    (copy / "manifest.json").write_text(json.dumps(document))
+    monkeypatch.setattr(imgshard.manifest, "available_memory", lambda: 1_000_000)
+    with pytest.raises(ManifestError, match=r"manifest.json would take about .* of memory to "
+                                            r"parse, more than the .* available"):
+        read_manifest(copy)
+    monkeypatch.setattr(imgshard.manifest, "available_memory", lambda: 10**9)
+    assert read_manifest(copy).splits
