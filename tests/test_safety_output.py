@@ -416,3 +416,24 @@ def test_preview_refuses_a_hard_link_to_a_shard_file_and_a_directory(shards, tmp
     assert result.output.count("\n") == 1
     result = run("preview", shards, "-o", tmp_path / "sheet.png")
     assert result.exit_code == 0 and (tmp_path / "sheet.png").exists()
+
+
+def test_a_sigterm_swallowed_by_cleanup_code_still_stops_the_build():
+    """A SIGTERM that lands in code whose exceptions Python swallows (a ``__del__``, a hook
+    after fork) must not be lost, nor leave every later SIGTERM ignored."""
+    import signal
+    import time
+
+    from imgshard.cli import Terminated, sigterm_as_interrupt
+
+    class SignalledWhileFinalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here: its Terminated is swallowed
+
+    started = time.monotonic()
+    with pytest.raises(Terminated):
+        with sigterm_as_interrupt():
+            SignalledWhileFinalized()
+            time.sleep(5)
+    assert time.monotonic() - started < 4
