@@ -75,3 +75,57 @@ def stop_at_call(number: int):
             raise KeyboardInterrupt
 
     return progress
+
+
+def run(*args):
+    """The ``imgshard`` command line, in this process."""
+    from click.testing import CliRunner
+
+    from imgshard.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_error_line(result, *expected: str) -> None:
+    """The command failed with exit code 1 and one ``Error: ...`` line holding ``expected``."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), \
+        result.output
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def edit_manifest(directory, change) -> None:
+    """Apply ``change`` to the parsed ``manifest.json`` of ``directory`` and write it back."""
+    path = os.path.join(directory, "manifest.json")
+    with open(path) as stream:
+        document = json.load(stream)
+    change(document)
+    with open(path, "w") as stream:
+        json.dump(document, stream)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> str:
+    """A small finished build (three classes, train and val, several shards), never changed:
+    tests that tamper with it take a ``copy``."""
+    from imgshard import BuildConfig, build
+
+    root = tmp_path_factory.mktemp("built")
+    for index, (name, colour) in enumerate(sorted(CLASS_COLOURS.items())):
+        for number in range(3 + 2 * index):
+            write_image(str(root / "src" / name / f"{number}.png"), size=(10, 8), colour=colour)
+    out = str(root / "out")
+    build(str(root / "src"), out, BuildConfig(size=(8, 10), shard_size=4, val_split=0.3),
+          workers=1)
+    return out
+
+
+@pytest.fixture
+def copy(built, tmp_path):
+    """A copy of :func:`built` to tamper with."""
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(built, target)
+    return target

@@ -12,28 +12,18 @@ import re
 import threading
 
 import pytest
-from click.testing import CliRunner
 
 from imgshard import BuildConfig, ImgshardError, build
-from imgshard.cli import cli
 from imgshard.config import ConfigError
 from imgshard.progress import PROGRESS_NAME, SOURCES_NAME, ResumeError
 
-from conftest import stop_at_call, write_image
+from conftest import one_error_line, run, stop_at_call, write_image
 
 CONFIG = BuildConfig(size=(8, 8), shard_size=2, shuffle=False)
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def one_error_line(result, *expected: str) -> None:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), \
-        result.output
-    for text in expected:
-        assert text in lines[0], lines[0]
 
 
 def finishes_within(seconds: float, function):

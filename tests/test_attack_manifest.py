@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import tracemalloc
 
@@ -19,43 +18,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from imgshard import BuildConfig, ShardReader, build
+from imgshard import ShardReader
 from imgshard.cli import cli
 from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
 from imgshard.shards import ShardError, file_sha256, npy_header, open_shard
 
-from conftest import CLASS_COLOURS, write_image
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("attack-manifest")
-    for index, (name, colour) in enumerate(sorted(CLASS_COLOURS.items())):
-        for number in range(3 + 2 * index):
-            write_image(str(root / "src" / name / f"{number}.png"), size=(10, 8), colour=colour)
-    out = str(root / "out")
-    build(str(root / "src"), out, BuildConfig(size=(8, 10), shard_size=4, val_split=0.3),
-          workers=1)
-    return out
-
-
-@pytest.fixture
-def copy(built, tmp_path):
-    target = tmp_path / "copy"
-    shutil.copytree(built, target)
-    return target
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def edit(copy, change) -> None:
-    path = copy / "manifest.json"
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
+from conftest import edit_manifest as edit, run
 
 
 def first_shard(document) -> dict:

@@ -11,21 +11,17 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from imgshard import BuildConfig, build
-from imgshard.cli import cli
 from imgshard.outdir import OutputError, locked
 from imgshard.storage import Location
 
-from conftest import stop_at_call
+from conftest import local_files, run, stop_at_call
 
 CONFIG = BuildConfig(size=(4, 4), shard_size=2)
 OPTIONS = ["--size", "4", "--shard-size", "2", "--workers", "1"]
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -33,9 +29,6 @@ def src(make_class_folders):
     return make_class_folders({"red": 3, "blue": 2})
 
 
-def snapshot(directory) -> dict[str, bytes]:
-    return {name: open(os.path.join(directory, name), "rb").read()
-            for name in sorted(os.listdir(directory))}
 
 
 # -- the same folder under another spelling ---------------------------------------------------
@@ -67,10 +60,10 @@ def test_a_local_file_url_is_the_local_folder(src, scheme):
 def test_preview_through_a_local_url_never_replaces_the_manifest(src, tmp_path):
     out = tmp_path / "out"
     build(src, str(out), CONFIG, workers=1)
-    before = snapshot(out)
+    before = local_files(out)
     result = run("preview", f"local://{out}", "-o", out / "manifest.json")
     assert result.exit_code == 1 and "shard directory" in result.output, result.output
-    assert snapshot(out) == before
+    assert local_files(out) == before
 
 
 # -- planted files ------------------------------------------------------------------------------

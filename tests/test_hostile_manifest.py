@@ -16,17 +16,15 @@ import signal
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgshard import BuildConfig, ShardReader, build
-from imgshard.cli import cli
+from imgshard import ShardReader
 from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
 from imgshard.shards import file_sha256
 
-from conftest import CLASS_COLOURS, write_image
+from conftest import edit_manifest as edit, run
 
 #: Seconds any one check may take: a FIFO opened for reading blocks forever without a writer.
 WATCHDOG_SECONDS = 20
@@ -43,37 +41,6 @@ def watchdog():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile-manifest")
-    for index, (name, colour) in enumerate(sorted(CLASS_COLOURS.items())):
-        for number in range(3 + 2 * index):
-            write_image(str(root / "src" / name / f"{number}.png"), size=(10, 8), colour=colour)
-    out = str(root / "out")
-    build(str(root / "src"), out, BuildConfig(size=(8, 10), shard_size=4, val_split=0.3),
-          workers=1)
-    return out
-
-
-@pytest.fixture
-def copy(built, tmp_path):
-    target = tmp_path / "copy"
-    shutil.copytree(built, target)
-    return target
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def edit(copy, change) -> None:
-    """Apply ``change`` to the parsed manifest and write it back."""
-    path = copy / "manifest.json"
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
 
 
 def first_shard(document) -> dict:

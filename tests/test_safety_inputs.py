@@ -14,12 +14,10 @@ import sys
 import uuid
 
 import pytest
-from click.testing import CliRunner
 
 import imgshard.cli as cli_module
 import imgshard.executor as executor_module
 from imgshard import BuildConfig, build, plan
-from imgshard.cli import cli
 from imgshard.config import ConfigError, load_toml
 from imgshard.progress import SOURCES_NAME, ResumeError
 from imgshard.labels_file import LabelsFileError, read_labels_csv
@@ -28,22 +26,14 @@ from imgshard.storage import Location, describe_error
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
-from conftest import stop_at_call, write_image
+from conftest import one_error_line, run, stop_at_call, write_image
 
 build_module = importlib.import_module("imgshard.build")  # imgshard.build is the function
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def one_error_line(result, *expected: str) -> None:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), \
-        result.output
-    for text in expected:
-        assert text in lines[0], lines[0]
 
 
 # -- 3. --resume refuses sources that changed ---------------------------------------------------

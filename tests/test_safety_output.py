@@ -15,20 +15,16 @@ import uuid
 
 import fsspec
 import pytest
-from click.testing import CliRunner
 
 from imgshard import BuildConfig, build
-from imgshard.cli import cli
 from imgshard.outdir import OWN_FILE, OutputError, prepare_out
 from imgshard.storage import Location
 
-from conftest import local_files, stop_at_call, write_image
+from conftest import local_files, run, stop_at_call, write_image
 
 CONFIG = BuildConfig(size=(4, 4), shard_size=2)
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -46,9 +42,6 @@ def src(make_class_folders):
     return make_class_folders({"red": 3, "blue": 2})
 
 
-def snapshot(directory) -> dict[str, bytes]:
-    return {name: open(os.path.join(directory, name), "rb").read()
-            for name in sorted(os.listdir(directory))}
 
 
 # -- 1. --overwrite deletes only what an imgshard build wrote ---------------------------------
@@ -69,7 +62,7 @@ def test_overwrite_refuses_a_folder_that_never_held_a_build(src, tmp_path, name,
     (out / name).write_bytes(content)
     with pytest.raises(OutputError, match=f"holds '{name}'"):
         build(src, str(out), CONFIG, workers=1, overwrite=True)
-    assert snapshot(out) == {name: content}
+    assert local_files(out) == {name: content}
 
 
 @pytest.mark.parametrize("kind", ["folder", "fifo", "symlink"])
@@ -98,10 +91,10 @@ def test_overwrite_refuses_a_shard_name_the_earlier_build_never_wrote(src, tmp_p
     build(src, str(out), CONFIG, workers=1)  # 5 images, 3 shards: train-00000..00002
     (out / "train-00007.npy").write_bytes(b"mine")
     (out / "val-00000.npy").write_bytes(b"mine too")
-    before = snapshot(out)
+    before = local_files(out)
     with pytest.raises(OutputError, match="holds 'train-00007.npy', which imgshard did not write"):
         build(src, str(out), CONFIG, workers=1, overwrite=True)
-    assert snapshot(out) == before
+    assert local_files(out) == before
 
 
 def test_overwrite_replaces_exactly_the_earlier_build(src, tmp_path):
@@ -300,7 +293,7 @@ def test_a_second_build_into_the_same_out_is_refused_at_once(src, tmp_path, mode
             build(src, str(out), CONFIG, workers=1, progress=stop_at_call(2))
     elif mode == "overwrite":
         build(src, str(out), CONFIG, workers=1)
-    before = snapshot(out) if out.exists() else {}
+    before = local_files(out) if out.exists() else {}
     holder = hold_lock(out)
     try:
         result = run("build", src, out, "--size", "4", "--shard-size", "2", "--workers", "1",
@@ -308,7 +301,7 @@ def test_a_second_build_into_the_same_out_is_refused_at_once(src, tmp_path, mode
         assert result.output == (f"Error: {out} is being written by another imgshard process "
                                  "(pid 4242)\n")
         assert result.exit_code == 1
-        assert snapshot(out) == {**before, ".imgshard-lock": b"4242"}
+        assert local_files(out) == {**before, ".imgshard-lock": b"4242"}
     finally:
         holder.close()
 
@@ -397,20 +390,20 @@ def shards(src, tmp_path):
 def test_preview_refuses_to_write_into_the_shard_directory(shards, tmp_path, target):
     os.symlink(shards, tmp_path / "alias")
     output = tmp_path / "alias" / target if target == "link" else shards / target
-    before = snapshot(shards)
+    before = local_files(shards)
     result = run("preview", shards, "-o", output)
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
     assert "shard directory" in result.output
-    assert snapshot(shards) == before
+    assert local_files(shards) == before
 
 
 def test_preview_refuses_a_hard_link_to_a_shard_file_and_a_directory(shards, tmp_path):
     os.link(shards / "manifest.json", tmp_path / "elsewhere.json")
-    before = snapshot(shards)
+    before = local_files(shards)
     result = run("preview", shards, "-o", tmp_path / "elsewhere.json")
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
-    assert snapshot(shards) == before
+    assert local_files(shards) == before
     result = run("preview", shards, "-o", tmp_path)
     assert result.exit_code == 1 and result.output.startswith("Error: "), result.output
     assert result.output.count("\n") == 1
