@@ -92,9 +92,9 @@ def sigterm_as_interrupt():
 
     Only the build process gets SIGTERM (Ctrl-C reaches its workers too), so it must stop like
     Ctrl-C: the build kills its workers and removes their files. A second SIGTERM is ignored
-    while the first one's cleanup runs. A :class:`Terminated` raised where Python swallows
-    exceptions (a ``__del__``, a hook after fork) reaches ``sys.unraisablehook``: then SIGTERM
-    is sent again, once the hook has returned (from a timer thread: sent from the hook, it
+    while the first one's cleanup runs. A :class:`Terminated` or a Ctrl-C's KeyboardInterrupt
+    raised where Python swallows exceptions (a ``__del__``, logging's hook after a fork)
+    reaches ``sys.unraisablehook``: then its signal is sent again, once the hook has returned (from a timer thread: sent from the hook, it
     would be handled inside the hook and swallowed again), to stop the build where it can.
     Library users keep their own handlers.
     """
@@ -111,9 +111,11 @@ def sigterm_as_interrupt():
 
     def swallowed(unraisable) -> None:
         nonlocal raised
-        if isinstance(unraisable.exc_value, Terminated):
-            raised = False
-            threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            terminated = isinstance(unraisable.exc_value, Terminated)
+            raised = raised and not terminated
+            again = signal.SIGTERM if terminated else signal.SIGINT
+            threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), again)).start()
         else:
             previous_hook(unraisable)
 
@@ -140,7 +142,41 @@ def storage_option(command):
                              " anon=true.")(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineUsage:
+    """A usage error (an unknown option or command, a value not among the choices, a missing
+    argument) is one ``Error: ...`` line naming where help is, exit code 2, instead of click's
+    usage banner, a hint and the error over four lines."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def resolve_command(self, ctx, args):
+        with _one_line_usage():
+            return super().resolve_command(ctx, args)
+
+
+@contextlib.contextmanager
+def _one_line_usage():
+    try:
+        yield
+    except click.UsageError as error:
+        if error.ctx is None:
+            raise
+        where = error.ctx.command_path
+        # without a context, click prints the message alone
+        raise click.UsageError(f"{error.format_message()} (see '{where} --help')") from None
+
+
+class Command(OneLineUsage, click.Command):
+    pass
+
+
+class Group(OneLineUsage, click.Group):
+    command_class = Command
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgshard")
 def cli() -> None:
     """Turn an image folder into float16 .npy shards once; stream them to Keras every epoch."""

@@ -152,6 +152,19 @@ def started_pool(workers: int) -> ProcessPoolExecutor | None:
     return pool
 
 
+@contextlib.contextmanager
+def stoppable_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A process pool for the block, whose workers are killed if the block raises: they leave
+    Ctrl-C to this process, and would otherwise finish every task queued before they exit."""
+    pool = process_pool(workers)
+    try:
+        yield pool
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool started the fastest way that is safe in this process (see below).
 
@@ -176,6 +189,9 @@ def _start_worker(environment: dict[str, str], parent: int) -> None:
     # garbage collector would touch every one and copy their pages into each worker.
     gc.freeze()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker may inherit the CLI's handler
+    # Ctrl-C reaches the whole process group: the build stops its workers itself (see
+    # stop_workers), where an idle worker would print a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.clear()
     os.environ.update(environment)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,

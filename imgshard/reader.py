@@ -103,12 +103,14 @@ class ShardReader:
             known = ", ".join(self.manifest.splits)
             raise ReaderError(f"split {split!r} is not in {self.directory} (it has: {known})")
         check_options(self.manifest, batch_size=batch_size, label_mode=label_mode, window=window,
-                       prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes)
+                      prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes,
+                      shuffle=shuffle, drop_remainder=drop_remainder,
+                      flip_horizontal=flip_horizontal, augment=augment)
         self.split = split
         self.shards: list[ShardInfo] = self.manifest.splits[split].shards
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_remainder, self.label_mode = drop_remainder, label_mode
-        self.dtype = served_dtype(dtype or self.manifest.dtype)
+        self.dtype = served_dtype(dtype or self.manifest.dtype, self.manifest.dtype)
         self.augment, self.flip_horizontal = augment, flip_horizontal
         self.window, self.prefetch = window, prefetch
         self.verify, self._verified = verify and location.is_local, set()
@@ -116,6 +118,10 @@ class ShardReader:
         sizes = np.array([s.num_samples for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
         self.num_samples = int(self._starts[-1])
+        if self.num_samples != self.manifest.splits[split].num_samples:
+            raise ReaderError(f"{location.display('manifest.json')}: splits.{split}.num_samples "
+                              f"says {self.manifest.splits[split].num_samples}, its shards hold "
+                              f"{self.num_samples} (run imgshard verify)")
         check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()

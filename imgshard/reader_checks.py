@@ -34,9 +34,10 @@ class ReaderError(ImgshardError):
 
 
 def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, window: Any,
-                  prefetch: Any, seed: Any, verify: Any, cache_bytes: Any) -> None:
+                  prefetch: Any, seed: Any, verify: Any, cache_bytes: Any, shuffle: Any,
+                  drop_remainder: Any, flip_horizontal: Any, augment: Any) -> None:
     """Refuse a reader option of the wrong type or range, or a label mode the shards cannot
-    serve."""
+    serve (a switch given ``"no"`` would mean yes)."""
     whole(batch_size, "batch_size", low=1)
     if label_mode not in LABEL_MODES:
         raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
@@ -51,8 +52,13 @@ def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, windo
     whole(prefetch, "prefetch")
     whole(seed, "seed")
     whole(cache_bytes, "cache_bytes")
-    if not isinstance(verify, bool):
-        raise ReaderError(f"verify must be True or False, got {repr(verify)[:40]}")
+    switches = {"shuffle": shuffle, "drop_remainder": drop_remainder,
+                "flip_horizontal": flip_horizontal, "verify": verify}
+    for name, value in switches.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ReaderError(f"{name} must be True or False, got {repr(value)[:40]}")
+    if augment is not None and not callable(augment):
+        raise ReaderError(f"augment must be a callable (batch -> batch), got {repr(augment)[:40]}")
 
 
 def is_whole(value: Any) -> bool:
@@ -68,8 +74,9 @@ def whole(value: Any, name: str, *, low: int = 0, high: int | None = None) -> in
     return int(value)
 
 
-def served_dtype(dtype: Any) -> np.dtype:
-    """The dtype batches are served in: numbers only (no objects, text or records)."""
+def served_dtype(dtype: Any, stored: str) -> np.dtype:
+    """The dtype batches are served in: numbers only (no objects, text or records), and one
+    that holds every stored value (float pixels in [0, 1] cast to an integer would be 0 or 1)."""
     try:
         served = np.dtype(dtype)
     except (TypeError, ValueError):
@@ -77,6 +84,10 @@ def served_dtype(dtype: Any) -> np.dtype:
     if served is None or served.kind not in "fiu":
         raise ReaderError(f"dtype must be a numeric dtype such as float32, got "
                           f"{repr(dtype)[:40]}")
+    narrower_float = served.kind == "f" and np.dtype(stored).kind == "f"  # float32 -> float16
+    if not (np.can_cast(stored, served, casting="safe") or narrower_float):
+        raise ReaderError(f"dtype {served} cannot hold the stored {stored} values (choose a float "
+                          "dtype such as float32)")
     return served
 
 

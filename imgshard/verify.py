@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
-from .executor import process_pool
+from .executor import stoppable_pool
 from .manifest import (Manifest, ManifestError, SampleRow, ShardInfo, open_listed, read_manifest,
                        read_samples)
 from .outdir import OWN_FILE
@@ -145,7 +145,7 @@ def _check_checksums(directory: str, manifest: Manifest, workers: int,
     files = [(name, sha) for _, name, _, sha in _listed(manifest)]
     paths = [os.path.join(directory, name) for name, _ in files]
     if workers > 1 and len(paths) > 1:
-        with process_pool(workers) as pool:
+        with stoppable_pool(workers) as pool:
             digests = _track(pool.map(regular_file_sha256, paths), progress)
     else:
         digests = _track(map(regular_file_sha256, paths), progress)

@@ -426,3 +426,28 @@ def test_a_manifest_whose_parse_cannot_fit_in_memory_is_refused(copy, monkeypatc
         read_manifest(copy)
     monkeypatch.setattr(imgshard.manifest, "available_memory", lambda: 10**9)
     assert read_manifest(copy).splits
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(shuffle="no"), "shuffle must be True or False"),
+    (dict(drop_remainder="no"), "drop_remainder must be True or False"),
+    (dict(flip_horizontal="no"), "flip_horizontal must be True or False"),
+    (dict(augment=5), "augment must be a callable"),
+    (dict(dtype="int8"), "dtype int8 cannot hold the stored float16 values"),
+    (dict(dtype="uint8"), "dtype uint8 cannot hold the stored float16 values"),
+    (dict(dtype="float64", label_mode=None), None),
+])
+def test_a_reader_option_that_would_change_the_data_is_refused(built, options, expected):
+    """Found by a new user: 'no' read as yes, and float16 pixels in [0, 1] served as int8
+    zeros and ones without a word."""
+    if expected is None:  # a wider dtype is fine
+        assert ShardReader(built, **options).dtype == np.float64
+        return
+    with pytest.raises(ImgshardError, match=expected):
+        ShardReader(built, **options)
+
+
+def test_a_split_count_that_its_shards_do_not_hold_is_refused_by_the_reader(copy):
+    edit(copy, lambda document: document["splits"]["train"].update(num_samples=7))
+    with pytest.raises(ImgshardError, match=r"splits.train.num_samples says 7, its shards hold"):
+        ShardReader(copy)

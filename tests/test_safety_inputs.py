@@ -442,3 +442,19 @@ def test_the_shipped_configs_keep_every_pixel_value_apart():
         BuildConfig.from_dict(load_toml(os.path.join(CONFIGS, name)))
     BuildConfig(dtype="float16", rescale=2 / 255, offset=-1.0)
     BuildConfig(dtype="float16", rescale=-1.0, offset=255.0)
+
+
+@pytest.mark.parametrize("args", [
+    ["build", "src", "out", "--color", "purple"],
+    ["build", "src", "out", "--no-such-option"],
+    ["build", "src"],
+    ["verify", "d", "--workers", "0"],
+    ["no-such-command"],
+])
+def test_a_usage_error_is_one_line_too(args):
+    """click's own checks (choices, unknown options, missing arguments) printed its usage
+    banner and a hint over four lines."""
+    result = run(*args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and "--help" in lines[0], lines[0]

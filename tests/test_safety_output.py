@@ -430,3 +430,41 @@ def test_a_sigterm_swallowed_by_cleanup_code_still_stops_the_build():
             SignalledWhileFinalized()
             time.sleep(5)
     assert time.monotonic() - started < 4
+
+
+def test_a_ctrl_c_swallowed_by_cleanup_code_still_stops_the_build():
+    """Ctrl-C while the pool starts once landed in logging's after-fork hook, where Python
+    swallows exceptions: the build then ran to the end and exited 0."""
+    import signal
+    import time
+
+    from imgshard.cli import sigterm_as_interrupt
+
+    class InterruptedWhileFinalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python's handler raises KeyboardInterrupt here: swallowed
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            InterruptedWhileFinalized()
+            time.sleep(5)
+    assert time.monotonic() - started < 4
+
+
+def test_workers_leave_ctrl_c_to_the_build():
+    """Ctrl-C reaches every process of the terminal's group: an idle worker printed a
+    KeyboardInterrupt traceback of its own. The build stops its workers itself."""
+    import signal
+
+    from imgshard.executor import started_pool, stop_workers
+
+    pool = started_pool(2)
+    try:
+        for process in pool._processes.values():
+            os.kill(process.pid, signal.SIGINT)
+        assert pool.submit(sum, [1, 2]).result(timeout=30) == 3
+        assert all(process.is_alive() for process in pool._processes.values())
+    finally:
+        stop_workers(pool)
