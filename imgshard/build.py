@@ -18,7 +18,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ from .assemble import SplitAssembler, open_samples_csv
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executor import default_workers, run_tasks, started_pool
-from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, SplitInfo, write_manifest
+from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, Skip, SplitInfo, write_manifest
 from .outdir import (BUILD_ID, check_apart, check_resumable, locked, prepare_out,
                      remove_leftovers)
 from .scan import ScanResult, scan
@@ -170,8 +170,6 @@ def _build(src: Location, out: Location, config: BuildConfig, workers: int, over
         if not out.is_local:
             shutil.rmtree(staging, ignore_errors=True)
     remove_leftovers(out, out.temp_tag)  # temporary files of tasks whose worker died mid-write
-    if not any(split.num_samples for split in splits.values()):
-        raise BuildError(f"none of the {build_plan.scan.num_samples} images in {src} could be decoded")
     manifest = Manifest(
         imgshard_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -321,6 +319,10 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: Location, staging: 
                 checkpoint.after_task(split, finished=split in splits)
         if order:
             raise BuildError(f"{len(order)} tasks never reported back (a bug): rerun with --resume")
+        if not any(split.num_samples for split in splits.values()):
+            # before samples.csv takes its name: the build stays resumable, and says the same
+            raise BuildError(no_sample(build_plan.scan.num_samples,
+                                       [s for a in assemblers.values() for s in a.skipped]))
         stream.close()
         if out.is_local:
             os.replace(partial, out.path(SAMPLES_NAME))
@@ -335,6 +337,17 @@ def _run(build_plan: BuildPlan, tasks: list[ShardTask], out: Location, staging: 
     skipped = [skip for a in assemblers.values() for skip in a.skipped]
     bytes_written = sum(a.bytes_written for a in assemblers.values())
     return splits, skipped, bytes_written + out.size(SAMPLES_NAME)
+
+
+def no_sample(images: int, skipped: list[Skip]) -> str:
+    """Why a build made no sample: its most frequent skip reason, with an example."""
+    reasons = Counter(skip.reason.split(" (")[0] for skip in skipped)
+    if not reasons:
+        return f"none of the {images} images became a sample"
+    reason, count = reasons.most_common(1)[0]
+    example = next(skip for skip in skipped if skip.reason.split(" (")[0] == reason)
+    return (f"none of the {images} images became a sample: {count} skipped as {reason} "
+            f"(e.g. {example.path}: {example.reason})")
 
 
 def _restore_split(assembler: SplitAssembler, restored: Restored, split: str) -> SplitInfo:

@@ -458,3 +458,18 @@ def test_a_usage_error_is_one_line_too(args):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("Error: ") and "--help" in lines[0], lines[0]
+
+
+def test_a_build_whose_every_image_is_skipped_says_why_and_stays_resumable(tmp_path):
+    """Every image over --max-pixels: the error said 'could be decoded', and left a visible
+    samples.csv, so that --resume then failed on a missing partial file."""
+    for number in range(3):
+        write_image(str(tmp_path / "src" / "c" / f"{number}.png"), size=(10, 10))
+    args = ["build", tmp_path / "src", tmp_path / "out", "--size", "8", "--max-pixels", "10",
+            "-q", "--workers", "1"]
+    one_error_line(run(*args), "none of the 3 images became a sample",
+                   "3 skipped as too many pixels", "c/0.png")
+    assert "samples.csv" not in os.listdir(tmp_path / "out")
+    one_error_line(run(*args, "--resume"), "none of the 3 images became a sample")
+    result = run("build", tmp_path / "src", tmp_path / "out", "--size", "8", "--overwrite", "-q")
+    assert result.exit_code == 0, result.output
