@@ -194,7 +194,8 @@ PARENT_CHECK_SECONDS = 1.0
 
 
 def _start_worker(environment: dict[str, str], parent: int) -> None:
-    """Take the build's environment, leave its objects shared, and exit when the build dies.
+    """Take the build's environment, leave its objects shared, leave stopping to the build, and
+    exit when the build dies.
 
     A build killed with ``kill -9`` cannot tell its workers to stop, and a forked worker holds
     the ends of its own task pipe, so it would wait for a task forever.
@@ -203,6 +204,9 @@ def _start_worker(environment: dict[str, str], parent: int) -> None:
     # garbage collector would touch every one and copy their pages into each worker.
     gc.freeze()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker may inherit the CLI's handler
+    # Ctrl-C reaches the whole process group; the build kills its workers when it stops, and a
+    # worker of its own would print a KeyboardInterrupt traceback over the one-line message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # held while the build forked it
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     os.environ.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -155,3 +156,26 @@ def test_sigterm_while_a_worker_is_forked_still_stops_the_build(make_class_folde
     assert result.stderr.strip().splitlines() == [
         "Interrupted before the build wrote anything to resume: run the same command again."]
     assert not out.exists() or os.listdir(out) == []
+
+
+
+CTRL_C_TO_IDLE_WORKERS = """
+import os, signal, time
+from imgshard.executor import started_pool, stop_workers
+
+pool = started_pool(2)  # idle, as during the scan
+for worker in list(pool._processes):
+    os.kill(worker, signal.SIGINT)  # Ctrl-C reaches the whole process group
+time.sleep(0.5)
+stop_workers(pool)  # what the build does on its own KeyboardInterrupt
+print("stopped")
+"""
+
+
+def test_ctrl_c_reaching_idle_workers_prints_no_worker_traceback():
+    """Ctrl-C goes to the whole process group: a worker waiting for a task (during the scan,
+    or at the end) printed 'Process ForkProcess-2: Traceback ... KeyboardInterrupt' over
+    the one-line 'Interrupted' message."""
+    result = subprocess.run([sys.executable, "-c", CTRL_C_TO_IDLE_WORKERS], capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout == "stopped\n" and result.stderr == "", result.stderr
