@@ -26,7 +26,7 @@ from . import __version__
 from .build import (BuildPlan, BuildResult, build as run_build, check_memory, local_workers,
                     plan as make_plan)
 from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
-                     ConfigError, load_toml, parse_classes, parse_size)
+                     ConfigError, changed_options, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
 from .executor import default_workers, started_pool
 from .outdir import check_apart
@@ -210,7 +210,7 @@ def already_complete(out: Location, config: BuildConfig) -> bool:
 
     if not out.exists(MANIFEST_NAME):
         return False
-    if read_manifest(out).config != config.to_dict():
+    if changed_options(read_manifest(out).config, config.to_dict()):
         raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
                           "(use --overwrite to replace it)")
     return True

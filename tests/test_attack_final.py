@@ -15,10 +15,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from imgshard import BuildConfig, ShardReader, build, reader
 from imgshard.errors import ImgshardError
 from imgshard.executor import process_pool, run_local
+
+from conftest import stop_at_call
 
 CONFIG = BuildConfig(size=(4, 4), shard_size=2)
 
@@ -179,3 +182,38 @@ def test_ctrl_c_reaching_idle_workers_prints_no_worker_traceback():
     result = subprocess.run([sys.executable, "-c", CTRL_C_TO_IDLE_WORKERS], capture_output=True,
                             text=True, timeout=60)
     assert result.stdout == "stopped\n" and result.stderr == "", result.stderr
+
+
+@pytest.fixture
+def labelled(make_class_folders, tmp_path, monkeypatch):
+    """SRC with a labels CSV named by a config file in another folder (relative to it)."""
+    src = make_class_folders({"red": 3, "blue": 3})
+    (tmp_path / "cfg").mkdir()
+    rows = [f"{name}/{number:03d}.png,{name}" for name in ("red", "blue") for number in range(3)]
+    (tmp_path / "cfg" / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "cfg" / "build.toml").write_text('size = 4\nshard_size = 2\nlabels = "labels.csv"\n')
+    monkeypatch.chdir(tmp_path)
+    return src
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_resume_from_another_folder_takes_the_same_labels_file(labelled, tmp_path, finished):
+    """The labels path is recorded as given (relative to where the build ran): resuming from
+    another folder, or naming the config by its absolute path, was refused as 'labels
+    changed' (or 'a finished build with other options'), though the file is the same."""
+    from imgshard.cli import cli
+
+    options = ["--workers", "1", "-q"]
+    if finished:
+        first = CliRunner().invoke(cli, ["build", "src", "out", "--config", "cfg/build.toml",
+                                         *options])
+        assert first.exit_code == 0, first.output
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            build("src", "out", BuildConfig(size=(4, 4), shard_size=2, labels="cfg/labels.csv"),
+                  workers=1, progress=stop_at_call(2))
+    resumed = CliRunner().invoke(cli, ["build", str(tmp_path / "src"), str(tmp_path / "out"),
+                                       "--config", str(tmp_path / "cfg" / "build.toml"),
+                                       "--resume", *options])
+    assert resumed.exit_code == 0, resumed.output
+    assert ShardReader("out", shuffle=False).num_samples == 6
