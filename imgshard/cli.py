@@ -176,7 +176,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
-    check_apart(source, target)
+    check_apart(source, target, config.labels)
     local = executor == "local" and not (source.in_process or target.in_process)
     if local and not dry_run:
         check_memory(config, local_workers(workers))  # before any process starts

@@ -217,3 +217,28 @@ def test_resume_from_another_folder_takes_the_same_labels_file(labelled, tmp_pat
                                        "--resume", *options])
     assert resumed.exit_code == 0, resumed.output
     assert ShardReader("out", shuffle=False).num_samples == 6
+
+
+@pytest.mark.parametrize("api", ["cli", "library"])
+def test_a_labels_file_inside_out_is_refused_before_an_overwrite_deletes_it(labelled, tmp_path,
+                                                                             api):
+    """The user's labels CSV saved over the earlier build's samples.csv (a name that build
+    records) was read, then deleted by --overwrite: the build succeeded and the file was gone."""
+    from imgshard.cli import cli
+
+    build("src", "out", CONFIG, workers=1)
+    (tmp_path / "out" / "samples.csv").write_bytes((tmp_path / "cfg" / "labels.csv").read_bytes())
+    before = (tmp_path / "out" / "samples.csv").read_bytes()
+    if api == "cli":
+        result = CliRunner().invoke(cli, ["build", "src", "out", "--labels", "out/samples.csv",
+                                          "--size", "4", "--shard-size", "2", "--overwrite"])
+        message = result.output
+        assert result.exit_code == 1
+    else:
+        with pytest.raises(ImgshardError) as error:
+            build("src", "out", dataclasses.replace(CONFIG, labels="out/samples.csv"),
+                  workers=1, overwrite=True)
+        message = f"Error: {error.value}\n"
+    assert message.startswith("Error: ") and message.count("\n") == 1, message
+    assert "out/samples.csv" in message and "inside the output" in message, message
+    assert (tmp_path / "out" / "samples.csv").read_bytes() == before
