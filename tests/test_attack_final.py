@@ -6,14 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
