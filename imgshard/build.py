@@ -134,7 +134,7 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     with contextlib.ExitStack() as owned:
         if pool is not None:
             owned.enter_context(pool)
-        check_apart(src, out)
+        check_apart(src, out, config.labels)
         owned.enter_context(locked(out))
         return _build(src, out, config, workers, overwrite, resume, progress,
                       build_plan or plan(src, config), executor, scheduler, pool, started)

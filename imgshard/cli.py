@@ -26,7 +26,7 @@ from . import __version__
 from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
 from .resources import check_memory, local_workers
 from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
-                     ConfigError, load_toml, parse_classes, parse_size)
+                     ConfigError, changed_options, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
 from .executor import default_workers, started_pool
 from .outdir import check_apart
@@ -233,7 +233,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
-    check_apart(source, target)
+    check_apart(source, target, config.labels)
     local = executor == "local" and not (source.in_process or target.in_process)
     if local and not dry_run:
         check_memory(config, local_workers(workers))  # before any process starts
@@ -267,7 +267,7 @@ def already_complete(out: Location, config: BuildConfig) -> bool:
 
     if not out.exists(MANIFEST_NAME):
         return False
-    if read_manifest(out).config != config.to_dict():
+    if changed_options(read_manifest(out).config, config.to_dict()):
         raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
                           "(use --overwrite to replace it)")
     return True

@@ -138,6 +138,27 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def changed_options(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The options whose values differ between two configs' dicts, sorted.
+
+    ``labels`` is the path as given, relative to where the build ran: the same file named from
+    another folder, or by its absolute path, is the same option (its content is compared by
+    sha256 on resume).
+    """
+    return sorted(key for key in set(recorded) | set(current)
+                  if recorded.get(key) != current.get(key)
+                  and not (key == "labels" and _same_file(recorded[key], current.get(key))))
+
+
+def _same_file(first: Any, second: Any) -> bool:
+    if not (isinstance(first, str) and isinstance(second, str)):
+        return False
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False
+
+
 def validate(config: BuildConfig) -> None:
     """Raise :class:`ConfigError` for the first option value a build cannot use."""
     for name, (accepts, expected) in OPTION_TYPES.items():

@@ -36,6 +36,10 @@ QUEUE_PER_WORKER = 2
 MAX_ATTEMPTS = 2
 
 
+#: Ctrl-C and SIGTERM: held while this process forks a worker (see :func:`stop_signals_held`).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 class WorkerCrashed(ImgshardError):
     """A worker process died twice while running the same task."""
 
@@ -90,7 +94,8 @@ def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, limit: int):
     try:
         while pending or in_flight:
             while pending and len(in_flight) < limit:
-                in_flight[pool.submit(run, pending[-1])] = pending[-1]
+                with stop_signals_held():  # a fresh pool forks its workers on a submission
+                    in_flight[pool.submit(run, pending[-1])] = pending[-1]
                 pending.pop()  # only once submitted: a broken pool refuses submissions too
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
@@ -103,19 +108,20 @@ def _drain(pool: ProcessPoolExecutor, run: Callable, pending: list, limit: int):
                 yield result
     except BrokenProcessPool:
         return list(in_flight.values())
-    except BaseException:
-        for future in in_flight:
-            future.cancel()
-        raise
     return []
 
 
 def stop_workers(pool: ProcessPoolExecutor, also: Iterable = ()) -> None:
     """Kill the pool's worker processes (and the processes ``also``) and wait until they are
     gone, so that none writes into OUT after this returns (what Python 3.14's
-    ``ProcessPoolExecutor.kill_workers`` does)."""
+    ``ProcessPoolExecutor.kill_workers`` does).
+
+    Queued futures are not cancelled: the killed workers break the pool, which fails them all,
+    and Python 3.11's pool thread, failing a future cancelled just before, printed a traceback
+    (``InvalidStateError``) under the one-line ``Interrupted`` message.
+    """
     processes = {*(pool._processes or {}).values(), *also}  # noqa: SLF001 - no public API < 3.14
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=False)
     for process in processes:
         with contextlib.suppress(ProcessLookupError, ValueError):
             process.kill()
@@ -142,7 +148,9 @@ def started_pool(workers: int) -> ProcessPoolExecutor | None:
     earlier = set(multiprocessing.active_children())
     pool = process_pool(workers)
     try:
-        for done in [pool.submit(os.getpid) for _ in range(workers)]:
+        with stop_signals_held():
+            started = [pool.submit(os.getpid) for _ in range(workers)]
+        for done in started:
             done.result()
     except BaseException:
         # Ctrl-C or SIGTERM mid-start: nothing else would stop these workers (one may be forked
@@ -165,6 +173,25 @@ def stoppable_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown()
 
 
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the block runs (it forks workers); they arrive after it.
+
+    Python runs a signal's handler at its next chance, which may be inside a fork's Python
+    hooks (logging registers one), where an exception is printed as 'Exception ignored' and
+    dropped: the stop was lost, the build went on to the end, and a later SIGTERM was ignored.
+    Workers inherit the held signals, so they release them as they start.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no fork either
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool started the fastest way that is safe in this process (see below).
 
@@ -180,7 +207,8 @@ PARENT_CHECK_SECONDS = 1.0
 
 
 def _start_worker(environment: dict[str, str], parent: int) -> None:
-    """Take the build's environment, leave its objects shared, and exit when the build dies.
+    """Take the build's environment, leave its objects shared, leave stopping to the build, and
+    exit when the build dies.
 
     A build killed with ``kill -9`` cannot tell its workers to stop, and a forked worker holds
     the ends of its own task pipe, so it would wait for a task forever.
@@ -189,9 +217,11 @@ def _start_worker(environment: dict[str, str], parent: int) -> None:
     # garbage collector would touch every one and copy their pages into each worker.
     gc.freeze()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker may inherit the CLI's handler
-    # Ctrl-C reaches the whole process group: the build stops its workers itself (see
-    # stop_workers), where an idle worker would print a KeyboardInterrupt traceback of its own.
+    # Ctrl-C reaches the whole process group; the build kills its workers when it stops, and a
+    # worker of its own would print a KeyboardInterrupt traceback over the one-line message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # held while the build forked it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     os.environ.clear()
     os.environ.update(environment)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,

@@ -58,9 +58,13 @@ class OutputError(ImgshardError):
     """The output directory cannot take this build."""
 
 
-def check_apart(src: Location, out: Location) -> None:
+def check_apart(src: Location, out: Location, labels: str | None = None) -> None:
     """Refuse an OUT that is SRC, inside SRC, or holds SRC: a build would read its own output,
-    or an overwrite would delete its source."""
+    or an overwrite would delete its source. So too a ``labels`` file inside OUT: saved under
+    a name the earlier build records (``samples.csv``), it would be read, then deleted."""
+    if labels is not None and out.is_local and is_inside(labels, out.url):
+        raise OutputError(f"the labels file {labels} is inside the output {out}: keep it "
+                          "outside (an --overwrite deletes what OUT holds)")
     if src.is_local != out.is_local:
         return
     if src.is_local:

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .config import changed_options
 from .errors import ImgshardError
 from .manifest import ShardInfo, Skip
 from .scan import Sources
@@ -248,8 +249,7 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
         raise ResumeError("nothing to resume: the output has no progress log "
                           "(start the build without --resume)")
     _check_plan_fields(recorded)
-    changed = sorted(k for k in set(recorded["config"]) | set(current["config"])
-                     if recorded["config"].get(k) != current["config"].get(k))
+    changed = changed_options(recorded["config"], current["config"])
     if changed:
         raise ResumeError(f"refusing to resume with different options: {', '.join(changed)} "
                           "changed (use --overwrite to start again)")

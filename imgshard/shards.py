@@ -256,8 +256,14 @@ def open_regular(path: str) -> int:
     return descriptor
 
 
-def regular_file_size(path: str) -> int:
-    """The size of ``path``, refusing (without opening it) what :func:`open_regular` refuses."""
+def file_identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one file from the next one under its name: a build replaces every file it
+    writes (a new inode, a new time), so a file of the same size is still another file."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def regular_file_stat(path: str) -> os.stat_result:
+    """``lstat`` of ``path``, refusing (without opening it) what :func:`open_regular` refuses."""
     try:
         mode_and_size = os.lstat(path)
     except FileNotFoundError:
@@ -269,7 +275,7 @@ def regular_file_size(path: str) -> int:
                          "directory)")
     if not stat.S_ISREG(mode_and_size.st_mode):
         raise ShardError(f"{path}: not a regular file ({_file_kind(mode_and_size.st_mode)})")
-    return mode_and_size.st_size
+    return mode_and_size
 
 
 def check_npy_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
@@ -318,19 +324,24 @@ def regular_file_sha256(path: str) -> str | None:
 
 
 def open_shard(path: str, *, shape: tuple[int, ...] | None = None, dtype: str | None = None,
-               sha256: str | None = None) -> np.ndarray:
+               sha256: str | None = None,
+               identity: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Memory-map a shard read-only and check it against what the manifest expects.
 
     The file is opened with :func:`open_regular` and mapped through that descriptor. Only
     numeric dtypes are mapped (never pickled objects). With ``sha256`` the file's checksum is
-    computed first, from the same descriptor, and must match.
+    computed first, from the same descriptor, and must match. With ``identity`` (see
+    :func:`file_identity`) it must still be the file seen when the manifest was read.
 
     Raises:
-        ShardError: naming ``path`` when it is missing, not a regular file, truncated, of
-            another shape/dtype, or (with ``sha256``) of another checksum.
+        ShardError: naming ``path`` when it is missing, not a regular file, replaced,
+            truncated, of another shape/dtype, or (with ``sha256``) of another checksum.
     """
     descriptor = open_regular(path)
     try:
+        if identity is not None and file_identity(os.fstat(descriptor)) != identity:
+            raise ShardError(f"{path}: replaced since the reader opened its directory (a build "
+                             "overwrote it?): open the directory again")
         if sha256 is not None and descriptor_sha256(descriptor) != sha256:
             raise ShardError(f"{path}: checksum does not match the manifest (changed or "
                              "corrupt): run imgshard verify")
