@@ -33,6 +33,8 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: small enough that a reader's shuffle window of several shards stays well under 1 GB and that
 #: two workers get many tasks to balance (see the README).
 DEFAULT_SHARD_SIZE = 256
+#: Floats are ``pixel * rescale + offset``: by default in [0, 1], as Keras' Rescaling(1/255).
+DEFAULT_RESCALE = 1 / 255
 
 
 class ConfigError(ImgshardError):
@@ -52,7 +54,7 @@ class BuildConfig:
     resize: str = "stretch"
     interpolation: str = "bilinear"
     dtype: str = "float16"
-    rescale: float = 1 / 255
+    rescale: float = DEFAULT_RESCALE
     offset: float = 0.0
     shard_size: int = DEFAULT_SHARD_SIZE
     val_split: float | None = None
@@ -188,6 +190,11 @@ def validate(config: BuildConfig) -> None:
         raise ConfigError(f"max pixels must be >= 1, got {config.max_pixels}")
     if config.labels is not None and config.no_labels:
         raise ConfigError("--labels and --no-labels exclude each other")
+    if config.classes is not None and config.no_labels:
+        raise ConfigError("--classes and --no-labels exclude each other")
+    if config.dtype == "uint8" and (config.rescale, config.offset) != (DEFAULT_RESCALE, 0.0):
+        raise ConfigError("rescale and offset apply to float dtypes only: uint8 stores the raw "
+                          "pixels (drop them, or choose --dtype float16)")
     if config.classes is not None and not config.classes:  # e.g. --classes ","
         raise ConfigError("--classes names no class")
     if config.classes is not None and len(set(config.classes)) != len(config.classes):

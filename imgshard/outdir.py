@@ -227,6 +227,11 @@ def _remove_earlier_build(out: Location, names: list[str]) -> None:
     if recorded is not None:
         owned |= _planned_files(names, *recorded)
     foreign = [name for name in names if name not in owned]
+    if foreign and foreign[0] in log_names(out):
+        raise OutputError(f"output {out} holds {foreign[0]!r}, a progress log imgshard cannot "
+                          "read (damaged or edited), so nothing proves which files its build "
+                          "wrote: refusing to overwrite (delete it by hand if you know the "
+                          "folder holds only imgshard's files, or choose an empty directory)")
     if foreign:
         raise _foreign(out, foreign[0])
     if MANIFEST_NAME in present and RETIRED_NAME not in present:

@@ -245,6 +245,10 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
                sources: Sources | None) -> None:
     """Refuse to resume when there is nothing to resume or the options or files changed
     (``sources``: the scan's record of every file, compared with the one OUT holds)."""
+    if recorded is None and set(log_names(out)) & set(out.listdir()):
+        raise ResumeError("refusing to resume: the progress log is damaged (its first line is "
+                          "not a plan imgshard wrote), so nothing proves which files its build "
+                          "wrote: delete them by hand, or build into another directory")
     if recorded is None:
         raise ResumeError("nothing to resume: the output has no progress log "
                           "(start the build without --resume)")

@@ -201,7 +201,7 @@ def test_a_rescale_or_offset_that_overflows_the_dtype_is_refused(options):
 
 def test_a_scale_that_fits_is_accepted():
     BuildConfig(dtype="float16", rescale=200.0)
-    BuildConfig(dtype="uint8", rescale=1e300)
+    BuildConfig(dtype="float32", rescale=1e30)
 
 
 def test_a_size_too_big_for_memory_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -473,3 +473,14 @@ def test_a_build_whose_every_image_is_skipped_says_why_and_stays_resumable(tmp_p
     one_error_line(run(*args, "--resume"), "none of the 3 images became a sample")
     result = run("build", tmp_path / "src", tmp_path / "out", "--size", "8", "--overwrite", "-q")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(dtype="uint8", rescale=0.5), "rescale and offset apply to float dtypes"),
+    (dict(dtype="uint8", offset=-1.0), "rescale and offset apply to float dtypes"),
+    (dict(no_labels=True, classes=("a",)), "--classes and --no-labels exclude each other"),
+])
+def test_an_option_that_would_be_ignored_is_refused(options, expected):
+    """A new user's --dtype uint8 --rescale 0.5 was accepted and silently ignored."""
+    with pytest.raises(ConfigError, match=expected):
+        BuildConfig(**options)

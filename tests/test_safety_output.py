@@ -468,3 +468,20 @@ def test_workers_leave_ctrl_c_to_the_build():
         assert all(process.is_alive() for process in pool._processes.values())
     finally:
         stop_workers(pool)
+
+
+def test_a_damaged_progress_log_is_named_as_damaged_not_missing(src, tmp_path):
+    """A garbage log made --resume say there was no log, and --overwrite call it foreign: each
+    message sent the user to a step that failed."""
+    from imgshard.progress import PROGRESS_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / PROGRESS_NAME).write_text("garbage\n")
+    resumed = run("build", src, out, "--size", "8", "--resume", "-q")
+    assert resumed.exit_code == 1 and "progress log" in resumed.output
+    assert "damaged" in resumed.output and "no progress log" not in resumed.output
+    overwritten = run("build", src, out, "--size", "8", "--overwrite", "-q")
+    assert overwritten.exit_code == 1 and "damaged" in overwritten.output
+    assert "delete it by hand" in overwritten.output
+    assert os.listdir(out) == [PROGRESS_NAME]
