@@ -233,9 +233,7 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(PARENT_CHECK_SECONDS)
         try:
             os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # the pid was reused by another user's process: ours is gone
+        except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another user
             os._exit(1)
 
 

@@ -191,8 +191,8 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
         raise ManifestError(f"{location} does not exist (check the bucket and prefix)")
     path = location.display(MANIFEST_NAME)
     try:
-        text = _read_at_most(location, MANIFEST_NAME, MAX_MANIFEST_BYTES)
-    except (FileNotFoundError, MissingShardError):
+        text = read_at_most(location, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
         raise ManifestError(
             f"{path} is missing: not a shard directory, or its build did not finish "
             "(run `imgshard build ... --resume` to complete it)"
@@ -271,7 +271,7 @@ def _json_problem(error: ValueError) -> str:
     return " ".join(str(error).split())
 
 
-def _read_at_most(location: Location, name: str, limit: int) -> bytes | None:
+def read_at_most(location: Location, name: str, limit: int) -> bytes | None:
     """The bytes of ``name``, or None when it holds more than ``limit``.
 
     A local file's size is looked at first, and any file is read a chunk at a time: a single

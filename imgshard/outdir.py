@@ -21,7 +21,6 @@ A local OUT is locked while a build writes it (:func:`locked`): an OS lock on
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import posixpath
 import re
@@ -29,9 +28,10 @@ import stat
 from collections.abc import Iterator
 
 from .errors import ImgshardError
-from .manifest import FORMAT, MANIFEST_NAME, SAMPLES_NAME
+from .manifest import (FORMAT, MANIFEST_NAME, MAX_MANIFEST_BYTES, SAMPLES_NAME, parse_json,
+                       read_at_most)
 from .progress import SAMPLES_PARTIAL, SOURCES_NAME, log_names, read_plan
-from .shards import images_name, labels_name, temp_prefix
+from .shards import images_name, is_plain_name, labels_name, temp_prefix
 from .storage import Location
 from .tasks import part_prefix
 
@@ -251,15 +251,17 @@ def _manifest_files(out: Location, name: str) -> set[str]:
     imgshard's. Read here with a few checks of its own: a listed name counts only if it is the
     one imgshard gives that file (an edited manifest cannot claim a user's file)."""
     try:
-        document = json.loads(out.read_bytes(name))
-        if document.get("format") != FORMAT:
+        text = read_at_most(out, name, MAX_MANIFEST_BYTES)  # None: larger than any manifest
+        document = parse_json(text) if text is not None else None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ValueError("not imgshard's")
         listed = {SAMPLES_NAME} & {document.get("samples", SAMPLES_NAME)}
         for split, info in document["splits"].items():
             for index, shard in enumerate(info["shards"]):
                 listed |= {shard["images"], shard.get("labels")} & \
                     {images_name(split, index), labels_name(split, index)}
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError,
+            ImgshardError):
         raise _foreign(out, name, "which is not an imgshard manifest") from None
     return {name for name in listed if is_plain_name(name)}
 
@@ -307,12 +309,6 @@ def _planned_shard(name: str, shards: dict[str, int]) -> bool:
         return False
     index = int(digits)
     return index < shards[split] and name in (images_name(split, index), labels_name(split, index))
-
-
-def is_plain_name(name: object) -> bool:
-    """A file directly in OUT: no separator, not ``.``/``..``, no NUL (never a path elsewhere)."""
-    return (isinstance(name, str) and name not in ("", ".", "..")
-            and not any(c in name for c in "/\\\0"))
 
 
 def _is_regular_file(out: Location, name: str) -> bool:

@@ -17,7 +17,7 @@ from .config import DEFAULT_MAX_PIXELS
 from .errors import ImgshardError
 from .manifest import Manifest, ManifestError, SampleRow, open_listed, read_manifest, read_samples
 from .outdir import is_inside
-from .shards import open_shard
+from .shards import ShardError, open_shard
 from .storage import Location, local_copy
 
 LABEL_WIDTH = 120
@@ -144,6 +144,8 @@ def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator
         raise PreviewError(f"{path} is missing") from None
     except ManifestError as error:
         raise PreviewError(f"{path}: {error}") from None
+    except ShardError as error:  # a link, FIFO or directory named like the samples file
+        raise PreviewError(str(error)) from None
 
 
 def to_display(pixels: np.ndarray, manifest: Manifest) -> Image.Image:

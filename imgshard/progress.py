@@ -37,16 +37,15 @@ import hashlib
 import io
 import json
 import os
-import stat
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from .config import changed_options
 from .errors import ImgshardError
 from .manifest import ShardInfo, Skip
 from .scan import Sources
-from .shards import images_name, labels_name
+from .shards import MissingShardError, ShardError, images_name, labels_name, open_regular
 from .storage import Location
 
 PROGRESS_NAME = ".imgshard-progress.jsonl"
@@ -115,9 +114,7 @@ def changed_source(out: Location, sources: Sources) -> str | None:
     The record is streamed against the scan, line by line: memory does not grow with it.
     """
     try:
-        if out.is_local and not _is_regular(out.path(SOURCES_NAME)):
-            return "the output's record of its source files is not a regular file"
-        stream = out.open_read(SOURCES_NAME)
+        stream = _open_local(out, SOURCES_NAME) if out.is_local else out.open_read(SOURCES_NAME)
     except FileNotFoundError:
         return ("the output has no record of its source files (an older imgshard started "
                 "this build, or the record was removed)")
@@ -210,26 +207,33 @@ def _remote_records(out: Location) -> list[str]:
     return found
 
 
-def _is_regular(path: str) -> bool:
-    """Whether ``path`` is a regular file (a FIFO in its place would hang the reading).
+def _open_local(out: Location, name: str) -> BinaryIO:
+    """A file of a local OUT, opened only if it is a regular file (a FIFO in its place would
+    hang the reading; see :func:`~imgshard.shards.open_regular`).
 
     Raises:
-        FileNotFoundError: there is nothing at ``path``.
+        FileNotFoundError: there is nothing at ``name``.
+        ResumeError: a link, FIFO, device or directory is there.
     """
-    return stat.S_ISREG(os.lstat(path).st_mode)
+    try:
+        return os.fdopen(open_regular(out.path(name)), "rb")
+    except MissingShardError:
+        raise FileNotFoundError(out.path(name)) from None
+    except ShardError:
+        raise ResumeError(f"refusing to resume: {name} is not a regular file") from None
 
 
 def _read_lines(out: Location) -> list[str]:
-    """The progress log's lines: the plan first (an empty list when there is no log)."""
+    """The progress log's lines: the plan first (an empty list when there is no log; a
+    line that is not UTF-8 is kept as an unreadable one, which ends the replay)."""
     if out.is_local:
         try:
-            if not _is_regular(out.path(PROGRESS_NAME)):
-                raise ResumeError(f"refusing to resume: {PROGRESS_NAME} is not a regular file")
-            with open(out.path(PROGRESS_NAME), encoding="utf-8") as stream:
-                return stream.read().split("\n")
-        except OSError:
+            with _open_local(out, PROGRESS_NAME) as stream:
+                data = stream.read()
+        except FileNotFoundError:
             return []
-    return [out.read_bytes(name).decode("utf-8") for name in _remote_records(out)]
+        return data.decode("utf-8", "replace").split("\n")
+    return [out.read_bytes(name).decode("utf-8", "replace") for name in _remote_records(out)]
 
 
 def read_plan(out: Location) -> dict | None:

@@ -451,3 +451,12 @@ def test_a_split_count_that_its_shards_do_not_hold_is_refused_by_the_reader(copy
     edit(copy, lambda document: document["splits"]["train"].update(num_samples=7))
     with pytest.raises(ImgshardError, match=r"splits.train.num_samples says 7, its shards hold"):
         ShardReader(copy)
+
+
+def test_preview_names_a_linked_samples_file_as_a_preview_error(copy, tmp_path):
+    from imgshard.preview import PreviewError, write_preview
+
+    os.replace(copy / "samples.csv", tmp_path / "elsewhere.csv")
+    os.symlink(tmp_path / "elsewhere.csv", copy / "samples.csv")
+    with pytest.raises(PreviewError, match="samples.csv: a symbolic link"):
+        write_preview(str(copy), str(tmp_path / "p.png"))

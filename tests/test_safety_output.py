@@ -485,3 +485,14 @@ def test_a_damaged_progress_log_is_named_as_damaged_not_missing(src, tmp_path):
     assert overwritten.exit_code == 1 and "damaged" in overwritten.output
     assert "delete it by hand" in overwritten.output
     assert os.listdir(out) == [PROGRESS_NAME]
+
+
+def test_a_progress_log_that_is_not_utf8_is_damaged_not_a_traceback(src, tmp_path):
+    from imgshard.progress import PROGRESS_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / PROGRESS_NAME).write_bytes(b"\xff\xfe garbage\n")
+    resumed = run("build", src, out, "--size", "8", "--resume", "-q")
+    assert resumed.exit_code == 1 and resumed.output.startswith("Error: ")
+    assert "damaged" in resumed.output and len(resumed.output.strip().splitlines()) == 1
