@@ -11,8 +11,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
-import threading
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, Build
                      ConfigError, changed_options, load_toml, parse_classes, parse_size)
 from .errors import ImgshardError
 from .executor import default_workers, started_pool
+from .interrupts import Terminated, sigterm_as_interrupt
 from .outdir import check_apart
 from .progress import PROGRESS_NAME, remote_progress_name
 from .storage import Location, parse_storage_options
@@ -76,56 +75,6 @@ def interrupted_message() -> str:
         return ("Interrupted: the output has no manifest.json yet; run the same command with "
                 "--resume to continue.")
     return "Interrupted before the build wrote anything to resume: run the same command again."
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, Docker, Kubernetes), stopping a build just as Ctrl-C does."""
-
-
-#: How soon a SIGTERM that Python swallowed is sent again (see :func:`sigterm_as_interrupt`).
-RESEND_SECONDS = 0.05
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Raise :class:`Terminated` in the main thread on SIGTERM while the block runs.
-
-    Only the build process gets SIGTERM (Ctrl-C reaches its workers too), so it must stop like
-    Ctrl-C: the build kills its workers and removes their files. A second SIGTERM is ignored
-    while the first one's cleanup runs. A :class:`Terminated` or a Ctrl-C's KeyboardInterrupt
-    raised where Python swallows exceptions (a ``__del__``, logging's hook after a fork)
-    reaches ``sys.unraisablehook``: then its signal is sent again, once the hook has returned (from a timer thread: sent from the hook, it
-    would be handled inside the hook and swallowed again), to stop the build where it can.
-    Library users keep their own handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    raised = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal raised
-        if not raised:  # else the first one's cleanup runs
-            raised = True
-            raise Terminated
-
-    def swallowed(unraisable) -> None:
-        nonlocal raised
-        if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            terminated = isinstance(unraisable.exc_value, Terminated)
-            raised = raised and not terminated
-            again = signal.SIGTERM if terminated else signal.SIGINT
-            threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), again)).start()
-        else:
-            previous_hook(unraisable)
-
-    previous, previous_hook = signal.signal(signal.SIGTERM, stop), sys.unraisablehook
-    sys.unraisablehook = swallowed
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = previous_hook
 
 
 def storage_option(command):

@@ -417,7 +417,7 @@ def test_a_sigterm_swallowed_by_cleanup_code_still_stops_the_build():
     import signal
     import time
 
-    from imgshard.cli import Terminated, sigterm_as_interrupt
+    from imgshard.interrupts import Terminated, sigterm_as_interrupt
 
     class SignalledWhileFinalized:
         def __del__(self):
@@ -438,7 +438,7 @@ def test_a_ctrl_c_swallowed_by_cleanup_code_still_stops_the_build():
     import signal
     import time
 
-    from imgshard.cli import sigterm_as_interrupt
+    from imgshard.interrupts import sigterm_as_interrupt
 
     class InterruptedWhileFinalized:
         def __del__(self):
