@@ -24,7 +24,6 @@ checksums verified once on landing, and memory-mapped from there.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -36,10 +35,9 @@ import numpy as np
 
 from .cache import ShardCache, default_cache_dir
 from .manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest
-from .reader_checks import (ReaderError, check_memory, check_options, is_whole, served_dtype,
-                            whole)
-from .shards import (MissingShardError, check_labels, check_npy_size, file_identity,
-                     open_shard, regular_file_stat)
+from .reader_checks import (ReaderError, check_memory, check_options, check_sizes,
+                            file_identity_of, is_whole, served_dtype, shard_bytes, whole)
+from .shards import MissingShardError, check_labels, open_shard
 from .storage import Location
 
 #: Fed from Python (a PyDataset or a generator: any such input, not only a reader's), Keras on
@@ -98,7 +96,7 @@ class ShardReader:
             else Location.of(directory, storage_options)
         self.directory = str(location)
         self.location = location
-        manifest_seen = _identity(location, MANIFEST_NAME)
+        manifest_seen = file_identity_of(location, MANIFEST_NAME)
         self.manifest: Manifest = read_manifest(location)
         if not isinstance(split, str) or split not in self.manifest.splits:
             known = ", ".join(self.manifest.splits)
@@ -115,8 +113,8 @@ class ShardReader:
         self.augment, self.flip_horizontal = augment, flip_horizontal
         self.window, self.prefetch = window, prefetch
         self.verify, self._verified = verify and location.is_local, set()
-        self._identities = _check_sizes(location, self.manifest, self.shards)
-        if _identity(location, MANIFEST_NAME) != manifest_seen:  # so the files seen are its own
+        self._identities = check_sizes(location, self.manifest, self.shards)
+        if file_identity_of(location, MANIFEST_NAME) != manifest_seen:  # so the files seen are its own
             raise ReaderError(f"{self.directory} changed while the reader opened it (a build is "
                               "writing it?): open it again when the build has finished")
         sizes = np.array([s.num_samples for s in self.shards], dtype=np.int64)
@@ -134,7 +132,7 @@ class ShardReader:
         self._shard_sequence: list[int] = []
         self.cache: ShardCache | None = None
         if not location.is_local:
-            largest = max((_shard_bytes(self.manifest, s) for s in self.shards), default=0)
+            largest = max((shard_bytes(self.manifest, s) for s in self.shards), default=0)
             if cache_bytes < 2 * window * largest:
                 raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold two windows of "
                                   f"{window} shards (at least {2 * window * largest:,} bytes)")
@@ -382,53 +380,6 @@ def _open_cached(path: str, **expected: Any) -> np.ndarray:
         return open_shard(path, **expected)
     except MissingShardError:
         raise FileNotFoundError(path) from None
-
-
-def _shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
-    """Bytes of a shard's files (images and labels), from the manifest alone."""
-    pixels = info.num_samples * math.prod(manifest.image_shape) * np.dtype(manifest.dtype).itemsize
-    return pixels + 4 * info.num_samples + 256
-
-
-def _identity(location: Location, name: str) -> tuple[int, int, int, int] | None:
-    """A local file's identity (see :func:`file_identity`); None when it is not there, or for
-    a URL (whose files are checked against their sha256 as they download)."""
-    if not location.is_local:
-        return None
-    try:
-        return file_identity(os.lstat(location.path(name)))
-    except OSError:
-        return None
-
-
-def _check_sizes(location: Location, manifest: Manifest,
-                 shards: list[ShardInfo]) -> dict[str, tuple[int, int, int, int]]:
-    """Refuse any file of ``shards`` whose size cannot hold the rows the manifest claims, before
-    an epoch's order (8 bytes a sample) or a download is sized by those claims.
-
-    A local file is looked at with ``lstat`` (links and special files are refused here, and
-    again on the opened descriptor when it is mapped); a URL's files come from one listing.
-    Returns each local file's identity: a file mapped later must be the one seen now, not one
-    of a build that has overwritten the directory since (same names, same sizes).
-    """
-    listed = None if location.is_local else location.sizes()
-    identities = {}
-    for info in shards:
-        files = [(info.images, (*manifest.image_shape,), manifest.dtype)]
-        if info.labels is not None:
-            files.append((info.labels, (), "int32"))
-        for name, row_shape, dtype in files:
-            path = location.path(name) if location.is_local else location.display(name)
-            if listed is None:
-                status = regular_file_stat(path)
-                size, identities[name] = status.st_size, file_identity(status)
-            elif name in listed:
-                size = listed[name]
-            else:
-                raise MissingShardError(f"{path}: shard file is missing")
-            check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
-                           local=location.is_local)
-    return identities
 
 
 def _prefetched(batches: Iterator[Any], depth: int):

@@ -1,5 +1,6 @@
 """What a :class:`~imgshard.reader.ShardReader` checks before it serves a batch: its options,
-a saved state, and that its split fits in memory.
+a saved state, that every listed file's size holds the rows the manifest claims (and which file
+it is), and that its split fits in memory.
 
 Options and states come from user code (maybe from a checkpoint file), counts from a manifest
 anyone may have written; a wrong type or range is one :class:`ReaderError` line naming the
@@ -10,13 +11,17 @@ known to fit.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .resources import available_memory
 from .errors import ImgshardError
-from .manifest import Manifest
+from .manifest import Manifest, ShardInfo
+from .shards import (MissingShardError, check_npy_size, file_identity,
+                     regular_file_stat)
+from .storage import Location
 
 if TYPE_CHECKING:
     from .reader import ShardReader
@@ -106,3 +111,50 @@ def check_memory(reader: "ShardReader", split: str) -> None:
                           f"{needed / 1e9:,.1f} GB of memory (its epoch order and "
                           f"{reader.prefetch + 2} batches of {reader.batch_size}), but this "
                           f"machine has {available / 1e9:,.1f} GB available")
+
+
+def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
+    """Bytes of a shard's files (images and labels), from the manifest alone."""
+    pixels = info.num_samples * math.prod(manifest.image_shape) * np.dtype(manifest.dtype).itemsize
+    return pixels + 4 * info.num_samples + 256
+
+
+def file_identity_of(location: Location, name: str) -> tuple[int, int, int, int] | None:
+    """A local file's identity (see :func:`file_identity`); None when it is not there, or for
+    a URL (whose files are checked against their sha256 as they download)."""
+    if not location.is_local:
+        return None
+    try:
+        return file_identity(os.lstat(location.path(name)))
+    except OSError:
+        return None
+
+
+def check_sizes(location: Location, manifest: Manifest,
+                 shards: list[ShardInfo]) -> dict[str, tuple[int, int, int, int]]:
+    """Refuse any file of ``shards`` whose size cannot hold the rows the manifest claims, before
+    an epoch's order (8 bytes a sample) or a download is sized by those claims.
+
+    A local file is looked at with ``lstat`` (links and special files are refused here, and
+    again on the opened descriptor when it is mapped); a URL's files come from one listing.
+    Returns each local file's identity: a file mapped later must be the one seen now, not one
+    of a build that has overwritten the directory since (same names, same sizes).
+    """
+    listed = None if location.is_local else location.sizes()
+    identities = {}
+    for info in shards:
+        files = [(info.images, (*manifest.image_shape,), manifest.dtype)]
+        if info.labels is not None:
+            files.append((info.labels, (), "int32"))
+        for name, row_shape, dtype in files:
+            path = location.path(name) if location.is_local else location.display(name)
+            if listed is None:
+                status = regular_file_stat(path)
+                size, identities[name] = status.st_size, file_identity(status)
+            elif name in listed:
+                size = listed[name]
+            else:
+                raise MissingShardError(f"{path}: shard file is missing")
+            check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
+                           local=location.is_local)
+    return identities

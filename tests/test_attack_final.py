@@ -111,13 +111,13 @@ def test_a_reader_opened_while_out_is_overwritten_never_mixes_two_builds(two_bui
     """The manifest read, then the whole directory overwritten before the shard files are
     looked at: their sizes are the same, so the check of sizes alone saw nothing."""
     out, served, rebuild = two_builds
-    check_sizes = reader._check_sizes
+    check_sizes = reader.check_sizes
 
     def overwritten_first(*args):
         rebuild()
         return check_sizes(*args)
 
-    monkeypatch.setattr(reader, "_check_sizes", overwritten_first)
+    monkeypatch.setattr(reader, "check_sizes", overwritten_first)
     try:
         shard_reader = ShardReader(out, batch_size=2, shuffle=False)
     except ImgshardError as error:
