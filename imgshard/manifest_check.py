@@ -11,17 +11,14 @@ one-line :class:`~imgshard.manifest.ManifestError`; the checks mirror what ``bui
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-import types
-import typing
 from typing import Any
 
 import numpy as np
 
-from .config import COLOR_CHANNELS, DTYPES, BuildConfig, ConfigError
+from .config import COLOR_CHANNELS, DTYPES, OPTION_TYPES, BuildConfig, ConfigError
 from .errors import ImgshardError
 from .shards import is_plain_name
 
@@ -33,8 +30,6 @@ MAX_IMAGE_BYTES = 1 << 31
 SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The channel counts of the colour modes a build writes (what preview can draw).
 CHANNELS = sorted(set(COLOR_CHANNELS.values()))
-_DESCRIPTIONS = {bool: ("true or false", "true or false values"), int: ("a whole number",
-                 "whole numbers"), float: ("a number", "numbers"), str: ("a string", "strings")}
 
 
 class FieldError(ImgshardError):
@@ -85,12 +80,11 @@ def check_config(values: Any, shape: list[int], dtype: str) -> None:
     """The build config: known keys of the declared types, values a build accepts, and the
     image shape and dtype its keys imply equal to the manifest's."""
     _expect(isinstance(values, dict), "config", "an object", values)
-    hints = typing.get_type_hints(BuildConfig)
-    known = {f.name for f in dataclasses.fields(BuildConfig)}
     for key, value in values.items():
-        if key not in known:
+        if key not in OPTION_TYPES:
             raise FieldError(f"config: unknown option {key!r}")
-        _expect(_matches(value, hints[key]), f"config.{key}", _describe(hints[key]), value)
+        accepts, expected = OPTION_TYPES[key]  # the types BuildConfig takes, in JSON
+        _expect(accepts(value), f"config.{key}", expected, value)
     try:
         config = BuildConfig.from_dict(values)
     except ConfigError as error:
@@ -182,33 +176,3 @@ def _required(document: dict[str, Any], key: str, field: str) -> Any:
 def _expect(condition: bool, field: str, description: str, value: Any) -> None:
     if not condition:
         raise FieldError(f"{field} must be {description}, got {show(value)}")
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether the JSON ``value`` is of the type ``hint`` (tuples are JSON lists)."""
-    if hint is type(None):
-        return value is None
-    if hint in (bool, int, str):
-        return type(value) is hint
-    if hint is float:
-        return type(value) in (int, float)
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_matches(value, arg) for arg in args)
-    if typing.get_origin(hint) is tuple and isinstance(value, list):
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(item, args[0]) for item in value)
-        return len(value) == len(args) and all(map(_matches, value, args))
-    return False
-
-
-def _describe(hint: Any) -> str:
-    """What the type ``hint`` looks like in JSON, for a message."""
-    args = typing.get_args(hint)
-    if hint in _DESCRIPTIONS:
-        return _DESCRIPTIONS[hint][0]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
-    if args and args[-1] is Ellipsis:
-        return f"a list of {_DESCRIPTIONS[args[0]][1]}"
-    return f"a list of {len(args)} {_DESCRIPTIONS[args[0]][1]}"

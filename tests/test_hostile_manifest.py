@@ -150,7 +150,7 @@ FIELD_TAMPERINGS = [
      "manifest format_version True is not supported"),
     ("source-number", top["source"](5), "source must be a string, got 5"),
     ("config-size-bool", config["size"](True),
-     "config.size must be a list of 2 whole numbers, got true"),
+     "config.size must be two whole numbers (height, width), got true"),
     ("config-no-labels-text", config["no_labels"]("false"),
      "config.no_labels must be true or false, got 'false'"),
     ("config-shuffle-number", config["shuffle"](1), "config.shuffle must be true or false, got 1"),
