@@ -109,12 +109,19 @@ def edit_manifest(directory, change) -> None:
 def built(tmp_path_factory) -> str:
     """A small finished build (three classes, train and val, several shards), never changed:
     tests that tamper with it take a ``copy``."""
+    return build_small(tmp_path_factory.mktemp("built"))
+
+
+def build_small(root, *, broken: bool = False) -> str:
+    """Build ROOT/out from three flat-colour classes of 3, 5 and 7 images (8x10, 4 per shard,
+    30 % val); with ``broken`` one more file in red that is no image. Returns ROOT/out."""
     from imgshard import BuildConfig, build
 
-    root = tmp_path_factory.mktemp("built")
     for index, (name, colour) in enumerate(sorted(CLASS_COLOURS.items())):
         for number in range(3 + 2 * index):
             write_image(str(root / "src" / name / f"{number}.png"), size=(10, 8), colour=colour)
+    if broken:
+        (root / "src" / "red" / "broken.png").write_bytes(b"nope")
     out = str(root / "out")
     build(str(root / "src"), out, BuildConfig(size=(8, 10), shard_size=4, val_split=0.3),
           workers=1)

@@ -162,16 +162,6 @@ PLAN_EDITS = {
 }
 
 
-@pytest.mark.parametrize("edit", PLAN_EDITS.values(), ids=PLAN_EDITS)
-def test_a_hand_edited_plan_line_is_a_one_line_refusal(interrupted, edit):
-    src, out = interrupted
-    edit_log(out, 0, edit)
-    with pytest.raises(ResumeError) as caught:
-        resume_in_time(src, out)
-    assert "\n" not in str(caught.value)
-    assert not any(name.startswith("train-00003") for name in os.listdir(out))
-
-
 CHECKPOINT_EDITS = {
     "a list": lambda line: "[]",
     "shards a number": edit_json(lambda c: c.update(shards=5)),
@@ -183,10 +173,15 @@ CHECKPOINT_EDITS = {
 }
 
 
-@pytest.mark.parametrize("edit", CHECKPOINT_EDITS.values(), ids=CHECKPOINT_EDITS)
-def test_a_hand_edited_checkpoint_is_a_one_line_refusal(interrupted, edit):
+LOG_EDITS = {**{f"plan: {name}": (0, change) for name, change in PLAN_EDITS.items()},
+             **{f"checkpoint: {name}": (1, change) for name, change in CHECKPOINT_EDITS.items()}}
+
+
+@pytest.mark.parametrize("line, edit", LOG_EDITS.values(), ids=LOG_EDITS)
+def test_a_hand_edited_progress_log_is_a_one_line_refusal(interrupted, line, edit):
+    """Line 0 is the plan, line 1 the first checkpoint."""
     src, out = interrupted
-    edit_log(out, 1, edit)
+    edit_log(out, line, edit)
     with pytest.raises(ResumeError) as caught:
         resume_in_time(src, out)
     assert "\n" not in str(caught.value)

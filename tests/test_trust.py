@@ -15,7 +15,7 @@ from imgshard import BuildConfig, build
 from imgshard.cli import cli
 from imgshard.manifest import read_manifest
 
-from conftest import CLASS_COLOURS
+from conftest import CLASS_COLOURS, build_small
 
 
 def run(*args):
@@ -24,24 +24,8 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from conftest import write_image
-
-    root = tmp_path_factory.mktemp("trust")
-    for index, (name, colour) in enumerate(sorted(CLASS_COLOURS.items())):
-        for number in range(3 + 2 * index):
-            write_image(str(root / "src" / name / f"{number}.png"), size=(10, 8), colour=colour)
-    (root / "src" / "red" / "broken.png").write_bytes(b"nope")
-    out = str(root / "out")
-    build(str(root / "src"), out, BuildConfig(size=(8, 10), shard_size=4, val_split=0.3),
-          workers=1)
-    return out
-
-
-@pytest.fixture
-def copy(built, tmp_path):
-    target = tmp_path / "copy"
-    shutil.copytree(built, target)
-    return target
+    """conftest's small build, with one broken file for the skip list (``copy`` copies it)."""
+    return build_small(tmp_path_factory.mktemp("trust"), broken=True)
 
 
 def test_inspect_shows_counts_shares_options_and_skips(built):
