@@ -124,7 +124,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--without-heap-pad", action="store_true")
     args = parser.parse_args(argv)
     if args.without_heap_pad:
-        from imgshard import keras_adapter
+        from imgshard.reader import keras as keras_adapter
 
         keras_adapter.keep_heap_for_keras = lambda: False
     step = seconds_per_step(args.shards, args.data, args.epochs, args.batch_size)

@@ -1,13 +1,12 @@
 """imgshard: turn an image folder into float16 ``.npy`` shards once, then stream them to Keras."""
 
-__version__ = "0.1.0"
-
-from .build import BuildResult, build, plan  # noqa: E402
-from .config import BuildConfig  # noqa: E402
-from .errors import ImgshardError  # noqa: E402
-from .manifest import Manifest, read_manifest  # noqa: E402
-from .reader import ReaderError, ShardReader  # noqa: E402
-from .storage import Location  # noqa: E402
+from .build import BuildResult, build, plan
+from .config import BuildConfig
+from .errors import ImgshardError
+from .manifest import Manifest, read_manifest
+from .reader import ReaderError, ShardReader
+from .storage import Location
+from .version import __version__
 
 __all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Location", "Manifest", "ReaderError",
            "ShardReader", "__version__", "build", "plan", "read_manifest"]

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import BuildConfig
+from .formats import RowStream, read_rows
+from .layout import SAMPLES_COLUMNS, images_name, labels_name
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
-from .shards import RowStream, images_name, labels_name, read_rows, sync_file
 from .storage import Location, local_copy
-from .tasks import ShardResult
-
-SAMPLES_HEADER = ("path", "split", "shard", "index", "label")
+from .storage.files import sync_file
+from .worker import ShardResult
 
 
 @dataclass
@@ -194,5 +194,5 @@ def open_samples_csv(path: str, keep_bytes: int = 0):
         return stream, csv.writer(stream)
     stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
     writer = csv.writer(stream)
-    writer.writerow(SAMPLES_HEADER)
+    writer.writerow(SAMPLES_COLUMNS)
     return stream, writer

@@ -1,7 +1,7 @@
 """``build()``: a raw image folder in, a finished shard directory out.
 
 The whole pipeline: :func:`~imgshard.scan.scan` the source, cut each split into one
-:class:`~imgshard.tasks.ShardTask` per shard, run the tasks on worker processes that write
+:class:`~imgshard.worker.ShardTask` per shard, run the tasks on worker processes that write
 their own part files, assemble the parts into fixed-size shards in task order, and write
 ``samples.csv`` and finally ``manifest.json``. Until that last rename the directory holds no
 manifest, so an interrupted build is never mistaken for a finished one.
@@ -26,20 +26,29 @@ from dataclasses import dataclass
 import numpy as np
 import PIL
 
-from . import __version__
+from .version import __version__
 from .assemble import SplitAssembler, open_samples_csv
 from .config import BuildConfig
 from .errors import ImgshardError
-from .executor import default_workers, run_tasks, started_pool
-from .manifest import MANIFEST_NAME, SAMPLES_NAME, Manifest, Skip, SplitInfo, write_manifest
-from .outdir import (BUILD_ID, check_apart, check_resumable, locked, prepare_out,
-                     remove_leftovers)
-from .scan import ScanResult, scan
+from .executors.local import default_workers, run_tasks, started_pool
+from .layout import BUILD_ID, MANIFEST_NAME, SAMPLES_NAME, SAMPLES_PARTIAL
+from .manifest import Manifest, Skip, SplitInfo, write_manifest
+from .outdir import check_apart, check_resumable, locked, prepare_out, remove_leftovers
 from .resources import check_memory, local_workers
-from .progress import (SAMPLES_PARTIAL, ProgressLog, Restored, ResumeError, check_plan,
-                       check_restored, plan_record, read_plan, restore, write_sources)
+from .resume import (
+    ProgressLog,
+    Restored,
+    ResumeError,
+    check_plan,
+    check_restored,
+    plan_record,
+    read_plan,
+    restore,
+    write_sources,
+)
+from .scan import ScanResult, scan
 from .storage import Location
-from .tasks import ShardResult, ShardTask, run_shard_task
+from .worker import ShardResult, ShardTask, run_shard_task
 
 #: Below this many shards per worker, shards are cut into pieces (see :func:`pieces_per_shard`).
 MIN_SHARDS_PER_WORKER = 2

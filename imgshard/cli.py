@@ -20,16 +20,28 @@ import click
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-from . import __version__
-from .build import BuildPlan, BuildResult, build as run_build, plan as make_plan
-from .resources import check_memory, local_workers
-from .config import (COLOR_CHANNELS, DTYPES, INTERPOLATIONS, RESIZE_MODES, BuildConfig,
-                     ConfigError, changed_options, load_toml, parse_classes, parse_size)
+from .version import __version__
+from .build import BuildPlan, BuildResult
+from .build import build as run_build
+from .build import plan as make_plan
+from .config import (
+    COLOR_CHANNELS,
+    DTYPES,
+    INTERPOLATIONS,
+    RESIZE_MODES,
+    BuildConfig,
+    ConfigError,
+    changed_options,
+    load_toml,
+    parse_classes,
+    parse_size,
+)
 from .errors import ImgshardError
-from .executor import default_workers, started_pool
+from .executors.local import default_workers, started_pool
 from .interrupts import Terminated, sigterm_as_interrupt
+from .layout import PROGRESS_NAME, remote_progress_name
 from .outdir import check_apart
-from .progress import PROGRESS_NAME, remote_progress_name
+from .resources import check_memory, local_workers
 from .storage import Location, parse_storage_options
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
@@ -212,7 +224,8 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
 
 def already_complete(out: Location, config: BuildConfig) -> bool:
     """Whether OUT holds a finished build of ``config`` (``--resume`` then has nothing to do)."""
-    from .manifest import MANIFEST_NAME, read_manifest
+    from .layout import MANIFEST_NAME
+    from .manifest import read_manifest
 
     if not out.exists(MANIFEST_NAME):
         return False
@@ -330,7 +343,7 @@ def human_bytes(count: float) -> str:
 @user_errors
 def inspect(directory: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Summarise a shard directory (or URL) from its manifest (never reads the shards)."""
-    from .inspect import render, summarize_directory
+    from .summary import render, summarize_directory
 
     summary = summarize_directory(Location.of(directory, storage_options))
     if as_json:

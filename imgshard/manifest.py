@@ -18,22 +18,18 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
-from .errors import ImgshardError
-from .resources import available_memory
+from .errors import ImgshardError, MissingShardError, ShardError
+from .layout import FORMAT, FORMAT_VERSION, MANIFEST_NAME, SAMPLES_COLUMNS, SAMPLES_NAME
 from .manifest_check import FieldError, check_manifest, show
-from .shards import MissingShardError, ShardError, open_regular
+from .resources import available_memory
 from .storage import Location
+from .storage.files import open_regular
 
-MANIFEST_NAME = "manifest.json"
-SAMPLES_NAME = "samples.csv"
-FORMAT = "imgshard"
-FORMAT_VERSION = 1
 #: The largest ``manifest.json`` read (1 GiB): a build of ten million files with every one
 #: skipped writes about a tenth of that; a larger file is refused before it is read whole.
 MAX_MANIFEST_BYTES = 1 << 30
 #: How much of a manifest is read at a time.
 READ_CHUNK_BYTES = 1 << 20
-SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
 #: The longest row of ``samples.csv`` read (1 MiB, in characters): a row names one source file
 #: (at most 4 KiB on Linux) and four short values.
 MAX_SAMPLES_ROW_BYTES = 1 << 20
@@ -182,7 +178,7 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     """Load and check ``manifest.json``; every failure is a one-line :class:`ManifestError`.
 
     At most :data:`MAX_MANIFEST_BYTES` are read, and a local manifest must be a regular file
-    (not a link, FIFO or device: see :func:`~imgshard.shards.open_regular`).
+    (not a link, FIFO or device: see :func:`~imgshard.formats.npy.open_regular`).
     """
     location = _location(directory)
     if location.is_local and not os.path.isdir(location.url):
@@ -292,7 +288,7 @@ def read_at_most(location: Location, name: str, limit: int) -> bytes | None:
 
 def open_listed(location: Location, name: str) -> BinaryIO:
     """Open a file of the shard directory for reading; a local one only if it is a regular file
-    (no link, FIFO or device: see :func:`~imgshard.shards.open_regular`).
+    (no link, FIFO or device: see :func:`~imgshard.formats.npy.open_regular`).
 
     Raises:
         FileNotFoundError: it is not there.

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import COLOR_CHANNELS, DTYPES, OPTION_TYPES, BuildConfig, ConfigError
 from .errors import ImgshardError
-from .shards import is_plain_name
+from .layout import is_plain_name
 
 #: The most samples a split or shard may claim (about 10^12): far beyond any real dataset, small
 #: enough that sample indices never overflow 64 bits.

@@ -28,30 +28,34 @@ import stat
 from collections.abc import Iterator
 
 from .errors import ImgshardError
-from .manifest import (FORMAT, MANIFEST_NAME, MAX_MANIFEST_BYTES, SAMPLES_NAME, parse_json,
-                       read_at_most)
-from .progress import SAMPLES_PARTIAL, SOURCES_NAME, log_names, read_plan
-from .shards import images_name, is_plain_name, labels_name, temp_prefix
+from .layout import (
+    BUILD_ID,
+    FORMAT,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    RETIRED_NAME,
+    SAMPLES_NAME,
+    SAMPLES_PARTIAL,
+    SOURCES_NAME,
+    images_name,
+    is_plain_name,
+    labels_name,
+    part_prefix,
+    temp_prefix,
+)
+from .manifest import MAX_MANIFEST_BYTES, parse_json, read_at_most
+from .resume import log_names, read_plan
 from .storage import Location
-from .tasks import part_prefix
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, so no lock (see locked())
     fcntl = None
 
-#: A shard or label file name, as ``verify`` looks for files the manifest does not list.
-OWN_FILE = re.compile(r"[\w.-]+-\d{5,}(\.labels)?\.npy")
-#: The lock a build holds on a local OUT; the file holds the pid of the build holding it.
-LOCK_NAME = ".imgshard-lock"
-#: Where an overwrite keeps the earlier manifest until the files it lists are deleted.
-RETIRED_NAME = ".imgshard-replaced-manifest.json"
 #: Fixed names an interrupted build (one with a progress log) may leave besides its shards.
 INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_NAME)
 #: Protocols that name the same store as another.
 PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs"}
-#: A build id: the tag of every temporary and part name a build writes.
-BUILD_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class OutputError(ImgshardError):

@@ -14,10 +14,17 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .config import DEFAULT_MAX_PIXELS
-from .errors import ImgshardError
-from .manifest import Manifest, ManifestError, SampleRow, open_listed, read_manifest, read_samples
+from .errors import ImgshardError, ShardError
+from .formats import open_shard
+from .manifest import (
+    Manifest,
+    ManifestError,
+    SampleRow,
+    open_listed,
+    read_manifest,
+    read_samples,
+)
 from .outdir import is_inside
-from .shards import ShardError, open_shard
 from .storage import Location, local_copy
 
 LABEL_WIDTH = 120

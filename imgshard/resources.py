@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
-from .executor import default_workers
+from .executors.local import default_workers
 
 
 class ResourceError(ImgshardError):

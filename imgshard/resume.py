@@ -42,19 +42,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
 from .config import changed_options
-from .errors import ImgshardError
+from .errors import ImgshardError, MissingShardError, ShardError
+from .layout import (
+    PROGRESS_NAME,
+    SOURCES_NAME,
+    images_name,
+    labels_name,
+    remote_progress_name,
+)
 from .manifest import ShardInfo, Skip
 from .scan import Sources
-from .shards import MissingShardError, ShardError, images_name, labels_name, open_regular
 from .storage import Location
-
-PROGRESS_NAME = ".imgshard-progress.jsonl"
-#: Remote progress records: ``{REMOTE_PROGRESS_PREFIX}{n:06d}.json``.
-REMOTE_PROGRESS_PREFIX = ".imgshard-progress-"
-SAMPLES_PARTIAL = ".samples.csv.partial"
-#: The size and modification time (or ETag) of every file the scan saw, written when a build
-#: starts and removed when it completes, so that a resume can name a file that changed.
-SOURCES_NAME = ".imgshard-sources.jsonl.gz"
+from .storage.files import open_regular
 
 
 class ResumeError(ImgshardError):
@@ -194,10 +193,6 @@ def log_names(out: Location) -> list[str]:
     return [PROGRESS_NAME] if out.is_local else _remote_records(out)
 
 
-def remote_progress_name(number: int) -> str:
-    return f"{REMOTE_PROGRESS_PREFIX}{number:06d}.json"
-
-
 def _remote_records(out: Location) -> list[str]:
     """The names of the remote progress records, in order (a gap ends the log)."""
     names = set(out.listdir())
@@ -209,7 +204,7 @@ def _remote_records(out: Location) -> list[str]:
 
 def _open_local(out: Location, name: str) -> BinaryIO:
     """A file of a local OUT, opened only if it is a regular file (a FIFO in its place would
-    hang the reading; see :func:`~imgshard.shards.open_regular`).
+    hang the reading; see :func:`~imgshard.formats.npy.open_regular`).
 
     Raises:
         FileNotFoundError: there is nothing at ``name``.

@@ -22,13 +22,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BuildConfig
-from .errors import ImgshardError
-from .executor import stoppable_pool
-from .manifest import (Manifest, ManifestError, SampleRow, ShardInfo, open_listed, read_manifest,
-                       read_samples)
-from .outdir import OWN_FILE
-from .shards import ShardError, check_labels, open_shard, regular_file_sha256
+from .errors import ImgshardError, ShardError
+from .executors.local import stoppable_pool
+from .formats import check_labels, open_shard
+from .layout import OWN_FILE
+from .manifest import (
+    Manifest,
+    ManifestError,
+    SampleRow,
+    ShardInfo,
+    open_listed,
+    read_manifest,
+    read_samples,
+)
 from .storage import Location
+from .storage.files import regular_file_sha256
 from .transform import cast_table
 
 #: Rows read at a time by the deep check, so memory stays flat whatever the shard size.

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BuildConfig
+from .formats import RowStream
+from .layout import part_name
 from .libc import release_freed_memory
-from .shards import RowStream
 from .storage import Location
 from .transform import SkipImage, cast_table, load_pixels, read_source, store_pixels
-
-PART_PREFIX = ".part-"
 
 
 @dataclass(frozen=True)
@@ -61,15 +60,6 @@ class ShardResult:
     skipped: tuple[tuple[int, str], ...]
     part: str
     sha256: str | None
-
-
-def part_name(split: str, index: int, build: str) -> str:
-    return f"{part_prefix(build)}{split}-{index:05d}.npy"
-
-
-def part_prefix(build: str) -> str:
-    """How the part names of the build ``build`` begin."""
-    return f"{PART_PREFIX}{build}-"
 
 
 def run_shard_task(task: ShardTask) -> ShardResult:

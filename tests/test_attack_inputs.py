@@ -15,7 +15,8 @@ import pytest
 
 from imgshard import BuildConfig, ImgshardError, build
 from imgshard.config import ConfigError
-from imgshard.progress import PROGRESS_NAME, SOURCES_NAME, ResumeError
+from imgshard.layout import PROGRESS_NAME, SOURCES_NAME
+from imgshard.resume import ResumeError
 
 from conftest import one_error_line, run, stop_at_call, write_image
 

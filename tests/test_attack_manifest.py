@@ -22,7 +22,9 @@ from imgshard import ShardReader
 from imgshard.cli import cli
 from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
-from imgshard.shards import ShardError, file_sha256, npy_header, open_shard
+from imgshard.errors import ShardError
+from imgshard.storage.files import file_sha256
+from imgshard.formats import npy_header, open_shard
 
 from conftest import edit_manifest as edit, run
 
@@ -273,12 +275,12 @@ def test_a_split_whose_epoch_order_cannot_fit_in_memory_is_refused_up_front(copy
 
 
 def test_batches_that_cannot_fit_in_memory_are_refused_up_front(copy, monkeypatch):
-    import imgshard.reader_checks
+    import imgshard.reader.checks
 
-    monkeypatch.setattr(imgshard.reader_checks, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(imgshard.reader.checks, "available_memory", lambda: 100_000)
     with pytest.raises(ImgshardError, match=r"needs about 0.0 GB of memory"):
         ShardReader(str(copy), batch_size=1000, prefetch=2)
-    monkeypatch.setattr(imgshard.reader_checks, "available_memory", lambda: 10**9)
+    monkeypatch.setattr(imgshard.reader.checks, "available_memory", lambda: 10**9)
     assert len(ShardReader(str(copy), batch_size=1000, prefetch=2)) == 1
 
 

@@ -167,7 +167,7 @@ def test_an_interrupted_verify_says_nothing_about_resuming(src, tmp_path, monkey
 INTERRUPTED_START = """
 import multiprocessing.context, sys
 from concurrent.futures import process
-from imgshard import executor
+from imgshard.executors import local as executor
 
 # Ctrl-C or SIGTERM arriving between the forks of the first and second worker, or (register)
 # after the first fork but before the pool knew of its process
@@ -200,7 +200,7 @@ def test_a_stop_between_creating_the_log_and_writing_its_plan_is_overwritten(src
                                                                            monkeypatch):
     """The log is created empty, then its plan line written: a stop in between (kill -9 too)
     left a folder that --resume found nothing in and --overwrite called foreign."""
-    from imgshard.progress import ProgressLog
+    from imgshard.resume import ProgressLog
 
     def interrupt(self, record):
         raise KeyboardInterrupt

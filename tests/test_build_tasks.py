@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from imgshard import BuildConfig, build, plan
 from imgshard.build import make_tasks, piece_starts, pieces_per_shard
 from imgshard.storage import Location
-from imgshard.tasks import run_shard_task
+from imgshard.worker import run_shard_task
 
 from conftest import write_image
 

@@ -128,7 +128,7 @@ def test_an_interrupted_dask_build_leaves_no_part_behind(src, tmp_path, dask_clu
 
 
 def test_an_unreachable_scheduler_is_one_line(src, tmp_path, monkeypatch):
-    monkeypatch.setattr("imgshard.dask_executor.CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr("imgshard.executors.dask.CONNECT_TIMEOUT", 2)
     started = time.monotonic()
     result = CliRunner().invoke(cli, ["build", src, str(tmp_path / "out"), "--executor", "dask",
                                       "--scheduler", f"tcp://127.0.0.1:{free_port()}"])

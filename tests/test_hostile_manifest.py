@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from imgshard import ShardReader
 from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
-from imgshard.shards import file_sha256
+from imgshard.storage.files import file_sha256
 
 from conftest import edit_manifest as edit, run
 
@@ -372,11 +372,11 @@ def test_verify_true_refuses_a_changed_shard_naming_it(copy):
 
 
 def test_verify_true_reads_a_clean_directory_hashing_each_file_once(built, monkeypatch):
-    import imgshard.shards
+    import imgshard.formats.npy
 
     hashed = []
-    real = imgshard.shards.descriptor_sha256
-    monkeypatch.setattr(imgshard.shards, "descriptor_sha256",
+    real = imgshard.formats.npy.descriptor_sha256
+    monkeypatch.setattr(imgshard.formats.npy, "descriptor_sha256",
                         lambda fd: hashed.append(fd) or real(fd))
     options = dict(batch_size=2, window=1, prefetch=0, shuffle=False)
     with ShardReader(built, verify=True, **options) as reader:

@@ -69,7 +69,8 @@ TENSORFLOW_FIT = """
 import json, os, sys
 os.environ["KERAS_BACKEND"] = "tensorflow"
 import keras
-from imgshard import ShardReader, keras_adapter
+from imgshard import ShardReader
+from imgshard.reader import keras as keras_adapter
 pads = []
 keep_heap_top = keras_adapter.keep_heap_top
 def recorded_keep_heap_top(pad):
@@ -103,7 +104,7 @@ def test_tiny_cnn_learns_on_the_tensorflow_backend_with_its_settings(shard_dir):
                            os.path.dirname(__file__)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    from imgshard.keras_adapter import TENSORFLOW_HEAP_PAD
+    from imgshard.reader.keras import TENSORFLOW_HEAP_PAD
 
     assert report["backend"] == "tensorflow" and report["allocator"] == "true"
     assert report["pads"] and all(pad == [TENSORFLOW_HEAP_PAD, True] for pad in report["pads"])
@@ -150,7 +151,7 @@ def test_tf_dataset_signature(shard_dir):
 ])
 def test_heap_pad_is_set_for_tensorflow_only_and_never_over_the_users(monkeypatch, backend,
                                                                      preset, expected):
-    from imgshard import keras_adapter
+    from imgshard.reader import keras as keras_adapter
 
     padded = []
     monkeypatch.setattr(keras_adapter, "keep_heap_top", lambda pad: padded.append(pad) or True)
@@ -163,7 +164,7 @@ def test_heap_pad_is_set_for_tensorflow_only_and_never_over_the_users(monkeypatc
 
 
 def test_to_keras_asks_for_the_heap_pad_of_the_running_backend(shard_dir, monkeypatch):
-    from imgshard import keras_adapter
+    from imgshard.reader import keras as keras_adapter
 
     asked = []
     monkeypatch.setattr(keras_adapter, "keep_heap_for", asked.append)

@@ -132,14 +132,14 @@ FEW_SHARDS = ["--size", "16", "--shard-size", "32", "--workers", "2"]
 def fail_on_the_last_piece(task):
     """Fail the last task once the first shard is finished (and checkpointed), so that a resume
     has a shard to keep (module-level, so that the build's worker processes can run it)."""
-    import imgshard.tasks
+    import imgshard.worker
 
     if task.index == 7:
         deadline = time.monotonic() + 60
         while not os.path.exists(task.out.path("train-00000.npy")) and time.monotonic() < deadline:
             time.sleep(0.01)
         raise OSError(28, "No space left on device")
-    return imgshard.tasks.run_shard_task(task)
+    return imgshard.worker.run_shard_task(task)
 
 
 @pytest.fixture
@@ -188,14 +188,14 @@ def crash_in_worker(task):
     The marker lives in OUT, not in the environment: a forkserver started earlier would not
     see a variable set by this test.
     """
-    import imgshard.tasks
+    import imgshard.worker
 
     marker = task.out.path(".crashed")
     if task.split == "train" and task.index == 3 and not os.path.exists(marker):
         if os.path.basename(task.out.url) == "once":
             open(marker, "w").close()
         os._exit(1)
-    return imgshard.tasks.run_shard_task(task)
+    return imgshard.worker.run_shard_task(task)
 
 
 def test_a_dying_worker_is_retried_once_then_fails_resumably(source, tmp_path, monkeypatch):
@@ -209,7 +209,7 @@ def test_a_dying_worker_is_retried_once_then_fails_resumably(source, tmp_path, m
     assert result.exit_code == 1
     assert "a worker process died twice while building shard 3 of split train" in result.output
     monkeypatch.setattr(build_module, "run_shard_task", importlib.import_module(
-        "imgshard.tasks").run_shard_task)
+        "imgshard.worker").run_shard_task)
     result = run("build", src, tmp_path / "always", *OPTIONS, "--resume", "-q")
     assert result.exit_code == 0, result.output
     assert files(tmp_path / "always") == files(reference)

@@ -16,10 +16,11 @@ import uuid
 import pytest
 
 import imgshard.cli as cli_module
-import imgshard.executor as executor_module
+import imgshard.executors.local as executor_module
 from imgshard import BuildConfig, build, plan
 from imgshard.config import ConfigError, load_toml
-from imgshard.progress import SOURCES_NAME, ResumeError
+from imgshard.layout import SOURCES_NAME
+from imgshard.resume import ResumeError
 from imgshard.labels_file import LabelsFileError, read_labels_csv
 from imgshard.scan import scan
 from imgshard.storage import Location, describe_error

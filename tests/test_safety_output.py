@@ -17,7 +17,8 @@ import fsspec
 import pytest
 
 from imgshard import BuildConfig, build
-from imgshard.outdir import OWN_FILE, OutputError, prepare_out
+from imgshard.layout import OWN_FILE
+from imgshard.outdir import OutputError, prepare_out
 from imgshard.storage import Location
 
 from conftest import local_files, run, stop_at_call, write_image
@@ -186,7 +187,7 @@ def fake_interrupted_build(out, shards: dict[str, int], names: list[str]) -> Non
 
 
 def test_shard_names_past_99999_are_written_recorded_and_deleted(tmp_path):
-    from imgshard.shards import images_name
+    from imgshard.layout import images_name
 
     assert images_name("train", 100_000) == "train-100000.npy"
     assert OWN_FILE.fullmatch("train-100000.labels.npy")  # verify's "unlisted shard file"
@@ -325,7 +326,7 @@ def test_a_foreign_file_named_like_the_lock_is_not_taken_over(src, tmp_path):
 
 def crash_mid_write(task):
     """Kill the worker once while it writes train shard 1's part (marker beside OUT)."""
-    import imgshard.tasks
+    import imgshard.worker
 
     marker = os.path.join(os.path.dirname(task.out.url), "crashed-once")
     if task.split == "train" and task.index == 1 and not os.path.exists(marker):
@@ -334,7 +335,7 @@ def crash_mid_write(task):
             stream.write(b"half a part")
             stream.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-    return imgshard.tasks.run_shard_task(task)
+    return imgshard.worker.run_shard_task(task)
 
 
 def test_a_worker_killed_mid_write_leaves_no_orphan_in_the_finished_out(src, tmp_path,
@@ -458,7 +459,7 @@ def test_workers_leave_ctrl_c_to_the_build():
     KeyboardInterrupt traceback of its own. The build stops its workers itself."""
     import signal
 
-    from imgshard.executor import started_pool, stop_workers
+    from imgshard.executors.local import started_pool, stop_workers
 
     pool = started_pool(2)
     try:
@@ -473,7 +474,7 @@ def test_workers_leave_ctrl_c_to_the_build():
 def test_a_damaged_progress_log_is_named_as_damaged_not_missing(src, tmp_path):
     """A garbage log made --resume say there was no log, and --overwrite call it foreign: each
     message sent the user to a step that failed."""
-    from imgshard.progress import PROGRESS_NAME
+    from imgshard.layout import PROGRESS_NAME
 
     out = tmp_path / "out"
     out.mkdir()
@@ -488,7 +489,7 @@ def test_a_damaged_progress_log_is_named_as_damaged_not_missing(src, tmp_path):
 
 
 def test_a_progress_log_that_is_not_utf8_is_damaged_not_a_traceback(src, tmp_path):
-    from imgshard.progress import PROGRESS_NAME
+    from imgshard.layout import PROGRESS_NAME
 
     out = tmp_path / "out"
     out.mkdir()

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from imgshard.shards import RowStream, atomic_file, read_rows, write_rows_atomically
+from imgshard.formats import RowStream, read_rows, write_rows_atomically
+from imgshard.storage.files import atomic_file
 
 
 def test_rows_streamed_from_one_reused_buffer_make_the_same_file_as_np_save(tmp_path):

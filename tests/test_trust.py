@@ -126,7 +126,7 @@ def test_verify_deep_finds_nan_that_checksums_cannot(copy):
     images[0, 0, 0, 0] = np.nan
     np.save(path, images)
     document = json.loads((copy / "manifest.json").read_text())
-    from imgshard.shards import file_sha256
+    from imgshard.storage.files import file_sha256
 
     document["splits"]["train"]["shards"][0]["sha256"] = file_sha256(str(path))
     (copy / "manifest.json").write_text(json.dumps(document))

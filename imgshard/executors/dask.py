@@ -2,13 +2,13 @@
 
 Each task is one ``client.submit``: the worker that runs it reads SRC and writes its part into
 OUT itself (a shared file system or an object store), and only the small
-:class:`~imgshard.tasks.ShardResult` comes back, so pixels never travel through the scheduler
+:class:`~imgshard.worker.ShardResult` comes back, so pixels never travel through the scheduler
 or this client. The client assembles the manifest from those results exactly as a local build
 does, which is why both executors write the same bytes.
 
 Failures: when a worker dies, the scheduler reruns its tasks elsewhere (up to Dask's
 ``distributed.scheduler.allowed-failures``); a task that keeps killing workers fails the build
-with :class:`~imgshard.executor.WorkerCrashed`. A task that raises is retried once more, on
+with :class:`~imgshard.executors.local.WorkerCrashed`. A task that raises is retried once more, on
 whichever worker the scheduler picks.
 """
 
@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError
 
-from .errors import ImgshardError
-from .executor import MAX_ATTEMPTS, Result, Task, WorkerCrashed
+from ..errors import ImgshardError
+from .local import MAX_ATTEMPTS, Result, Task, WorkerCrashed
 
 #: Seconds to wait for the scheduler to answer before telling the user it cannot be reached.
 CONNECT_TIMEOUT = 10

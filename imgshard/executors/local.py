@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-from .errors import ImgshardError
+from ..errors import ImgshardError
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -256,7 +256,7 @@ def run_tasks(run: Callable[[Task], Result], tasks: Iterable[Task], *, executor:
     (see ``dask_executor.py``). Both run the same tasks, so they write the same bytes.
     """
     if executor == "dask":
-        from .dask_executor import run_dask
+        from .dask import run_dask
 
         return run_dask(run, tasks, scheduler=scheduler or "local", workers=workers,
                         describe=describe)

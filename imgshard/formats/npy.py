@@ -11,13 +11,10 @@ can tell them from files it must not delete; the pid keeps two writers of one na
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import io
 import math
 import os
-import stat
 import struct
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -25,44 +22,12 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .errors import ImgshardError
+from ..errors import ShardError
+from ..storage.files import atomic_file, descriptor_sha256, file_identity, open_regular
 
-TEMP_PREFIX = ".tmp-"
 #: The sizes of a ``.npy`` header: 16 bytes at least (numpy pads to 64 today); numpy reads at
 #: most 10,000 bytes of it (``max_header_size``) after the 12 bytes of magic and length.
 NPY_MIN_HEADER, NPY_MAX_HEADER = 16, 10_012
-
-
-class ShardError(ImgshardError):
-    """A shard file is missing, unreadable, or not what the manifest says it is."""
-
-
-class MissingShardError(ShardError):
-    """The shard file is not there (a cache may fetch it again)."""
-
-
-def shard_stem(split: str, index: int) -> str:
-    return f"{split}-{index:05d}"
-
-
-def images_name(split: str, index: int) -> str:
-    return f"{shard_stem(split, index)}.npy"
-
-
-def labels_name(split: str, index: int) -> str:
-    return f"{shard_stem(split, index)}.labels.npy"
-
-
-def temp_path(path: str, tag: str = "") -> str:
-    """The hidden name a file is written under before it is renamed to ``path`` (``tag``: the
-    build id of the build writing it, if any)."""
-    head, tail = os.path.split(path)
-    return os.path.join(head, f"{temp_prefix(tag)}{tail}.{os.getpid()}")
-
-
-def temp_prefix(tag: str = "") -> str:
-    """How the temporary names of the build ``tag`` begin."""
-    return f"{TEMP_PREFIX}{tag}-" if tag else TEMP_PREFIX
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -177,107 +142,6 @@ def read_rows(path: str, start: int, count: int, *, chunk_bytes: int = 1 << 22,
             count -= len(rows)
 
 
-@contextlib.contextmanager
-def atomic_file(path: str, *, durable: bool = True, tag: str = "") -> Iterator[BinaryIO]:
-    """A binary stream that becomes ``path`` (synced, then renamed) only if the block succeeds.
-
-    Without ``durable`` the data is not synced: whoever later gives the file a final name must
-    call :func:`sync_file` first. ``tag``: see :func:`temp_path`.
-    """
-    tmp = temp_path(path, tag)
-    try:
-        with open(tmp, "wb") as stream:
-            yield stream
-            if durable:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-
-
-def sync_file(path: str) -> None:
-    """Make a file written earlier (maybe by another process) durable on disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
-def is_plain_name(name: object) -> bool:
-    """Whether ``name`` names a file directly inside a directory: a non-empty string of at most
-    255 characters with no separator (``/`` or ``\\``), and neither ``.`` nor ``..``; so never
-    absolute. Every character must be printable: imgshard writes no name with a control (NUL,
-    newline, escape), format (a right-to-left override) or lone surrogate character, and a name
-    is shown in one-line messages and on terminals."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and len(name) <= 255
-            and name.isprintable() and not any(c in name for c in "/\\"))
-
-
-def open_regular(path: str) -> int:
-    """Open ``path`` read-only, refusing anything but a regular file; return the descriptor.
-
-    ``O_NONBLOCK`` makes opening a FIFO return at once (a blocking open would wait for a writer
-    forever) and ``O_NOFOLLOW`` refuses a symbolic link as the last component, so a link can
-    never lead a read out of the directory. The file type is checked on the opened descriptor,
-    so the file cannot be swapped between the check and the read.
-
-    Raises:
-        MissingShardError: nothing is there.
-        ShardError: a link, a FIFO, device, socket or directory, or unreadable.
-    """
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise MissingShardError(f"{path}: shard file is missing") from None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ShardError(f"{path}: a symbolic link (imgshard follows no links in a shard "
-                             "directory)") from None
-        raise ShardError(f"{path}: cannot open: {error.strerror}") from None
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        raise ShardError(f"{path}: not a regular file ({_file_kind(mode)})")
-    return descriptor
-
-
-def file_identity(status: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells one file from the next one under its name: a build replaces every file it
-    writes (a new inode, a new time), so a file of the same size is still another file."""
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
-
-
-def regular_file_stat(path: str) -> os.stat_result:
-    """``lstat`` of ``path``, refusing (without opening it) what :func:`open_regular` refuses."""
-    try:
-        mode_and_size = os.lstat(path)
-    except FileNotFoundError:
-        raise MissingShardError(f"{path}: shard file is missing") from None
-    except OSError as error:
-        raise ShardError(f"{path}: cannot open: {error.strerror}") from None
-    if stat.S_ISLNK(mode_and_size.st_mode):
-        raise ShardError(f"{path}: a symbolic link (imgshard follows no links in a shard "
-                         "directory)")
-    if not stat.S_ISREG(mode_and_size.st_mode):
-        raise ShardError(f"{path}: not a regular file ({_file_kind(mode_and_size.st_mode)})")
-    return mode_and_size
-
-
 def check_npy_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
                    local: bool) -> None:
     """Refuse a ``.npy`` file whose size cannot hold an array of ``shape`` and ``dtype``.
@@ -292,35 +156,6 @@ def check_npy_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
         open_shard(path, shape=shape, dtype=dtype)
     raise ShardError(f"{path}: the manifest says {shape[0]} samples, the file holds {size} "
                      f"bytes (not a header and {data} bytes of data)")
-
-
-def _file_kind(mode: int) -> str:
-    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket",
-             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a file")
-
-
-def descriptor_sha256(descriptor: int) -> str:
-    """The sha256 of the whole file open on ``descriptor`` (its position is left unchanged)."""
-    position = os.lseek(descriptor, 0, os.SEEK_CUR)
-    with os.fdopen(os.dup(descriptor), "rb") as stream:  # a dup shares the position
-        stream.seek(0)
-        digest = hashlib.file_digest(stream, "sha256").hexdigest()
-    os.lseek(descriptor, position, os.SEEK_SET)
-    return digest
-
-
-def regular_file_sha256(path: str) -> str | None:
-    """The sha256 of ``path`` if it is a regular file (opened as :func:`open_regular`), else
-    None: for ``verify``, which reports why such a file cannot be read elsewhere."""
-    try:
-        descriptor = open_regular(path)
-    except ShardError:
-        return None
-    try:
-        return descriptor_sha256(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def open_shard(path: str, *, shape: tuple[int, ...] | None = None, dtype: str | None = None,

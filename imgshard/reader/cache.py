@@ -18,9 +18,9 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .errors import ImgshardError
-from .shards import file_sha256
-from .storage import Location
+from ..errors import ImgshardError
+from ..storage import Location
+from ..storage.files import file_sha256
 
 
 class CacheError(ImgshardError):

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .resources import available_memory
-from .errors import ImgshardError
-from .manifest import Manifest, ShardInfo
-from .shards import (MissingShardError, check_npy_size, file_identity,
-                     regular_file_stat)
-from .storage import Location
+from ..errors import ImgshardError, MissingShardError
+from ..formats import check_npy_size
+from ..manifest import Manifest, ShardInfo
+from ..resources import available_memory
+from ..storage import Location
+from ..storage.files import file_identity, regular_file_stat
 
 if TYPE_CHECKING:
-    from .reader import ShardReader
+    from . import ShardReader
 
 LABEL_MODES = ("int", "categorical", "binary", None)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from .errors import ImgshardError
-from .libc import keep_heap_top
+from ..errors import ImgshardError
+from ..libc import keep_heap_top
 
 # Keras defaults to TensorFlow; the `keras` extra installs JAX instead, so use it unless told.
 if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") is None:

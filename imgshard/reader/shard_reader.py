@@ -17,7 +17,7 @@ maps more data; ``window=1`` is the cheapest and still reorders every shard.
 Each iteration is one epoch; a background thread prepares up to ``prefetch`` batches ahead so
 reading overlaps training. ``state_dict()``/``load_state_dict()`` resume mid-epoch exactly.
 
-A directory given as a URL (``s3://bucket/shards``) is read through a :class:`~imgshard.cache.
+A directory given as a URL (``s3://bucket/shards``) is read through a :class:`~imgshard.reader.cache.
 ShardCache`: whole shard files are downloaded into ``cache_dir`` a window ahead of use, their
 checksums verified once on landing, and memory-mapped from there.
 """
@@ -33,12 +33,23 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MissingShardError
+from ..formats import check_labels, open_shard
+from ..layout import MANIFEST_NAME
+from ..manifest import Manifest, ShardInfo, read_manifest
+from ..storage import Location
 from .cache import ShardCache, default_cache_dir
-from .manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest
-from .reader_checks import (ReaderError, check_memory, check_options, check_sizes,
-                            file_identity_of, is_whole, served_dtype, shard_bytes, whole)
-from .shards import MissingShardError, check_labels, open_shard
-from .storage import Location
+from .checks import (
+    ReaderError,
+    check_memory,
+    check_options,
+    check_sizes,
+    file_identity_of,
+    is_whole,
+    served_dtype,
+    shard_bytes,
+    whole,
+)
 
 #: Fed from Python (a PyDataset or a generator: any such input, not only a reader's), Keras on
 #: TensorFlow runs each ``model.fit`` step 1.6-1.9x slower with TensorFlow's default CPU
@@ -360,7 +371,7 @@ class ShardReader:
         Two worker threads by default: Keras then prepares batches ahead while the model trains
         (with one worker it reads each batch between steps); reading releases the GIL.
         """
-        from .keras_adapter import ShardPyDataset, keep_heap_for_keras
+        from .keras import ShardPyDataset, keep_heap_for_keras
 
         keep_heap_for_keras()  # a process-wide glibc setting, for TensorFlow only (see there)
         return ShardPyDataset(self, workers=workers, use_multiprocessing=use_multiprocessing,
@@ -368,7 +379,7 @@ class ShardReader:
 
     def to_tf_dataset(self):
         """A ``tf.data.Dataset`` of this reader's batches (one epoch per pass over it)."""
-        from .keras_adapter import to_tf_dataset
+        from .keras import to_tf_dataset
 
         return to_tf_dataset(self)
 

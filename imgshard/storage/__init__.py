@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from .errors import ImgshardError
-from .shards import atomic_file, file_sha256
+from ..errors import ImgshardError
+from .files import atomic_file, file_sha256
 
 #: Object stores: no folders to create, and creating one would create a *bucket* (s3fs does).
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "r2"})
