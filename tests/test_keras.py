@@ -70,13 +70,13 @@ import json, os, sys
 os.environ["KERAS_BACKEND"] = "tensorflow"
 import keras
 from imgshard import ShardReader
-from imgshard.reader import keras as keras_adapter
+from imgshard.reader import tf as tf_adapter
 pads = []
-keep_heap_top = keras_adapter.keep_heap_top
+keep_heap_top = tf_adapter.keep_heap_top
 def recorded_keep_heap_top(pad):
     pads.append([pad, keep_heap_top(pad)])
     return pads[-1][1]
-keras_adapter.keep_heap_top = recorded_keep_heap_top
+tf_adapter.keep_heap_top = recorded_keep_heap_top
 sys.path.insert(0, sys.argv[2])
 from test_keras import tiny_cnn
 keras.utils.set_random_seed(0)
@@ -104,7 +104,7 @@ def test_tiny_cnn_learns_on_the_tensorflow_backend_with_its_settings(shard_dir):
                            os.path.dirname(__file__)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    from imgshard.reader.keras import TENSORFLOW_HEAP_PAD
+    from imgshard.reader.tf import TENSORFLOW_HEAP_PAD
 
     assert report["backend"] == "tensorflow" and report["allocator"] == "true"
     assert report["pads"] and all(pad == [TENSORFLOW_HEAP_PAD, True] for pad in report["pads"])
@@ -151,16 +151,16 @@ def test_tf_dataset_signature(shard_dir):
 ])
 def test_heap_pad_is_set_for_tensorflow_only_and_never_over_the_users(monkeypatch, backend,
                                                                      preset, expected):
-    from imgshard.reader import keras as keras_adapter
+    from imgshard.reader import tf as tf_adapter
 
     padded = []
-    monkeypatch.setattr(keras_adapter, "keep_heap_top", lambda pad: padded.append(pad) or True)
+    monkeypatch.setattr(tf_adapter, "keep_heap_top", lambda pad: padded.append(pad) or True)
     for name in ("MALLOC_TOP_PAD_", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     for name, value in preset.items():
         monkeypatch.setenv(name, value)
-    assert keras_adapter.keep_heap_for(backend) is expected
-    assert padded == ([keras_adapter.TENSORFLOW_HEAP_PAD] if expected else [])
+    assert tf_adapter.keep_heap_for(backend) is expected
+    assert padded == ([tf_adapter.TENSORFLOW_HEAP_PAD] if expected else [])
 
 
 def test_to_keras_asks_for_the_heap_pad_of_the_running_backend(shard_dir, monkeypatch):

@@ -284,7 +284,7 @@ def test_memory_urls_refuse_the_dask_executor(src, memory_url):
 def test_a_cache_file_evicted_as_it_is_opened_is_fetched_again(src, tmp_path, memory_url, monkeypatch):
     """Another reader sharing the cache may delete a file between our finding and mapping it
     (and even fetch it back before we look again): the open is retried, not failed."""
-    import imgshard.reader.shard_reader as reader_module
+    import imgshard.reader.window as reader_module
 
     build(src, f"{memory_url}/shards", CONFIG, workers=1)
     evicted: list[str] = []

@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..errors import ImgshardError
+from ..errors import ImgshardError, MissingShardError
 from ..storage import Location
 from ..storage.files import file_sha256
 
@@ -84,12 +84,14 @@ class ShardCache:
 
     def open(self, name: str, sha256: str, opener):
         """``opener(path)`` on the local copy of ``name``, fetched again if another process
-        sharing the cache deletes it in between."""
+        sharing the cache deletes it in between, even between finding the file and ``opener``
+        opening it (a FileNotFoundError or MissingShardError from it); once open or mapped, a
+        file stays readable."""
         for _ in range(3):
             local = self.path(name, sha256)
             try:
                 return opener(local)
-            except FileNotFoundError:
+            except (FileNotFoundError, MissingShardError):
                 with self._lock:
                     self._used.pop(sha256, None)
         raise CacheError(f"{self.cache_dir}: {name} keeps vanishing from the cache "

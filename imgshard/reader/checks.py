@@ -11,17 +11,15 @@ known to fit.
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImgshardError, MissingShardError
+from ..errors import ImgshardError
 from ..formats import check_npy_size
 from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
 from ..storage import Location
-from ..storage.files import file_identity, regular_file_stat
 
 if TYPE_CHECKING:
     from . import ShardReader
@@ -119,42 +117,25 @@ def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
     return pixels + 4 * info.num_samples + 256
 
 
-def file_identity_of(location: Location, name: str) -> tuple[int, int, int, int] | None:
-    """A local file's identity (see :func:`file_identity`); None when it is not there, or for
-    a URL (whose files are checked against their sha256 as they download)."""
-    if not location.is_local:
-        return None
-    try:
-        return file_identity(os.lstat(location.path(name)))
-    except OSError:
-        return None
-
-
 def check_sizes(location: Location, manifest: Manifest,
-                 shards: list[ShardInfo]) -> dict[str, tuple[int, int, int, int]]:
+                shards: list[ShardInfo]) -> dict[str, tuple[int, int, int, int] | None]:
     """Refuse any file of ``shards`` whose size cannot hold the rows the manifest claims, before
     an epoch's order (8 bytes a sample) or a download is sized by those claims.
 
-    A local file is looked at with ``lstat`` (links and special files are refused here, and
-    again on the opened descriptor when it is mapped); a URL's files come from one listing.
-    Returns each local file's identity: a file mapped later must be the one seen now, not one
-    of a build that has overwritten the directory since (same names, same sizes).
+    Files are looked at without being opened (see :meth:`Location.file_stats`). Returns each
+    file's identity: a file mapped later must be the one seen now, not one of a build that has
+    overwritten the directory since (same names, same sizes).
     """
-    listed = None if location.is_local else location.sizes()
-    identities = {}
+    expected = []  # (name, shape, dtype) of every file, in the manifest's order
     for info in shards:
-        files = [(info.images, (*manifest.image_shape,), manifest.dtype)]
+        expected.append((info.images, (info.num_samples, *manifest.image_shape), manifest.dtype))
         if info.labels is not None:
-            files.append((info.labels, (), "int32"))
-        for name, row_shape, dtype in files:
-            path = location.path(name) if location.is_local else location.display(name)
-            if listed is None:
-                status = regular_file_stat(path)
-                size, identities[name] = status.st_size, file_identity(status)
-            elif name in listed:
-                size = listed[name]
-            else:
-                raise MissingShardError(f"{path}: shard file is missing")
-            check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
-                           local=location.is_local)
+            expected.append((info.labels, (info.num_samples,), "int32"))
+    identities = {}
+    stats = location.file_stats([name for name, _, _ in expected])
+    for (name, shape, dtype), (_, size, identity) in zip(expected, stats):
+        # a file seen on this machine (it has an identity) is opened to say what is wrong
+        check_npy_size(location.display(name), size, shape=shape, dtype=dtype,
+                       local=identity is not None)
+        identities[name] = identity
     return identities

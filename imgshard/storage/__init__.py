@@ -285,6 +285,50 @@ class Location:
         found = re.match(r"^[a-z][a-z0-9+.-]*://([^/@]*)@", self.url, re.IGNORECASE)
         return found.group(1) if found else ""
 
+    # -- added for the reader (merge into the local and remote stores) -------------------------
+
+    def file_identity(self, name: str) -> tuple[int, int, int, int] | None:
+        """What tells the file ``name`` from a later one under that name (see
+        :func:`~imgshard.storage.files.file_identity`); None when it is not there, and for a
+        remote file, whose bytes are checked against their sha256 as they download instead."""
+        from .files import file_identity
+
+        if not self.is_local:
+            return None
+        try:
+            return file_identity(os.lstat(self.path(name)))
+        except OSError:
+            return None
+
+    def file_stats(self, names: list[str]) -> Iterator[tuple[str, int, tuple | None]]:
+        """``(name, size, identity)`` of each file of ``names`` in turn (identity as
+        :meth:`file_identity`), without opening any: a local file is looked at with ``lstat``,
+        refusing links and special files; a remote directory's files come from one listing.
+
+        Raises:
+            MissingShardError: a file of ``names`` is not there (when its turn comes).
+            ShardError: a local one is a link, a special file or cannot be looked at.
+        """
+        from ..errors import MissingShardError
+        from .files import file_identity, regular_file_stat
+
+        listed = None if self.is_local else self.sizes()
+        for name in names:
+            if listed is None:
+                status = regular_file_stat(self.path(name))
+                yield name, status.st_size, file_identity(status)
+            elif name in listed:
+                yield name, listed[name], None
+            else:
+                raise MissingShardError(f"{self.display(name)}: shard file is missing")
+
+    def map_files(self, *, in_place: Any, downloading: Any) -> Any:
+        """How a reader gets this directory's files as local files it can memory-map:
+        ``in_place()`` for a local directory, whose files are mapped where they are;
+        ``downloading()`` for a remote store, whose files must be downloaded first (both are
+        callables of no argument; what they return is returned)."""
+        return in_place() if self.is_local else downloading()
+
 
 def describe_error(error: BaseException, options: dict[str, Any],
                    also_secret: tuple[str, ...] = ()) -> str:

@@ -1,0 +1,122 @@
+"""Assembling one batch: gather its samples from the mapped shards, cast, flip, augment, and
+encode its labels as Keras expects them.
+
+Every batch the reader allocates starts on a :data:`BATCH_ALIGNMENT` boundary, so that
+TensorFlow takes it without a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .checks import ReaderError
+from .order import EpochOrder
+
+#: Where the data of every batch the reader allocates starts. TensorFlow takes a numpy array from
+#: a generator (Keras' PyDataset path) without a realigning copy only when it is 64-byte aligned,
+#: which numpy's own arrays (16) are not: through Keras' adapter a batch of 32 224x224 float16
+#: images cost 5.1 ms of CPU aligned against 6.4 ms unaligned.
+BATCH_ALIGNMENT = 64
+
+#: A shard's memory maps: its images and (None for unlabelled shards) its labels.
+MappedShard = tuple[np.ndarray, "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class BatchMaker:
+    """How a batch is made from the samples an :class:`~imgshard.reader.order.EpochOrder`
+    chose for it.
+
+    ``num_classes`` is None for unlabelled shards; ``label_mode`` None serves images only.
+    """
+
+    image_shape: tuple[int, ...]
+    dtype: np.dtype
+    label_mode: str | None
+    num_classes: int | None
+    flip_horizontal: bool
+    augment: Callable[[np.ndarray], np.ndarray] | None
+    seed: int
+
+    def make(self, epoch: int, index: int, chosen: np.ndarray, order: EpochOrder,
+             shard: Callable[[int], MappedShard]) -> Any:
+        """Batch ``index`` of ``epoch``, of the samples ``chosen`` (global indices), read
+        through ``shard`` (a shard's index -> its maps): ``(x, y)``, or ``x`` without labels."""
+        images, labels = self.gather(chosen, order, shard)
+        if self.flip_horizontal:
+            flips = np.random.default_rng([self.seed, epoch, index, 1]).random(len(chosen)) < 0.5
+            images = aligned_copy(images, images.dtype) if not images.flags.writeable else images
+            images[flips] = images[flips, :, ::-1]
+        if self.augment is not None:
+            images = self.augment(images)
+        if self.label_mode is None:
+            return images
+        return images, encode_labels(labels, self.label_mode, self.num_classes)
+
+    def gather(self, chosen: np.ndarray, order: EpochOrder,
+               shard: Callable[[int], MappedShard]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read the samples ``chosen`` (global indices), copying each one once, into the batch.
+
+        Inside a batch the samples are taken in stored order (shard by shard, row by row): the
+        batch's membership is what the shuffle decides, and reading in file order lets one
+        ``np.take`` per shard write straight into the batch.
+        """
+        chosen = np.sort(chosen)
+        shard_of = order.shard_of(chosen)
+        rows = chosen - order.starts[shard_of]
+        if shard_of[0] == shard_of[-1] and rows[-1] - rows[0] == len(rows) - 1:
+            images, labels = shard(int(shard_of[0]))
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            batch = np.asarray(images[lo:hi])  # a view of the map, no copy
+            if batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
+                batch = aligned_copy(batch, self.dtype)
+            return batch, None if labels is None else labels[lo:hi]
+        batch = aligned_empty((len(chosen), *self.image_shape), self.dtype)
+        batch_labels = np.empty(len(chosen), dtype=np.int32)
+        bounds = np.flatnonzero(np.diff(shard_of)) + 1
+        for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(chosen)]])):
+            images, labels = shard(int(shard_of[lo]))
+            if images.dtype == self.dtype:
+                # mode="clip": the rows are in range, and numpy's default "raise" would copy
+                # every row twice (it buffers ``out``), which made the gather 4x slower
+                np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi], mode="clip")
+            else:
+                batch[lo:hi] = images[rows[lo:hi]]
+            if labels is not None:
+                batch_labels[lo:hi] = labels[rows[lo:hi]]
+        return batch, None if self.num_classes is None else batch_labels
+
+
+def encode_labels(labels: np.ndarray | None, label_mode: str, num_classes: int | None) -> np.ndarray:
+    """Class indices as Keras' ``label_mode`` has them: int32 indices (``"int"``), one-hot
+    float32 (``"categorical"``) or float32 of shape (b, 1) (``"binary"``)."""
+    if labels is None:
+        raise ReaderError("these shards have no labels (built with --no-labels): "
+                          "use label_mode=None")
+    if label_mode == "categorical":  # not np.eye(classes)[labels]: classes squared
+        one_hot = np.zeros((len(labels), num_classes), dtype=np.float32)
+        one_hot[np.arange(len(labels)), labels] = 1
+        return one_hot
+    if label_mode == "binary":
+        return labels.astype(np.float32)[:, np.newaxis]
+    return labels
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data starts on a :data:`BATCH_ALIGNMENT` boundary."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + BATCH_ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % BATCH_ALIGNMENT
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def aligned_copy(array: np.ndarray, dtype) -> np.ndarray:
+    """``array`` cast to ``dtype`` in a new, writeable, aligned array."""
+    copy = aligned_empty(array.shape, dtype)
+    copy[...] = array
+    return copy

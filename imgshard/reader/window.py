@@ -1,0 +1,194 @@
+"""Which shards are memory-mapped, where their files come from, and batches made ahead.
+
+Only the shards of the current window are mapped; they are unmapped when the window moves on,
+so resident memory stays near ``window`` shards plus the batches in flight, whatever the dataset
+size. A local directory's files are mapped where they are (:class:`InPlaceFiles`); a remote
+store's are downloaded a window ahead of use into a :class:`~imgshard.reader.cache.ShardCache`,
+checked against their sha256 as they land, and mapped from there (:class:`DownloadedFiles`).
+:func:`prefetched` prepares batches on a background thread so reading overlaps training.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..formats import check_labels, open_shard
+from ..manifest import Manifest, ShardInfo
+from ..storage import Location
+from .batches import MappedShard
+from .cache import ShardCache, default_cache_dir
+from .checks import ReaderError, shard_bytes
+from .order import EpochOrder
+
+
+class InPlaceFiles:
+    """A local directory's files, mapped where they are: each must still be the file seen when
+    the reader opened the directory (``identities``), and with ``verify`` its sha256 is checked
+    the first time its shard is mapped."""
+
+    cache = None  # nothing is downloaded
+
+    def __init__(self, location: Location, identities: dict[str, Any]) -> None:
+        self.location, self.identities = location, identities
+
+    def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
+        """Nothing to fetch ahead of an epoch."""
+
+    def ahead(self, shards: list[ShardInfo], index: int) -> None:
+        """Nothing to fetch ahead of a shard."""
+
+    def open_file(self, name: str, sha256: str | None, verify: bool, **expected: Any) -> np.ndarray:
+        return open_shard(self.location.path(name), sha256=sha256 if verify else None,
+                          identity=self.identities[name], **expected)
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
+
+
+class DownloadedFiles:
+    """A remote store's files, downloaded into :attr:`cache` in the order the epoch visits their
+    shards, a window ahead of use, and mapped from there (checked as they land: ``verify`` is
+    moot)."""
+
+    def __init__(self, cache: ShardCache, window: int) -> None:
+        self.cache, self.window = cache, window
+        self._sequence: list[int] = []  # the shards in the order the epoch visits them
+
+    def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
+        """Download in the order an epoch of ``indices`` visits the shards."""
+        self._sequence = order.visit_order(indices)
+
+    def ahead(self, shards: list[ShardInfo], index: int) -> None:
+        """Start downloading shard ``index`` and the window of shards the epoch visits next."""
+        sequence = self._sequence
+        position = sequence.index(index) if index in sequence else len(sequence)
+        upcoming = [shards[index]]
+        upcoming += [shards[i] for i in sequence[position + 1:position + 1 + self.window]]
+        self.cache.prefetch([(f, sha) for s in upcoming
+                             for f, sha in ((s.images, s.sha256), (s.labels, s.labels_sha256))
+                             if f is not None])
+
+    def open_file(self, name: str, sha256: str | None, verify: bool, **expected: Any) -> np.ndarray:
+        return self.cache.open(name, sha256 or "", lambda path: open_shard(path, **expected))
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def files_of(location: Location, manifest: Manifest, shards: list[ShardInfo],
+             identities: dict[str, Any], *, window: int, cache_dir: str | None,
+             cache_bytes: int) -> InPlaceFiles | DownloadedFiles:
+    """Where the files of ``shards`` are mapped from (see the module docstring)."""
+    return location.map_files(
+        in_place=lambda: InPlaceFiles(location, identities),
+        downloading=lambda: _downloaded(location, manifest, shards, window=window,
+                                        cache_dir=cache_dir, cache_bytes=cache_bytes))
+
+
+def _downloaded(location: Location, manifest: Manifest, shards: list[ShardInfo], *,
+                window: int, cache_dir: str | None, cache_bytes: int) -> DownloadedFiles:
+    """The files of a remote ``location``, through a cache that must hold two windows."""
+    largest = max((shard_bytes(manifest, s) for s in shards), default=0)
+    if cache_bytes < 2 * window * largest:
+        raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold two windows of "
+                          f"{window} shards (at least {2 * window * largest:,} bytes)")
+    cache = ShardCache(location, cache_dir or default_cache_dir(), cache_bytes, keep=4 * window)
+    return DownloadedFiles(cache, window)
+
+
+class ShardWindow:
+    """The memory maps of at most ``size`` shards of a split, least recently used unmapped first.
+
+    Thread-safe: Keras' workers ask for batches from several threads.
+    """
+
+    def __init__(self, location: Location, manifest: Manifest, shards: list[ShardInfo],
+                 files: InPlaceFiles | DownloadedFiles, *, size: int, verify: bool) -> None:
+        self.location, self.manifest, self.shards, self.files = location, manifest, shards, files
+        self.size, self.verify = size, verify
+        self.lock = threading.Lock()
+        self._open: OrderedDict[int, MappedShard] = OrderedDict()
+        self._verified: set[int] = set()
+
+    def shard(self, index: int) -> MappedShard:
+        """The memory maps of shard ``index``; shards beyond the window's reach are unmapped."""
+        with self.lock:
+            if index in self._open:
+                self._open.move_to_end(index)
+                return self._open[index]
+            while len(self._open) >= self.size:  # unmap first: never window + 1 mapped
+                self._open.popitem(last=False)
+            self.files.ahead(self.shards, index)
+            opened = self._map(self.shards[index],
+                               verify=self.verify and index not in self._verified)
+            self._verified.add(index)
+            self._open[index] = opened
+            return opened
+
+    def _map(self, info: ShardInfo, *, verify: bool) -> MappedShard:
+        manifest = self.manifest
+        images = self.files.open_file(info.images, info.sha256, verify,
+                                      shape=(info.num_samples, *manifest.image_shape),
+                                      dtype=manifest.dtype)
+        labels = None
+        if info.labels is not None:  # copied (4 bytes a sample), so that the labels checked
+            # are the ones served: a shared map shows whatever is written to the file later
+            labels = np.array(self.files.open_file(info.labels, info.labels_sha256, verify,
+                                                   shape=(info.num_samples,), dtype="int32"))
+            check_labels(self.location.display(info.labels), labels, manifest.num_classes)
+        return images, labels
+
+    def release_all(self) -> None:
+        """Unmap every shard."""
+        with self.lock:
+            self._open.clear()
+
+    def close(self) -> None:
+        """Unmap every shard and stop downloading ahead."""
+        self.release_all()
+        self.files.close()
+
+
+def prefetched(batches: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``batches`` in a background thread, at most ``depth`` ahead; stop when closed."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+            put(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            put(error)
+
+    thread = threading.Thread(target=fill, name="imgshard-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
