@@ -91,7 +91,8 @@ class BatchMaker:
         return batch, None if self.num_classes is None else batch_labels
 
 
-def encode_labels(labels: np.ndarray | None, label_mode: str, num_classes: int | None) -> np.ndarray:
+def encode_labels(labels: np.ndarray | None, label_mode: str,
+                  num_classes: int | None) -> np.ndarray:
     """Class indices as Keras' ``label_mode`` has them: int32 indices (``"int"``), one-hot
     float32 (``"categorical"``) or float32 of shape (b, 1) (``"binary"``)."""
     if labels is None:
