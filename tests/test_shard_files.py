@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from imgshard.formats import RowStream, read_rows, write_rows_atomically
+from imgshard.formats.npy import RowStream, read_rows, write_rows_atomically
 from imgshard.storage.files import atomic_file
 
 

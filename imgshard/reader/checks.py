@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ImgshardError, MissingShardError
-from ..formats import check_npy_size
+from ..formats import shard_format
 from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
 from ..storage import Location
@@ -116,7 +116,7 @@ def check_memory(reader: "ShardReader", split: str) -> None:
 def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
     """Bytes of a shard's files (images and labels), from the manifest alone."""
     pixels = info.num_samples * math.prod(manifest.image_shape) * np.dtype(manifest.dtype).itemsize
-    return pixels + 4 * info.num_samples + 256
+    return pixels + 4 * info.num_samples + 2 * shard_format().ESTIMATED_HEADER_BYTES
 
 
 def file_identity_of(location: Location, name: str) -> tuple[int, int, int, int] | None:
@@ -155,6 +155,6 @@ def check_sizes(location: Location, manifest: Manifest,
                 size = listed[name]
             else:
                 raise MissingShardError(f"{path}: shard file is missing")
-            check_npy_size(path, size, shape=(info.num_samples, *row_shape), dtype=dtype,
-                           local=location.is_local)
+            shard_format().check_size(path, size, shape=(info.num_samples, *row_shape),
+                                      dtype=dtype, local=location.is_local)
     return identities

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingShardError
-from ..formats import check_labels, open_shard
+from ..formats import check_labels, shard_format
 from ..layout import MANIFEST_NAME
 from ..manifest import Manifest, ShardInfo, read_manifest
 from ..storage import Location
@@ -318,8 +318,9 @@ class ShardReader:
                    **expected: Any) -> np.ndarray:
         """Map a file of the directory, from the local cache when it is remote."""
         if self.cache is None:
-            return open_shard(self.location.path(name), sha256=sha256 if verify else None,
-                              identity=self._identities[name], **expected)
+            return shard_format().open_shard(self.location.path(name),
+                                             sha256=sha256 if verify else None,
+                                             identity=self._identities[name], **expected)
         return self.cache.open(name, sha256 or "", lambda path: _open_cached(path, **expected))
 
     def close(self) -> None:
@@ -388,7 +389,7 @@ def _open_cached(path: str, **expected: Any) -> np.ndarray:
     """:func:`open_shard` on a cache file; FileNotFoundError if another reader sharing the cache
     evicted it, even between finding the file and mapping it (once mapped, it stays readable)."""
     try:
-        return open_shard(path, **expected)
+        return shard_format().open_shard(path, **expected)
     except MissingShardError:
         raise FileNotFoundError(path) from None
 
