@@ -19,7 +19,6 @@ from imgshard import ImgshardError, ShardReader
 from imgshard.config import stored_values
 from imgshard.errors import ShardError
 from imgshard.formats import DEFAULT_FORMAT, FORMATS, shard_format
-from imgshard.formats import npy as npy_format
 from imgshard.formats.npy import RowStream, read_rows, write_rows_atomically
 from imgshard.layout import (
     images_name,
@@ -32,6 +31,7 @@ from imgshard.layout import (
     temp_prefix,
 )
 from imgshard.storage.files import atomic_file
+from imgshard.preview import write_preview
 from imgshard.verify import verify_directory
 
 
@@ -131,7 +131,8 @@ def test_names_are_those_imgshard_always_wrote():
 
 # -- a second shard format, defined here: the seam (imgshard.formats) ---------------------------
 
-RAW_HEADER_BYTES = 64
+#: Larger than any .npy header, so that a size checked as .npy fails.
+RAW_HEADER_BYTES = 16384
 
 
 def _raw_header(rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -216,23 +217,28 @@ def test_an_unknown_format_name_is_one_line():
         shard_format("tar")
 
 
+def _everything_served(directory: str) -> list:
+    batches = []
+    for split in ("train", "val"):
+        with ShardReader(directory, split, shuffle=False) as reader:
+            batches += [(images.copy(), labels.copy()) for images, labels in reader]
+    return batches
+
+
 def test_a_build_verify_and_read_go_through_the_format_alone(tmp_path, monkeypatch):
-    """The default format swapped for the one above: every file a build writes, verify checks
-    and a reader serves is the format's, and the samples served are the same as with .npy."""
+    """The default format swapped for the one above: every file a build writes, verify checks,
+    a reader serves and preview shows is the format's, and the samples are those of .npy."""
     npy_out = build_small(tmp_path / "npy", broken=True)
+    npy_batches = _everything_served(npy_out)
+    write_preview(npy_out, str(tmp_path / "npy.png"))
     monkeypatch.setitem(FORMATS, DEFAULT_FORMAT, RAW)
     raw_out = build_small(tmp_path / "raw", broken=True)
-    shards = sorted(name for name in os.listdir(raw_out) if is_own_file(name, ".raw"))
-    assert shards and not any(name.endswith(".npy") for name in os.listdir(raw_out))
     assert [name.replace(".npy", ".raw") for name in sorted(os.listdir(npy_out))] == \
         sorted(os.listdir(raw_out))
     assert verify_directory(raw_out, deep=True) == []
-    for split in ("train", "val"):
-        with ShardReader(raw_out, split, shuffle=False) as raw_reader:
-            served = list(raw_reader)
-        monkeypatch.setitem(FORMATS, DEFAULT_FORMAT, npy_format)
-        with ShardReader(npy_out, split, shuffle=False) as npy_reader:
-            for (raw_x, raw_y), (npy_x, npy_y) in zip(served, npy_reader, strict=True):
-                np.testing.assert_array_equal(raw_x, npy_x)
-                np.testing.assert_array_equal(raw_y, npy_y)
-        monkeypatch.setitem(FORMATS, DEFAULT_FORMAT, RAW)
+    for (raw_x, raw_y), (npy_x, npy_y) in zip(_everything_served(raw_out), npy_batches,
+                                              strict=True):
+        np.testing.assert_array_equal(raw_x, npy_x)
+        np.testing.assert_array_equal(raw_y, npy_y)
+    write_preview(raw_out, str(tmp_path / "raw.png"))
+    assert (tmp_path / "raw.png").read_bytes() == (tmp_path / "npy.png").read_bytes()
