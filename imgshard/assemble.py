@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import BuildConfig
-from .formats import RowStream, read_rows
+from .formats import RowWriter, ShardFormat, shard_format
 from .layout import SAMPLES_COLUMNS, images_name, labels_name
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
@@ -36,7 +36,7 @@ class _JoinedShard:
 
     index: int
     expected_rows: int
-    writer: RowStream
+    writer: RowWriter
     file: contextlib.ExitStack
     samples: list[Sample] = field(default_factory=list)
 
@@ -55,6 +55,7 @@ class SplitAssembler:
     class_names: list[str] | None
     samples_writer: "csv._writer"
     num_inputs: int
+    file_format: ShardFormat = field(default_factory=shard_format)
     shards: list[ShardInfo] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     bytes_written: int = 0
@@ -119,9 +120,12 @@ class SplitAssembler:
         """Rows of the next shard if no more files are skipped: full, or all the split has left."""
         return min(self.config.shard_size, pending + self.num_inputs - self._inputs_seen)
 
+    def _images_name(self, index: int) -> str:
+        return images_name(self.split, index, self.file_format.SUFFIX)
+
     def _rename_part(self, result: ShardResult, kept: list[Sample]) -> None:
         index = len(self.shards)
-        name = images_name(self.split, index)
+        name = self._images_name(index)
         if self.out.is_local:
             sync_file(self.out.path(result.part))
         self.out.replace(result.part, name)
@@ -139,7 +143,7 @@ class SplitAssembler:
                 self._joined = self._open_joined(self._next_shard_rows(len(kept) - done))
             joined = self._joined
             take = min(len(kept) - done, joined.expected_rows - joined.writer.rows)
-            for rows in read_rows(part_path, done, take):
+            for rows in self.file_format.read_rows(part_path, done, take):
                 joined.writer.append(rows)
             joined.samples += kept[done:done + take]
             done += take
@@ -149,20 +153,21 @@ class SplitAssembler:
     def _open_joined(self, expected_rows: int) -> _JoinedShard:
         index = len(self.shards)
         file = contextlib.ExitStack()
-        stream = file.enter_context(self.out.atomic_file(images_name(self.split, index)))
-        writer = RowStream(stream, expected_rows=expected_rows, row_shape=self.config.image_shape,
-                           dtype=np.dtype(self.config.dtype))
+        stream = file.enter_context(self.out.atomic_file(self._images_name(index)))
+        writer = self.file_format.RowStream(stream, expected_rows=expected_rows,
+                                            row_shape=self.config.image_shape,
+                                            dtype=np.dtype(self.config.dtype))
         return _JoinedShard(index, expected_rows, writer, file)
 
     def _close_joined(self) -> None:
         joined, self._joined = self._joined, None
         with joined.file:
             digest = joined.writer.finish()
-        self.bytes_written += self.out.size(images_name(self.split, joined.index))
+        self.bytes_written += self.out.size(self._images_name(joined.index))
         self.shards.append(self._finish_shard(joined.index, digest, joined.samples))
 
     def _finish_shard(self, index: int, digest: str, samples: list[Sample]) -> ShardInfo:
-        shard_file = images_name(self.split, index)
+        shard_file = self._images_name(index)
         for row, sample in enumerate(samples):
             label = "" if sample.label is None else sample.label
             self.samples_writer.writerow((sample.path, self.split, shard_file, row, label))
@@ -171,9 +176,10 @@ class SplitAssembler:
         labels = np.array([s.label for s in samples], dtype=np.int32)
         for label in labels.tolist():
             self._counts[label] = self._counts.get(label, 0) + 1
-        labels_file = labels_name(self.split, index)
+        labels_file = labels_name(self.split, index, self.file_format.SUFFIX)
         with self.out.atomic_file(labels_file) as stream:
-            writer = RowStream(stream, expected_rows=len(labels), row_shape=(), dtype=labels.dtype)
+            writer = self.file_format.RowStream(stream, expected_rows=len(labels), row_shape=(),
+                                                dtype=labels.dtype)
             writer.append(labels)
             labels_digest = writer.finish()
         self.bytes_written += self.out.size(labels_file)

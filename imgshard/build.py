@@ -31,6 +31,7 @@ from .assemble import SplitAssembler, open_samples_csv
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executors.local import default_workers, run_tasks, started_pool
+from .formats import shard_format
 from .layout import BUILD_ID, MANIFEST_NAME, SAMPLES_NAME, SAMPLES_PARTIAL
 from .manifest import Manifest, Skip, SplitInfo, write_manifest
 from .outdir import check_apart, check_resumable, locked, prepare_out, remove_leftovers
@@ -79,7 +80,8 @@ class BuildPlan:
         """Bytes on disk if every image decodes (stored as ``dtype``): pixels, labels, headers."""
         labels = 0 if self.scan.class_names is None else 4
         shards = sum(self.num_shards(split) for split in self.scan.splits)
-        per_shard_headers = 128 * (1 if self.scan.class_names is None else 2)
+        files_per_shard = 1 if self.scan.class_names is None else 2
+        per_shard_headers = shard_format().ESTIMATED_HEADER_BYTES * files_per_shard
         return self.scan.num_samples * (self.bytes_per_image(dtype) + labels) + shards * per_shard_headers
 
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from .config import DEFAULT_MAX_PIXELS
 from .errors import ImgshardError, ShardError
-from .formats import open_shard
+from .formats import shard_format
 from .manifest import (
     Manifest,
     ManifestError,
@@ -114,9 +114,9 @@ def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
     with contextlib.ExitStack() as stack:
         maps: dict[str, np.ndarray] = {}
         for name in sorted({shard for _, chosen in picked for shard, _ in chosen}):
-            maps[name] = open_shard(stack.enter_context(local_copy(directory, name)),
-                                    shape=(shards[name].num_samples, *manifest.image_shape),
-                                    dtype=manifest.dtype)
+            maps[name] = shard_format().open_shard(
+                stack.enter_context(local_copy(directory, name)),
+                shape=(shards[name].num_samples, *manifest.image_shape), dtype=manifest.dtype)
         return [(title, [np.array(maps[shard][index]) for shard, index in chosen])
                 for title, chosen in picked]
 

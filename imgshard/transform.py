@@ -1,9 +1,8 @@
-"""Decode one image file into the stored pixels: orientation, colour, size, then dtype.
+"""Decode one image file into uint8 pixels: orientation, colour, then size.
 
 :func:`load_pixels` is the whole per-image pipeline up to uint8 pixels shaped (H, W, C); it
 either returns them or raises :class:`SkipImage` with the reason that goes into the manifest.
-:func:`cast_table` and :func:`store_pixels` turn those pixels into the stored dtype with a
-256-entry lookup table: exact, and several times faster than ``astype(float16) / 255``.
+The shard format turns those pixels into the stored dtype (see ``formats/npy.py``).
 
 Large JPEGs are decoded with Pillow's ``draft()`` (DCT-domain scaling) to no less than twice
 the size they are resized to, which keeps the final antialiased resize faithful (PSNR above
@@ -24,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import BuildConfig, stored_values
+from .config import BuildConfig
 from .storage import Location
 
 RESAMPLING = {
@@ -280,17 +279,3 @@ def _resize(image: Image.Image, box: Box, size: tuple[int, int], config: BuildCo
     canvas[top:top + size[1], left:left + size[0]] = pixels
     return canvas
 
-
-def cast_table(config: BuildConfig) -> np.ndarray | None:
-    """The stored value of each 8-bit pixel value (``pixel * rescale + offset``), None for uint8."""
-    if config.dtype == "uint8":
-        return None
-    return stored_values(config.rescale, config.offset, config.dtype)
-
-
-def store_pixels(pixels: np.ndarray, table: np.ndarray | None, out: np.ndarray) -> None:
-    """Write uint8 ``pixels`` into ``out`` (a row of a shard) in the stored dtype."""
-    if table is None:
-        out[...] = pixels
-    else:
-        np.take(table, pixels, out=out)

@@ -24,8 +24,8 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError, ShardError
 from .executors.local import stoppable_pool
-from .formats import check_labels, open_shard
-from .layout import OWN_FILE
+from .formats import check_labels, shard_format
+from .layout import is_own_file
 from .manifest import (
     Manifest,
     ManifestError,
@@ -37,7 +37,6 @@ from .manifest import (
 )
 from .storage import Location
 from .storage.files import regular_file_sha256
-from .transform import cast_table
 
 #: Rows read at a time by the deep check, so memory stays flat whatever the shard size.
 DEEP_CHUNK_ROWS = 64
@@ -83,7 +82,7 @@ def _mirror(location: Location, manifest: Manifest, mirror: str) -> None:
         list(pool.map(lambda name: location.download(name, os.path.join(mirror, name)),
                       sorted(wanted & present)))
     for name in present - wanted:
-        if OWN_FILE.fullmatch(name):
+        if is_own_file(name, shard_format().SUFFIX):
             open(os.path.join(mirror, name), "wb").close()
 
 
@@ -117,14 +116,16 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
         for shard in split.shards:
             listed.update({shard.images, shard.labels})
             try:
-                open_shard(os.path.join(directory, shard.images),
-                           shape=(shard.num_samples, *manifest.image_shape), dtype=manifest.dtype)
+                shard_format().open_shard(os.path.join(directory, shard.images),
+                                          shape=(shard.num_samples, *manifest.image_shape),
+                                          dtype=manifest.dtype)
             except ShardError as error:
                 yield Problem(shard.images, str(error).split(": ", 1)[-1])
             if shard.labels:
                 try:
-                    labels = np.asarray(open_shard(os.path.join(directory, shard.labels),
-                                                   shape=(shard.num_samples,), dtype="int32"))
+                    labels = np.asarray(shard_format().open_shard(
+                        os.path.join(directory, shard.labels), shape=(shard.num_samples,),
+                        dtype="int32"))
                     check_labels(shard.labels, labels, manifest.num_classes)
                     labels_seen += _count_labels(labels, manifest.num_classes or 0)
                 except ShardError as error:
@@ -135,7 +136,7 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
                 yield Problem("manifest.json", f"class counts of split {split_name} disagree "
                               f"with its label files ({counted})")
     for name in sorted(os.listdir(directory)):
-        if OWN_FILE.fullmatch(name) and name not in listed:
+        if is_own_file(name, shard_format().SUFFIX) and name not in listed:
             yield Problem(name, "shard file not listed in the manifest")
 
 
@@ -207,8 +208,8 @@ def _labels(directory: str, shard: ShardInfo) -> np.ndarray | None:
     if not shard.labels:
         return None
     try:
-        return np.asarray(open_shard(os.path.join(directory, shard.labels),
-                                     shape=(shard.num_samples,), dtype="int32"))
+        return np.asarray(shard_format().open_shard(os.path.join(directory, shard.labels),
+                                                    shape=(shard.num_samples,), dtype="int32"))
     except ShardError:
         return None
 
@@ -219,9 +220,9 @@ def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
     for split in manifest.splits.values():
         for shard in split.shards:
             try:
-                images = open_shard(os.path.join(directory, shard.images),
-                                    shape=(shard.num_samples, *manifest.image_shape),
-                                    dtype=manifest.dtype)
+                images = shard_format().open_shard(os.path.join(directory, shard.images),
+                                                   shape=(shard.num_samples, *manifest.image_shape),
+                                                   dtype=manifest.dtype)
             except ShardError:
                 continue  # already reported
             for start in range(0, len(images), DEEP_CHUNK_ROWS):
@@ -238,7 +239,7 @@ def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
 
 def _value_range(manifest: Manifest) -> tuple[float, float]:
     try:
-        table = cast_table(BuildConfig.from_dict(manifest.config))
+        table = shard_format().cast_table(BuildConfig.from_dict(manifest.config))
     except ImgshardError:
         table = None
     if table is None:

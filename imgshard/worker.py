@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BuildConfig
-from .formats import RowStream
+from .formats import shard_format
 from .layout import part_name
 from .libc import release_freed_memory
 from .storage import Location
-from .transform import SkipImage, cast_table, load_pixels, read_source, store_pixels
+from .transform import SkipImage, load_pixels, read_source
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ShardTask:
     @property
     def part(self) -> str:
         """The name of the part file this task writes in OUT (tagged with the build id)."""
-        return part_name(self.split, self.index, self.out.temp_tag)
+        return part_name(self.split, self.index, self.out.temp_tag, shard_format().SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,14 @@ def run_shard_task(task: ShardTask) -> ShardResult:
     it is decoded, so a worker holds one image at a time, whatever the shard size.
     """
     config = task.config
-    table = cast_table(config)
+    file_format = shard_format()
+    table = file_format.cast_table(config)
     row = np.empty((1, *config.image_shape), dtype=config.dtype)
     skipped: list[tuple[int, str]] = []
     with task.out.atomic_file(task.part, durable=False) as stream:
-        part = RowStream(stream, expected_rows=len(task.paths), row_shape=config.image_shape,
-                         dtype=np.dtype(config.dtype), checksum=task.whole)
+        part = file_format.RowStream(stream, expected_rows=len(task.paths),
+                                     row_shape=config.image_shape, dtype=np.dtype(config.dtype),
+                                     checksum=task.whole)
         for position, rel in enumerate(task.paths):
             try:
                 with read_source(task.src, rel) as source:
@@ -82,7 +84,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             except SkipImage as skip:
                 skipped.append((position, str(skip)))
                 continue
-            store_pixels(pixels, table, row[0])
+            file_format.store_pixels(pixels, table, row[0])
             part.append(row)
         digest = part.finish()
     release_freed_memory()

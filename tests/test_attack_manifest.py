@@ -24,7 +24,7 @@ from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
 from imgshard.errors import ShardError
 from imgshard.storage.files import file_sha256
-from imgshard.formats import npy_header, open_shard
+from imgshard.formats.npy import npy_header, open_shard
 
 from conftest import edit_manifest as edit, run
 

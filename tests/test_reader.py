@@ -228,7 +228,7 @@ def rss_bytes() -> int:
 def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path):
     """~200 MB of shards read in full: resident memory grows by far less than that."""
     from imgshard.manifest import Manifest, ShardInfo, SplitInfo, write_manifest
-    from imgshard.formats import write_array_atomically
+    from imgshard.formats.npy import write_array_atomically
 
     shape, per_shard, count = (64, 64, 3), 512, 16  # 12.6 MB per shard, 201 MB float16
     infos = []

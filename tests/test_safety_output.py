@@ -17,7 +17,7 @@ import fsspec
 import pytest
 
 from imgshard import BuildConfig, build
-from imgshard.layout import OWN_FILE
+from imgshard.layout import is_own_file
 from imgshard.outdir import OutputError, prepare_out
 from imgshard.storage import Location
 
@@ -190,7 +190,7 @@ def test_shard_names_past_99999_are_written_recorded_and_deleted(tmp_path):
     from imgshard.layout import images_name
 
     assert images_name("train", 100_000) == "train-100000.npy"
-    assert OWN_FILE.fullmatch("train-100000.labels.npy")  # verify's "unlisted shard file"
+    assert is_own_file("train-100000.labels.npy")  # verify's "unlisted shard file"
     out = tmp_path / "out"
     names = ["train-99999.npy", "train-100000.npy", "train-100000.labels.npy",
              ".part-0123456789ab-train-100000.npy", ".tmp-0123456789ab-train-100000.npy",

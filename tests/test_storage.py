@@ -284,11 +284,11 @@ def test_memory_urls_refuse_the_dask_executor(src, memory_url):
 def test_a_cache_file_evicted_as_it_is_opened_is_fetched_again(src, tmp_path, memory_url, monkeypatch):
     """Another reader sharing the cache may delete a file between our finding and mapping it
     (and even fetch it back before we look again): the open is retried, not failed."""
-    import imgshard.reader.window as reader_module
+    import imgshard.formats.npy as npy_format
 
     build(src, f"{memory_url}/shards", CONFIG, workers=1)
     evicted: list[str] = []
-    open_shard = reader_module.open_shard
+    open_shard = npy_format.open_shard
 
     def evicted_once(path, **expected):
         if path.endswith(".npy") and not evicted:
@@ -296,7 +296,7 @@ def test_a_cache_file_evicted_as_it_is_opened_is_fetched_again(src, tmp_path, me
             os.remove(path)  # the other reader's eviction, just before our map
         return open_shard(path, **expected)
 
-    monkeypatch.setattr(reader_module, "open_shard", evicted_once)
+    monkeypatch.setattr(npy_format, "open_shard", evicted_once)
     with ShardReader(f"{memory_url}/shards", cache_dir=str(tmp_path / "cache")) as reader:
         assert sum(len(x) for x, _ in reader) == 11
         assert reader.cache.downloaded == len(reader.shards) * 2 + 1  # one file fetched twice

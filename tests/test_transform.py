@@ -10,7 +10,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from imgshard.config import BuildConfig
-from imgshard.transform import SkipImage, cast_table, load_pixels, store_pixels
+from imgshard.formats.npy import cast_table, store_pixels
+from imgshard.transform import SkipImage, load_pixels
 
 from conftest import write_image
 

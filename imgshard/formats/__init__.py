@@ -1,20 +1,90 @@
-"""Shard formats: how a shard's rows are written to a file and mapped back.
+"""Shard formats: how a shard's rows are written to a file and mapped back, chosen by name.
 
-Callers import from here, never from a format's own module, so that a second format is one new
-module beside ``npy.py`` (today's only format: standard ``.npy`` arrays).
+A format is a module (or any object) with the members of :class:`ShardFormat`; ``npy.py``,
+standard ``.npy`` arrays, is today's only one. Callers never import a format's module: they ask
+:func:`shard_format` for it, so that a second format is one new module here plus one line in
+:data:`FORMATS`. A manifest names no format today and its bytes stay so: absent means
+:data:`DEFAULT_FORMAT`.
 """
 
-from .npy import (
-                  NPY_MAX_HEADER,
-                  RowStream,
-                  check_labels,
-                  check_npy_size,
-                  npy_header,
-                  open_shard,
-                  read_rows,
-                  write_array_atomically,
-                  write_rows_atomically,
-)
+from __future__ import annotations
 
-__all__ = ["NPY_MAX_HEADER", "RowStream", "check_labels", "check_npy_size", "npy_header",
-           "open_shard", "read_rows", "write_array_atomically", "write_rows_atomically"]
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from ..config import BuildConfig
+from ..errors import ImgshardError, ShardError
+from . import npy
+
+
+class RowWriter(Protocol):
+    """Rows appended to a shard file being written (see :class:`npy.RowStream`)."""
+
+    rows: int
+
+    def append(self, rows: np.ndarray) -> None: ...
+
+    def finish(self) -> str | None: ...
+
+
+class ShardFormat(Protocol):
+    """What a shard format provides: each member is named and behaves as in ``npy.py``."""
+
+    #: The end of its shard, label and part file names (see :mod:`imgshard.layout`).
+    SUFFIX: str
+    #: The bytes a file takes beyond its rows, as a build estimates its output size.
+    ESTIMATED_HEADER_BYTES: int
+
+    def RowStream(self, stream: BinaryIO, *, expected_rows: int, row_shape: tuple[int, ...],
+                  dtype: np.dtype, checksum: bool = True) -> RowWriter: ...
+
+    def read_rows(self, path: str, start: int, count: int, *, chunk_bytes: int = ...,
+                  ) -> Iterator[np.ndarray]: ...
+
+    def open_shard(self, path: str, *, shape: tuple[int, ...] | None = None,
+                   dtype: str | None = None, sha256: str | None = None,
+                   identity: tuple[int, int, int, int] | None = None) -> np.ndarray: ...
+
+    def check_size(self, path: str, size: int, *, shape: tuple[int, ...], dtype: str,
+                   local: bool) -> None: ...
+
+    def cast_table(self, config: BuildConfig) -> np.ndarray | None: ...
+
+    def store_pixels(self, pixels: np.ndarray, table: np.ndarray | None,
+                     out: np.ndarray) -> None: ...
+
+
+#: The format of a shard directory whose manifest names none: every manifest today.
+DEFAULT_FORMAT = "npy"
+FORMATS: dict[str, ShardFormat] = {"npy": npy}
+
+
+def shard_format(name: str = DEFAULT_FORMAT) -> ShardFormat:
+    """The format registered as ``name``.
+
+    Raises:
+        ImgshardError: no format has that name.
+    """
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ImgshardError(f"unknown shard format {name!r} (imgshard knows: "
+                            f"{', '.join(sorted(FORMATS))})") from None
+
+
+def check_labels(path: str, labels: np.ndarray, num_classes: int | None) -> None:
+    """Refuse a label file holding a label outside ``[0, num_classes)`` (one pass over n int32),
+    whatever format mapped it.
+
+    Raises:
+        ShardError: naming the file and the first such label.
+    """
+    if num_classes is None or not len(labels):
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ShardError(f"{path}: label {bad} outside [0, {num_classes}) (the manifest has "
+                         f"{num_classes} classes)")

@@ -1,12 +1,15 @@
-"""Shard files on disk: standard ``.npy`` arrays, written atomically, read as memory maps.
+"""The npy shard format: standard ``.npy`` arrays, written as a stream of rows, read as memory maps.
 
-A shard is two files, ``{split}-{index:05d}.npy`` holding images shaped (n, H, W, C) and
-``{split}-{index:05d}.labels.npy`` holding int32 labels shaped (n,). Both are plain numpy
-format version 1 files, so ``np.load(path, mmap_mode="r")`` opens them without imgshard.
-Every file is first written under a hidden temporary name (``.tmp-...``) in the same directory
-and then renamed into place, so a half-written file never carries a final name. A build tags
-its temporary names with its build id (``.tmp-{build}-{name}.{pid}``), so that a later build
-can tell them from files it must not delete; the pid keeps two writers of one name apart.
+A shard is two files, ``{split}-{index:05d}.npy`` holding images shaped (n, H, W, C) in the
+stored dtype and ``{split}-{index:05d}.labels.npy`` holding int32 labels shaped (n,) (see
+:mod:`imgshard.layout`). Both are plain numpy format version 1 files, C order, so
+``np.load(path, mmap_mode="r")`` opens them without imgshard. A reader accepts numpy format
+versions 1 and 2, C order, numeric dtypes and headers of at most :data:`NPY_MAX_HEADER` bytes,
+checked before numpy reads the header. Pixels are stored through a 256-entry lookup table
+(:func:`cast_table`): exact, and several times faster than ``astype(float16) / 255``.
+
+This module is a :class:`~imgshard.formats.ShardFormat`: callers get it from
+:func:`~imgshard.formats.shard_format`, never by importing it.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ..config import BuildConfig, stored_values
 from ..errors import ShardError
 from ..storage.files import atomic_file, descriptor_sha256, file_identity, open_regular
 
 #: The sizes of a ``.npy`` header: 16 bytes at least (numpy pads to 64 today); numpy reads at
 #: most 10,000 bytes of it (``max_header_size``) after the 12 bytes of magic and length.
 NPY_MIN_HEADER, NPY_MAX_HEADER = 16, 10_012
+#: The end of the names of this format's files.
+SUFFIX = ".npy"
+#: The header numpy writes for a shard or label file (padded to a multiple of 64 bytes).
+ESTIMATED_HEADER_BYTES = 128
 
 
 def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
@@ -142,7 +150,7 @@ def read_rows(path: str, start: int, count: int, *, chunk_bytes: int = 1 << 22,
             count -= len(rows)
 
 
-def check_npy_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
+def check_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
                    local: bool) -> None:
     """Refuse a ``.npy`` file whose size cannot hold an array of ``shape`` and ``dtype``.
 
@@ -226,16 +234,16 @@ def _map_npy(stream: BinaryIO) -> np.ndarray:
     return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset)
 
 
-def check_labels(path: str, labels: np.ndarray, num_classes: int | None) -> None:
-    """Refuse a label file holding a label outside ``[0, num_classes)`` (one pass over n int32).
+def cast_table(config: BuildConfig) -> np.ndarray | None:
+    """The stored value of each 8-bit pixel value (``pixel * rescale + offset``), None for uint8."""
+    if config.dtype == "uint8":
+        return None
+    return stored_values(config.rescale, config.offset, config.dtype)
 
-    Raises:
-        ShardError: naming the file and the first such label.
-    """
-    if num_classes is None or not len(labels):
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        bad = low if low < 0 else high
-        raise ShardError(f"{path}: label {bad} outside [0, {num_classes}) (the manifest has "
-                         f"{num_classes} classes)")
+
+def store_pixels(pixels: np.ndarray, table: np.ndarray | None, out: np.ndarray) -> None:
+    """Write uint8 ``pixels`` into ``out`` (a row of a shard) in the stored dtype."""
+    if table is None:
+        out[...] = pixels
+    else:
+        np.take(table, pixels, out=out)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ImgshardError
-from ..formats import check_npy_size
+from ..formats import shard_format
 from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
 from ..storage import Location
@@ -114,7 +114,7 @@ def check_memory(reader: "ShardReader", split: str) -> None:
 def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
     """Bytes of a shard's files (images and labels), from the manifest alone."""
     pixels = info.num_samples * math.prod(manifest.image_shape) * np.dtype(manifest.dtype).itemsize
-    return pixels + 4 * info.num_samples + 256
+    return pixels + 4 * info.num_samples + 2 * shard_format().ESTIMATED_HEADER_BYTES
 
 
 def check_sizes(location: Location, manifest: Manifest,
@@ -135,7 +135,7 @@ def check_sizes(location: Location, manifest: Manifest,
     stats = location.file_stats([name for name, _, _ in expected])
     for (name, shape, dtype), (_, size, identity) in zip(expected, stats):
         # a file seen on this machine (it has an identity) is opened to say what is wrong
-        check_npy_size(location.display(name), size, shape=shape, dtype=dtype,
-                       local=identity is not None)
+        shard_format().check_size(location.display(name), size, shape=shape, dtype=dtype,
+                                  local=identity is not None)
         identities[name] = identity
     return identities

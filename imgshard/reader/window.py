@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import check_labels, open_shard
+from ..formats import check_labels, shard_format
 from ..manifest import Manifest, ShardInfo
 from ..storage import Location
 from .batches import MappedShard
@@ -44,8 +44,9 @@ class InPlaceFiles:
         """Nothing to fetch ahead of a shard."""
 
     def open_file(self, name: str, sha256: str | None, verify: bool, **expected: Any) -> np.ndarray:
-        return open_shard(self.location.path(name), sha256=sha256 if verify else None,
-                          identity=self.identities[name], **expected)
+        return shard_format().open_shard(self.location.path(name),
+                                         sha256=sha256 if verify else None,
+                                         identity=self.identities[name], **expected)
 
     def close(self) -> None:
         """Nothing runs in the background."""
@@ -75,7 +76,8 @@ class DownloadedFiles:
                              if f is not None])
 
     def open_file(self, name: str, sha256: str | None, verify: bool, **expected: Any) -> np.ndarray:
-        return self.cache.open(name, sha256 or "", lambda path: open_shard(path, **expected))
+        opener = shard_format().open_shard
+        return self.cache.open(name, sha256 or "", lambda path: opener(path, **expected))
 
     def close(self) -> None:
         self.cache.close()
