@@ -31,17 +31,16 @@ from .config import (
     RESIZE_MODES,
     BuildConfig,
     ConfigError,
-    changed_options,
     load_toml,
     parse_classes,
     parse_size,
 )
 from .errors import ImgshardError
-from .executors.local import default_workers, started_pool
+from .executors import executor_kind, executor_named
 from .interrupts import Terminated, sigterm_as_interrupt
-from .layout import PROGRESS_NAME, remote_progress_name
 from .outdir import check_apart
-from .resources import check_memory, local_workers
+from .resources import check_memory, default_workers
+from .resume_log import holds_log
 from .storage import Location, parse_storage_options
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
@@ -80,10 +79,10 @@ def interrupted_message() -> str:
     if ctx is None or ctx.info_name != "build":
         return "Interrupted."
     try:
-        sizes = Location.of(ctx.params["out"], ctx.params["storage_options"]).sizes()
+        resumable = holds_log(Location.of(ctx.params["out"], ctx.params["storage_options"]))
     except (ImgshardError, OSError):
-        sizes = {PROGRESS_NAME: 1}  # cannot tell: the hint that fits a build interrupted midway
-    if sizes.get(PROGRESS_NAME) or remote_progress_name(0) in sizes:  # a plan line to resume
+        resumable = True  # cannot tell: the hint that fits a build interrupted midway
+    if resumable:
         return ("Interrupted: the output has no manifest.json yet; run the same command with "
                 "--resume to continue.")
     return "Interrupted before the build wrote anything to resume: run the same command again."
@@ -191,48 +190,30 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     SRC and OUT may be local folders or URLs (s3://bucket/prefix, gs://..., memory://...).
     """
     config, workers = resolve_options(ctx, config_file, options)
-    if scheduler is not None and executor != "dask":
+    if scheduler is not None and not executor_kind(executor).takes_scheduler:
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
     check_apart(source, target, config.labels)
-    local = executor == "local" and not (source.in_process or target.in_process)
-    if local and not dry_run:
-        check_memory(config, local_workers(workers))  # before any process starts
     with contextlib.ExitStack() as stack:
+        runner = stack.enter_context(executor_named(executor, workers=workers, scheduler=scheduler,
+                                                    reaches=(source, target)))
         stack.enter_context(sigterm_as_interrupt())
-        pool = None
-        if local and not dry_run:
-            pool = started_pool(local_workers(workers))  # before the scan: see there
-            if pool is not None:
-                stack.enter_context(pool)
+        if not dry_run:
+            runner.start(config)  # before the scan: see there
         build_plan = make_plan(source, config)
         if dry_run:
             describe_plan(build_plan)
-            check_memory(config, local_workers(workers) if local else 1)
-            return
-        if resume and already_complete(target, config):
-            click.echo(f"{target} is already complete: nothing to resume")
+            check_memory(config, runner.workers_here or 1)
             return
         with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet,
                              desc="build") as bar:
-            result = run_build(source, target, config, workers=workers, overwrite=overwrite,
+            result = run_build(source, target, workers=workers, overwrite=overwrite,
                                resume=resume, progress=bar.update, build_plan=build_plan,
-                               executor=executor, scheduler=scheduler, pool=pool)
-    if not quiet:
+                               executor=runner)
+    if result.already_complete:
+        click.echo(f"{target} is already complete: nothing to resume")
+    elif not quiet:
         summarize(result, str(target))
-
-
-def already_complete(out: Location, config: BuildConfig) -> bool:
-    """Whether OUT holds a finished build of ``config`` (``--resume`` then has nothing to do)."""
-    from .layout import MANIFEST_NAME
-    from .manifest import read_manifest
-
-    if not out.exists(MANIFEST_NAME):
-        return False
-    if changed_options(read_manifest(out).config, config.to_dict()):
-        raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
-                          "(use --overwrite to replace it)")
-    return True
 
 
 class LazyProgressBar:
