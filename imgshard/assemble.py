@@ -27,9 +27,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import BuildConfig
-from .formats import RowStream, read_rows
 from .errors import ImgshardError
-from .layout import SAMPLES_COLUMNS, SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name
+from .formats import RowStream, read_rows
+from .layout import (
+    SAMPLES_COLUMNS,
+    SAMPLES_NAME,
+    SAMPLES_PARTIAL,
+    images_name,
+    labels_name,
+)
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
 from .storage import Location, local_copy

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import PIL
 
-from .version import __version__
 from .assemble import SplitAssembler, StagedSamples, assemble_in_order
 from .config import BuildConfig
 from .errors import ImgshardError
@@ -42,6 +41,7 @@ from .resume import (
 from .resume_log import Checkpointer
 from .scan import ScanResult, scan
 from .storage import Location
+from .version import __version__
 from .worker import ShardTask, run_shard_task
 
 #: Below this many shards per worker, shards are cut into pieces (see :func:`pieces_per_shard`).

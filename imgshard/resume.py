@@ -24,7 +24,14 @@ from .errors import ImgshardError
 from .layout import BUILD_ID, MANIFEST_NAME, SOURCES_NAME
 from .manifest import Manifest, ShardInfo, Skip, read_manifest
 from .outdir import check_resumable, prepare_out, remove_leftovers
-from .resume_log import Checkpoint, ResumeLog, decode_checkpoint, is_count, log_names, read_plan
+from .resume_log import (
+    Checkpoint,
+    ResumeLog,
+    decode_checkpoint,
+    is_count,
+    log_names,
+    read_plan,
+)
 from .scan import Sources
 from .sources_record import IrregularRecord, changed_source, write_sources
 from .storage import Location
@@ -172,17 +179,6 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
     if recorded["files"] != current["files"]:
         raise ResumeError("refusing to resume: the source's files changed since the build "
                           "started (use --overwrite to start again)")
-
-
-def _check_plan_fields(recorded: Any) -> None:
-    """Refuse a plan line that is not the object a build writes (edited, or written by
-    someone else): its fields decide which tasks a resume skips."""
-    if not (isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
-            and isinstance(recorded.get("files"), str)
-            and ("pieces" not in recorded or is_count(recorded["pieces"], least=1))
-            and isinstance(recorded.get("labels_sha256", ""), str)):
-        raise ResumeError("refusing to resume: the plan line of the progress log is damaged "
-                          "or was edited (use --overwrite to start again)")
 
 
 def _check_plan_fields(recorded: Any) -> None:
