@@ -91,6 +91,15 @@ class BuildResult:
         return samples / self.elapsed if self.elapsed > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class Assembled:
+    """What the tasks made: the splits, the files they skipped, and the bytes written so far."""
+
+    splits: dict[str, SplitInfo]
+    skipped: list[Skip]
+    bytes_written: int
+
+
 def plan(src: str | Location, config: BuildConfig) -> BuildPlan:
     return BuildPlan(scan=scan(_location(src), config), config=config)
 
@@ -167,12 +176,12 @@ def _build(src: Location, out: Location, build_plan: BuildPlan, executor: Execut
     tasks = make_tasks(build_plan, src.absolute(), start.out.absolute(), start.plan["pieces"])
     check_restored(start.restored, [(task.split, len(task.paths)) for task in tasks])
     remaining = tasks[start.restored.tasks_done:]  # the tasks done before go to nobody
-    splits, skipped, bytes_written = _execute(build_plan, remaining, start, executor, progress)
+    assembled = _execute(build_plan, remaining, start, executor, progress)
     remove_leftovers(start.out, start.out.temp_tag)  # of tasks whose worker died mid-write
-    manifest = _manifest(src, build_plan, splits, skipped)
+    manifest = _manifest(src, build_plan, assembled)
     write_manifest(start.out, manifest)
     finish_log(start.out)
-    bytes_written += start.out.size(MANIFEST_NAME)
+    bytes_written = assembled.bytes_written + start.out.size(MANIFEST_NAME)
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
 
 
@@ -182,8 +191,7 @@ def _plan_record(build_plan: BuildPlan, workers: int) -> dict:
                        build_plan.scan.labels_sha256)
 
 
-def _manifest(src: Location, build_plan: BuildPlan, splits: dict[str, SplitInfo],
-              skipped: list[Skip]) -> Manifest:
+def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled) -> Manifest:
     config = build_plan.config
     return Manifest(
         imgshard_version=__version__,
@@ -193,8 +201,8 @@ def _manifest(src: Location, build_plan: BuildPlan, splits: dict[str, SplitInfo]
         dtype=config.dtype,
         class_names=build_plan.scan.class_names,
         config=config.to_dict(),
-        splits=splits,
-        skipped=sorted(build_plan.scan.skipped + skipped, key=lambda s: s.path),
+        splits=assembled.splits,
+        skipped=sorted(build_plan.scan.skipped + assembled.skipped, key=lambda s: s.path),
         extra={"decoder": decoder_versions()},
     )
 
@@ -251,12 +259,12 @@ def piece_starts(start: int, length: int, pieces: int) -> list[int]:
 
 
 def _execute(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, executor: Executor,
-             progress: Callable[[int], None] | None) -> tuple[dict[str, SplitInfo], list[Skip], int]:
+             progress: Callable[[int], None] | None) -> Assembled:
     """Run ``tasks`` and assemble their parts, with the shards restored before them; log a
     checkpoint whenever the build could stop; publish ``samples.csv``.
 
-    Returns the splits, the files skipped and the bytes written. On any failure the parts and
-    temporary files of the build are removed (its workers are stopped first).
+    On any failure the parts and temporary files of the build are removed (its workers are
+    stopped first).
     """
     out, restored = start.out, start.restored
     log = open_log(start, build_plan.scan.sources)
@@ -290,9 +298,8 @@ def _execute(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, execut
     finally:
         samples.close()
         log.close()
-    skipped = [skip for a in assemblers.values() for skip in a.skipped]
-    bytes_written = sum(a.bytes_written for a in assemblers.values())
-    return splits, skipped, bytes_written + out.size(SAMPLES_NAME)
+    return Assembled(splits, [skip for a in assemblers.values() for skip in a.skipped],
+                     sum(a.bytes_written for a in assemblers.values()) + out.size(SAMPLES_NAME))
 
 
 def no_sample(images: int, skipped: list[Skip]) -> str:
