@@ -10,24 +10,30 @@ inputs and the config.
 
 On an object store (OUT an fsspec URL) the rename is a server-side copy, so the pixels of whole
 parts never pass through this process; only joining downloads a part.
+
+Results arrive in the order the workers finish; :func:`assemble_in_order` feeds them to the
+assemblers in task order, which is what makes the bytes independent of the workers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .config import BuildConfig
+from .errors import ImgshardError
 from .formats import RowWriter, ShardFormat, shard_format
-from .layout import SAMPLES_COLUMNS, images_name, labels_name
+from .layout import SAMPLES_COLUMNS, SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name
 from .manifest import ShardInfo, Skip, SplitInfo
 from .scan import Sample
 from .storage import Location, local_copy
-from .storage.files import sync_file
-from .worker import ShardResult
+from .worker import ShardResult, ShardTask
 
 
 @dataclass
@@ -126,9 +132,7 @@ class SplitAssembler:
     def _rename_part(self, result: ShardResult, kept: list[Sample]) -> None:
         index = len(self.shards)
         name = self._images_name(index)
-        if self.out.is_local:
-            sync_file(self.out.path(result.part))
-        self.out.replace(result.part, name)
+        self.out.replace_durably(result.part, name)
         self.bytes_written += self.out.size(name)
         self.shards.append(self._finish_shard(index, result.sha256, kept))
 
@@ -185,6 +189,64 @@ class SplitAssembler:
         self.bytes_written += self.out.size(labels_file)
         return ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest,
                          labels=labels_file, labels_sha256=labels_digest)
+
+
+def assemble_in_order(results: Iterable[ShardResult], tasks: list[ShardTask],
+                      samples: dict[str, list[Sample]], assemblers: dict[str, SplitAssembler],
+                      splits: dict[str, SplitInfo], *, after_task: Callable[..., None],
+                      progress: Callable[[int], None] | None = None) -> None:
+    """Give each result to its split's assembler in task order, whatever order they finish in,
+    and put each split into ``splits`` once its last task is assembled.
+
+    ``samples``: each split's samples (a task's inputs are ``len(task.paths)`` of them from
+    ``task.start``); ``after_task(split, finished=...)`` is called after each task assembled.
+    """
+    order = deque((task.split, task.index) for task in tasks)
+    task_of = {(task.split, task.index): task for task in tasks}
+    last_index = {task.split: task.index for task in tasks}
+    waiting: dict[tuple[str, int], ShardResult] = {}
+    for result in results:
+        waiting[(result.split, result.index)] = result
+        if progress:
+            progress(result.num_samples + len(result.skipped))
+        while order and order[0] in waiting:
+            split, index = order.popleft()
+            task = task_of[(split, index)]
+            inputs = samples[split][task.start:task.start + len(task.paths)]
+            assemblers[split].add(waiting.pop((split, index)), inputs)
+            if index == last_index[split]:
+                splits[split] = assemblers[split].finish()
+            after_task(split, finished=split in splits)
+    if order:
+        raise ImgshardError(f"{len(order)} tasks never reported back (a bug): rerun with --resume")
+
+
+class StagedSamples:
+    """``samples.csv``, grown in OUT's staging folder as shards finish and published last.
+
+    An interrupted build's rows are kept: cut after its last checkpoint (``samples_bytes``)
+    where the staged file outlived it, else written again from the checkpoints' rows.
+    """
+
+    def __init__(self, out: Location, samples_bytes: int, samples_rows: list[str]) -> None:
+        self.out = out
+        self.folder = out.staging_folder()
+        path = os.path.join(self.folder, SAMPLES_PARTIAL)
+        if samples_rows:
+            self.stream, self.writer = open_samples_csv(path)
+            self.stream.write("".join(samples_rows))
+            self.stream.flush()
+        else:
+            self.stream, self.writer = open_samples_csv(path, samples_bytes)
+
+    def publish(self) -> None:
+        """Give the finished file its name in OUT."""
+        self.stream.close()
+        self.out.publish(self.stream.name, SAMPLES_NAME)
+
+    def close(self) -> None:
+        self.stream.close()
+        self.out.end_staging(self.folder)
 
 
 def open_samples_csv(path: str, keep_bytes: int = 0):

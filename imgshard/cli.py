@@ -8,7 +8,6 @@ Errors of imgshard's own become one ``Error: ...`` line and exit code 1.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -20,10 +19,10 @@ import click
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-from .version import __version__
 from .build import BuildPlan, BuildResult
 from .build import build as run_build
 from .build import plan as make_plan
+from .cli_errors import Group, user_errors
 from .config import (
     COLOR_CHANNELS,
     DTYPES,
@@ -31,62 +30,20 @@ from .config import (
     RESIZE_MODES,
     BuildConfig,
     ConfigError,
-    changed_options,
     load_toml,
     parse_classes,
     parse_size,
 )
 from .errors import ImgshardError
-from .executors.local import default_workers, started_pool
-from .interrupts import Terminated, sigterm_as_interrupt
-from .layout import PROGRESS_NAME, remote_progress_name
+from .executors import EXECUTORS, executor_kind, executor_named
+from .interrupts import sigterm_as_interrupt
 from .outdir import check_apart
-from .resources import check_memory, local_workers
+from .resources import check_memory, default_workers
 from .storage import Location, parse_storage_options
+from .version import __version__
 
 #: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
 RUN_OPTIONS = ("workers",)
-
-
-def user_errors(command):
-    """Turn imgshard's own errors and OS errors into one clean line and exit code 1.
-
-    A closed standard output (``imgshard inspect OUT | head -1``) is not an error to report:
-    it goes on to click, which ends the command quietly (exit code 1), as other tools do.
-    """
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except BrokenPipeError:
-            raise
-        except ImgshardError as error:
-            raise click.ClickException(str(error)) from None
-        except KeyboardInterrupt as interrupt:
-            click.echo(f"\n{interrupted_message()}", err=True)
-            raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
-        except OSError as error:
-            where = f" {error.filename}" if error.filename else ""
-            reason = error.strerror or " ".join(str(error).split()) or type(error).__name__
-            raise click.ClickException(f"cannot write or read{where}: {reason}"[:300]) from None
-    return wrapper
-
-
-def interrupted_message() -> str:
-    """What to do after Ctrl-C or SIGTERM: ``--resume`` only for a build that wrote its
-    progress log (before that, as during a scan or the deletion of an earlier build, there is
-    nothing to resume); other commands just stop."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.info_name != "build":
-        return "Interrupted."
-    try:
-        sizes = Location.of(ctx.params["out"], ctx.params["storage_options"]).sizes()
-    except (ImgshardError, OSError):
-        sizes = {PROGRESS_NAME: 1}  # cannot tell: the hint that fits a build interrupted midway
-    if sizes.get(PROGRESS_NAME) or remote_progress_name(0) in sizes:  # a plan line to resume
-        return ("Interrupted: the output has no manifest.json yet; run the same command with "
-                "--resume to continue.")
-    return "Interrupted before the build wrote anything to resume: run the same command again."
 
 
 def storage_option(command):
@@ -101,40 +58,6 @@ def storage_option(command):
                         callback=to_dict,
                         help="fsspec option for URLs (repeatable), e.g. endpoint_url=http://...,"
                              " anon=true.")(command)
-
-
-class OneLineUsage:
-    """A usage error (an unknown option or command, a value not among the choices, a missing
-    argument) is one ``Error: ...`` line naming where help is, exit code 2, instead of click's
-    usage banner, a hint and the error over four lines."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        with _one_line_usage():
-            return super().make_context(info_name, args, parent=parent, **extra)
-
-    def resolve_command(self, ctx, args):
-        with _one_line_usage():
-            return super().resolve_command(ctx, args)
-
-
-@contextlib.contextmanager
-def _one_line_usage():
-    try:
-        yield
-    except click.UsageError as error:
-        if error.ctx is None:
-            raise
-        where = error.ctx.command_path
-        # without a context, click prints the message alone
-        raise click.UsageError(f"{error.format_message()} (see '{where} --help')") from None
-
-
-class Command(OneLineUsage, click.Command):
-    pass
-
-
-class Group(OneLineUsage, click.Group):
-    command_class = Command
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -176,7 +99,7 @@ def cli() -> None:
 @click.option("--resume", is_flag=True,
               help="Finish an interrupted build in OUT (same options); its finished shards stay.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local",
               show_default=True, help="Run the shard tasks on local processes or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler, e.g. tcp://host:8786, or 'local' for a LocalCluster. [local]")
@@ -191,48 +114,30 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     SRC and OUT may be local folders or URLs (s3://bucket/prefix, gs://..., memory://...).
     """
     config, workers = resolve_options(ctx, config_file, options)
-    if scheduler is not None and executor != "dask":
+    if scheduler is not None and not executor_kind(executor).takes_scheduler:
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
     check_apart(source, target, config.labels)
-    local = executor == "local" and not (source.in_process or target.in_process)
-    if local and not dry_run:
-        check_memory(config, local_workers(workers))  # before any process starts
     with contextlib.ExitStack() as stack:
+        runner = stack.enter_context(executor_named(executor, workers=workers, scheduler=scheduler,
+                                                    reaches=(source, target)))
         stack.enter_context(sigterm_as_interrupt())
-        pool = None
-        if local and not dry_run:
-            pool = started_pool(local_workers(workers))  # before the scan: see there
-            if pool is not None:
-                stack.enter_context(pool)
+        if not dry_run:
+            runner.start(config)  # before the scan: see there
         build_plan = make_plan(source, config)
         if dry_run:
             describe_plan(build_plan)
-            check_memory(config, local_workers(workers) if local else 1)
-            return
-        if resume and already_complete(target, config):
-            click.echo(f"{target} is already complete: nothing to resume")
+            check_memory(config, runner.workers_here or 1)
             return
         with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet,
                              desc="build") as bar:
-            result = run_build(source, target, config, workers=workers, overwrite=overwrite,
+            result = run_build(source, target, workers=workers, overwrite=overwrite,
                                resume=resume, progress=bar.update, build_plan=build_plan,
-                               executor=executor, scheduler=scheduler, pool=pool)
-    if not quiet:
+                               executor=runner)
+    if result.already_complete:
+        click.echo(f"{target} is already complete: nothing to resume")
+    elif not quiet:
         summarize(result, str(target))
-
-
-def already_complete(out: Location, config: BuildConfig) -> bool:
-    """Whether OUT holds a finished build of ``config`` (``--resume`` then has nothing to do)."""
-    from .layout import MANIFEST_NAME
-    from .manifest import read_manifest
-
-    if not out.exists(MANIFEST_NAME):
-        return False
-    if changed_options(read_manifest(out).config, config.to_dict()):
-        raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
-                          "(use --overwrite to replace it)")
-    return True
 
 
 class LazyProgressBar:

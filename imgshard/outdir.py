@@ -44,7 +44,7 @@ from .layout import (
     temp_prefix,
 )
 from .manifest import MAX_MANIFEST_BYTES, parse_json, read_at_most
-from .resume import log_names, read_plan
+from .resume_log import log_names, read_plan
 from .storage import Location
 
 try:

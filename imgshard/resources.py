@@ -13,11 +13,18 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
-from .executors.local import default_workers
 
 
 class ResourceError(ImgshardError):
     """This machine cannot give what the work needs (one line, with the amount)."""
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def local_workers(requested: int | None) -> int:

@@ -133,14 +133,14 @@ def test_an_interrupt_before_the_progress_log_does_not_promise_a_resume(src, tmp
     """Ctrl-C or SIGTERM during the scan or the deletion of an earlier build: nothing to resume."""
     import imgshard.cli
 
-    build_module = importlib.import_module("imgshard.build")
+    resume_module = importlib.import_module("imgshard.resume")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     out = tmp_path / "out"
     build(src, str(out), CONFIG, workers=1)
-    target = (imgshard.cli, "make_plan") if when == "scan" else (build_module, "prepare_out")
+    target = (imgshard.cli, "make_plan") if when == "scan" else (resume_module, "prepare_out")
     monkeypatch.setattr(*target, interrupt)
     result = run("build", src, out, *OPTIONS, "--overwrite")
     assert result.exit_code == 130
@@ -200,13 +200,13 @@ def test_a_stop_between_creating_the_log_and_writing_its_plan_is_overwritten(src
                                                                            monkeypatch):
     """The log is created empty, then its plan line written: a stop in between (kill -9 too)
     left a folder that --resume found nothing in and --overwrite called foreign."""
-    from imgshard.resume import ProgressLog
+    from imgshard.storage.record_log import RecordLog
 
     def interrupt(self, record):
         raise KeyboardInterrupt
 
     out = tmp_path / "out"
-    monkeypatch.setattr(ProgressLog, "_write", interrupt)
+    monkeypatch.setattr(RecordLog, "append", interrupt)
     result = run("build", src, out, *OPTIONS)
     monkeypatch.undo()
     assert result.exit_code == 130 and "--resume" not in result.output, result.output

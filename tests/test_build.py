@@ -162,3 +162,17 @@ def test_out_must_be_empty_unless_overwrite(make_class_folders, tmp_path):
     with pytest.raises(OutputError, match="'mine.txt', which imgshard did not write"):
         build(src, str(out), BuildConfig(size=(4, 4)), overwrite=True)
     assert (out / "mine.txt").read_text() == "precious"
+
+
+def test_a_config_that_differs_from_its_plan_is_refused(make_class_folders, tmp_path):
+    """One source of truth: a plan made for one config cannot build under another's manifest."""
+    from imgshard import plan
+    from imgshard.build import BuildError
+
+    src = make_class_folders({"red": 2})
+    scanned = plan(src, BuildConfig(size=(6, 6)))
+    with pytest.raises(BuildError, match="config differs from the build plan's"):
+        build(src, str(tmp_path / "out"), BuildConfig(size=(4, 4)), build_plan=scanned)
+    assert not (tmp_path / "out").exists()
+    manifest = build(src, str(tmp_path / "planned"), build_plan=scanned).manifest
+    assert manifest.image_shape == (6, 6, 3)

@@ -137,3 +137,13 @@ def test_pieces_tile_a_shard_in_near_equal_runs(start, length, pieces):
     sizes = [end - begin for begin, end in zip(starts, [*starts[1:], start + length])]
     assert starts[0] == start and sum(sizes) == length
     assert len(sizes) == min(pieces, length) and max(sizes) - min(sizes) <= 1
+
+
+def test_an_unknown_executor_is_one_line(tmp_path):
+    from imgshard import ImgshardError
+
+    write_image(str(tmp_path / "src" / "c" / "0.png"))
+    with pytest.raises(ImgshardError, match=r"^unknown executor 'ray' \(choose local or dask\)$"):
+        build(str(tmp_path / "src"), str(tmp_path / "out"), BuildConfig(size=(4, 4)),
+              executor="ray")
+    assert not (tmp_path / "out").exists()

@@ -239,3 +239,23 @@ def test_an_unwritable_out_is_one_line(tmp_path, monkeypatch):
     result = run("build", tmp_path / "src", tmp_path / "out")
     assert result.output == f"Error: cannot write to output {tmp_path / 'out'}: Permission denied\n"
     assert result.exit_code == 1
+
+
+
+def test_resuming_a_finished_build_from_python_says_it_is_complete(source, tmp_path):
+    """What the CLI says on --resume of a finished build, the library says too."""
+    import shutil
+
+    from imgshard import BuildConfig, build, read_manifest
+    from imgshard.config import ConfigError
+
+    src, reference = source
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    before = files(out)
+    config = BuildConfig.from_dict(read_manifest(str(out)).config)
+    result = build(src, str(out), config, resume=True, workers=1)
+    assert result.already_complete and result.bytes_written == 0
+    assert result.manifest == read_manifest(str(out)) and files(out) == before
+    with pytest.raises(ConfigError, match="holds a finished build with other options"):
+        build(src, str(out), BuildConfig.from_dict({**config.to_dict(), "seed": 5}), resume=True)

@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-import imgshard.cli as cli_module
 import imgshard.executors.local as executor_module
+import imgshard.resources as resources
 from imgshard import BuildConfig, build, plan
 from imgshard.config import ConfigError, load_toml
 from imgshard.layout import SOURCES_NAME
@@ -207,7 +207,7 @@ def test_a_scale_that_fits_is_accepted():
 
 def test_a_size_too_big_for_memory_is_refused_before_any_work(tmp_path, monkeypatch):
     started = []
-    monkeypatch.setattr(cli_module, "started_pool", lambda n: started.append(n))
+    monkeypatch.setattr(executor_module, "started_pool", lambda n: started.append(n))
     write_image(str(tmp_path / "src" / "c" / "a.png"))
     result = run("build", tmp_path / "src", tmp_path / "out", "--size", "100000x100000",
                  "--workers", "2")
@@ -222,8 +222,7 @@ def test_a_size_too_big_for_memory_is_refused_before_any_work(tmp_path, monkeypa
 
 def test_workers_beyond_the_cores_and_the_tasks_are_clamped(tmp_path, monkeypatch):
     started, pools = [], []
-    monkeypatch.setattr(cli_module, "started_pool", lambda n: started.append(n))
-    monkeypatch.setattr(build_module, "started_pool", lambda n: started.append(n))
+    monkeypatch.setattr(executor_module, "started_pool", lambda n: started.append(n))
     real_pool = executor_module.process_pool
     monkeypatch.setattr(executor_module, "process_pool",
                         lambda n: pools.append(n) or real_pool(min(n, 2)))
@@ -232,7 +231,7 @@ def test_workers_beyond_the_cores_and_the_tasks_are_clamped(tmp_path, monkeypatc
     result = run("build", tmp_path / "src", tmp_path / "out", "--workers", "300", "-q",
                  "--size", "8", "--shard-size", "1")
     assert result.exit_code == 0, result.output
-    cores = executor_module.default_workers()
+    cores = resources.default_workers()
     assert started and all(n <= cores for n in started)
     assert all(n <= 3 for n in pools)
     build(str(tmp_path / "src"), str(tmp_path / "lib"), BuildConfig(size=(8, 8), shard_size=1),

@@ -8,7 +8,7 @@ does, which is why both executors write the same bytes.
 
 Failures: when a worker dies, the scheduler reruns its tasks elsewhere (up to Dask's
 ``distributed.scheduler.allowed-failures``); a task that keeps killing workers fails the build
-with :class:`~imgshard.executors.local.WorkerCrashed`. A task that raises is retried once more, on
+with :class:`~imgshard.executors.interface.WorkerCrashed`. A task that raises is retried once more, on
 whichever worker the scheduler picks.
 """
 
@@ -21,13 +21,28 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError
 
 from ..errors import ImgshardError
-from .local import MAX_ATTEMPTS, Result, Task, WorkerCrashed
+from .interface import MAX_ATTEMPTS, Executor, Result, Task, WorkerCrashed
 
 #: Seconds to wait for the scheduler to answer before telling the user it cannot be reached.
 CONNECT_TIMEOUT = 10
 #: Seconds a stopped build waits for tasks already running on workers to end (Dask cannot
 #: interrupt a running task; until it ends, it may still write its part into OUT).
 STOP_TIMEOUT = 60
+
+
+class DaskExecutor(Executor):
+    """A Dask cluster: ``scheduler`` is its address, or ``"local"`` (the default) for a
+    LocalCluster of ``workers`` processes on this machine, closed when the build ends."""
+
+    takes_scheduler = True
+
+    def __init__(self, *args, scheduler: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.scheduler = scheduler or "local"
+
+    def run(self, run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: int,
+            describe: Callable[[Task], str] = str) -> Iterator[Result]:
+        return run_dask(run, tasks, scheduler=self.scheduler, workers=workers, describe=describe)
 
 
 def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler: str,

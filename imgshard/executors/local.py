@@ -23,33 +23,53 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
 
-from ..errors import ImgshardError
-
-Task = TypeVar("Task")
-Result = TypeVar("Result")
+from ..config import BuildConfig
+from ..resources import check_memory, local_workers
+from .interface import MAX_ATTEMPTS, Executor, Result, Task, WorkerCrashed
 
 #: Tasks a worker may have queued beyond the one it runs: enough to never idle, few enough
 #: that an interrupted build has little half-done work.
 QUEUE_PER_WORKER = 2
-MAX_ATTEMPTS = 2
 
 
 #: Ctrl-C and SIGTERM: held while this process forks a worker (see :func:`stop_signals_held`).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class WorkerCrashed(ImgshardError):
-    """A worker process died twice while running the same task."""
+class LocalExecutor(Executor):
+    """Worker processes on this machine, at most one per core; with one worker, the tasks run
+    in this process (no start-up cost, and the same bytes)."""
 
+    only_other_processes = False
 
-def default_workers() -> int:
-    """All cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pool: ProcessPoolExecutor | None = None
+
+    @staticmethod
+    def worker_count(requested: int | None) -> int:
+        return local_workers(requested)
+
+    @property
+    def workers_here(self) -> int:
+        return self.workers
+
+    def start(self, config: BuildConfig) -> None:
+        """Refuse images too big for the workers' memory, then start the workers: before the
+        scan, forked workers do not inherit its records (see :func:`started_pool`)."""
+        check_memory(config, self.workers)
+        self.pool = started_pool(self.workers)
+
+    def run(self, run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: int,
+            describe: Callable[[Task], str] = str) -> Iterator[Result]:
+        pool, self.pool = self.pool, None  # run_local shuts it down
+        return run_local(run, tasks, workers=workers, describe=describe, pool=pool)
+
+    def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown()
 
 
 def run_local(run: Callable[[Task], Result], tasks: Iterable[Task], *, workers: int,
@@ -244,22 +264,3 @@ def _context() -> multiprocessing.context.BaseContext:
     if "fork" in methods and not threaded:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def run_tasks(run: Callable[[Task], Result], tasks: Iterable[Task], *, executor: str,
-              workers: int, scheduler: str | None = None,
-              describe: Callable[[Task], str] = str,
-              pool: ProcessPoolExecutor | None = None) -> Iterator[Result]:
-    """Yield ``run(task)`` for every task in completion order, on the chosen executor.
-
-    ``"local"``: this machine's process pool (:func:`run_local`); ``"dask"``: a Dask cluster
-    (see ``dask_executor.py``). Both run the same tasks, so they write the same bytes.
-    """
-    if executor == "dask":
-        from .dask import run_dask
-
-        return run_dask(run, tasks, scheduler=scheduler or "local", workers=workers,
-                        describe=describe)
-    if executor != "local":
-        raise ImgshardError(f"unknown executor {executor!r} (choose local or dask)")
-    return run_local(run, tasks, workers=workers, describe=describe, pool=pool)

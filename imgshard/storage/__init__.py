@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..errors import ImgshardError
-from .files import atomic_file, file_sha256
+from ..errors import ImgshardError, MissingShardError
+from .files import atomic_file, file_sha256, open_regular, sync_file
 
 #: Object stores: no folders to create, and creating one would create a *bucket* (s3fs does).
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "r2"})
@@ -328,6 +328,65 @@ class Location:
         ``downloading()`` for a remote store, whose files must be downloaded first (both are
         callables of no argument; what they return is returned)."""
         return in_place() if self.is_local else downloading()
+
+    # -- added for the build pipeline (merge into the local and remote stores) -------------
+
+    def worker_processes(self, workers: int, *, only_other_processes: bool) -> int:
+        """How many of ``workers`` worker processes can reach this directory: all, but
+        memory:// lives in this process only, so there one, run in this process.
+
+        Raises:
+            StorageError: every worker of the executor is another process (``only_other_processes``).
+        """
+        if not self.in_process:
+            return workers
+        if only_other_processes:
+            raise StorageError("memory:// lives in this process only: use the local executor")
+        return 1
+
+    def replace_durably(self, source: str, target: str) -> None:
+        """:meth:`replace`, after making ``source`` durable: a worker wrote it without syncing."""
+        if self.is_local:
+            sync_file(self.path(source))
+        self.replace(source, target)
+
+    def staging_folder(self) -> str:
+        """A local folder where a file grows before :meth:`publish` gives it a name here: this
+        directory itself when local (the file then outlives a crash, see
+        :meth:`keeps_staged_files`), else a new temporary folder (see :meth:`end_staging`)."""
+        return self.url if self.is_local else tempfile.mkdtemp(prefix="imgshard-staging-")
+
+    def keeps_staged_files(self) -> bool:
+        """Whether a file in :meth:`staging_folder` outlives this process, for a resume to
+        continue; where it does not, the build's records must carry its content."""
+        return self.is_local
+
+    def publish(self, local_path: str, name: str) -> None:
+        """Give the finished staged file ``local_path`` the name ``name`` here, in one piece."""
+        if self.is_local:
+            os.replace(local_path, self.path(name))
+        else:
+            self.upload(local_path, name)
+
+    def end_staging(self, folder: str) -> None:
+        """Remove a temporary :meth:`staging_folder` (this directory itself stays)."""
+        if not self.is_local:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def open_regular(self, name: str) -> BinaryIO:
+        """``name`` opened for reading, only if it is a regular file: a FIFO in its place would
+        hang the reading (see :func:`~imgshard.storage.files.open_regular`).
+
+        Raises:
+            FileNotFoundError: there is nothing at ``name``.
+            ShardError: a link, FIFO, device or directory is there.
+        """
+        if not self.is_local:
+            return self.open_read(name)  # an object store holds objects only
+        try:
+            return os.fdopen(open_regular(self.path(name)), "rb")
+        except MissingShardError:
+            raise FileNotFoundError(self.path(name)) from None
 
 
 def describe_error(error: BaseException, options: dict[str, Any],
