@@ -22,9 +22,9 @@ import numpy as np
 
 from .config import BuildConfig
 from .formats import RowStream, read_rows
-from .layout import SAMPLES_COLUMNS, images_name, labels_name
+from .layout import images_name, labels_name
 from .manifest import ShardInfo, Skip, SplitInfo
-from .scan import Sample
+from .samples import Sample
 from .storage import Location, local_copy
 from .storage.files import sync_file
 from .worker import ShardResult
@@ -179,20 +179,3 @@ class SplitAssembler:
         self.bytes_written += self.out.size(labels_file)
         return ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest,
                          labels=labels_file, labels_sha256=labels_digest)
-
-
-def open_samples_csv(path: str, keep_bytes: int = 0):
-    """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
-
-    ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
-    checkpoint; otherwise the file starts anew with its header.
-    """
-    if keep_bytes:
-        with open(path, "r+b") as partial:
-            partial.truncate(keep_bytes)
-        stream = open(path, "a", newline="", encoding="utf-8", errors="surrogateescape")
-        return stream, csv.writer(stream)
-    stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
-    writer = csv.writer(stream)
-    writer.writerow(SAMPLES_COLUMNS)
-    return stream, writer

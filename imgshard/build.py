@@ -27,7 +27,7 @@ import numpy as np
 import PIL
 
 from .version import __version__
-from .assemble import SplitAssembler, open_samples_csv
+from .assemble import SplitAssembler
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executors.local import default_workers, run_tasks, started_pool
@@ -46,6 +46,7 @@ from .resume import (
     restore,
     write_sources,
 )
+from .samples_csv import open_samples_csv
 from .scan import ScanResult, scan
 from .storage import Location
 from .worker import ShardResult, ShardTask, run_shard_task

@@ -11,7 +11,8 @@ import contextlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from typing import BinaryIO
 
 from ..errors import MissingShardError
@@ -137,6 +138,16 @@ class LocalLocation(Location):
 
     def regular_sha256(self, name: str) -> str | None:
         return regular_file_sha256(self.path(name))
+
+    def sha256s(self, names: list[str], *, workers: int,
+                process_pool: Callable[[int], contextlib.AbstractContextManager[Executor]],
+                ) -> Iterator[str | None]:
+        paths = [self.path(name) for name in names]
+        if workers <= 1 or len(paths) <= 1:
+            yield from map(regular_file_sha256, paths)
+            return
+        with process_pool(workers) as pool:
+            yield from pool.map(regular_file_sha256, paths)
 
     def download(self, name: str, local_path: str) -> None:
         shutil.copyfile(self.path(name), local_path)

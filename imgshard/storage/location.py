@@ -13,7 +13,8 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
@@ -206,6 +207,14 @@ class Location(abc.ABC):
     def regular_sha256(self, name: str) -> str | None:
         """The checksum of ``name``, streamed, or None when it is missing or (locally) not a
         regular file: for ``verify``, which reports why elsewhere."""
+
+    @abc.abstractmethod
+    def sha256s(self, names: list[str], *, workers: int,
+                process_pool: Callable[[int], contextlib.AbstractContextManager[Executor]],
+                ) -> Iterator[str | None]:
+        """:meth:`regular_sha256` of each of ``names``, in order, computed on ``workers``
+        workers in the way that suits the store: hashing local files is work for processes
+        (``process_pool(workers)`` makes the pool), reading a remote one waiting for threads."""
 
     @abc.abstractmethod
     def download(self, name: str, local_path: str) -> None:

@@ -24,7 +24,8 @@ import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import BinaryIO
 
 from ..errors import ImgshardError
@@ -39,6 +40,8 @@ PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs"}
 #: Which optional extra brings the fsspec back end of a protocol.
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
 PACKAGES = {"s3": "s3fs", "gcs": "gcsfs"}
+#: Files read at once when checksumming many (the time goes in waiting for the store).
+READ_THREADS = 8
 
 
 class FsspecLocation(Location):
@@ -172,6 +175,12 @@ class FsspecLocation(Location):
             return self.sha256(name)
         except FileNotFoundError:
             return None
+
+    def sha256s(self, names: list[str], *, workers: int,
+                process_pool: Callable[[int], contextlib.AbstractContextManager[Executor]],
+                ) -> Iterator[str | None]:
+        with ThreadPoolExecutor(max(workers, READ_THREADS)) as pool:
+            yield from pool.map(self.regular_sha256, names)
 
     def download(self, name: str, local_path: str) -> None:
         if self.in_process:  # two threads reading one memory:// file would share its position
