@@ -276,6 +276,26 @@ def test_inspect_verify_and_preview_take_urls(src, tmp_path, memory_url):
     assert "train-00000.labels.npy: shard file is missing" in broken.output
 
 
+def test_verify_of_a_url_holds_at_most_one_shard_file_on_disk(src, memory_url, monkeypatch):
+    """A URL is verified as it is: its checksums are streamed, and a file whose header or values
+    are read is on local disk alone, never a mirror of the whole dataset."""
+    from imgshard.verify import verify_directory
+
+    url = f"{memory_url}/shards"
+    build(src, url, CONFIG, workers=1)
+    kind = type(Location.of(url))
+    real, downloaded, most = kind.download, [], [0]
+
+    def counted(self, name, local_path):
+        real(self, name, local_path)
+        downloaded.append(local_path)
+        most[0] = max(most[0], sum(os.path.exists(path) for path in downloaded))
+
+    monkeypatch.setattr(kind, "download", counted)
+    assert verify_directory(url, deep=True, workers=2) == []
+    assert 0 < most[0] == 1
+
+
 def test_memory_urls_refuse_the_dask_executor(src, memory_url):
     with pytest.raises(ImgshardError, match="memory:// lives in this process only"):
         build(src, f"{memory_url}/out", CONFIG, executor="dask")
