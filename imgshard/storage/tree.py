@@ -59,12 +59,12 @@ def walk(root: str, *, follow_links: bool, record: Record = ignore) -> Iterator[
         found = _visit(root, child, prefix + child.name, ancestors, follow_links, record)
         if isinstance(found, Entry):
             yield found
-        elif found is not None:
+        else:
             stack.append(found)
 
 
 def _visit(root: str, child: os.DirEntry, rel: str, ancestors: frozenset, follow_links: bool,
-           record: Record):
+           record: Record) -> Entry | tuple[Iterator[os.DirEntry], str, frozenset]:
     """The entry ``child`` (at ``rel``) is, or for a folder to enter, its stack frame."""
     if child.name.startswith("."):
         record()
