@@ -29,10 +29,11 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError
 from .formats import RowWriter, ShardFormat, shard_format
-from .layout import SAMPLES_COLUMNS, SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name
+from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name
 from .manifest import ShardInfo, Skip, SplitInfo
-from .scan import Sample
-from .storage import Location, local_copy
+from .samples import Sample
+from .samples_csv import open_samples_csv
+from .storage import Location
 from .worker import ShardResult, ShardTask
 
 
@@ -137,7 +138,7 @@ class SplitAssembler:
         self.shards.append(self._finish_shard(index, result.sha256, kept))
 
     def _join_part(self, part: str, kept: list[Sample]) -> None:
-        with local_copy(self.out, part) as part_path:
+        with self.out.local_copy(part) as part_path:
             self._join_rows(part_path, kept)
 
     def _join_rows(self, part_path: str, kept: list[Sample]) -> None:
@@ -248,19 +249,3 @@ class StagedSamples:
         self.stream.close()
         self.out.end_staging(self.folder)
 
-
-def open_samples_csv(path: str, keep_bytes: int = 0):
-    """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
-
-    ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
-    checkpoint; otherwise the file starts anew with its header.
-    """
-    if keep_bytes:
-        with open(path, "r+b") as partial:
-            partial.truncate(keep_bytes)
-        stream = open(path, "a", newline="", encoding="utf-8", errors="surrogateescape")
-        return stream, csv.writer(stream)
-    stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
-    writer = csv.writer(stream)
-    writer.writerow(SAMPLES_COLUMNS)
-    return stream, writer

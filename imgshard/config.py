@@ -11,7 +11,6 @@ import dataclasses
 import io
 import math
 import os
-import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from .errors import ImgshardError
+from .storage.files import read_regular_file
+from .values import is_whole_number
 
 COLOR_CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 RESIZE_MODES = ("stretch", "crop", "pad")
@@ -102,10 +103,6 @@ class BuildConfig:
         return cls(**kwargs)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -118,7 +115,7 @@ def _is_text_or_none(value: Any) -> bool:
 #: that a TOML ``no_labels = "false"`` or a manifest's ``size = true`` is one clear line rather
 #: than a truthy string or a 1x1 build.
 OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "size": (lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(map(_is_int, v)),
+    "size": (lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_whole_number, v)),
              "two whole numbers (height, width)"),
     "color": (lambda v: isinstance(v, str), "a string"),
     "resize": (lambda v: isinstance(v, str), "a string"),
@@ -126,9 +123,9 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dtype": (lambda v: isinstance(v, str), "a string"),
     "rescale": (_is_number, "a number"),
     "offset": (_is_number, "a number"),
-    "shard_size": (_is_int, "a whole number"),
+    "shard_size": (is_whole_number, "a whole number"),
     "val_split": (lambda v: v is None or _is_number(v), "a number"),
-    "seed": (_is_int, "a whole number"),
+    "seed": (is_whole_number, "a whole number"),
     "shuffle": (lambda v: isinstance(v, bool), "true or false"),
     "labels": (_is_text_or_none, "a file name (a string)"),
     "no_labels": (lambda v: isinstance(v, bool), "true or false"),
@@ -136,7 +133,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                         and all(isinstance(n, str) for n in v)),
                 "a list of class names (strings)"),
     "follow_links": (lambda v: isinstance(v, bool), "true or false"),
-    "max_pixels": (_is_int, "a whole number"),
+    "max_pixels": (is_whole_number, "a whole number"),
 }
 
 
@@ -236,7 +233,7 @@ def parse_size(value: Any) -> tuple[int, int]:
     """
     if isinstance(value, (list, tuple)) and len(value) == 2:
         parts = list(value)
-    elif _is_int(value):
+    elif is_whole_number(value):
         parts = [value, value]
     elif isinstance(value, str):
         text = value.strip().lower()
@@ -244,7 +241,7 @@ def parse_size(value: Any) -> tuple[int, int]:
     else:
         parts = [None]
     try:
-        if not all(_is_int(p) or isinstance(p, str) for p in parts):
+        if not all(is_whole_number(p) or isinstance(p, str) for p in parts):
             raise TypeError
         height, width = (int(p) for p in parts)
     except (TypeError, ValueError):
@@ -278,19 +275,3 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         if isinstance(value, dict):
             raise ConfigError(f"config {os.fspath(path)}: option {key!r} must not be a table")
     return values
-
-
-def read_regular_file(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of the regular file ``path`` (a config or labels file).
-
-    It is opened without blocking and its type checked on the opened descriptor: a FIFO would
-    hang the build and a device such as ``/dev/zero`` would fill the memory.
-
-    Raises:
-        OSError: it cannot be read, or is not a regular file (``strerror`` says which).
-    """
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(0, "not a regular file")
-        return stream.read()

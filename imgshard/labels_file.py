@@ -11,8 +11,8 @@ import csv
 import io
 import re
 
-from .config import read_regular_file
 from .errors import ImgshardError
+from .storage.files import read_regular_file
 
 
 class LabelsFileError(ImgshardError):

@@ -7,33 +7,22 @@ is read back with a format check that fails loudly rather than guessing.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import re
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
-from .errors import ImgshardError, MissingShardError, ShardError
-from .layout import FORMAT, FORMAT_VERSION, MANIFEST_NAME, SAMPLES_COLUMNS, SAMPLES_NAME
+from .errors import ImgshardError, ShardError
+from .layout import FORMAT, FORMAT_VERSION, MANIFEST_NAME, SAMPLES_NAME
 from .manifest_check import FieldError, check_manifest, show
 from .resources import available_memory
-from .storage import Location
-from .storage.files import open_regular
+from .storage import Location, MissingDirectory
 
 #: The largest ``manifest.json`` read (1 GiB): a build of ten million files with every one
 #: skipped writes about a tenth of that; a larger file is refused before it is read whole.
 MAX_MANIFEST_BYTES = 1 << 30
-#: How much of a manifest is read at a time.
-READ_CHUNK_BYTES = 1 << 20
-#: The longest row of ``samples.csv`` read (1 MiB, in characters): a row names one source file
-#: (at most 4 KiB on Linux) and four short values.
-MAX_SAMPLES_ROW_BYTES = 1 << 20
-_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
 class ManifestError(ImgshardError):
@@ -178,16 +167,16 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     """Load and check ``manifest.json``; every failure is a one-line :class:`ManifestError`.
 
     At most :data:`MAX_MANIFEST_BYTES` are read, and a local manifest must be a regular file
-    (not a link, FIFO or device: see :func:`~imgshard.formats.npy.open_regular`).
+    (not a link, FIFO or device: see :meth:`~imgshard.storage.Location.open_listed`).
     """
     location = _location(directory)
-    if location.is_local and not os.path.isdir(location.url):
-        raise ManifestError(f"{location} is not a directory")
-    if not location.is_local and not location.exists():
-        raise ManifestError(f"{location} does not exist (check the bucket and prefix)")
+    try:
+        location.check_directory()
+    except MissingDirectory as error:
+        raise ManifestError(f"{location} {error}") from None
     path = location.display(MANIFEST_NAME)
     try:
-        text = read_at_most(location, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+        text = location.read_at_most(MANIFEST_NAME, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise ManifestError(
             f"{path} is missing: not a shard directory, or its build did not finish "
@@ -265,133 +254,6 @@ def _json_problem(error: ValueError) -> str:
     if "integer string conversion" in str(error):
         return f"a number of more than {sys.get_int_max_str_digits()} digits"
     return " ".join(str(error).split())
-
-
-def read_at_most(location: Location, name: str, limit: int) -> bytes | None:
-    """The bytes of ``name``, or None when it holds more than ``limit``.
-
-    A local file's size is looked at first, and any file is read a chunk at a time: a single
-    ``read(limit + 1)`` allocates the whole limit (1 GiB) up front, even for a small file.
-    """
-    with open_listed(location, name) as stream:
-        if location.is_local and os.fstat(stream.fileno()).st_size > limit:
-            return None
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = stream.read(min(READ_CHUNK_BYTES, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    return None if size > limit else b"".join(chunks)
-
-
-def open_listed(location: Location, name: str) -> BinaryIO:
-    """Open a file of the shard directory for reading; a local one only if it is a regular file
-    (no link, FIFO or device: see :func:`~imgshard.formats.npy.open_regular`).
-
-    Raises:
-        FileNotFoundError: it is not there.
-        ShardError: a local link or special file.
-    """
-    if not location.is_local:
-        return location.open_read(name)
-    try:
-        return os.fdopen(open_regular(location.path(name)), "rb")
-    except MissingShardError:
-        raise FileNotFoundError(location.path(name)) from None
-
-
-@dataclass(frozen=True)
-class SampleRow:
-    """One row of ``samples.csv``: where the sample of source file ``path`` is stored."""
-
-    line: int
-    path: str
-    split: str
-    shard: str
-    index: int
-    label: int | None
-
-
-def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
-    """The rows of a ``samples.csv`` open as ``stream``, each with whole-number index and label.
-
-    The values are only parsed here; whether a shard, index or label exists is for the caller
-    to check against the manifest. Time and memory per row are bounded whatever the file holds:
-    a row (which may span lines inside quotes) of more than :data:`MAX_SAMPLES_ROW_BYTES` is
-    refused, and only the named columns are looked up, however many the header names. A file
-    of more than ``max_rows`` rows (the manifest's sample count) is refused at the row after.
-
-    Raises:
-        ManifestError: a missing column, a row that is not CSV or too long, a value that is
-            not a whole number, or more than ``max_rows`` rows, naming the line.
-    """
-    lines = _BoundedLines(io.TextIOWrapper(stream, newline="", encoding="utf-8",
-                                           errors="surrogateescape"))
-    reader = csv.reader(lines)
-    try:
-        header = next(reader, [])
-        lines.row_done()
-        missing = [c for c in SAMPLES_COLUMNS if c not in header]
-        if missing:
-            raise ManifestError(f"lacks the columns {', '.join(missing)}")
-        columns = [header.index(c) for c in SAMPLES_COLUMNS]
-        rows = 0
-        for values in reader:
-            lines.row_done()
-            if not values:  # a blank line, as csv.DictReader skips it
-                continue
-            rows += 1
-            if rows > max_rows:
-                raise ManifestError(f"line {reader.line_num}: more rows than the {max_rows} "
-                                    "samples the manifest lists")
-            path, split, shard, index, label = (
-                values[i] if i < len(values) else "" for i in columns)
-            yield SampleRow(reader.line_num, path, split, shard,
-                            _whole_number(index, "index", reader.line_num),
-                            _whole_number(label, "label", reader.line_num) if label else None)
-    except csv.Error as error:
-        raise ManifestError(f"line {reader.line_num}: not CSV: {error}") from None
-    except RowTooLong:
-        raise ManifestError(f"line {lines.row_start}: a row of more than "
-                            f"{MAX_SAMPLES_ROW_BYTES} bytes") from None
-
-
-class RowTooLong(Exception):
-    """A row of ``samples.csv`` is longer than :data:`MAX_SAMPLES_ROW_BYTES`."""
-
-
-class _BoundedLines:
-    """The lines of a text stream for :mod:`csv`, raising :class:`RowTooLong` as soon as the
-    row being read (its lines since :meth:`row_done`) exceeds the limit: no line, however long,
-    is read whole."""
-
-    def __init__(self, text: io.TextIOWrapper) -> None:
-        self._text, self._row = text, 0
-        self.lines, self.row_start = 0, 1  # lines read; the line the current row starts on
-
-    def __iter__(self) -> "_BoundedLines":
-        return self
-
-    def __next__(self) -> str:
-        line = self._text.readline(MAX_SAMPLES_ROW_BYTES + 1 - self._row)
-        if not line:
-            raise StopIteration
-        self._row += len(line)
-        self.lines += 1
-        if self._row > MAX_SAMPLES_ROW_BYTES:
-            raise RowTooLong
-        return line
-
-    def row_done(self) -> None:
-        self._row, self.row_start = 0, self.lines + 1
-
-
-def _whole_number(value: str, column: str, line: int) -> int:
-    if not _WHOLE_NUMBER.fullmatch(value):
-        raise ManifestError(f"line {line}: {column} {value[:40]!r} is not a whole number")
-    return int(value)
 
 
 def _location(directory: str | os.PathLike[str] | Location) -> Location:

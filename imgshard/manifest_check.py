@@ -21,6 +21,7 @@ import numpy as np
 from .config import COLOR_CHANNELS, DTYPES, OPTION_TYPES, BuildConfig, ConfigError
 from .errors import ImgshardError
 from .layout import is_plain_name
+from .values import is_whole_number
 
 #: The most samples a split or shard may claim (about 10^12): far beyond any real dataset, small
 #: enough that sample indices never overflow 64 bits.
@@ -44,9 +45,9 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
     for key in ("imgshard_version", "created", "source"):
         _expect(isinstance(fields[key], str), key, "a string", fields[key])
     shape, dtype = fields["image_shape"], fields["dtype"]
-    _expect(isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n >= 1
+    _expect(isinstance(shape, list) and len(shape) == 3 and all(is_whole_number(n) and n >= 1
                                                                  for n in shape[:2])
-            and shape[2] in CHANNELS and _is_int(shape[2]), "image_shape",
+            and shape[2] in CHANNELS and is_whole_number(shape[2]), "image_shape",
             "3 whole numbers >= 1 (height, width, channels 1, 3 or 4)", shape)
     _expect(dtype in DTYPES, "dtype", f"one of {', '.join(DTYPES)}", dtype)
     image_bytes = math.prod(shape) * np.dtype(dtype).itemsize
@@ -147,7 +148,7 @@ def check_name(name: Any, field: str) -> None:
 
 
 def check_count(value: Any, field: str) -> None:
-    _expect(_is_int(value) and 0 <= value <= MAX_COUNT, field,
+    _expect(is_whole_number(value) and 0 <= value <= MAX_COUNT, field,
             f"a whole number from 0 to {MAX_COUNT}", value)
 
 
@@ -161,10 +162,6 @@ def as_key(key: str) -> str:
     """A key of the manifest as a field name shows it: quoted when it holds a character that
     is not printable (a newline would split a one-line message) or is long."""
     return key if key.isprintable() and len(key) <= 80 else show(key)
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int  # not a bool, which is an int to Python but not in JSON
 
 
 def _required(document: dict[str, Any], key: str, field: str) -> Any:

@@ -15,16 +15,13 @@ first name nothing accounts for is refused in one line. The manifest goes first 
 never mistaken for a finished build, nor leaves files that a next overwrite would call foreign.
 
 A local OUT is locked while a build writes it (:func:`locked`): an OS lock on
-:data:`LOCK_NAME`, which dies with its process, so a crashed build never leaves it held.
+:data:`LOCK_NAME` (see :mod:`imgshard.storage.lock`), which dies with its process, so a crashed
+build never leaves it held.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import posixpath
-import re
-import stat
 from collections.abc import Iterator
 
 from .errors import ImgshardError
@@ -43,19 +40,13 @@ from .layout import (
     part_prefix,
     temp_prefix,
 )
-from .manifest import MAX_MANIFEST_BYTES, parse_json, read_at_most
+from .manifest import MAX_MANIFEST_BYTES, parse_json
 from .resume_log import log_names, read_plan
 from .storage import Location
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no flock, so no lock (see locked())
-    fcntl = None
+from .storage.lock import ForeignLockFile, LockHeld
 
 #: Fixed names an interrupted build (one with a progress log) may leave besides its shards.
 INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_NAME)
-#: Protocols that name the same store as another.
-PROTOCOL_ALIASES = {"s3a": "s3", "gcs": "gs"}
 
 
 class OutputError(ImgshardError):
@@ -66,124 +57,33 @@ def check_apart(src: Location, out: Location, labels: str | None = None) -> None
     """Refuse an OUT that is SRC, inside SRC, or holds SRC: a build would read its own output,
     or an overwrite would delete its source. So too a ``labels`` file inside OUT: saved under
     a name the earlier build records (``samples.csv``), it would be read, then deleted."""
-    if labels is not None and out.is_local and is_inside(labels, out.url):
+    if labels is not None and out.contains(labels):
         raise OutputError(f"the labels file {labels} is inside the output {out}: keep it "
                           "outside (an --overwrite deletes what OUT holds)")
-    if src.is_local != out.is_local:
-        return
-    if src.is_local:
-        overlaps = is_inside(out.url, src.url) or is_inside(src.url, out.url)
-    else:
-        same_store = PROTOCOL_ALIASES.get(src.protocol, src.protocol) == \
-            PROTOCOL_ALIASES.get(out.protocol, out.protocol)
-        overlaps = same_store and _prefix_overlap(_components(src), _components(out))
-    if overlaps:
+    if src.overlaps(out):
         raise OutputError(f"output {out} and source {src} overlap: choose an output outside the "
                           "source (and not holding it)")
-
-
-def is_inside(inner: str, outer: str) -> bool:
-    """Whether the local path ``inner`` is ``outer`` or below it, following symbolic links
-    (the file system decides sameness, so case-insensitive ones and bind mounts count too)."""
-    try:
-        outer_stat = os.stat(outer)
-    except OSError:
-        return False  # nothing is inside a folder that does not exist
-    path = os.path.realpath(inner)
-    while True:
-        with contextlib.suppress(OSError):
-            if os.path.samestat(os.stat(path), outer_stat):
-                return True
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
-
-
-def _components(location: Location) -> tuple[str, ...]:
-    """A URL's bucket and key components, normalised (``memory://a/`` and ``memory:///a``)."""
-    path = posixpath.normpath("/" + location.url.split("://", 1)[1])
-    return tuple(part for part in path.split("/") if part)
-
-
-def _prefix_overlap(first: tuple[str, ...], second: tuple[str, ...]) -> bool:
-    shorter = min(len(first), len(second))
-    return first[:shorter] == second[:shorter]
 
 
 # -- one build at a time ------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def locked(out: Location) -> Iterator[None]:
-    """Hold OUT's lock for the block, creating OUT; refuse at once when another process holds it.
-
-    The lock file is removed at the end (and OUT too if this created it and it stayed empty);
-    a build killed with ``kill -9`` leaves the file (with its pid) but not the lock. An object
-    store cannot be locked (nor a folder where ``fcntl`` is missing): there this does nothing.
+    """Hold OUT's lock (:data:`LOCK_NAME`) for the block, creating OUT; refuse at once when
+    another process holds it. An object store cannot be locked: there this does nothing.
     """
-    if not out.is_local or fcntl is None:
-        yield
-        return
     _check_directory(out)
-    created = not os.path.exists(out.url)
-    try:
-        os.makedirs(out.url, exist_ok=True)
-    except OSError as error:
-        raise _cannot_write(out, error) from None
-    descriptor = _lock_file(out)
-    try:
-        _claim(out, descriptor)
-    except BaseException:
-        os.close(descriptor)
-        raise
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):  # only our own: OUT may have been made anew under us
-            if os.path.samestat(os.fstat(descriptor), os.lstat(out.path(LOCK_NAME))):
-                os.remove(out.path(LOCK_NAME))
-        os.close(descriptor)
-        if created:
-            with contextlib.suppress(OSError):  # not empty: the build wrote into it
-                os.rmdir(out.url)
-
-
-def _lock_file(out: Location) -> int:
-    """An open descriptor of OUT's lock file, locked by this process.
-
-    Another build may remove the file between our open and our lock: locking a file that no
-    longer has the name would lock nothing, so then it is opened again.
-    """
-    path = out.path(LOCK_NAME)
-    while True:
+    with contextlib.ExitStack() as stack:
         try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                                 | os.O_CLOEXEC, 0o644)
-        except OSError as error:  # a directory, symbolic link or special file of that name
-            raise _foreign(out, LOCK_NAME) from error
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a FIFO opens without blocking
-            os.close(descriptor)
-            raise _foreign(out, LOCK_NAME)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(descriptor)
+            stack.enter_context(out.lock(LOCK_NAME))
+        except LockHeld as held:
             raise OutputError(f"{out} is being written by another imgshard process "
-                              f"(pid {holder})") from None
-        with contextlib.suppress(OSError):
-            if os.path.samestat(os.fstat(descriptor), os.stat(path, follow_symlinks=False)):
-                return descriptor
-        os.close(descriptor)
-
-
-def _claim(out: Location, descriptor: int) -> None:
-    """Write our pid into the lock file, unless it holds more than a pid (then refuse)."""
-    found = os.pread(descriptor, 64, 0)
-    if not re.fullmatch(rb"\d*\s*", found):
-        raise _foreign(out, LOCK_NAME)
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
+                              f"(pid {held.holder})") from None
+        except ForeignLockFile as error:
+            raise _foreign(out, LOCK_NAME) from error.__cause__
+        except OSError as error:
+            raise _cannot_write(out, error) from None
+        yield
 
 
 # -- what an earlier build wrote ------------------------------------------------------------------
@@ -217,7 +117,7 @@ def _remove_earlier_build(out: Location, names: list[str]) -> None:
     In a local OUT, only regular files can be imgshard's: a folder, link, FIFO or device is
     refused before any file is read (reading a FIFO would hang).
     """
-    irregular = [name for name in names if not _is_regular_file(out, name)]
+    irregular = [name for name in names if not out.is_regular_file(name)]
     if irregular:
         raise _foreign(out, irregular[0])
     present = set(names)
@@ -255,7 +155,7 @@ def _manifest_files(out: Location, name: str) -> set[str]:
     imgshard's. Read here with a few checks of its own: a listed name counts only if it is the
     one imgshard gives that file (an edited manifest cannot claim a user's file)."""
     try:
-        text = read_at_most(out, name, MAX_MANIFEST_BYTES)  # None: larger than any manifest
+        text = out.read_at_most(name, MAX_MANIFEST_BYTES)  # None: larger than any manifest
         document = parse_json(text) if text is not None else None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ValueError("not imgshard's")
@@ -315,21 +215,10 @@ def _planned_shard(name: str, shards: dict[str, int]) -> bool:
     return index < shards[split] and name in (images_name(split, index), labels_name(split, index))
 
 
-def _is_regular_file(out: Location, name: str) -> bool:
-    if not out.is_local:
-        return True  # an object store holds objects only
-    try:
-        return stat.S_ISREG(os.lstat(out.path(name)).st_mode)
-    except OSError:
-        return False
-
-
 def check_resumable(out: Location) -> None:
     """Refuse a local OUT that holds anything but regular files, before a resume reads it: a
     FIFO named like the progress log or a shard would hang it, a folder is no build's."""
-    if not out.is_local:
-        return  # an object store holds objects only
-    irregular = [name for name in sorted(out.listdir()) if not _is_regular_file(out, name)]
+    irregular = [name for name in sorted(out.listdir()) if not out.is_regular_file(name)]
     if irregular:
         raise OutputError(f"output {out} holds {irregular[0]!r}, which is not a file imgshard "
                           "wrote: refusing to resume")
@@ -344,7 +233,7 @@ def remove_leftovers(out: Location, build: str) -> None:
 
 
 def _check_directory(out: Location) -> None:
-    if out.is_local and os.path.exists(out.url) and not os.path.isdir(out.url):
+    if out.occupied_by_file():
         raise OutputError(f"output {out} exists and is not a directory")
 
 

@@ -16,16 +16,9 @@ from PIL import Image, ImageDraw
 from .config import DEFAULT_MAX_PIXELS
 from .errors import ImgshardError, ShardError
 from .formats import shard_format
-from .manifest import (
-    Manifest,
-    ManifestError,
-    SampleRow,
-    open_listed,
-    read_manifest,
-    read_samples,
-)
-from .outdir import is_inside
-from .storage import Location, local_copy
+from .manifest import Manifest, ManifestError, read_manifest
+from .samples_csv import SampleRow, read_samples
+from .storage import Location
 
 LABEL_WIDTH = 120
 GAP = 2
@@ -76,22 +69,9 @@ def check_output(directory: Location, output: str) -> None:
     a shard, a link to one) or is a folder; a local file cannot be in a URL's directory."""
     if os.path.isdir(output):
         raise PreviewError(f"-o {output} is a directory: give the name of the PNG file to write")
-    if not directory.is_local:
-        return
-    inside = is_inside(output, directory.url)
-    if not inside and os.path.exists(output):
-        target = os.stat(output)
-        inside = any(_same_file(entry, target) for entry in os.scandir(directory.url))
-    if inside:
+    if directory.holds(output):
         raise PreviewError(f"-o {output} is in the shard directory {directory} (or one of its "
                            "files): write the preview elsewhere")
-
-
-def _same_file(entry: os.DirEntry, target: os.stat_result) -> bool:
-    try:
-        return os.path.samestat(entry.stat(), target)
-    except OSError:  # a dangling link: not the file
-        return False
 
 
 def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
@@ -115,7 +95,7 @@ def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
         maps: dict[str, np.ndarray] = {}
         for name in sorted({shard for _, chosen in picked for shard, _ in chosen}):
             maps[name] = shard_format().open_shard(
-                stack.enter_context(local_copy(directory, name)),
+                stack.enter_context(directory.local_copy(name)),
                 shape=(shards[name].num_samples, *manifest.image_shape), dtype=manifest.dtype)
         return [(title, [np.array(maps[shard][index]) for shard, index in chosen])
                 for title, chosen in picked]
@@ -132,7 +112,7 @@ def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator
     sizes = {shard.images: shard.num_samples for shard in manifest.splits[split].shards}
     classes = manifest.num_classes
     try:
-        with open_listed(directory, manifest.samples) as stream:
+        with directory.open_listed(manifest.samples) as stream:
             for row in read_samples(stream, max_rows=manifest.shard_samples):
                 if row.split != split:
                     continue

@@ -35,7 +35,7 @@ from .resume_log import (
 from .scan import Sources
 from .sources_record import IrregularRecord, changed_source, write_sources
 from .storage import Location
-from .storage.record_log import LogError, RecordLog
+from .storage.record_log import LogError
 
 
 class ResumeError(ImgshardError):
@@ -138,7 +138,7 @@ def open_log(start: Start, sources: Sources | None) -> ResumeLog:
 def finish_log(out: Location) -> None:
     """Remove the log and the sources record: the build is complete."""
     out.remove(SOURCES_NAME, missing_ok=True)
-    RecordLog(out).remove()
+    out.record_log().remove()
 
 
 def _read_plan(out: Location) -> dict | None:
@@ -199,7 +199,7 @@ def restore(out: Location) -> Restored:
     a later resume must not replay them next to the new ones.
     """
     restored = Restored()
-    log = RecordLog(out)
+    log = out.record_log()
     try:
         lines = log.read()[1:]
     except LogError as error:

@@ -24,7 +24,6 @@ from typing import Any
 from .layout import images_name, labels_name
 from .manifest import ShardInfo, Skip
 from .storage import Location
-from .storage.record_log import RecordLog
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class ResumeLog:
     """Writes a build's plan and checkpoints into OUT's record log, each durable."""
 
     def __init__(self, out: Location, plan: dict, *, append: bool) -> None:
-        self.records = RecordLog(out)
+        self.records = out.record_log()
         self.records.open(append=append)
         if not append:
             self.records.append(json.dumps(plan, sort_keys=True))
@@ -114,7 +113,7 @@ class ResumeLog:
 
 def log_names(out: Location) -> list[str]:
     """The names of the files that hold OUT's resume log, the plan's first."""
-    return RecordLog(out).names()
+    return out.record_log().names()
 
 
 def holds_log(out: Location) -> bool:
@@ -125,7 +124,7 @@ def holds_log(out: Location) -> bool:
 
 def read_plan(out: Location) -> dict | None:
     """The plan record of OUT's resume log, or None when there is no log or no plan in it."""
-    lines = RecordLog(out).read()
+    lines = out.record_log().read()
     try:
         return json.loads(lines[0]) if lines else None
     except (ValueError, RecursionError):

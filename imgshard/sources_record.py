@@ -47,7 +47,7 @@ def changed_source(out: Location, sources: Sources) -> str | None:
         IrregularRecord: a link, FIFO, device or folder stands in the record's place.
     """
     try:
-        stream = out.open_regular(SOURCES_NAME)
+        stream = out.open_listed(SOURCES_NAME)
     except FileNotFoundError:
         return ("the output has no record of its source files (an older imgshard started "
                 "this build, or the record was removed)")

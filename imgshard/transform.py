@@ -15,7 +15,6 @@ import errno
 import io
 import math
 import os
-import stat
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -25,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import BuildConfig
 from .storage import Location
+from .storage.files import NotRegularFile
 
 RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -74,31 +74,21 @@ class Box:
 
 
 def read_source(src: Location, rel: str) -> BinaryIO:
-    """The opened file ``rel`` of SRC for :func:`load_pixels` (the caller closes it): a local
-    regular file, or the bytes of a remote object (read whole: one request, instead of the
-    decoder's many small reads).
-
-    A local file is opened without blocking and its type checked on the opened descriptor: a
-    file replaced by a FIFO, socket or device since the scan is a skip, never a hang.
+    """The opened file ``rel`` of SRC for :func:`load_pixels` (the caller closes it): see
+    :meth:`~imgshard.storage.Location.open_source`. A local file replaced by a FIFO, socket or
+    device since the scan is a skip, never a hang.
 
     Raises:
         SkipImage: the file vanished since the scan, cannot be read or is not a regular file.
     """
-    if not src.is_local:
-        try:
-            return io.BytesIO(src.read_bytes(rel))
-        except FileNotFoundError:
-            raise SkipImage("cannot read: No such file or directory") from None
     try:
-        descriptor = os.open(src.path(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        return src.open_source(rel)
+    except NotRegularFile:
+        raise SkipImage("not a regular file") from None
     except OSError as error:
         if error.errno == errno.ENXIO:  # a socket, or a device with no driver
             raise SkipImage("not a regular file") from None
         raise SkipImage(skip_reason(rel, error)) from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise SkipImage("not a regular file")
-    return os.fdopen(descriptor, "rb")
 
 
 def load_pixels(path: str | BinaryIO, config: BuildConfig) -> np.ndarray:

@@ -8,35 +8,27 @@ value, chunk by chunk: no NaN or inf, floats inside the range ``rescale``/``offs
 labels inside ``[0, num_classes)``. A flipped byte, a truncated, deleted, extra or swapped shard
 and a hand-edited count are all caught.
 
-A URL is verified on a temporary local copy of the files its manifest lists (downloaded on
-several threads, so it needs that much free disk), checked exactly as a local directory.
+A URL is verified as it is: checksums are streamed from the store, and each shard file whose
+header or values are checked is copied to a temporary local file for that check alone, so disk
+and memory stay bounded by one shard whatever the dataset's size.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import BuildConfig
-from .errors import ImgshardError, ShardError
+from .errors import ImgshardError, MissingShardError, ShardError
 from .executors.local import stoppable_pool
 from .formats import check_labels, shard_format
 from .layout import is_own_file
-from .manifest import (
-    Manifest,
-    ManifestError,
-    SampleRow,
-    ShardInfo,
-    open_listed,
-    read_manifest,
-    read_samples,
-)
+from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
+from .samples_csv import SampleRow, read_samples
 from .storage import Location
-from .storage.files import regular_file_sha256
 
 #: Rows read at a time by the deep check, so memory stays flat whatever the shard size.
 DEEP_CHUNK_ROWS = 64
@@ -55,46 +47,30 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
-#: Downloads in flight when verifying a URL.
-DOWNLOAD_THREADS = 8
-
-
 def verify_directory(directory: str | Location, *, deep: bool = False, workers: int = 1,
                      progress: Callable[[int], None] | None = None) -> list[Problem]:
     """Every problem found in ``directory`` (empty when all holds)."""
     location = directory if isinstance(directory, Location) else Location.of(directory)
-    if location.is_local:
-        return _verify_local(location.url, deep=deep, workers=workers, progress=progress)
     manifest = read_manifest(location)
-    with tempfile.TemporaryDirectory(prefix="imgshard-verify-") as mirror:
-        _mirror(location, manifest, mirror)
-        return _verify_local(mirror, deep=deep, workers=workers, progress=progress)
-
-
-def _mirror(location: Location, manifest: Manifest, mirror: str) -> None:
-    """Download what ``manifest`` lists into ``mirror``; unlisted shard files become empty
-    placeholders, so that they are reported just as in a local directory."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    present = set(location.listdir())
-    wanted = {"manifest.json", manifest.samples} | {name for _, name, _, _ in _listed(manifest)}
-    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-        list(pool.map(lambda name: location.download(name, os.path.join(mirror, name)),
-                      sorted(wanted & present)))
-    for name in present - wanted:
-        if is_own_file(name, shard_format().SUFFIX):
-            open(os.path.join(mirror, name), "wb").close()
-
-
-def _verify_local(directory: str, *, deep: bool, workers: int,
-                  progress: Callable[[int], None] | None) -> list[Problem]:
-    manifest = read_manifest(directory)
-    problems = list(_check_files(directory, manifest))
-    problems += _check_checksums(directory, manifest, workers, progress)
-    problems += _check_samples_csv(directory, manifest)
+    problems = list(_check_files(location, manifest))
+    problems += _check_checksums(location, manifest, workers, progress)
+    problems += _check_samples_csv(location, manifest)
     if deep:
-        problems += _check_values(directory, manifest)
+        problems += _check_values(location, manifest)
     return problems
+
+
+@contextlib.contextmanager
+def _opened(location: Location, name: str, shape: tuple[int, ...], dtype: str
+            ) -> Iterator[np.ndarray]:
+    """The shard file ``name`` mapped and checked against ``shape`` and ``dtype`` for the block
+    (a URL's file through a temporary local copy of that one file, deleted after the block)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(location.local_copy(name))
+        except FileNotFoundError:  # a URL's file that is not there
+            raise MissingShardError(f"{name}: shard file is missing") from None
+        yield shard_format().open_shard(path, shape=shape, dtype=dtype)
 
 
 def _listed(manifest: Manifest) -> Iterator[tuple[str, str, int, str]]:
@@ -106,7 +82,7 @@ def _listed(manifest: Manifest) -> Iterator[tuple[str, str, int, str]]:
                 yield name, shard.labels, shard.num_samples, shard.labels_sha256 or ""
 
 
-def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
+def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
     listed = set()
     for split_name, split in manifest.splits.items():
         if sum(s.num_samples for s in split.shards) != split.num_samples:
@@ -116,18 +92,16 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
         for shard in split.shards:
             listed.update({shard.images, shard.labels})
             try:
-                shard_format().open_shard(os.path.join(directory, shard.images),
-                                          shape=(shard.num_samples, *manifest.image_shape),
-                                          dtype=manifest.dtype)
+                with _opened(location, shard.images, (shard.num_samples, *manifest.image_shape),
+                             manifest.dtype):
+                    pass
             except ShardError as error:
                 yield Problem(shard.images, str(error).split(": ", 1)[-1])
             if shard.labels:
                 try:
-                    labels = np.asarray(shard_format().open_shard(
-                        os.path.join(directory, shard.labels), shape=(shard.num_samples,),
-                        dtype="int32"))
-                    check_labels(shard.labels, labels, manifest.num_classes)
-                    labels_seen += _count_labels(labels, manifest.num_classes or 0)
+                    with _opened(location, shard.labels, (shard.num_samples,), "int32") as labels:
+                        check_labels(shard.labels, labels, manifest.num_classes)
+                        labels_seen += _count_labels(labels, manifest.num_classes or 0)
                 except ShardError as error:
                     yield Problem(shard.labels, str(error).split(": ", 1)[-1])
         if split.class_counts is not None and manifest.class_names is not None:
@@ -135,7 +109,7 @@ def _check_files(directory: str, manifest: Manifest) -> Iterator[Problem]:
             if counted != split.class_counts:
                 yield Problem("manifest.json", f"class counts of split {split_name} disagree "
                               f"with its label files ({counted})")
-    for name in sorted(os.listdir(directory)):
+    for name in sorted(location.listdir()):
         if is_own_file(name, shard_format().SUFFIX) and name not in listed:
             yield Problem(name, "shard file not listed in the manifest")
 
@@ -149,15 +123,12 @@ def _count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return counts
 
 
-def _check_checksums(directory: str, manifest: Manifest, workers: int,
+def _check_checksums(location: Location, manifest: Manifest, workers: int,
                      progress: Callable[[int], None] | None) -> list[Problem]:
+    """Each listed file's sha256, streamed from the store (a URL's file is not downloaded)."""
     files = [(name, sha) for _, name, _, sha in _listed(manifest)]
-    paths = [os.path.join(directory, name) for name, _ in files]
-    if workers > 1 and len(paths) > 1:
-        with stoppable_pool(workers) as pool:
-            digests = _track(pool.map(regular_file_sha256, paths), progress)
-    else:
-        digests = _track(map(regular_file_sha256, paths), progress)
+    digests = _track(location.sha256s([name for name, _ in files], workers=workers,
+                                      process_pool=stoppable_pool), progress)
     return [Problem(name, "checksum does not match the manifest (changed, swapped or corrupt)")
             for (name, expected), actual in zip(files, digests)
             if actual is not None and actual != expected]  # None: reported by _check_files
@@ -173,9 +144,9 @@ def _track(digests: Iterator[str | None], progress: Callable[[int], None] | None
     return done
 
 
-def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
+def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
     try:
-        with open_listed(Location.of(directory), manifest.samples) as stream:
+        with location.open_listed(manifest.samples) as stream:
             rows = list(read_samples(stream, max_rows=manifest.shard_samples))
     except FileNotFoundError:
         return [Problem(manifest.samples, "file is missing")]
@@ -193,7 +164,7 @@ def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
                 problems.append(Problem(manifest.samples, f"rows for {shard.images} do not cover "
                                         f"its {shard.num_samples} samples exactly once"))
                 continue
-            labels = _labels(directory, shard)
+            labels = _labels(location, shard)
             if labels is not None and any(row.label != labels[row.index] for row in shard_rows):
                 problems.append(Problem(manifest.samples,
                                         f"labels of {shard.images} disagree with {shard.labels}"))
@@ -202,39 +173,41 @@ def _check_samples_csv(directory: str, manifest: Manifest) -> list[Problem]:
     return problems
 
 
-def _labels(directory: str, shard: ShardInfo) -> np.ndarray | None:
+def _labels(location: Location, shard: ShardInfo) -> np.ndarray | None:
     """The labels of ``shard`` (None without, or when its file cannot be read: reported
     elsewhere)."""
     if not shard.labels:
         return None
     try:
-        return np.asarray(shard_format().open_shard(os.path.join(directory, shard.labels),
-                                                    shape=(shard.num_samples,), dtype="int32"))
+        with _opened(location, shard.labels, (shard.num_samples,), "int32") as labels:
+            return np.array(labels)
     except ShardError:
         return None
 
 
-def _check_values(directory: str, manifest: Manifest) -> list[Problem]:
+def _check_values(location: Location, manifest: Manifest) -> list[Problem]:
     low, high = _value_range(manifest)
     problems = []
     for split in manifest.splits.values():
         for shard in split.shards:
             try:
-                images = shard_format().open_shard(os.path.join(directory, shard.images),
-                                                   shape=(shard.num_samples, *manifest.image_shape),
-                                                   dtype=manifest.dtype)
+                with _opened(location, shard.images, (shard.num_samples, *manifest.image_shape),
+                             manifest.dtype) as images:
+                    problems += _value_problems(shard.images, images, low, high)
             except ShardError:
                 continue  # already reported
-            for start in range(0, len(images), DEEP_CHUNK_ROWS):
-                chunk = np.asarray(images[start:start + DEEP_CHUNK_ROWS])
-                if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-                    problems.append(Problem(shard.images, f"NaN or inf near row {start}"))
-                    break
-                if chunk.size and (chunk.min() < low or chunk.max() > high):
-                    problems.append(Problem(shard.images, f"values outside [{low}, {high}] "
-                                            f"near row {start}"))
-                    break
     return problems
+
+
+def _value_problems(name: str, images: np.ndarray, low: float, high: float) -> list[Problem]:
+    """The first chunk of ``images`` holding NaN, inf or a value outside ``[low, high]``."""
+    for start in range(0, len(images), DEEP_CHUNK_ROWS):
+        chunk = np.asarray(images[start:start + DEEP_CHUNK_ROWS])
+        if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+            return [Problem(name, f"NaN or inf near row {start}")]
+        if chunk.size and (chunk.min() < low or chunk.max() > high):
+            return [Problem(name, f"values outside [{low}, {high}] near row {start}")]
+    return []
 
 
 def _value_range(manifest: Manifest) -> tuple[float, float]:

@@ -23,6 +23,7 @@ from imgshard.cli import cli
 from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
 from imgshard.errors import ShardError
+from imgshard.storage import Location
 from imgshard.storage.files import file_sha256
 from imgshard.formats.npy import npy_header, open_shard
 
@@ -292,7 +293,7 @@ def test_verify_counts_labels_without_a_python_object_per_label(copy):
 
     tracemalloc.start()
     try:
-        problems = list(imgshard.verify._check_files(str(copy), read_manifest(copy)))
+        problems = list(imgshard.verify._check_files(Location.of(copy), read_manifest(copy)))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -292,7 +292,7 @@ def test_a_tree_deeper_than_the_recursion_and_path_limits_scans_with_skips(tmp_p
 
 
 def test_the_iterative_walk_keeps_order_and_reasons(tmp_path):
-    from imgshard.scan import walk
+    from imgshard.storage.tree import walk
 
     for rel in ["a/x.png", "a-b.png", "a/b/c.png", "a/.h/x.png", "a/.y.png", "b/z.png", "ab/q.png"]:
         write_image(str(tmp_path / rel))

@@ -19,7 +19,7 @@ import pytest
 from imgshard import BuildConfig, build
 from imgshard.layout import is_own_file
 from imgshard.outdir import OutputError, prepare_out
-from imgshard.storage import Location
+from imgshard.storage import LocalLocation, Location
 
 from conftest import local_files, run, stop_at_call, write_image
 
@@ -140,7 +140,7 @@ def test_an_interrupted_overwrite_can_be_overwritten_again(src, tmp_path, monkey
     """The manifest goes first; what it listed stays attributable until the last file is gone."""
     out = tmp_path / "out"
     build(src, str(out), CONFIG, workers=1)
-    real_remove = Location.remove
+    real_remove = LocalLocation.remove
     removed = []
 
     def crash_after_two(self, name, **kwargs):
@@ -149,7 +149,7 @@ def test_an_interrupted_overwrite_can_be_overwritten_again(src, tmp_path, monkey
         removed.append(name)
         return real_remove(self, name, **kwargs)
 
-    monkeypatch.setattr(Location, "remove", crash_after_two)
+    monkeypatch.setattr(LocalLocation, "remove", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         build(src, str(out), CONFIG, workers=1, overwrite=True)
     monkeypatch.undo()

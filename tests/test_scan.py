@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgshard.config import BuildConfig
-from imgshard.scan import Sample, ScanError, hold_out, order, scan
+from imgshard.samples import Sample, hold_out, order
+from imgshard.scan import ScanError, scan
 
 from conftest import write_image
 

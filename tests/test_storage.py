@@ -23,7 +23,8 @@ from imgshard.cli import cli
 from imgshard.config import BuildConfig
 from imgshard.errors import ImgshardError
 from imgshard.reader import ReaderError, ShardReader
-from imgshard.storage import Location, StorageError, describe_error, parse_storage_options
+from imgshard.storage import (FsspecLocation, LocalLocation, Location, StorageError, describe_error,
+                              parse_storage_options)
 
 from conftest import comparable, local_files, stop_at_call, write_image
 
@@ -56,9 +57,9 @@ def remote_files(url: str) -> dict[str, bytes]:
 # -- Location and options ------------------------------------------------------------------
 
 def test_local_paths_and_file_urls_stay_local(tmp_path):
-    assert Location.of(str(tmp_path)).is_local
+    assert isinstance(Location.of(str(tmp_path)), LocalLocation)
     assert Location.of(f"file://{tmp_path}").url == str(tmp_path)
-    assert not Location.of("s3://bucket/prefix/").is_local
+    assert isinstance(Location.of("s3://bucket/prefix/"), FsspecLocation)
     assert Location.of("s3://bucket/prefix/").url == "s3://bucket/prefix"
     assert Location.of("s3://b/p").path("train-00000.npy") == "s3://b/p/train-00000.npy"
 
@@ -274,6 +275,26 @@ def test_inspect_verify_and_preview_take_urls(src, tmp_path, memory_url):
     assert broken.exit_code == 1
     assert "train-00009.npy: shard file not listed" in broken.output
     assert "train-00000.labels.npy: shard file is missing" in broken.output
+
+
+def test_verify_of_a_url_holds_at_most_one_shard_file_on_disk(src, memory_url, monkeypatch):
+    """A URL is verified as it is: its checksums are streamed, and a file whose header or values
+    are read is on local disk alone, never a mirror of the whole dataset."""
+    from imgshard.verify import verify_directory
+
+    url = f"{memory_url}/shards"
+    build(src, url, CONFIG, workers=1)
+    kind = type(Location.of(url))
+    real, downloaded, most = kind.download, [], [0]
+
+    def counted(self, name, local_path):
+        real(self, name, local_path)
+        downloaded.append(local_path)
+        most[0] = max(most[0], sum(os.path.exists(path) for path in downloaded))
+
+    monkeypatch.setattr(kind, "download", counted)
+    assert verify_directory(url, deep=True, workers=2) == []
+    assert 0 < most[0] == 1
 
 
 def test_memory_urls_refuse_the_dask_executor(src, memory_url):

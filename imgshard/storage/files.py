@@ -60,32 +60,67 @@ def file_sha256(path: str) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def open_regular(path: str) -> int:
+class NotRegularFile(OSError):
+    """What ``path`` names is not a regular file; ``kind`` says what it is (``a FIFO``...)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(0, "not a regular file")
+        self.kind = kind
+
+
+def open_regular_file(path: str | os.PathLike[str], *, follow_links: bool) -> int:
     """Open ``path`` read-only, refusing anything but a regular file; return the descriptor.
 
-    ``O_NONBLOCK`` makes opening a FIFO return at once (a blocking open would wait for a writer
-    forever) and ``O_NOFOLLOW`` refuses a symbolic link as the last component, so a link can
-    never lead a read out of the directory. The file type is checked on the opened descriptor,
-    so the file cannot be swapped between the check and the read.
+    The one way imgshard opens a file it did not write. ``O_NONBLOCK`` makes opening a FIFO
+    return at once (a blocking open would wait for a writer forever); without ``follow_links``,
+    ``O_NOFOLLOW`` refuses a symbolic link as the last component (``ELOOP``), so a link can never
+    lead a read out of a shard directory. The file type is checked on the opened descriptor, so
+    the file cannot be swapped between the check and the read.
+
+    Raises:
+        NotRegularFile: a FIFO, device, socket or directory.
+        OSError: it cannot be opened (missing, a link, no permission...).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    descriptor = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise NotRegularFile(_file_kind(mode))
+    return descriptor
+
+
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file ``path`` (a config or labels file; links are followed).
+
+    A FIFO would hang the build and a device such as ``/dev/zero`` would fill the memory.
+
+    Raises:
+        OSError: it cannot be read, or is not a regular file (``strerror`` says which).
+    """
+    with os.fdopen(open_regular_file(path, follow_links=True), "rb") as stream:
+        return stream.read()
+
+
+def open_regular(path: str) -> int:
+    """Open a file of a shard directory as :func:`open_regular_file` does, never following a
+    link; return the descriptor.
 
     Raises:
         MissingShardError: nothing is there.
         ShardError: a link, a FIFO, device, socket or directory, or unreadable.
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return open_regular_file(path, follow_links=False)
     except FileNotFoundError:
         raise MissingShardError(f"{path}: shard file is missing") from None
+    except NotRegularFile as error:
+        raise ShardError(f"{path}: not a regular file ({error.kind})") from None
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise ShardError(f"{path}: a symbolic link (imgshard follows no links in a shard "
                              "directory)") from None
         raise ShardError(f"{path}: cannot open: {error.strerror}") from None
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        raise ShardError(f"{path}: not a regular file ({_file_kind(mode)})")
-    return descriptor
 
 
 def file_identity(status: os.stat_result) -> tuple[int, int, int, int]:

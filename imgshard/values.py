@@ -1,0 +1,14 @@
+"""Checks of values that come from outside (a config, a manifest, a progress log).
+
+Python counts ``True`` as the int 1, so ``seed = true`` in a config or ``"num_samples": true``
+in a manifest would pass an ``isinstance(value, int)`` check; these checks say what we mean.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_whole_number(value: Any) -> bool:
+    """Whether ``value`` is a Python int and not a bool (JSON and TOML tell the two apart)."""
+    return isinstance(value, int) and not isinstance(value, bool)
