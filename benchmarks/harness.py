@@ -233,7 +233,7 @@ def corpus_set(corpus: str, name: str) -> str:
     if not os.path.isdir(path):
         raise click.ClickException(
             f"{path} is missing: make the corpus with "
-            f"`python make_corpus.py --out {corpus}` (see benchmarks/README in the README)")
+            f"`python make_corpus.py --out {corpus}` (see docs/performance.md)")
     return path
 
 

@@ -4,8 +4,8 @@ Usage: python benchmarks/run_all.py --corpus /work/corpus [--repeat 3] [--scratc
 
 Builds, then peak memory, then the reader (when ``imgshard.reader`` exists; its figures that
 need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
-``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see "Performance" in the
-README for what each figure means.
+``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see docs/performance.md
+for what each figure means.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from .config import BuildConfig
 from .errors import ImgshardError
 from .executors import executor_named
 from .executors.interface import Executor
-from .layout import MANIFEST_NAME, SAMPLES_NAME
 from .formats import shard_format
+from .layout import MANIFEST_NAME, SAMPLES_NAME
 from .manifest import Manifest, Skip, SplitInfo, write_manifest
 from .outdir import check_apart, locked, remove_leftovers
 from .resume import (

@@ -60,6 +60,58 @@ def storage_option(command):
                              " anon=true.")(command)
 
 
+#: The options of ``build``, in the order ``--help`` shows them: flag -> (how click reads the
+#: value, help). ``None`` marks an on/off flag. None of them has a default here: what the user
+#: left out comes from the TOML file or from :class:`BuildConfig` (see :func:`resolve_options`).
+BUILD_FLAGS: dict[str, tuple[Any, str]] = {
+    "--size": (str, "Target size HxW, e.g. 224x224; one number means square. [224]"),
+    "--color": (click.Choice(list(COLOR_CHANNELS)), "Channels 3/1/4. [rgb]"),
+    "--resize": (click.Choice(RESIZE_MODES),
+                 "stretch (as Keras), crop (centred, target aspect) or pad (letterbox). [stretch]"),
+    "--interpolation": (click.Choice(INTERPOLATIONS),
+                        "Resampling filter, antialiased when shrinking. [bilinear]"),
+    "--dtype": (click.Choice(DTYPES), "Stored dtype. [float16]"),
+    "--rescale": (float, "Floats are pixel * rescale + offset. [1/255]"),
+    "--offset": (float, "Added after rescale. [0]"),
+    "--shard-size": (int, "Images per shard. [256]"),
+    "--workers": (int, "Worker processes, at most one per core and one per shard task. [all cores]"),
+    "--val-split": (float, "Hold out this fraction of every class as 'val'."),
+    "--seed": (int, "Seed of the val split and of the sample order. [0]"),
+    "--shuffle/--no-shuffle": (None, "Mix the samples of a split across shards (seeded). [shuffle]"),
+    "--labels": (click.Path(dir_okay=False, path_type=str),
+                 "CSV of path,label rows (paths relative to SRC) instead of class folders."),
+    "--no-labels": (None, "Unlabelled images, no label files."),
+    "--classes": (str, "Comma-separated class names: their order sets the labels."),
+    "--follow-links": (None, "Follow symbolic links."),
+    "--max-pixels": (int, "Skip images with more pixels (decompression bombs). [89478485]"),
+}
+#: What a build does rather than what it writes: flag -> help (on/off flags).
+RUN_FLAGS = {
+    "--dry-run": "Scan only and print what would be built.",
+    "--overwrite": "Replace an earlier imgshard build in OUT.",
+    "--resume": "Finish an interrupted build in OUT (same options); its finished shards stay.",
+}
+
+
+def build_options(command):
+    """The options of ``build`` (see :data:`BUILD_FLAGS` and :data:`RUN_FLAGS`), then
+    ``--quiet``, ``--executor`` and ``--scheduler``."""
+    options = [click.option(flag, type=kind, help=text) if kind is not None
+               else click.option(flag, is_flag=True, default=None, help=text)
+               for flag, (kind, text) in BUILD_FLAGS.items()]
+    options += [click.option(flag, is_flag=True, help=text) for flag, text in RUN_FLAGS.items()]
+    options += [
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary."),
+        click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local",
+                     show_default=True,
+                     help="Run the shard tasks on local processes or a Dask cluster."),
+        click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. "
+                     "tcp://host:8786, or 'local' for a LocalCluster. [local]")]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgshard")
 def cli() -> None:
@@ -71,38 +123,7 @@ def cli() -> None:
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str),
               help="TOML file of options; flags given here override it.")
-@click.option("--size", help="Target size HxW, e.g. 224x224; one number means square. [224]")
-@click.option("--color", type=click.Choice(list(COLOR_CHANNELS)), help="Channels 3/1/4. [rgb]")
-@click.option("--resize", type=click.Choice(RESIZE_MODES),
-              help="stretch (as Keras), crop (centred, target aspect) or pad (letterbox). [stretch]")
-@click.option("--interpolation", type=click.Choice(INTERPOLATIONS),
-              help="Resampling filter, antialiased when shrinking. [bilinear]")
-@click.option("--dtype", type=click.Choice(DTYPES), help="Stored dtype. [float16]")
-@click.option("--rescale", type=float, help="Floats are pixel * rescale + offset. [1/255]")
-@click.option("--offset", type=float, help="Added after rescale. [0]")
-@click.option("--shard-size", type=int, help="Images per shard. [256]")
-@click.option("--workers", type=int,
-              help="Worker processes, at most one per core and one per shard task. [all cores]")
-@click.option("--val-split", type=float, help="Hold out this fraction of every class as 'val'.")
-@click.option("--seed", type=int, help="Seed of the val split and of the sample order. [0]")
-@click.option("--shuffle/--no-shuffle", default=None,
-              help="Mix the samples of a split across shards (seeded). [shuffle]")
-@click.option("--labels", type=click.Path(dir_okay=False, path_type=str),
-              help="CSV of path,label rows (paths relative to SRC) instead of class folders.")
-@click.option("--no-labels", is_flag=True, default=None, help="Unlabelled images, no label files.")
-@click.option("--classes", help="Comma-separated class names: their order sets the labels.")
-@click.option("--follow-links", is_flag=True, default=None, help="Follow symbolic links.")
-@click.option("--max-pixels", type=int,
-              help="Skip images with more pixels (decompression bombs). [89478485]")
-@click.option("--dry-run", is_flag=True, help="Scan only and print what would be built.")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier imgshard build in OUT.")
-@click.option("--resume", is_flag=True,
-              help="Finish an interrupted build in OUT (same options); its finished shards stay.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local",
-              show_default=True, help="Run the shard tasks on local processes or a Dask cluster.")
-@click.option("--scheduler", metavar="ADDRESS",
-              help="Dask scheduler, e.g. tcp://host:8786, or 'local' for a LocalCluster. [local]")
+@build_options
 @storage_option
 @click.pass_context
 @user_errors

@@ -32,7 +32,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 #: 256 images of 224x224x3 float16 are ~77 MB: big enough for sequential reads and few files,
 #: small enough that a reader's shuffle window of several shards stays well under 1 GB and that
-#: two workers get many tasks to balance (see the README).
+#: two workers get many tasks to balance (see docs/build.md, "Why 256 images per shard").
 DEFAULT_SHARD_SIZE = 256
 #: Floats are ``pixel * rescale + offset``: by default in [0, 1], as Keras' Rescaling(1/255).
 DEFAULT_RESCALE = 1 / 255

@@ -59,7 +59,8 @@ class Skip:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The parsed ``manifest.json`` of a shard directory (see the README for every key)."""
+    """The parsed ``manifest.json`` of a shard directory (every key is in the docstring of
+    :mod:`imgshard.layout`)."""
 
     imgshard_version: str
     created: str

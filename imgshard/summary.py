@@ -17,7 +17,7 @@ EXAMPLES_PER_REASON = 3
 
 
 def summarize_directory(directory: str | Location) -> dict[str, Any]:
-    """The machine-readable summary that ``inspect --json`` prints (keys in the README)."""
+    """The machine-readable summary that ``inspect --json`` prints (keys in docs/check.md)."""
     directory = directory if isinstance(directory, Location) else Location.of(directory)
     manifest = read_manifest(directory)
     sizes = directory.sizes()

@@ -1,4 +1,4 @@
-"""Checks of values that come from outside (a config, a manifest, a progress log).
+"""Checks of values that come from outside (a config, a manifest, a progress log, a caller).
 
 Python counts ``True`` as the int 1, so ``seed = true`` in a config or ``"num_samples": true``
 in a manifest would pass an ``isinstance(value, int)`` check; these checks say what we mean.
@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def is_whole_number(value: Any) -> bool:
     """Whether ``value`` is a Python int and not a bool (JSON and TOML tell the two apart)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_whole_argument(value: Any) -> bool:
+    """Whether ``value``, passed by a Python caller, is a whole number: a Python or numpy int
+    (an index computed with numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

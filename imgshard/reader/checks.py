@@ -20,6 +20,7 @@ from ..formats import shard_format
 from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
 from ..storage import Location
+from ..values import is_whole_argument
 
 if TYPE_CHECKING:
     from . import ShardReader
@@ -64,14 +65,9 @@ def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, windo
         raise ReaderError(f"augment must be a callable (batch -> batch), got {repr(augment)[:40]}")
 
 
-def is_whole(value: Any) -> bool:
-    """Whether ``value`` is a whole number (a Python or numpy int; not a bool)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def whole(value: Any, name: str, *, low: int = 0, high: int | None = None) -> int:
     """``value`` as an int, if it is a whole number in ``[low, high]``; else a ReaderError."""
-    if not is_whole(value) or value < low or (high is not None and value > high):
+    if not is_whole_argument(value) or value < low or (high is not None and value > high):
         within = f"from {low} to {high}" if high is not None else f">= {low}"
         raise ReaderError(f"{name} must be a whole number {within}, got {repr(value)[:40]}")
     return int(value)

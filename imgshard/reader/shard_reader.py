@@ -26,6 +26,7 @@ import numpy as np
 from ..layout import MANIFEST_NAME
 from ..manifest import Manifest, ShardInfo, read_manifest
 from ..storage import Location
+from ..values import is_whole_argument
 from .batches import BatchMaker
 from .cache import ShardCache
 from .checks import (
@@ -33,7 +34,6 @@ from .checks import (
     check_memory,
     check_options,
     check_sizes,
-    is_whole,
     served_dtype,
     whole,
 )
@@ -181,7 +181,7 @@ class ShardReader:
 
     def get_batch(self, epoch: int, index: int) -> Any:
         """Batch ``index`` of ``epoch``, by random access (what Keras' PyDataset asks for)."""
-        if not is_whole(index) or not 0 <= index < len(self):
+        if not is_whole_argument(index) or not 0 <= index < len(self):
             raise IndexError(f"batch {repr(index)[:40]} of {len(self)}")
         return self._batch(epoch, int(index), self._cached_order(whole(epoch, "epoch")))
 
