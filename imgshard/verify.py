@@ -82,8 +82,26 @@ def _listed(manifest: Manifest) -> Iterator[tuple[str, str, int, str]]:
                 yield name, shard.labels, shard.num_samples, shard.labels_sha256 or ""
 
 
+def _check_header(location: Location, name: str, sizes: dict[str, int],
+                  shape: tuple[int, ...], dtype: str) -> None:
+    """Check the shard file ``name`` from its header and its size alone (a URL's file is not
+    downloaded: its checksum is streamed separately).
+
+    Raises:
+        ShardError: it is missing, not a regular file, or not what the manifest says.
+    """
+    try:
+        with location.open_listed(name) as stream:
+            if name not in sizes:  # removed between the listing and the open
+                raise FileNotFoundError(name)
+            shard_format().check_stream(name, stream, sizes[name], shape=shape, dtype=dtype)
+    except FileNotFoundError:
+        raise MissingShardError(f"{name}: shard file is missing") from None
+
+
 def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
     listed = set()
+    sizes = location.sizes()
     for split_name, split in manifest.splits.items():
         if sum(s.num_samples for s in split.shards) != split.num_samples:
             yield Problem("manifest.json", f"split {split_name} says {split.num_samples} samples, "
@@ -92,9 +110,8 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
         for shard in split.shards:
             listed.update({shard.images, shard.labels})
             try:
-                with _opened(location, shard.images, (shard.num_samples, *manifest.image_shape),
-                             manifest.dtype):
-                    pass
+                _check_header(location, shard.images, sizes,
+                              (shard.num_samples, *manifest.image_shape), manifest.dtype)
             except ShardError as error:
                 yield Problem(shard.images, str(error).split(": ", 1)[-1])
             if shard.labels:

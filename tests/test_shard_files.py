@@ -160,16 +160,21 @@ class RawRowStream:
             return hashlib.file_digest(file, "sha256").hexdigest() if self._checksum else None
 
 
+def _raw_expected(path, stream, shape, dtype):
+    header = json.loads(stream.read(RAW_HEADER_BYTES))
+    found_shape, found_dtype = tuple(header["shape"]), np.dtype(header["dtype"])
+    if (shape is not None and found_shape != tuple(shape)) or \
+            (dtype is not None and found_dtype != np.dtype(dtype)):
+        raise ShardError(f"{path}: {found_shape} {found_dtype}, not what the manifest says")
+    return found_shape, found_dtype
+
+
 def raw_open_shard(path, *, shape=None, dtype=None, sha256=None, identity=None):
     with open(path, "rb") as file:
         if sha256 is not None and hashlib.file_digest(file, "sha256").hexdigest() != sha256:
             raise ShardError(f"{path}: checksum does not match the manifest")
         file.seek(0)
-        header = json.loads(file.read(RAW_HEADER_BYTES))
-    found_shape, found_dtype = tuple(header["shape"]), np.dtype(header["dtype"])
-    if (shape is not None and found_shape != tuple(shape)) or \
-            (dtype is not None and found_dtype != np.dtype(dtype)):
-        raise ShardError(f"{path}: {found_shape} {found_dtype}, not what the manifest says")
+        found_shape, found_dtype = _raw_expected(path, file, shape, dtype)
     if not math.prod(found_shape):
         return np.zeros(found_shape, found_dtype)
     return np.memmap(path, found_dtype, "r", RAW_HEADER_BYTES, found_shape)
@@ -184,9 +189,15 @@ def raw_check_size(path, size, *, shape, dtype, local):
         raise ShardError(f"{path}: {size} bytes cannot hold {shape} {dtype}")
 
 
+def raw_check_stream(path, stream, size, *, shape, dtype):
+    _raw_expected(path, stream, shape, dtype)
+    raw_check_size(path, size, shape=shape, dtype=dtype, local=False)
+
+
 RAW = types.SimpleNamespace(
     SUFFIX=".raw", ESTIMATED_HEADER_BYTES=RAW_HEADER_BYTES, RowStream=RawRowStream,
     read_rows=raw_read_rows, open_shard=raw_open_shard, check_size=raw_check_size,
+    check_stream=raw_check_stream,
     cast_table=lambda config: None if config.dtype == "uint8" else stored_values(
         config.rescale, config.offset, config.dtype),
     store_pixels=lambda pixels, table, out: np.copyto(

@@ -297,6 +297,25 @@ def test_verify_of_a_url_holds_at_most_one_shard_file_on_disk(src, memory_url, m
     assert 0 < most[0] == 1
 
 
+def test_verify_of_a_url_downloads_no_image_file(src, memory_url, monkeypatch):
+    """Without --deep, an image file's header is read from the store and its checksum
+    streamed: the file is never downloaded (only the small label files are)."""
+    from imgshard.verify import verify_directory
+
+    url = f"{memory_url}/shards"
+    build(src, url, CONFIG, workers=1)
+    kind = type(Location.of(url))
+    real, downloaded = kind.download, []
+
+    def recorded(self, name, local_path):
+        downloaded.append(name)
+        real(self, name, local_path)
+
+    monkeypatch.setattr(kind, "download", recorded)
+    assert verify_directory(url, workers=2) == []
+    assert downloaded and all(name.endswith(".labels.npy") for name in downloaded), downloaded
+
+
 def test_memory_urls_refuse_the_dask_executor(src, memory_url):
     with pytest.raises(ImgshardError, match="memory:// lives in this process only"):
         build(src, f"{memory_url}/out", CONFIG, executor="dask")

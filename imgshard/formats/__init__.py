@@ -50,6 +50,9 @@ class ShardFormat(Protocol):
     def check_size(self, path: str, size: int, *, shape: tuple[int, ...], dtype: str,
                    local: bool) -> None: ...
 
+    def check_stream(self, path: str, stream: BinaryIO, size: int, *, shape: tuple[int, ...],
+                     dtype: str) -> None: ...
+
     def cast_table(self, config: BuildConfig) -> np.ndarray | None: ...
 
     def store_pixels(self, pixels: np.ndarray, table: np.ndarray | None,

@@ -194,27 +194,61 @@ def open_shard(path: str, *, shape: tuple[int, ...] | None = None, dtype: str | 
         raise ShardError(f"{path}: not a readable .npy file (truncated?): {error}") from None
     finally:
         os.close(descriptor)
-    if shape is not None and tuple(array.shape) != tuple(shape):
-        raise ShardError(f"{path}: shape {tuple(array.shape)} but the manifest says {tuple(shape)}")
-    if dtype is not None and array.dtype != np.dtype(dtype):
-        raise ShardError(f"{path}: dtype {array.dtype} but the manifest says {dtype}")
+    _check_expected(path, array.shape, array.dtype, shape=shape, dtype=dtype)
     return array
+
+
+def check_stream(path: str, stream: BinaryIO, size: int, *, shape: tuple[int, ...],
+                 dtype: str) -> None:
+    """Check the shard file open as ``stream`` (``size`` bytes) as :func:`open_shard` does,
+    from its header alone: a remote file is checked without being downloaded.
+
+    Raises:
+        ShardError: naming ``path``, as :func:`open_shard` would.
+    """
+    try:
+        found_shape, found_dtype, _ = _read_header(stream, size)
+    except (OSError, ValueError) as error:
+        raise ShardError(f"{path}: not a readable .npy file (truncated?): {error}") from None
+    _check_expected(path, found_shape, found_dtype, shape=shape, dtype=dtype)
+
+
+def _check_expected(path: str, found_shape: tuple[int, ...], found_dtype: np.dtype, *,
+                    shape: tuple[int, ...] | None, dtype: str | None) -> None:
+    if shape is not None and tuple(found_shape) != tuple(shape):
+        raise ShardError(f"{path}: shape {tuple(found_shape)} but the manifest says {tuple(shape)}")
+    if dtype is not None and found_dtype != np.dtype(dtype):
+        raise ShardError(f"{path}: dtype {found_dtype} but the manifest says {dtype}")
 
 
 def _map_npy(stream: BinaryIO) -> np.ndarray:
     """Map the ``.npy`` file open as ``stream`` read-only (numpy's ``open_memmap`` takes only
     a file name, which could name another file by the time it is opened)."""
+    shape, dtype, offset = _read_header(stream, os.fstat(stream.fileno()).st_size)
+    if math.prod(shape) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset)
+
+
+def _read_header(stream: BinaryIO, size: int) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, dtype and data offset of the ``.npy`` file of ``size`` bytes open as
+    ``stream``, refusing what imgshard never writes and a file too short for its header's
+    promise.
+
+    Raises:
+        ValueError: saying what is wrong.
+    """
     version = npy_format.read_magic(stream)
     if version not in ((1, 0), (2, 0)):
         raise ValueError(f".npy format version {version} is not supported")
     # numpy reads a header of any claimed length (4 GB in version 2) before its own size check
     length_format = "<H" if version == (1, 0) else "<I"
-    start, size = stream.tell(), struct.calcsize(length_format)
-    data = stream.read(size)
-    if len(data) < size:
+    start, length_size = stream.tell(), struct.calcsize(length_format)
+    data = stream.read(length_size)
+    if len(data) < length_size:
         raise ValueError("the file ends in its header")
     (length,) = struct.unpack(length_format, data)
-    if start + size + length > NPY_MAX_HEADER:
+    if start + length_size + length > NPY_MAX_HEADER:
         raise ValueError(f"a header of {length} bytes (numpy writes at most {NPY_MAX_HEADER})")
     stream.seek(start)
     read_header = npy_format.read_array_header_1_0 if version == (1, 0) \
@@ -226,12 +260,9 @@ def _map_npy(stream: BinaryIO) -> np.ndarray:
         raise ValueError(f"dtype {dtype} holds no numbers")
     offset = stream.tell()
     needed = offset + math.prod(shape) * dtype.itemsize
-    size = os.fstat(stream.fileno()).st_size
     if size < needed:
         raise ValueError(f"{size} bytes, the header promises {needed}")
-    if math.prod(shape) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(stream, dtype=dtype, mode="r", shape=shape, offset=offset)
+    return shape, dtype, offset
 
 
 def cast_table(config: BuildConfig) -> np.ndarray | None:
