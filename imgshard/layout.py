@@ -98,9 +98,6 @@ MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.csv"
 #: The columns of ``samples.csv``, in order.
 SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
-#: The suffix of shard and label files whose manifest names no shard format (every one today).
-DEFAULT_SUFFIX = ".npy"
-
 SHARD_NAME = "{split}-{index:05d}{suffix}"
 LABELS_NAME = "{split}-{index:05d}.labels{suffix}"
 PART_NAME = ".part-{build}-{split}-{index:05d}{suffix}"
@@ -119,15 +116,15 @@ BUILD_ID = re.compile(r"[0-9a-f]{12}")
 _FIELD_PATTERNS = {"split": r"[\w.-]+", "index": r"\d{5,}"}
 
 
-def images_name(split: str, index: int, suffix: str = DEFAULT_SUFFIX) -> str:
+def images_name(split: str, index: int, suffix: str) -> str:
     return SHARD_NAME.format(split=split, index=index, suffix=suffix)
 
 
-def labels_name(split: str, index: int, suffix: str = DEFAULT_SUFFIX) -> str:
+def labels_name(split: str, index: int, suffix: str) -> str:
     return LABELS_NAME.format(split=split, index=index, suffix=suffix)
 
 
-def part_name(split: str, index: int, build: str, suffix: str = DEFAULT_SUFFIX) -> str:
+def part_name(split: str, index: int, build: str, suffix: str) -> str:
     return PART_NAME.format(build=build, split=split, index=index, suffix=suffix)
 
 
@@ -164,7 +161,7 @@ def _prefix(template: str, **fields: str) -> str:
     return prefix
 
 
-def is_own_file(name: str, suffix: str = DEFAULT_SUFFIX) -> bool:
+def is_own_file(name: str, suffix: str) -> bool:
     """Whether ``name`` is a shard or label file name as imgshard gives them (of any split and
     index): what ``verify`` reports when the manifest does not list it."""
     return any(_name_pattern(template, suffix).fullmatch(name)

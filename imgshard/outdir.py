@@ -25,6 +25,7 @@ import contextlib
 from collections.abc import Iterator
 
 from .errors import ImgshardError
+from .formats import shard_format
 from .layout import (
     BUILD_ID,
     FORMAT,
@@ -160,10 +161,11 @@ def _manifest_files(out: Location, name: str) -> set[str]:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ValueError("not imgshard's")
         listed = {SAMPLES_NAME} & {document.get("samples", SAMPLES_NAME)}
+        suffix = shard_format().SUFFIX
         for split, info in document["splits"].items():
             for index, shard in enumerate(info["shards"]):
                 listed |= {shard["images"], shard.get("labels")} & \
-                    {images_name(split, index), labels_name(split, index)}
+                    {images_name(split, index, suffix), labels_name(split, index, suffix)}
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError,
             ImgshardError):
         raise _foreign(out, name, "which is not an imgshard manifest") from None
@@ -212,7 +214,9 @@ def _planned_shard(name: str, shards: dict[str, int]) -> bool:
     if split not in shards or not (digits.isascii() and digits.isdigit()):
         return False
     index = int(digits)
-    return index < shards[split] and name in (images_name(split, index), labels_name(split, index))
+    suffix = shard_format().SUFFIX
+    return index < shards[split] and name in (images_name(split, index, suffix),
+                                              labels_name(split, index, suffix))
 
 
 def check_resumable(out: Location) -> None:

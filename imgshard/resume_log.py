@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .formats import shard_format
 from .layout import images_name, labels_name
 from .manifest import ShardInfo, Skip
 from .storage import Location
@@ -73,9 +74,10 @@ def decode_checkpoint(record: Any, earlier: dict[str, list[ShardInfo]]) -> Check
     if not isinstance(split, str) or not isinstance(record["shards"], list):
         raise TypeError
     shards = tuple(ShardInfo(**s) for s in record["shards"])
+    suffix = shard_format().SUFFIX
     for index, shard in enumerate(shards, len(earlier.get(split, []))):
-        if (shard.images != images_name(split, index) or not is_count(shard.num_samples)
-                or shard.labels not in (None, labels_name(split, index))):
+        if (shard.images != images_name(split, index, suffix) or not is_count(shard.num_samples)
+                or shard.labels not in (None, labels_name(split, index, suffix))):
             raise TypeError
     skipped = tuple(Skip(**s) for s in record["skipped"])
     counts = {int(label): count for label, count in record["counts"].items()}

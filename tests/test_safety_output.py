@@ -189,8 +189,8 @@ def fake_interrupted_build(out, shards: dict[str, int], names: list[str]) -> Non
 def test_shard_names_past_99999_are_written_recorded_and_deleted(tmp_path):
     from imgshard.layout import images_name
 
-    assert images_name("train", 100_000) == "train-100000.npy"
-    assert is_own_file("train-100000.labels.npy")  # verify's "unlisted shard file"
+    assert images_name("train", 100_000, ".npy") == "train-100000.npy"
+    assert is_own_file("train-100000.labels.npy", ".npy")  # verify's "unlisted shard file"
     out = tmp_path / "out"
     names = ["train-99999.npy", "train-100000.npy", "train-100000.labels.npy",
              ".part-0123456789ab-train-100000.npy", ".tmp-0123456789ab-train-100000.npy",

@@ -4,6 +4,7 @@ of a shard directory, and the format seam (a second format, defined here, used f
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -99,9 +100,10 @@ INDICES = st.integers(min_value=0, max_value=10**8)
 def test_every_shard_and_label_name_the_format_strings_make_is_own(split, index, suffix):
     assert is_own_file(images_name(split, index, suffix), suffix)
     assert is_own_file(labels_name(split, index, suffix), suffix)
-    assert is_own_file(images_name(split, index)) and is_own_file(labels_name(split, index))
+    assert is_own_file(images_name(split, index, ".npy"), ".npy")
+    assert is_own_file(labels_name(split, index, ".npy"), ".npy")
     if suffix != ".npy":  # another format's files are not the default format's
-        assert not is_own_file(images_name(split, index, suffix))
+        assert not is_own_file(images_name(split, index, suffix), ".npy")
 
 
 @pytest.mark.parametrize("name", [
@@ -113,14 +115,14 @@ def test_every_shard_and_label_name_the_format_strings_make_is_own(split, index,
     "samples.csv", ".tmp-0123456789ab-train-00000.npy.4242", ".imgshard-progress.jsonl",
 ])
 def test_near_misses_are_not_own(name):
-    assert not is_own_file(name)
+    assert not is_own_file(name, ".npy")
 
 
 def test_names_are_those_imgshard_always_wrote():
     build = "0123456789ab"
-    assert images_name("train", 7) == "train-00007.npy"
-    assert labels_name("val", 123456) == "val-123456.labels.npy"
-    assert part_name("train", 7, build) == f".part-{build}-train-00007.npy"
+    assert images_name("train", 7, ".npy") == "train-00007.npy"
+    assert labels_name("val", 123456, ".npy") == "val-123456.labels.npy"
+    assert part_name("train", 7, build, ".npy") == f".part-{build}-train-00007.npy"
     assert part_prefix(build) == f".part-{build}-"
     assert remote_progress_name(3) == ".imgshard-progress-000003.json"
     assert temp_path(os.path.join("a", "x.npy"), build) == \
@@ -253,3 +255,35 @@ def test_a_build_verify_and_read_go_through_the_format_alone(tmp_path, monkeypat
         np.testing.assert_array_equal(raw_y, npy_y)
     write_preview(raw_out, str(tmp_path / "raw.png"))
     assert (tmp_path / "raw.png").read_bytes() == (tmp_path / "npy.png").read_bytes()
+
+
+def test_a_second_format_overwrites_and_resumes_its_own_builds(tmp_path, monkeypatch):
+    """--overwrite tells the format's files from foreign ones, and --resume replays the
+    checkpoints of its shards, by the format's own file names."""
+    build_module = importlib.import_module("imgshard.build")
+    from imgshard import BuildConfig, build
+
+    monkeypatch.setitem(FORMATS, DEFAULT_FORMAT, RAW)
+    out = build_small(tmp_path)  # no skip: each task's part becomes a shard, checkpointed
+    config = BuildConfig(size=(8, 10), shard_size=4, val_split=0.3)
+    reference = {name: open(os.path.join(out, name), "rb").read()
+                 for name in os.listdir(out) if name.endswith(".raw")}
+    build(str(tmp_path / "src"), out, config, workers=1, overwrite=True)
+    real_task = build_module.run_shard_task
+
+    def failing(task):
+        if task.split == "train" and task.index == 2:
+            raise OSError(28, "No space left on device")
+        return real_task(task)
+
+    monkeypatch.setattr(build_module, "run_shard_task", failing)
+    with pytest.raises(OSError, match="No space left"):
+        build(str(tmp_path / "src"), out, config, workers=1, overwrite=True)
+    kept = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out)
+            if name.startswith("train-00000")}
+    assert kept, sorted(os.listdir(out))
+    monkeypatch.setattr(build_module, "run_shard_task", real_task)
+    build(str(tmp_path / "src"), out, config, workers=1, resume=True)
+    assert {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in kept} == kept
+    assert {name: open(os.path.join(out, name), "rb").read()
+            for name in os.listdir(out) if name.endswith(".raw")} == reference
