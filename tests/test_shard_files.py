@@ -186,14 +186,14 @@ def raw_read_rows(path, start, count, *, chunk_bytes=1 << 22):
     yield from np.array_split(raw_open_shard(path)[start:start + count], max(1, count // 4))
 
 
-def raw_check_size(path, size, *, shape, dtype, local):
+def raw_check_size(path, size, *, shape, dtype):
     if size != RAW_HEADER_BYTES + math.prod(shape) * np.dtype(dtype).itemsize:
         raise ShardError(f"{path}: {size} bytes cannot hold {shape} {dtype}")
 
 
 def raw_check_stream(path, stream, size, *, shape, dtype):
     _raw_expected(path, stream, shape, dtype)
-    raw_check_size(path, size, shape=shape, dtype=dtype, local=False)
+    raw_check_size(path, size, shape=shape, dtype=dtype)
 
 
 RAW = types.SimpleNamespace(
@@ -220,9 +220,9 @@ def test_a_format_registered_by_name_writes_and_opens_its_own_files(tmp_path, mo
     np.testing.assert_array_equal(raw.open_shard(path, shape=(6, 3, 2), dtype="float32",
                                                  sha256=digest), images)
     np.testing.assert_array_equal(np.concatenate(list(raw.read_rows(path, 1, 4))), images[1:5])
-    raw.check_size(path, os.path.getsize(path), shape=(6, 3, 2), dtype="float32", local=True)
+    raw.check_size(path, os.path.getsize(path), shape=(6, 3, 2), dtype="float32")
     with pytest.raises(ShardError):
-        raw.check_size(path, os.path.getsize(path), shape=(7, 3, 2), dtype="float32", local=True)
+        raw.check_size(path, os.path.getsize(path), shape=(7, 3, 2), dtype="float32")
 
 
 def test_an_unknown_format_name_is_one_line():

@@ -386,3 +386,18 @@ def test_readers_of_one_memory_object_each_get_their_own_position(memory_url, tm
     assert location.sha256("blob") == location.sha256("blob")
     location.download("blob", str(tmp_path / "copy"))
     assert (tmp_path / "copy").read_bytes() == data
+
+
+def test_a_storage_back_end_defined_later_is_chosen_for_its_urls(monkeypatch):
+    """A new kind of location is one subclass: ``Location.of`` asks the latest kinds first,
+    so one for ``hub://`` URLs wins over the fsspec fallback that takes any URL."""
+    monkeypatch.setattr(Location, "kinds", list(Location.kinds))
+
+    class HubLocation(FsspecLocation):
+        @staticmethod
+        def accepts(text: str) -> bool:
+            return text.startswith("hub://")
+
+    assert type(Location.of("hub://models/shards")) is HubLocation
+    assert type(Location.of("s3://bucket/shards")) is FsspecLocation
+    assert type(Location.of("shards")) is LocalLocation

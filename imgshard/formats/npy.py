@@ -150,18 +150,15 @@ def read_rows(path: str, start: int, count: int, *, chunk_bytes: int = 1 << 22,
             count -= len(rows)
 
 
-def check_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str,
-                   local: bool) -> None:
+def check_size(path: str, size: int, *, shape: tuple[int, ...], dtype: str) -> None:
     """Refuse a ``.npy`` file whose size cannot hold an array of ``shape`` and ``dtype``.
 
     Checked from a listing before anything is mapped, allocated or downloaded from the counts
-    a manifest claims. A local file of the wrong size is opened to say exactly what is wrong.
+    a manifest claims (:func:`check_stream` on the file says more exactly what is wrong).
     """
     data = math.prod(shape) * np.dtype(dtype).itemsize
     if data + NPY_MIN_HEADER <= size <= data + NPY_MAX_HEADER:
         return
-    if local:
-        open_shard(path, shape=shape, dtype=dtype)
     raise ShardError(f"{path}: the manifest says {shape[0]} samples, the file holds {size} "
                      f"bytes (not a header and {data} bytes of data)")
 

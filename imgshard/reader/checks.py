@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImgshardError
+from ..errors import ImgshardError, ShardError
 from ..formats import shard_format
 from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
@@ -129,9 +129,14 @@ def check_sizes(location: Location, manifest: Manifest,
             expected.append((info.labels, (info.num_samples,), "int32"))
     identities = {}
     stats = location.file_stats([name for name, _, _ in expected])
+    file_format = shard_format()
     for (name, shape, dtype), (_, size, identity) in zip(expected, stats):
-        # a file seen on this machine (it has an identity) is opened to say what is wrong
-        shard_format().check_size(location.display(name), size, shape=shape, dtype=dtype,
-                                  local=identity is not None)
+        try:
+            file_format.check_size(location.display(name), size, shape=shape, dtype=dtype)
+        except ShardError:
+            with location.open_listed(name) as stream:  # its header says what is wrong
+                file_format.check_stream(location.display(name), stream, size, shape=shape,
+                                         dtype=dtype)
+            raise
         identities[name] = identity
     return identities

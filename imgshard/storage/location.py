@@ -49,6 +49,7 @@ class Location(abc.ABC):
     options_json: str = field(default="{}", repr=False)
     temp_tag: str = field(default="", repr=False)
 
+    #: Every kind of location, in the order their modules defined them (see :meth:`of`).
     kinds: ClassVar[list[type["Location"]]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -61,7 +62,10 @@ class Location(abc.ABC):
         text = LOCAL_URL.sub("", os.fspath(path), count=1)  # local checks (overlap, lock) apply
         if is_url(text):
             text = text.rstrip("/")
-        kind = next(kind for kind in Location.kinds if kind.accepts(text))
+        # the latest kinds first: a back end for one protocol wins over fsspec's, which takes all
+        kind = next((kind for kind in reversed(Location.kinds) if kind.accepts(text)), None)
+        if kind is None:
+            raise StorageError(f"{text}: no storage back end takes this path")
         return kind(text, json.dumps(options or {}, sort_keys=True))
 
     @staticmethod
