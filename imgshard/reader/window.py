@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..formats import check_labels, shard_format
+from ..layout import MANIFEST_NAME
 from ..manifest import Manifest, ShardInfo
 from ..storage import Location
 from .batches import MappedShard
@@ -44,7 +45,7 @@ class InPlaceFiles:
         """Nothing to fetch ahead of a shard."""
 
     def open_file(self, name: str, sha256: str | None, verify: bool, **expected: Any) -> np.ndarray:
-        return shard_format().open_shard(self.location.path(name),
+        return shard_format().open_shard(self.location.local_path(name),
                                          sha256=sha256 if verify else None,
                                          identity=self.identities[name], **expected)
 
@@ -86,11 +87,12 @@ class DownloadedFiles:
 def files_of(location: Location, manifest: Manifest, shards: list[ShardInfo],
              identities: dict[str, Any], *, window: int, cache_dir: str | None,
              cache_bytes: int) -> InPlaceFiles | DownloadedFiles:
-    """Where the files of ``shards`` are mapped from (see the module docstring)."""
-    return location.map_files(
-        in_place=lambda: InPlaceFiles(location, identities),
-        downloading=lambda: _downloaded(location, manifest, shards, window=window,
-                                        cache_dir=cache_dir, cache_bytes=cache_bytes))
+    """Where the files of ``shards`` are mapped from: where they lie when the store has them on
+    this machine's file system, else from a cache they are downloaded into."""
+    if location.local_path(MANIFEST_NAME) is not None:
+        return InPlaceFiles(location, identities)
+    return _downloaded(location, manifest, shards, window=window, cache_dir=cache_dir,
+                       cache_bytes=cache_bytes)
 
 
 def _downloaded(location: Location, manifest: Manifest, shards: list[ShardInfo], *,

@@ -322,10 +322,9 @@ class Location(abc.ABC):
         """
 
     @abc.abstractmethod
-    def map_files(self, *, in_place: Callable[[], Any], downloading: Callable[[], Any]) -> Any:
-        """How a reader gets this directory's files as local files it can memory-map:
-        ``in_place()`` where they are local files already, ``downloading()`` where they must
-        be downloaded first; what the chosen callable returns is returned."""
+    def local_path(self, name: str) -> str | None:
+        """The path of ``name`` on this machine's file system, where a file can be memory-mapped
+        as it lies; None for a store whose files must be downloaded first."""
 
 
 class MissingDirectory(StorageError):

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ..errors import ImgshardError, MissingShardError
 from .location import Location, MissingDirectory, is_url
@@ -271,8 +271,8 @@ class FsspecLocation(Location):
                 raise MissingShardError(f"{self.display(name)}: shard file is missing")
             yield name, listed[name], None
 
-    def map_files(self, *, in_place: Callable[[], Any], downloading: Callable[[], Any]) -> Any:
-        return downloading()
+    def local_path(self, name: str) -> None:
+        return None
 
     def _call(self, function, *args, **kwargs):
         """Call an fsspec function; its failures become one line naming this location."""
