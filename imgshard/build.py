@@ -141,16 +141,19 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     src, out = _location(src), _location(out)
     config = one_config(config, build_plan)
     with contextlib.ExitStack() as owned:
+        if not isinstance(executor, str) and (workers, scheduler) != (None, None):
+            raise BuildError("workers and scheduler are the executor's: give them to "
+                             "executor_named(), or name the executor here")
         if isinstance(executor, str):
             executor = executor_named(executor, workers=workers, scheduler=scheduler,
                                       reaches=(src, out))
             executor.start(config)
         owned.enter_context(executor)
         check_apart(src, out, config.labels)
-        owned.enter_context(locked(out))
-        finished = finished_build(out, config) if resume else None
+        finished = finished_build(out, config) if resume else None  # read only: no lock
         if finished is not None:
             return BuildResult(finished, time.perf_counter() - started, 0, already_complete=True)
+        owned.enter_context(locked(out))
         return _build(src, out, build_plan or plan(src, config), executor, overwrite=overwrite,
                       resume=resume, progress=progress, started=started)
 

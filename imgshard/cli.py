@@ -140,9 +140,9 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
     check_apart(source, target, config.labels)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())  # left last: the workers stop under it
         runner = stack.enter_context(executor_named(executor, workers=workers, scheduler=scheduler,
                                                     reaches=(source, target)))
-        stack.enter_context(sigterm_as_interrupt())
         if not dry_run:
             runner.start(config)  # before the scan: see there
         build_plan = make_plan(source, config)
@@ -152,7 +152,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
             return
         with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet,
                              desc="build") as bar:
-            result = run_build(source, target, workers=workers, overwrite=overwrite,
+            result = run_build(source, target, overwrite=overwrite,
                                resume=resume, progress=bar.update, build_plan=build_plan,
                                executor=runner)
     if result.already_complete:

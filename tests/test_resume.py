@@ -259,3 +259,38 @@ def test_resuming_a_finished_build_from_python_says_it_is_complete(source, tmp_p
     assert result.manifest == read_manifest(str(out)) and files(out) == before
     with pytest.raises(ConfigError, match="holds a finished build with other options"):
         build(src, str(out), BuildConfig.from_dict({**config.to_dict(), "seed": 5}), resume=True)
+
+
+def test_a_finished_build_is_complete_without_locking_its_directory(source, tmp_path,
+                                                                     monkeypatch):
+    """As before the reshape: --resume of a finished build reads its manifest and stops; it
+    never writes into OUT (a finished dataset may sit on a read-only disk)."""
+    import shutil
+
+    from imgshard import BuildConfig, read_manifest
+    from imgshard.outdir import OutputError
+
+    build_module = importlib.import_module("imgshard.build")
+
+    def read_only(out):
+        raise OutputError(f"cannot write into {out}: read-only file system")
+
+    src, reference = source
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    monkeypatch.setattr(build_module, "locked", read_only)
+    config = BuildConfig.from_dict(read_manifest(str(out)).config)
+    assert build_module.build(src, str(out), config, resume=True, workers=1).already_complete
+
+
+def test_workers_and_scheduler_belong_to_an_executor_given_as_a_name(source, tmp_path):
+    """An executor object was made with its own workers and scheduler: giving them again to
+    build() would be ignored, so it is refused."""
+    from imgshard import BuildConfig, build
+    from imgshard.build import BuildError
+    from imgshard.executors import executor_named
+
+    src, _ = source
+    with executor_named("local", workers=1, scheduler=None, reaches=()) as runner:
+        with pytest.raises(BuildError, match="workers"):
+            build(src, str(tmp_path / "out"), BuildConfig(), workers=2, executor=runner)
