@@ -13,10 +13,10 @@ faults.
 A process of its own because what one fit leaves behind (TensorFlow's allocator, glibc's heap)
 changes the next one's speed: in one process, a fit from a PyDataset after a fit from numpy ran
 as fast as the numpy one, while run first, as a user runs it, it was 1.6-1.9x slower (see the
-allocator note in ``imgshard/reader.py``). Both ways import imgshard, so both get its
+allocator note in ``imgshard/reader/tf.py``). Both ways import imgshard, so both get its
 allocator default; set ``TF_CPU_ALLOCATOR_USE_BFC=false`` to see TensorFlow's own.
 ``--without-heap-pad``: ``to_keras()`` leaves glibc's heap settings alone (see
-``TENSORFLOW_HEAP_PAD`` in ``imgshard/keras_adapter.py``), to show what the pad is worth.
+``TENSORFLOW_HEAP_PAD`` in ``imgshard/reader/tf.py``), to show what the pad is worth.
 """
 
 from __future__ import annotations

@@ -42,9 +42,6 @@ from .resources import check_memory, default_workers
 from .storage import Location, parse_storage_options
 from .version import __version__
 
-#: Options of ``build`` that change how it runs, not what it writes (kept out of BuildConfig).
-RUN_OPTIONS = ("workers",)
-
 
 def storage_option(command):
     """``--storage-option KEY=VALUE`` (repeatable), passed to fsspec for URLs as a dict."""

@@ -8,9 +8,10 @@ value, chunk by chunk: no NaN or inf, floats inside the range ``rescale``/``offs
 labels inside ``[0, num_classes)``. A flipped byte, a truncated, deleted, extra or swapped shard
 and a hand-edited count are all caught.
 
-A URL is verified as it is: checksums are streamed from the store, and each shard file whose
-header or values are checked is copied to a temporary local file for that check alone, so disk
-and memory stay bounded by one shard whatever the dataset's size.
+A URL is verified as it is: checksums are streamed from the store and an image file's header is
+read, not the file; a label file, and with ``deep`` an image file whose values are read, is
+copied to a temporary local file for that check alone, so disk and memory stay bounded by one
+shard whatever the dataset's size.
 """
 
 from __future__ import annotations

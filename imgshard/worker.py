@@ -1,7 +1,7 @@
 """One task = one shard's worth of input files, decoded and written by a worker process.
 
 A worker gets a :class:`ShardTask` (the file list of one shard and the frozen config), decodes
-every file, writes the pixels itself as one ``.npy`` *part* file in OUT, and returns a small
+every file, writes the pixels itself as one *part* file in OUT (in the shard format), and returns a small
 :class:`ShardResult` (counts, checksum, skips). Pixels never travel back through a pipe.
 
 A part whose files all decoded is renamed into place as the final shard; when files were skipped

@@ -228,16 +228,20 @@ def rss_bytes() -> int:
 def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path):
     """~200 MB of shards read in full: resident memory grows by far less than that."""
     from imgshard.manifest import Manifest, ShardInfo, SplitInfo, write_manifest
-    from imgshard.formats.npy import write_array_atomically
+    from imgshard.storage.files import file_sha256
+
+    def write_array(path, array):
+        np.save(path, array)
+        return file_sha256(path)
 
     shape, per_shard, count = (64, 64, 3), 512, 16  # 12.6 MB per shard, 201 MB float16
     infos = []
     for index in range(count):
         images = np.full((per_shard, *shape), index, dtype=np.float16)
         name = f"train-{index:05d}.npy"
-        digest = write_array_atomically(str(tmp_path / name), images)
-        labels_digest = write_array_atomically(str(tmp_path / f"train-{index:05d}.labels.npy"),
-                                               np.zeros(per_shard, np.int32))
+        digest = write_array(str(tmp_path / name), images)
+        labels_digest = write_array(str(tmp_path / f"train-{index:05d}.labels.npy"),
+                                    np.zeros(per_shard, np.int32))
         infos.append(ShardInfo(name, per_shard, digest, f"train-{index:05d}.labels.npy",
                                labels_digest))
     del images

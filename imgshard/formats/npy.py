@@ -19,7 +19,7 @@ import io
 import math
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -27,7 +27,7 @@ from numpy.lib import format as npy_format
 
 from ..config import BuildConfig, stored_values
 from ..errors import ShardError
-from ..storage.files import atomic_file, descriptor_sha256, file_identity, open_regular
+from ..storage.files import descriptor_sha256, file_identity, open_regular
 
 #: The sizes of a ``.npy`` header: 16 bytes at least (numpy pads to 64 today); numpy reads at
 #: most 10,000 bytes of it (``max_header_size``) after the 12 bytes of magic and length.
@@ -45,33 +45,6 @@ def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     sink = io.BytesIO()
     npy_format.write_array_header_1_0(sink, header)
     return sink.getvalue()
-
-
-def write_array_atomically(path: str, array: np.ndarray) -> str:
-    """Write ``array`` as a ``.npy`` file at ``path`` (via a temporary name); return its sha256."""
-    return write_rows_atomically(path, [array], rows=len(array), row_shape=array.shape[1:],
-                                 dtype=array.dtype)
-
-
-def write_rows_atomically(path: str, pieces: Iterable[np.ndarray], *, rows: int,
-                          row_shape: tuple[int, ...], dtype: np.dtype, durable: bool = True) -> str:
-    """Write the ``rows`` rows of ``pieces`` one after another as ``.npy``; return its sha256.
-
-    The pieces may be memory maps of other files: each is written and hashed before the next
-    is taken, never concatenated in RAM. With ``durable`` the data reaches the disk before the
-    file takes its name; without, whoever renames the file to a final name must call
-    :func:`sync_file` first.
-
-    Raises:
-        ValueError: the pieces hold another number of rows than ``rows`` (the header's count).
-    """
-    with atomic_file(path, durable=durable) as stream:
-        writer = RowStream(stream, expected_rows=rows, row_shape=row_shape, dtype=dtype)
-        for piece in pieces:
-            writer.append(piece)
-        if writer.rows != rows:
-            raise ValueError(f"{path}: {writer.rows} rows written but the header says {rows}")
-        return writer.finish()
 
 
 class RowStream:
