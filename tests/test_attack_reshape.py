@@ -1,0 +1,122 @@
+"""Attacks on the reshaped package (issue 14): every scenario here was run on the code before
+the reshape too; each test is a bug found on one side or both, fixed."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+from click.testing import CliRunner
+
+import imgshard
+from imgshard.cli import cli
+from imgshard.errors import ImgshardError
+
+from conftest import comparable, local_files
+
+build_module = importlib.import_module("imgshard.build")
+
+CONFIG = imgshard.BuildConfig(size=(8, 8), shard_size=4)
+OPTIONS = ["--size", "8", "--shard-size", "4", "--workers", "1", "-q"]
+
+
+@pytest.fixture
+def src(make_class_folders):
+    return make_class_folders({"cat": 5, "dog": 5, "owl": 5}, flat=False)
+
+
+@pytest.fixture
+def reference(src, tmp_path):
+    out = str(tmp_path / "reference")
+    imgshard.build(src, out, CONFIG, workers=1)
+    return local_files(out)
+
+
+@pytest.mark.parametrize("executor", [None, 123])
+def test_an_executor_that_is_neither_a_name_nor_an_executor_is_one_line(src, tmp_path, executor):
+    """Before the reshape: 'unknown executor None (choose local or dask)'; after it, a
+    TypeError about the context manager protocol."""
+    with pytest.raises(ImgshardError, match=r"^unknown executor .* \(choose local or dask\)$"):
+        imgshard.build(src, str(tmp_path / "out"), CONFIG, workers=1, executor=executor)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_config_file_that_is_not_text_is_one_line(src, tmp_path):
+    """A binary --config escaped as a UnicodeDecodeError traceback (before the reshape too)."""
+    config = tmp_path / "config.toml"
+    config.write_bytes(b"size = 8\n\xff\xfe\x00binary")
+    result = CliRunner().invoke(cli, ["build", src, str(tmp_path / "out"), *OPTIONS,
+                                      "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.splitlines() == [f"Error: config {config} is not valid TOML: it is "
+                                          "not UTF-8 text"]
+
+
+def interrupt_once(monkeypatch, name: str) -> None:
+    """Make ``imgshard.build.<name>`` raise KeyboardInterrupt on its first call only."""
+    real = getattr(build_module, name)
+
+    def interrupted(*args, **kwargs):
+        monkeypatch.setattr(build_module, name, real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, name, interrupted)
+
+
+def test_ctrl_c_between_samples_csv_and_the_manifest_still_resumes(src, tmp_path, reference,
+                                                                     monkeypatch):
+    """The last step publishes samples.csv, then writes the manifest. A local build stopped
+    between the two could not be resumed ('cannot write or read .samples.csv.partial'), before
+    the reshape too; a URL's could. Now both finish, byte-identical."""
+    out = str(tmp_path / "out")
+    interrupt_once(monkeypatch, "write_manifest")
+    with pytest.raises(KeyboardInterrupt):
+        imgshard.build(src, out, CONFIG, workers=1)
+    assert "samples.csv" in os.listdir(out) and "manifest.json" not in os.listdir(out)
+    result = CliRunner().invoke(cli, ["build", src, out, *OPTIONS, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert comparable(local_files(out)) == comparable(reference)
+
+
+def stopped_build(src: str, out: str, *, at_call: int = 3) -> None:
+    calls = []
+
+    def progress(count: int) -> None:
+        calls.append(count)
+        if len(calls) == at_call:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        imgshard.build(src, out, CONFIG, workers=1, progress=progress)
+
+
+def test_a_staged_samples_file_shorter_than_its_checkpoint_is_refused(src, tmp_path):
+    """A truncated .samples.csv.partial was padded with NUL bytes up to the checkpoint's
+    length, and the resume 'finished' a build whose samples.csv verify rejects (before the
+    reshape too). Nothing may be claimed finished that is not: the resume refuses."""
+    out = str(tmp_path / "out")
+    stopped_build(src, out)
+    partial = os.path.join(out, ".samples.csv.partial")
+    data = open(partial, "rb").read()
+    open(partial, "wb").write(data[:len(data) // 2])
+    result = CliRunner().invoke(cli, ["build", src, out, *OPTIONS, "--resume"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        "Error: refusing to resume: the staged .samples.csv.partial is shorter than its "
+        "progress log says (truncated?) (use --overwrite to start again)"]
+    assert "manifest.json" not in os.listdir(out)
+
+
+def test_a_missing_staged_samples_file_is_refused_in_one_line(src, tmp_path):
+    """Before and after the reshape: 'cannot write or read .../.samples.csv.partial: No such
+    file or directory', which names no way out."""
+    out = str(tmp_path / "out")
+    stopped_build(src, out)
+    os.remove(os.path.join(out, ".samples.csv.partial"))
+    result = CliRunner().invoke(cli, ["build", src, out, *OPTIONS, "--resume"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        "Error: refusing to resume: the staged .samples.csv.partial is missing "
+        "(use --overwrite to start again)"]
