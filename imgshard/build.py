@@ -141,10 +141,10 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
     src, out = _location(src), _location(out)
     config = one_config(config, build_plan)
     with contextlib.ExitStack() as owned:
-        if not isinstance(executor, str) and (workers, scheduler) != (None, None):
+        if isinstance(executor, Executor) and (workers, scheduler) != (None, None):
             raise BuildError("workers and scheduler are the executor's: give them to "
                              "executor_named(), or name the executor here")
-        if isinstance(executor, str):
+        if not isinstance(executor, Executor):  # a name, or anything else: named or refused
             executor = executor_named(executor, workers=workers, scheduler=scheduler,
                                       reaches=(src, out))
             executor.start(config)

@@ -268,6 +268,9 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {os.fspath(path)}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config {os.fspath(path)} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {os.fspath(path)} is not valid TOML: it is not UTF-8 text"
+                          ) from None
     values = values.get("build", values)
     if not isinstance(values, dict):
         raise ConfigError(f"config {os.fspath(path)}: 'build' must be a table of options")
