@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import BuildConfig, ConfigError, changed_options
 from .errors import ImgshardError
-from .layout import BUILD_ID, MANIFEST_NAME, SOURCES_NAME
+from .layout import BUILD_ID, MANIFEST_NAME, SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_NAME
 from .manifest import Manifest, ShardInfo, Skip, read_manifest
 from .outdir import check_resumable, prepare_out, remove_leftovers
 from .resume_log import (
@@ -107,7 +107,29 @@ def start_or_resume(out: Location, planned: dict, *, shards: dict[str, int],
                           "progress log was edited (use --overwrite to start again)")
     out = dataclasses.replace(out, temp_tag=recorded["build"])
     remove_leftovers(out, out.temp_tag)
-    return Start(out, recorded, restore(out), resumed=True)
+    restored = restore(out)
+    check_staged_samples(out, restored)
+    return Start(out, recorded, restored, resumed=True)
+
+
+def check_staged_samples(out: Location, restored: Restored) -> None:
+    """Make sure the staged ``samples.csv`` the checkpoints continue holds what they say.
+
+    Where staged files stay in OUT, the checkpoints keep only its length. A build stopped
+    after it published ``samples.csv`` but before its manifest staged it under its final name:
+    it is staged again. A staged file shorter than the checkpoints say would be padded, and
+    the build finished with rows it never wrote: refused.
+    """
+    if not restored.samples_bytes or restored.samples_rows:
+        return  # nothing staged yet, or the checkpoints hold the rows themselves
+    if not out.exists(SAMPLES_PARTIAL) and out.exists(SAMPLES_NAME):
+        out.replace(SAMPLES_NAME, SAMPLES_PARTIAL)
+    if not out.exists(SAMPLES_PARTIAL):
+        raise ResumeError(f"refusing to resume: the staged {SAMPLES_PARTIAL} is missing (use "
+                          "--overwrite to start again)")
+    if out.size(SAMPLES_PARTIAL) < restored.samples_bytes:
+        raise ResumeError(f"refusing to resume: the staged {SAMPLES_PARTIAL} is shorter than "
+                          "its progress log says (truncated?) (use --overwrite to start again)")
 
 
 def finished_build(out: Location, config: BuildConfig) -> Manifest | None:

@@ -80,6 +80,18 @@ def test_ctrl_c_between_samples_csv_and_the_manifest_still_resumes(src, tmp_path
     assert comparable(local_files(out)) == comparable(reference)
 
 
+def test_ctrl_c_between_samples_csv_and_the_manifest_resumes_on_a_url(src, monkeypatch):
+    """The same stop on a URL, which resumed before and after the reshape: still does."""
+    out = "memory://attack-reshape/samples-then-manifest"
+    interrupt_once(monkeypatch, "write_manifest")
+    with pytest.raises(KeyboardInterrupt):
+        imgshard.build(src, out, CONFIG, workers=1)
+    result = CliRunner().invoke(cli, ["build", src, out, *OPTIONS, "--resume"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["verify", out, "-q", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+
+
 def stopped_build(src: str, out: str, *, at_call: int = 3) -> None:
     calls = []
 
