@@ -132,3 +132,16 @@ def test_a_missing_staged_samples_file_is_refused_in_one_line(src, tmp_path):
     assert result.output.splitlines() == [
         "Error: refusing to resume: the staged .samples.csv.partial is missing "
         "(use --overwrite to start again)"]
+
+
+@pytest.mark.parametrize("cache_dir", ["file", "under-a-file"])
+def test_a_cache_dir_that_cannot_be_a_folder_is_one_line(src, tmp_path, cache_dir):
+    """A reader of a URL whose cache_dir is a file (or below one) raised FileExistsError or
+    NotADirectoryError (before the reshape too): a traceback where every other bad reader
+    option is one line."""
+    out = "memory://attack-reshape/cache-dir-" + cache_dir
+    imgshard.build(src, out, CONFIG, workers=1)
+    (tmp_path / "file").write_text("not a folder")
+    path = str(tmp_path / "file") if cache_dir == "file" else str(tmp_path / "file" / "cache")
+    with pytest.raises(ImgshardError, match=r"^cannot use cache_dir .*: (File exists|Not a directory)$"):
+        imgshard.ShardReader(out, batch_size=2, cache_dir=path)
