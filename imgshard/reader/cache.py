@@ -44,11 +44,14 @@ class ShardCache:
                  threads: int = 2) -> None:
         self.location, self.cache_dir = location, cache_dir
         self.max_bytes, self.keep = max_bytes, keep
-        os.makedirs(cache_dir, exist_ok=True)
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            cached = _cached_files(cache_dir)
+        except OSError as error:
+            raise CacheError(f"cannot use cache_dir {cache_dir}: {error.strerror or error}"
+                             ) from None
         self._lock = threading.Lock()
-        self._used: OrderedDict[str, int] = OrderedDict()  # sha256 -> bytes, oldest first
-        for sha256, size in _cached_files(cache_dir):
-            self._used[sha256] = size
+        self._used: OrderedDict[str, int] = OrderedDict(cached)  # sha256 -> bytes, oldest first
         self._downloads: dict[str, Future] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="imgshard-download")
         self.downloaded = 0  # files fetched from the store by this cache (for tests and logs)
