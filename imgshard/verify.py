@@ -24,10 +24,10 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError, MissingShardError, ShardError
-from .executors.local import stoppable_pool
 from .formats import check_labels, shard_format
 from .layout import is_own_file
 from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
+from .processes import stoppable_pool
 from .samples_csv import SampleRow, read_samples
 from .storage import Location
 

@@ -14,13 +14,13 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from click.testing import CliRunner
+from conftest import stop_at_call
 
 from imgshard import BuildConfig, ShardReader, build
-from imgshard.reader import shard_reader as reader
 from imgshard.errors import ImgshardError
-from imgshard.executors.local import process_pool, run_local
-
-from conftest import stop_at_call
+from imgshard.executors.local import run_local
+from imgshard.processes import process_pool
+from imgshard.reader import shard_reader as reader
 
 CONFIG = BuildConfig(size=(4, 4), shard_size=2)
 
@@ -163,7 +163,7 @@ def test_sigterm_while_a_worker_is_forked_still_stops_the_build(make_class_folde
 
 CTRL_C_TO_IDLE_WORKERS = """
 import os, signal, time
-from imgshard.executors.local import started_pool, stop_workers
+from imgshard.processes import started_pool, stop_workers
 
 pool = started_pool(2)  # idle, as during the scan
 for worker in list(pool._processes):

@@ -12,13 +12,12 @@ import re
 import threading
 
 import pytest
+from conftest import one_error_line, run, stop_at_call, write_image
 
 from imgshard import BuildConfig, ImgshardError, build
 from imgshard.config import ConfigError
 from imgshard.layout import PROGRESS_NAME, SOURCES_NAME
 from imgshard.resume import ResumeError
-
-from conftest import one_error_line, run, stop_at_call, write_image
 
 CONFIG = BuildConfig(size=(8, 8), shard_size=2, shuffle=False)
 

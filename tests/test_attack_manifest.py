@@ -17,17 +17,16 @@ import tracemalloc
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import edit_manifest as edit
+from conftest import run
 
 from imgshard import ShardReader
 from imgshard.cli import cli
-from imgshard.errors import ImgshardError
+from imgshard.errors import ImgshardError, ShardError
+from imgshard.formats.npy import npy_header, open_shard
 from imgshard.manifest import ManifestError, read_manifest
-from imgshard.errors import ShardError
 from imgshard.storage import Location
 from imgshard.storage.files import file_sha256
-from imgshard.formats.npy import npy_header, open_shard
-
-from conftest import edit_manifest as edit, run
 
 
 def first_shard(document) -> dict:

@@ -11,12 +11,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import local_files, run, stop_at_call
 
 from imgshard import BuildConfig, build
 from imgshard.outdir import OutputError, locked
 from imgshard.storage import Location
-
-from conftest import local_files, run, stop_at_call
 
 CONFIG = BuildConfig(size=(4, 4), shard_size=2)
 OPTIONS = ["--size", "4", "--shard-size", "2", "--workers", "1"]
@@ -167,7 +166,7 @@ def test_an_interrupted_verify_says_nothing_about_resuming(src, tmp_path, monkey
 INTERRUPTED_START = """
 import multiprocessing.context, sys
 from concurrent.futures import process
-from imgshard.executors import local as executor
+from imgshard import processes as executor
 
 # Ctrl-C or SIGTERM arriving between the forks of the first and second worker, or (register)
 # after the first fork but before the pool knew of its process

@@ -8,12 +8,11 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from conftest import comparable, local_files
 
 import imgshard
 from imgshard.cli import cli
 from imgshard.errors import ImgshardError
-
-from conftest import comparable, local_files
 
 build_module = importlib.import_module("imgshard.build")
 

@@ -9,11 +9,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import CLASS_COLOURS, write_image
 
 from imgshard import BuildConfig, build, read_manifest
 from imgshard.outdir import OutputError
-
-from conftest import CLASS_COLOURS, write_image
 
 MANIFEST_KEYS = {"format", "format_version", "imgshard_version", "created", "source",
                  "image_shape", "dtype", "class_names", "config", "splits", "skipped", "samples"}

@@ -7,6 +7,7 @@ import importlib
 import os
 
 import pytest
+from conftest import write_image
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,8 +15,6 @@ from imgshard import BuildConfig, build, plan
 from imgshard.build import make_tasks, piece_starts, pieces_per_shard
 from imgshard.storage import Location
 from imgshard.worker import run_shard_task
-
-from conftest import write_image
 
 
 def test_many_shards_make_one_task_per_shard(make_class_folders, tmp_path):

@@ -9,11 +9,10 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_image
 
 from imgshard import read_manifest
 from imgshard.cli import cli
-
-from conftest import write_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.toml")))

@@ -16,6 +16,8 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import edit_manifest as edit
+from conftest import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +25,6 @@ from imgshard import ShardReader
 from imgshard.errors import ImgshardError
 from imgshard.manifest import ManifestError, read_manifest
 from imgshard.storage.files import file_sha256
-
-from conftest import edit_manifest as edit, run
 
 #: Seconds any one check may take: a FIFO opened for reading blocks forever without a writer.
 WATCHDOG_SECONDS = 20

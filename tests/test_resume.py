@@ -12,10 +12,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_image
 
 from imgshard.cli import cli
-
-from conftest import write_image
 
 OPTIONS = ["--size", "64", "--dtype", "float32", "--shard-size", "8", "--workers", "2",
            "--val-split", "0.2"]

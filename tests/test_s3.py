@@ -15,6 +15,7 @@ import boto3
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import comparable, local_files, stop_at_call
 from moto.server import ThreadedMotoServer
 
 from imgshard.build import build
@@ -22,8 +23,6 @@ from imgshard.cli import cli
 from imgshard.config import BuildConfig
 from imgshard.errors import ImgshardError
 from imgshard.reader import ShardReader
-
-from conftest import comparable, local_files, stop_at_call
 
 CONFIG = BuildConfig(size=(12, 12), shard_size=4)
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"

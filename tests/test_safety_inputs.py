@@ -19,9 +19,9 @@ import imgshard.executors.local as executor_module
 import imgshard.resources as resources
 from imgshard import BuildConfig, build, plan
 from imgshard.config import ConfigError, load_toml
+from imgshard.labels_file import LabelsFileError, read_labels_csv
 from imgshard.layout import SOURCES_NAME
 from imgshard.resume import ResumeError
-from imgshard.labels_file import LabelsFileError, read_labels_csv
 from imgshard.scan import scan
 from imgshard.storage import Location, describe_error
 

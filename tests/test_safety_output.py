@@ -15,13 +15,12 @@ import uuid
 
 import fsspec
 import pytest
+from conftest import local_files, run, stop_at_call, write_image
 
 from imgshard import BuildConfig, build
 from imgshard.layout import is_own_file
 from imgshard.outdir import OutputError, prepare_out
 from imgshard.storage import LocalLocation, Location
-
-from conftest import local_files, run, stop_at_call, write_image
 
 CONFIG = BuildConfig(size=(4, 4), shard_size=2)
 
@@ -459,7 +458,7 @@ def test_workers_leave_ctrl_c_to_the_build():
     KeyboardInterrupt traceback of its own. The build stops its workers itself."""
     import signal
 
-    from imgshard.executors.local import started_pool, stop_workers
+    from imgshard.processes import started_pool, stop_workers
 
     pool = started_pool(2)
     try:

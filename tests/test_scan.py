@@ -6,14 +6,13 @@ import os
 from collections import Counter
 
 import pytest
+from conftest import write_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgshard.config import BuildConfig
 from imgshard.samples import Sample, hold_out, order
 from imgshard.scan import ScanError, scan
-
-from conftest import write_image
 
 
 def paths(result, split="train"):

@@ -12,10 +12,10 @@ import types
 
 import numpy as np
 import pytest
+from conftest import build_small
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import build_small
 from imgshard import ImgshardError, ShardReader
 from imgshard.config import stored_values
 from imgshard.errors import ShardError
@@ -31,8 +31,8 @@ from imgshard.layout import (
     temp_path,
     temp_prefix,
 )
-from imgshard.storage.files import atomic_file
 from imgshard.preview import write_preview
+from imgshard.storage.files import atomic_file
 from imgshard.verify import verify_directory
 
 

@@ -16,17 +16,23 @@ import fsspec
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, strategies as st
+from conftest import comparable, local_files, stop_at_call, write_image
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imgshard.build import build
 from imgshard.cli import cli
 from imgshard.config import BuildConfig
 from imgshard.errors import ImgshardError
 from imgshard.reader import ReaderError, ShardReader
-from imgshard.storage import (FsspecLocation, LocalLocation, Location, StorageError, describe_error,
-                              parse_storage_options)
-
-from conftest import comparable, local_files, stop_at_call, write_image
+from imgshard.storage import (
+    FsspecLocation,
+    LocalLocation,
+    Location,
+    StorageError,
+    describe_error,
+    parse_storage_options,
+)
 
 CONFIG = BuildConfig(size=(8, 8), shard_size=4)
 

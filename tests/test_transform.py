@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import write_image
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -12,8 +13,6 @@ from PIL import Image
 from imgshard.config import BuildConfig
 from imgshard.formats.npy import cast_table, store_pixels
 from imgshard.transform import SkipImage, load_pixels
-
-from conftest import write_image
 
 MODES = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
 

@@ -9,13 +9,12 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import CLASS_COLOURS, build_small
 from PIL import Image
 
 from imgshard import BuildConfig, build
 from imgshard.cli import cli
 from imgshard.manifest import read_manifest
-
-from conftest import CLASS_COLOURS, build_small
 
 
 def run(*args):
