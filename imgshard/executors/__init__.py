@@ -1,26 +1,31 @@
 """Where a build's shard tasks run, chosen by name: worker processes on this machine
-(``local``) or a Dask cluster (``dask``). A new executor is one module and one entry here."""
+(``local``) or a Dask cluster (``dask``). A new executor is one module and one entry here.
+
+An executor's module is imported when its name is asked for, so that ``import imgshard`` pays
+for none it does not use.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 
 from ..errors import ImgshardError
 from ..storage import Location
-from .dask import DaskExecutor
 from .interface import Executor
-from .local import LocalExecutor
 
-EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "dask": DaskExecutor}
+#: Each executor's name -> its class, as ``module:class`` under this package.
+EXECUTORS: dict[str, str] = {"local": "local:LocalExecutor", "dask": "dask:DaskExecutor"}
 
 
 def executor_kind(name: str) -> type[Executor]:
     """The executor class called ``name`` (one line naming the choices when there is none)."""
     try:
-        return EXECUTORS[name]
+        module, _, kind = EXECUTORS[name].partition(":")
     except (KeyError, TypeError):
         raise ImgshardError(f"unknown executor {name!r} (choose {' or '.join(EXECUTORS)})"
                             ) from None
+    return getattr(importlib.import_module(f"{__name__}.{module}"), kind)
 
 
 def executor_named(name: str, *, workers: int | None = None, scheduler: str | None = None,

@@ -15,8 +15,8 @@ whichever worker the scheduler picks.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError
 
@@ -58,7 +58,7 @@ def run_dask(run: Callable[[Task], Result], tasks: Iterable[Task], *, scheduler:
         return
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(_connect(distributed, scheduler, workers))
-        batch = uuid.uuid4().hex[:8]
+        batch = secrets.token_hex(4)
         futures = {client.submit(run, task, key=f"imgshard-{batch}-{number}", pure=False,
                                  retries=MAX_ATTEMPTS - 1): task
                    for number, task in enumerate(tasks)}
