@@ -17,6 +17,7 @@ shard whatever the dataset's size.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -83,26 +84,25 @@ def _listed(manifest: Manifest) -> Iterator[tuple[str, str, int, str]]:
                 yield name, shard.labels, shard.num_samples, shard.labels_sha256 or ""
 
 
-def _check_header(location: Location, name: str, sizes: dict[str, int],
-                  shape: tuple[int, ...], dtype: str) -> None:
+def _check_header(location: Location, name: str, shape: tuple[int, ...], dtype: str) -> None:
     """Check the shard file ``name`` from its header and its size alone (a URL's file is not
-    downloaded: its checksum is streamed separately).
+    downloaded: its checksum is streamed separately). The size is the opened file's, not a
+    listing's: a file changed, removed or put back since a listing is checked as it is.
 
     Raises:
         ShardError: it is missing, not a regular file, or not what the manifest says.
     """
     try:
         with location.open_listed(name) as stream:
-            if name not in sizes:  # removed between the listing and the open
-                raise FileNotFoundError(name)
-            shard_format().check_stream(name, stream, sizes[name], shape=shape, dtype=dtype)
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)
+            shard_format().check_stream(name, stream, size, shape=shape, dtype=dtype)
     except FileNotFoundError:
         raise MissingShardError(f"{name}: shard file is missing") from None
 
 
 def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
     listed = set()
-    sizes = location.sizes()
     for split_name, split in manifest.splits.items():
         if sum(s.num_samples for s in split.shards) != split.num_samples:
             yield Problem("manifest.json", f"split {split_name} says {split.num_samples} samples, "
@@ -111,7 +111,7 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
         for shard in split.shards:
             listed.update({shard.images, shard.labels})
             try:
-                _check_header(location, shard.images, sizes,
+                _check_header(location, shard.images,
                               (shard.num_samples, *manifest.image_shape), manifest.dtype)
             except ShardError as error:
                 yield Problem(shard.images, str(error).split(": ", 1)[-1])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ImgshardError, ShardError
+from ..errors import ImgshardError, MissingShardError, ShardError
 from ..formats import shard_format
 from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
@@ -134,9 +134,22 @@ def check_sizes(location: Location, manifest: Manifest,
         try:
             file_format.check_size(location.display(name), size, shape=shape, dtype=dtype)
         except ShardError:
-            with location.open_listed(name) as stream:  # its header says what is wrong
-                file_format.check_stream(location.display(name), stream, size, shape=shape,
-                                         dtype=dtype)
+            _explain_size(location, name, size, shape, dtype)
             raise
         identities[name] = identity
     return identities
+
+
+def _explain_size(location: Location, name: str, size: int, shape: tuple[int, ...],
+                  dtype: str) -> None:
+    """Say from its header what is wrong with the file ``name`` of the wrong ``size``.
+
+    Raises:
+        ShardError: its header says what is wrong, or it is gone since its size was looked at.
+    """
+    try:
+        with location.open_listed(name) as stream:
+            shard_format().check_stream(location.display(name), stream, size, shape=shape,
+                                        dtype=dtype)
+    except FileNotFoundError:
+        raise MissingShardError(f"{location.display(name)}: shard file is missing") from None
