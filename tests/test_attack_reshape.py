@@ -10,6 +10,7 @@ import fsspec
 import pytest
 from click.testing import CliRunner
 from conftest import comparable, local_files
+from test_s3 import bucket, s3_endpoint  # noqa: F401 - moto's S3 server, as there
 
 import imgshard
 from imgshard.cli import cli
@@ -216,3 +217,20 @@ def test_verify_checks_a_header_against_the_file_as_it_is_not_as_listed(src, tmp
                "promises 1664" in problems
     else:
         assert problems == []
+
+
+@pytest.mark.parametrize("name", ["train-00000.npy", "train-00000.labels.npy"])
+def test_verify_on_s3_calls_a_prefix_named_like_a_shard_missing(src, bucket, name):
+    """An S3 key prefix named like a shard file, with no object of that name, opens as an
+    empty file in s3fs. verify called the image file 'not a readable .npy file (truncated?)'
+    and either file's checksum wrong (before the reshape: a FileNotFoundError traceback);
+    the reader, and verify on memory://, say it is missing, as it is."""
+    url, client = bucket
+    out = f"{url}/prefix"
+    imgshard.build(src, out, CONFIG, workers=1)
+    client.delete_object(Bucket=url[len("s3://"):], Key=f"prefix/{name}")
+    client.put_object(Bucket=url[len("s3://"):], Key=f"prefix/{name}/inner", Body=b"x")
+    problems = [str(problem) for problem in verify_directory(out)]
+    assert f"{name}: shard file is missing" in problems
+    assert [problem for problem in problems if problem.startswith(name)] == \
+        [f"{name}: shard file is missing"]
