@@ -148,7 +148,11 @@ class FsspecLocation(Location):
     def open_read(self, name: str) -> BinaryIO:
         if self.in_process:  # memory:// hands every reader the same file object: take a copy
             return io.BytesIO(self.read_bytes(name))
-        return self._call(self.fs.open, self.path(name), "rb")
+        stream = self._call(self.fs.open, self.path(name), "rb")
+        if getattr(stream, "details", {}).get("type", "file") != "file":
+            stream.close()  # a key prefix (s3fs opens one as an empty file): no object is there
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.path(name))
+        return stream
 
     def open_listed(self, name: str) -> BinaryIO:
         return self.open_read(name)
