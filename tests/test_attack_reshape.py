@@ -220,7 +220,7 @@ def test_verify_checks_a_header_against_the_file_as_it_is_not_as_listed(src, tmp
 
 
 @pytest.mark.parametrize("name", ["train-00000.npy", "train-00000.labels.npy"])
-def test_verify_on_s3_calls_a_prefix_named_like_a_shard_missing(src, bucket, name):
+def test_verify_on_s3_calls_a_prefix_named_like_a_shard_missing(src, bucket, name):  # noqa: F811
     """An S3 key prefix named like a shard file, with no object of that name, opens as an
     empty file in s3fs. verify called the image file 'not a readable .npy file (truncated?)'
     and either file's checksum wrong (before the reshape: a FileNotFoundError traceback);
