@@ -220,13 +220,16 @@ def test_verify_checks_a_header_against_the_file_as_it_is_not_as_listed(src, tmp
 
 
 @pytest.mark.parametrize("name", ["train-00000.npy", "train-00000.labels.npy"])
-def test_verify_on_s3_calls_a_prefix_named_like_a_shard_missing(src, bucket, name):  # noqa: F811
+def test_verify_on_s3_calls_a_prefix_named_like_a_shard_missing(
+        src, s3_endpoint, bucket, name):  # noqa: F811 - test_s3's fixtures
     """An S3 key prefix named like a shard file, with no object of that name, opens as an
     empty file in s3fs. verify called the image file 'not a readable .npy file (truncated?)'
     and either file's checksum wrong (before the reshape: a FileNotFoundError traceback);
     the reader, and verify on memory://, say it is missing, as it is."""
     url, client = bucket
-    out = f"{url}/prefix"
+    # the endpoint named, so that no file system bound to this module's server is reused
+    # by test_s3's (its own server, its own default options)
+    out = imgshard.Location.of(f"{url}/prefix", {"endpoint_url": s3_endpoint})
     imgshard.build(src, out, CONFIG, workers=1)
     client.delete_object(Bucket=url[len("s3://"):], Key=f"prefix/{name}")
     client.put_object(Bucket=url[len("s3://"):], Key=f"prefix/{name}/inner", Body=b"x")
