@@ -136,3 +136,18 @@ def copy(built, tmp_path):
     target = tmp_path / "copy"
     shutil.copytree(built, target)
     return target
+
+
+def disk_full_at(task_index: int, split: str = "train"):
+    """A ``run_shard_task`` that fails task ``task_index`` of ``split`` as a full disk would,
+    and runs every other task for real (the real one is looked up when this is made)."""
+    import importlib
+
+    real_task = importlib.import_module("imgshard.build").run_shard_task
+
+    def failing(task):
+        if task.split == split and task.index == task_index:
+            raise OSError(28, "No space left on device")
+        return real_task(task)
+
+    return failing

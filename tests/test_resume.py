@@ -12,7 +12,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
+from conftest import disk_full_at, write_image
 
 from imgshard.cli import cli
 
@@ -89,13 +89,7 @@ def test_resume_after_a_failed_task_keeps_finished_shards(source, tmp_path, monk
     src, reference = source
     out = tmp_path / "out"
     real_task = build_module.run_shard_task
-
-    def failing(task):
-        if task.split == "train" and task.index == 20:
-            raise OSError(28, "No space left on device")
-        return real_task(task)
-
-    monkeypatch.setattr(build_module, "run_shard_task", failing)
+    monkeypatch.setattr(build_module, "run_shard_task", disk_full_at(20))
     result = run("build", src, out, *OPTIONS[:-4], "--workers", "1", "--val-split", "0.2")
     assert result.exit_code == 1 and "No space left on device" in result.output
     kept = {n: os.stat(out / n).st_mtime_ns for n in os.listdir(out) if n.startswith("train-0000")}

@@ -12,7 +12,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import build_small
+from conftest import build_small, disk_full_at
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -266,13 +266,7 @@ def test_a_second_format_overwrites_and_resumes_its_own_builds(tmp_path, monkeyp
                  for name in os.listdir(out) if name.endswith(".raw")}
     build(str(tmp_path / "src"), out, config, workers=1, overwrite=True)
     real_task = build_module.run_shard_task
-
-    def failing(task):
-        if task.split == "train" and task.index == 2:
-            raise OSError(28, "No space left on device")
-        return real_task(task)
-
-    monkeypatch.setattr(build_module, "run_shard_task", failing)
+    monkeypatch.setattr(build_module, "run_shard_task", disk_full_at(2))
     with pytest.raises(OSError, match="No space left"):
         build(str(tmp_path / "src"), out, config, workers=1, overwrite=True)
     kept = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in os.listdir(out)
