@@ -28,7 +28,6 @@ from .resume_log import (
     Checkpoint,
     ResumeLog,
     decode_checkpoint,
-    is_count,
     log_names,
     read_plan,
 )
@@ -36,6 +35,7 @@ from .scan import Sources
 from .sources_record import IrregularRecord, changed_source, write_sources
 from .storage import Location
 from .storage.record_log import LogError
+from .values import is_count
 
 
 class ResumeError(ImgshardError):

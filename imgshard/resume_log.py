@@ -25,6 +25,7 @@ from .formats import shard_format
 from .layout import images_name, labels_name
 from .manifest import ShardInfo, Skip
 from .storage import Location
+from .values import is_count
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,6 @@ def decode_checkpoint(record: Any, earlier: dict[str, list[ShardInfo]]) -> Check
     return Checkpoint(record["tasks_done"], split, shards, skipped, counts,
                       record["inputs_seen"], record["finished"], record["samples_bytes"],
                       record.get("samples_rows"))
-
-
-def is_count(value: Any, *, least: int = 0) -> bool:
-    """Whether ``value`` is a whole number (not a bool) of at least ``least``."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 class ResumeLog:

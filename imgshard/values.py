@@ -16,6 +16,11 @@ def is_whole_number(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_count(value: Any, *, least: int = 0) -> bool:
+    """Whether ``value`` is a whole number (not a bool) of at least ``least``."""
+    return is_whole_number(value) and value >= least
+
+
 def is_whole_argument(value: Any) -> bool:
     """Whether ``value``, passed by a Python caller, is a whole number: a Python or numpy int
     (an index computed with numpy), not a bool."""
