@@ -1,4 +1,5 @@
-"""glibc's heap controls, reached through ctypes; where the C library lacks them they do nothing.
+"""glibc's heap and page controls, reached through ctypes; where the C library lacks them they
+do nothing.
 
 The heap is tuned in two opposite ways. A build worker hands freed memory back to the OS after
 each shard, so that its resident memory stays flat over a long build; a reader feeding
@@ -10,10 +11,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
+import sys
 from collections.abc import Callable
 
 #: ``mallopt``'s parameter number for M_TOP_PAD (glibc's ``malloc.h``).
 M_TOP_PAD = -2
+
+#: ``madvise``'s advice to drop pages from this process (Linux's ``mman.h``).
+MADV_DONTNEED = 4
+
+PAGE_SIZE = mmap.PAGESIZE
 
 
 @functools.cache
@@ -43,3 +51,18 @@ def keep_heap_top(pad_bytes: int) -> bool:
     """
     mallopt = libc_function("mallopt")
     return mallopt is not None and mallopt(M_TOP_PAD, pad_bytes) == 1
+
+
+def drop_file_pages(address: int, length: int) -> None:
+    """Take the pages of ``[address, address + length)`` out of this process's resident memory.
+
+    Only for a read-only, shared map of a file: its pages stay in the page cache, and reading
+    them again maps them back with the same bytes. (On private or anonymous memory this would
+    lose data: callers check what they hold.) Linux only; elsewhere it does nothing.
+    """
+    madvise = libc_function("madvise") if sys.platform.startswith("linux") else None
+    start = address - address % PAGE_SIZE
+    if madvise is None or length <= 0:
+        return
+    madvise(ctypes.c_void_p(start), ctypes.c_size_t(address + length - start),
+            ctypes.c_int(MADV_DONTNEED))

@@ -198,9 +198,9 @@ def test_reader_streams_a_url_through_a_verified_cache_exactly_once(src, tmp_pat
     build(src, f"{memory_url}/shards", CONFIG, workers=1)
     build(src, str(tmp_path / "local"), CONFIG, workers=1)
     cache = tmp_path / "cache"
-    remote = ShardReader(f"{memory_url}/shards", batch_size=3, window=1, cache_dir=str(cache),
-                         cache_bytes=10_000)
-    local = ShardReader(str(tmp_path / "local"), batch_size=3, window=1)
+    remote = ShardReader(f"{memory_url}/shards", batch_size=3, window=1, partitions=1,
+                         cache_dir=str(cache), cache_bytes=10_000)
+    local = ShardReader(str(tmp_path / "local"), batch_size=3, window=1, partitions=1)
     for epoch in range(2):
         got = [(x.tobytes(), y.tolist()) for x, y in remote]
         want = [(x.tobytes(), y.tolist()) for x, y in local]
@@ -254,9 +254,10 @@ def test_a_corrupt_remote_shard_fails_its_checksum_on_landing(src, tmp_path, mem
     assert not any(name.startswith(".") for name in os.listdir(tmp_path / "cache"))
 
 
-def test_a_cache_too_small_for_two_windows_is_refused(src, tmp_path, memory_url):
+def test_a_cache_too_small_for_the_shards_in_use_is_refused(src, tmp_path, memory_url):
     build(src, f"{memory_url}/shards", CONFIG, workers=1)
-    with pytest.raises(ReaderError, match="cannot hold two windows"):
+    with pytest.raises(ReaderError, match="cannot hold the 3 shards in use at once and as many "
+                                          "downloaded ahead .* lower window or partitions"):
         ShardReader(f"{memory_url}/shards", window=2, cache_dir=str(tmp_path), cache_bytes=100)
 
 
@@ -356,7 +357,8 @@ def test_two_readers_may_share_a_small_cache(src, tmp_path, memory_url):
     build(src, str(tmp_path / "local"), config, workers=1)
     shard_bytes = 2 * 8 * 8 * 3 * 2 + 128 + 2 * 4 + 128
     readers = [ShardReader(f"{memory_url}/shards", batch_size=2, window=1, seed=seed,
-                           cache_dir=str(tmp_path / "cache"), cache_bytes=2 * shard_bytes)
+                           partitions=1, cache_dir=str(tmp_path / "cache"),
+                           cache_bytes=4 * shard_bytes)
                for seed in (0, 1)]
     seen: list[list[bytes]] = [[], []]
     for pair in zip(*readers):  # interleaved, batch by batch

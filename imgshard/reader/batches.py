@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..libc import drop_file_pages
 from .checks import ReaderError
 from .order import EpochOrder
 
@@ -86,9 +87,20 @@ class BatchMaker:
                 np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi], mode="clip")
             else:
                 batch[lo:hi] = images[rows[lo:hi]]
+            release_rows(images, int(rows[lo]), int(rows[hi - 1]) + 1)
             if labels is not None:
                 batch_labels[lo:hi] = labels[rows[lo:hi]]
         return batch, None if self.num_classes is None else batch_labels
+
+
+def release_rows(images: np.ndarray, first: int, stop: int) -> None:
+    """Hand back the resident pages of rows ``first:stop`` of a read-only file map, once they
+    are copied into a batch: an epoch reads each row once, and a process reading many
+    partitions has many shards mapped at once, whose read pages would otherwise stay resident
+    until the shard is unmapped. The file's pages stay in the page cache."""
+    if isinstance(images, np.memmap) and images.mode == "r" and len(images):
+        row = images[0].nbytes
+        drop_file_pages(images.ctypes.data + first * row, (stop - first) * row)
 
 
 def encode_labels(labels: np.ndarray | None, label_mode: str,

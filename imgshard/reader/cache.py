@@ -55,6 +55,7 @@ class ShardCache:
         self._downloads: dict[str, Future] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="imgshard-download")
         self.downloaded = 0  # files fetched from the store by this cache (for tests and logs)
+        self.bytes_downloaded = 0  # and their bytes
 
     def path(self, name: str, sha256: str) -> str:
         """The local path of ``name`` (whose checksum is ``sha256``), downloading it if needed."""
@@ -129,6 +130,7 @@ class ShardCache:
                 self._used[sha256] = size
                 self._downloads.pop(sha256, None)
                 self.downloaded += 1
+                self.bytes_downloaded += size
         except BaseException:
             try:
                 os.remove(temp)

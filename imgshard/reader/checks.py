@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 LABEL_MODES = ("int", "categorical", "binary", None)
 
 #: Bytes the reader holds per sample of its split at most: an epoch's order at its peak (the
-#: int64 indices, their shuffled copy and the order of the epoch before, kept by ``get_batch``
-#: while the next one is made) and the int32 labels of the shards mapped.
-ORDER_BYTES_PER_SAMPLE = 28
+#: int64 indices of the epoch being made and of the epoch before, kept by ``get_batch``; the
+#: temporaries of one partition, all of the split with ``partitions=1``; the sorts that find the
+#: shards in use) and the int32 labels of the shards mapped.
+ORDER_BYTES_PER_SAMPLE = 64
 
 
 class ReaderError(ImgshardError):
@@ -63,6 +64,19 @@ def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, windo
             raise ReaderError(f"{name} must be True or False, got {repr(value)[:40]}")
     if augment is not None and not callable(augment):
         raise ReaderError(f"augment must be a callable (batch -> batch), got {repr(augment)[:40]}")
+
+
+def check_partitions(partitions: Any, num_replicas: int, shuffle: bool) -> int:
+    """``partitions`` as an int, if ``num_replicas`` divides it (a shuffled epoch gives each
+    process whole partitions; an unshuffled one has none)."""
+    partitions = whole(partitions, "partitions", low=1)
+    if shuffle and partitions % num_replicas:
+        multiple = partitions * num_replicas // math.gcd(partitions, num_replicas)
+        raise ReaderError(f"num_replicas={num_replicas} must divide partitions={partitions}, "
+                          "so that every process count that divides it reads the same global "
+                          f"batches: pass partitions={multiple} (or another multiple of "
+                          f"{num_replicas}), the same in every run")
+    return partitions
 
 
 def whole(value: Any, name: str, *, low: int = 0, high: int | None = None) -> int:

@@ -2,18 +2,21 @@
 
 :class:`ShardReader` is the one class users meet; each of its jobs is a module of this package:
 
-- ``order.py``: which samples an epoch serves, in which order and batches (the shuffle);
+- ``order.py``: which samples an epoch serves, in which order and batches (the shuffle), and
+  which part of each global batch this process reads when several train together;
+- ``replicas.py``: how many processes train together and which one this is (the environment);
 - ``window.py``: which shards are memory-mapped, downloads ahead, batches prepared ahead;
 - ``batches.py``: one batch gathered, cast, flipped, augmented, its labels encoded;
 - ``checks.py``: options, counts and files refused before anything is served;
 - ``keras.py``, ``tf.py``: the views Keras and TensorFlow take, with their settings.
 
 Each iteration is one epoch; a background thread prepares up to ``prefetch`` batches ahead so
-reading overlaps training. ``state_dict()``/``load_state_dict()`` resume mid-epoch exactly.
+reading overlaps training. ``state_dict()``/``load_state_dict()`` resume mid-epoch exactly, on
+this or another number of processes with the same global batch.
 
-A directory given as a URL (``s3://bucket/shards``) is read through a :class:`~imgshard.reader.cache.
-ShardCache`: whole shard files are downloaded into ``cache_dir`` a window ahead of use, their
-checksums verified once on landing, and memory-mapped from there.
+A directory given as a URL (``s3://bucket/shards``) is read through a
+:class:`~imgshard.reader.cache.ShardCache`: whole shard files are downloaded into ``cache_dir``
+ahead of use, their checksums verified once on landing, and memory-mapped from there.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from .checks import (
     ReaderError,
     check_memory,
     check_options,
+    check_partitions,
     check_sizes,
     served_dtype,
     whole,
 )
-from .order import EpochOrder
+from .order import DEFAULT_PARTITIONS, EpochOrder
+from .replicas import replicas_of
 from .tf import to_tf_dataset
 from .window import ShardWindow, files_of, prefetched
 
@@ -49,16 +54,26 @@ class ShardReader:
         directory: a directory written by ``imgshard build``: a path, an fsspec URL, or a
             :class:`~imgshard.storage.Location` (a URL with its storage options).
         split: ``train``, ``val`` or ``test`` (whatever the manifest has).
-        batch_size: samples per batch; the last batch of an epoch is partial unless
-            ``drop_remainder``.
-        shuffle, seed: windowed shuffle (see :mod:`imgshard.reader.order`), new order every
-            epoch.
+        batch_size: samples per batch of this process (the global batch of a step is
+            ``num_replicas * batch_size``); the last batch of an epoch is partial unless
+            ``drop_remainder`` (with several processes it is topped up with repeats instead:
+            see :mod:`imgshard.reader.order`).
+        shuffle, seed: the partitioned, windowed shuffle of :mod:`imgshard.reader.order`, a new
+            order every epoch.
         label_mode: ``"int"`` (int32), ``"categorical"`` (one-hot float32), ``"binary"``
             (float32 shaped (b, 1), two classes) or ``None`` (images only), as in Keras.
         dtype: convert images to this dtype on the fly (default: the stored dtype).
         augment: a callable applied to every batch of images, returning the new images.
         flip_horizontal: flip each image left-right with probability 1/2 (seeded per epoch).
-        window: shards shuffled together; memory holds about this many shards.
+        window: shards shuffled together inside each partition; a process has about
+            ``partitions / num_replicas * window`` shards in use at once.
+        num_replicas, rank: how many training processes share each epoch, and which one this
+            is (each reads its own part of every global batch, all take the same number of
+            steps); both None: found in the environment (JAX, ``TF_CONFIG``,
+            ``WORLD_SIZE``/``RANK``; see :mod:`imgshard.reader.replicas`), else one process.
+        partitions: the spans every global batch draws from; ``num_replicas`` must divide it,
+            and a run can be resumed on any such count with the same global batch (keep it
+            the same in every run). 1 is the leanest order for a single process.
         prefetch: batches prepared ahead by a background thread (0: none).
         storage_options: fsspec options for a URL ``directory`` (credentials, endpoint, ...).
         cache_dir: where the shards of a URL are cached (default ``~/.cache/imgshard``).
@@ -76,9 +91,11 @@ class ShardReader:
                  shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
                  label_mode: str | None = "int", dtype: str | None = None,
                  augment: Callable[[np.ndarray], np.ndarray] | None = None,
-                 flip_horizontal: bool = False, window: int = 4, prefetch: int = 2,
+                 flip_horizontal: bool = False, window: int = 1, prefetch: int = 2,
                  storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 cache_bytes: int = 10 * 1000**3, verify: bool = False) -> None:
+                 cache_bytes: int = 10 * 1000**3, verify: bool = False,
+                 num_replicas: int | None = None, rank: int | None = None,
+                 partitions: int = DEFAULT_PARTITIONS) -> None:
         location = directory if isinstance(directory, Location) \
             else Location.of(directory, storage_options)
         self.directory, self.location = str(location), location
@@ -91,6 +108,8 @@ class ShardReader:
                       prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes,
                       shuffle=shuffle, drop_remainder=drop_remainder,
                       flip_horizontal=flip_horizontal, augment=augment)
+        self.num_replicas, self.rank = replicas_of(num_replicas, rank)
+        self.partitions = check_partitions(partitions, self.num_replicas, shuffle)
         self.split = split
         self.shards: list[ShardInfo] = self.manifest.splits[split].shards
         self.batch_size, self.seed, self.label_mode = batch_size, seed, label_mode
@@ -102,16 +121,18 @@ class ShardReader:
                               "writing it?): open it again when the build has finished")
         self.order = EpochOrder.of([s.num_samples for s in self.shards], batch_size=batch_size,
                                    shuffle=shuffle, seed=seed, window=window,
-                                   drop_remainder=drop_remainder)
+                                   drop_remainder=drop_remainder, partitions=self.partitions,
+                                   num_replicas=self.num_replicas, rank=self.rank)
         self.num_samples = self.order.num_samples
         self._check_count()
         check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._order_cache: tuple[int, np.ndarray] | None = None
-        files = files_of(location, self.manifest, self.shards, identities, window=window,
+        in_use = self.order.shards_in_use(self.epoch_order(0))
+        files = files_of(location, self.manifest, self.shards, identities, in_use=in_use,
                          cache_dir=cache_dir, cache_bytes=cache_bytes)
-        self._window = ShardWindow(location, self.manifest, self.shards, files, size=window,
-                                   verify=verify)
+        self._window = ShardWindow(location, self.manifest, self.shards, files,
+                                   size=max(in_use, 1), verify=verify)
         self._batches = BatchMaker(tuple(self.manifest.image_shape), self.dtype, label_mode,
                                    self.manifest.num_classes, flip_horizontal, augment, seed)
 
@@ -123,9 +144,20 @@ class ShardReader:
                               "(run imgshard verify)")
 
     @property
+    def global_batch_size(self) -> int:
+        """Samples of one step over all ``num_replicas`` processes."""
+        return self.order.global_batch_size
+
+    @property
     def cache(self) -> ShardCache | None:
         """The local cache a remote directory's files are downloaded into (None when local)."""
         return self._window.files.cache
+
+    @property
+    def bytes_mapped(self) -> int:
+        """Bytes of shard files this reader has memory-mapped so far (a shard mapped again
+        counts again): about ``1/num_replicas`` of the split's bytes per shuffled epoch."""
+        return self._window.bytes_mapped
 
     # -- epochs and resumption -------------------------------------------------------------
 
@@ -137,23 +169,34 @@ class ShardReader:
         """Make the next iteration epoch ``epoch`` (from its start)."""
         self.epoch, self._position = whole(epoch, "epoch"), 0
 
-    def state_dict(self) -> dict[str, int]:
-        """Where the consumer is: the epoch and the number of batches it has taken from it."""
-        return {"epoch": self.epoch, "batches": self._position, "seed": self.seed}
+    def state_dict(self) -> dict[str, Any]:
+        """Where the job is: the epoch and the global steps taken from it, with what fixes the
+        order of the epoch (any process's state; it loads into a reader of another
+        ``num_replicas`` with the same global batch size)."""
+        return {"epoch": self.epoch, "batches": self._position, "seed": self.seed,
+                "global_batch_size": self.global_batch_size, "partitions": self.partitions,
+                "window": self.window, "shuffle": self.order.shuffle,
+                "num_samples": self.num_samples}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample.
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample,
+        on this or another number of processes.
 
         Raises:
-            ReaderError: ``state`` is not what :meth:`state_dict` returns for this reader (its
-                seed, an epoch >= 0, a batch count within the epoch); the reader is unchanged.
+            ReaderError: ``state`` is not what :meth:`state_dict` returns for a reader with this
+                one's order (seed, global batch size, partitions, window, shuffle, split size;
+                a state without one of these is not checked for it), an epoch >= 0, a batch
+                count within the epoch; the reader is unchanged.
         """
         if not isinstance(state, dict) or not {"epoch", "batches"} <= state.keys():
             raise ReaderError(f"state must be a dict with epoch and batches, as state_dict() "
                               f"returns, got {repr(state)[:80]}")
-        if state.get("seed", self.seed) != self.seed:
-            raise ReaderError(f"state was saved with seed {repr(state['seed'])[:40]}, reader has "
-                              f"{self.seed}")
+        mine = self.state_dict()
+        for key in ("seed", "global_batch_size", "partitions", "window", "shuffle",
+                    "num_samples"):
+            if key in state and not _same(state[key], mine[key]):
+                raise ReaderError(f"state was saved with {key} {repr(state[key])[:40]}, this "
+                                  f"reader has {mine[key]} (the order of the epoch differs)")
         epoch = whole(state["epoch"], "state epoch")
         batches = whole(state["batches"], "state batches", high=len(self))
         self.epoch, self._position = epoch, batches
@@ -191,11 +234,11 @@ class ShardReader:
             if cached is None or cached[0] != epoch:
                 cached = (epoch, self.epoch_order(epoch))
                 self._order_cache = cached
-                self._window.files.plan(self.order, cached[1])
+                self._window.plan(self.order, cached[1])
             return cached[1]
 
     def _produce(self, epoch: int, order: np.ndarray, start: int) -> Iterator[Any]:
-        self._window.files.plan(self.order, order)
+        self._window.plan(self.order, order)
         for index in range(start, len(self)):
             yield self._batch(epoch, index, order)
 
@@ -230,3 +273,12 @@ class ShardReader:
     def to_tf_dataset(self):
         """A ``tf.data.Dataset`` of this reader's batches (one epoch per pass over it)."""
         return to_tf_dataset(self)
+
+
+def _same(saved: Any, value: int | bool) -> bool:
+    """Whether a saved state's ``saved`` is ``value`` (a bool is not an int, and whatever a
+    hostile state holds compares without raising)."""
+    try:
+        return bool(saved == value) and isinstance(saved, bool) == isinstance(value, bool)
+    except (TypeError, ValueError):
+        return False

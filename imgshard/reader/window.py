@@ -1,10 +1,12 @@
 """Which shards are memory-mapped, where their files come from, and batches made ahead.
 
-Only the shards of the current window are mapped; they are unmapped when the window moves on,
-so resident memory stays near ``window`` shards plus the batches in flight, whatever the dataset
-size. A local directory's files are mapped where they are (:class:`InPlaceFiles`); a remote
-store's are downloaded a window ahead of use into a :class:`~imgshard.reader.cache.ShardCache`,
-checked against their sha256 as they land, and mapped from there (:class:`DownloadedFiles`).
+Only the shards in use are mapped (as many as the epoch's order has in use at once, see
+:meth:`~imgshard.reader.order.EpochOrder.shards_in_use`); they are unmapped when the epoch moves
+on, and the pages of rows already read are handed back as batches are made, so resident memory
+stays near the batches in flight, whatever the dataset size. A local directory's files are
+mapped where they are (:class:`InPlaceFiles`); a remote store's are downloaded ahead of use (as
+many shards ahead as are in use) into a :class:`~imgshard.reader.cache.ShardCache`, checked
+against their sha256 as they land, and mapped from there (:class:`DownloadedFiles`).
 :func:`prefetched` prepares batches on a background thread so reading overlaps training.
 """
 
@@ -38,7 +40,7 @@ class InPlaceFiles:
     def __init__(self, location: Location, identities: dict[str, Any]) -> None:
         self.location, self.identities = location, identities
 
-    def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
+    def plan(self, order: EpochOrder, indices: np.ndarray, in_use: int) -> None:
         """Nothing to fetch ahead of an epoch."""
 
     def ahead(self, shards: list[ShardInfo], index: int) -> None:
@@ -55,23 +57,23 @@ class InPlaceFiles:
 
 class DownloadedFiles:
     """A remote store's files, downloaded into :attr:`cache` in the order the epoch visits their
-    shards, a window ahead of use, and mapped from there (checked as they land: ``verify`` is
-    moot)."""
+    shards, as many ahead of use as are in use at once, and mapped from there (checked as they
+    land: ``verify`` is moot)."""
 
-    def __init__(self, cache: ShardCache, window: int) -> None:
-        self.cache, self.window = cache, window
+    def __init__(self, cache: ShardCache, in_use: int) -> None:
+        self.cache, self.in_use = cache, in_use
         self._sequence: list[int] = []  # the shards in the order the epoch visits them
 
-    def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
+    def plan(self, order: EpochOrder, indices: np.ndarray, in_use: int) -> None:
         """Download in the order an epoch of ``indices`` visits the shards."""
-        self._sequence = order.visit_order(indices)
+        self._sequence, self.in_use = order.visit_order(indices), in_use
 
     def ahead(self, shards: list[ShardInfo], index: int) -> None:
-        """Start downloading shard ``index`` and the window of shards the epoch visits next."""
+        """Start downloading shard ``index`` and the shards the epoch visits next."""
         sequence = self._sequence
         position = sequence.index(index) if index in sequence else len(sequence)
         upcoming = [shards[index]]
-        upcoming += [shards[i] for i in sequence[position + 1:position + 1 + self.window]]
+        upcoming += [shards[i] for i in sequence[position + 1:position + 1 + self.in_use]]
         self.cache.prefetch([(f, sha) for s in upcoming
                              for f, sha in ((s.images, s.sha256), (s.labels, s.labels_sha256))
                              if f is not None])
@@ -85,29 +87,34 @@ class DownloadedFiles:
 
 
 def files_of(location: Location, manifest: Manifest, shards: list[ShardInfo],
-             identities: dict[str, Any], *, window: int, cache_dir: str | None,
+             identities: dict[str, Any], *, in_use: int, cache_dir: str | None,
              cache_bytes: int) -> InPlaceFiles | DownloadedFiles:
     """Where the files of ``shards`` are mapped from: where they lie when the store has them on
     this machine's file system, else from a cache they are downloaded into."""
     if location.local_path(MANIFEST_NAME) is not None:
         return InPlaceFiles(location, identities)
-    return _downloaded(location, manifest, shards, window=window, cache_dir=cache_dir,
+    return _downloaded(location, manifest, shards, in_use=in_use, cache_dir=cache_dir,
                        cache_bytes=cache_bytes)
 
 
 def _downloaded(location: Location, manifest: Manifest, shards: list[ShardInfo], *,
-                window: int, cache_dir: str | None, cache_bytes: int) -> DownloadedFiles:
-    """The files of a remote ``location``, through a cache that must hold two windows."""
+                in_use: int, cache_dir: str | None, cache_bytes: int) -> DownloadedFiles:
+    """The files of a remote ``location``, through a cache that must hold the ``in_use``
+    shards and as many downloaded ahead."""
     largest = max((shard_bytes(manifest, s) for s in shards), default=0)
-    if cache_bytes < 2 * window * largest:
-        raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold two windows of "
-                          f"{window} shards (at least {2 * window * largest:,} bytes)")
-    cache = ShardCache(location, cache_dir or default_cache_dir(), cache_bytes, keep=4 * window)
-    return DownloadedFiles(cache, window)
+    in_use = max(in_use, 1)
+    if cache_bytes < 2 * in_use * largest:
+        raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold the {in_use} shards in "
+                          f"use at once and as many downloaded ahead (at least "
+                          f"{2 * in_use * largest:,} bytes): raise cache_bytes, or lower "
+                          "window or partitions")
+    cache = ShardCache(location, cache_dir or default_cache_dir(), cache_bytes, keep=4 * in_use)
+    return DownloadedFiles(cache, in_use)
 
 
 class ShardWindow:
-    """The memory maps of at most ``size`` shards of a split, least recently used unmapped first.
+    """The memory maps of at most ``size`` shards of a split (the most an epoch has in use at
+    once), least recently used unmapped first.
 
     Thread-safe: Keras' workers ask for batches from several threads.
     """
@@ -116,9 +123,17 @@ class ShardWindow:
                  files: InPlaceFiles | DownloadedFiles, *, size: int, verify: bool) -> None:
         self.location, self.manifest, self.shards, self.files = location, manifest, shards, files
         self.size, self.verify = size, verify
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # get_batch plans an epoch while holding it
         self._open: OrderedDict[int, MappedShard] = OrderedDict()
         self._verified: set[int] = set()
+        self.bytes_mapped = 0  # bytes of the shard files mapped so far, each time mapped
+
+    def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
+        """Size the maps for an epoch of ``indices`` and tell the files what comes."""
+        in_use = order.shards_in_use(indices)
+        with self.lock:
+            self.size = max(in_use, 1)
+        self.files.plan(order, indices, in_use)
 
     def shard(self, index: int) -> MappedShard:
         """The memory maps of shard ``index``; shards beyond the window's reach are unmapped."""
@@ -133,6 +148,7 @@ class ShardWindow:
                                verify=self.verify and index not in self._verified)
             self._verified.add(index)
             self._open[index] = opened
+            self.bytes_mapped += shard_bytes(self.manifest, self.shards[index])
             return opened
 
     def _map(self, info: ShardInfo, *, verify: bool) -> MappedShard:
