@@ -178,3 +178,21 @@ def test_to_tf_dataset_without_tensorflow_names_the_extra(shard_dir, monkeypatch
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow now fails
     with pytest.raises(ImgshardError, match=r"pip install 'imgshard\[tf\]'"):
         ShardReader(shard_dir).to_tf_dataset()
+
+
+@pytest.mark.parametrize("backend, num_replicas, refused", [
+    ("tensorflow", 2, True), ("tensorflow", 1, False), ("jax", 2, False), ("torch", 2, False)])
+def test_to_keras_refuses_a_dataset_tensorflow_would_split_again(shard_dir, monkeypatch, backend,
+                                                                 num_replicas, refused):
+    """On Keras' TensorFlow backend a multi-worker strategy auto-shards a PyDataset again and
+    drops most of each process's part; the user is sent to to_tf_dataset() instead."""
+    from imgshard import ImgshardError
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    reader = ShardReader(shard_dir, batch_size=8, num_replicas=num_replicas, rank=0,
+                         partitions=2)
+    if refused:
+        with pytest.raises(ImgshardError, match=r"pass reader.to_tf_dataset\(\) to model.fit"):
+            reader.to_keras()
+    else:
+        assert len(reader.to_keras()) == len(reader)

@@ -26,9 +26,25 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 def to_keras(reader, *, workers: int, use_multiprocessing: bool, max_queue_size: int):
     """A :class:`ShardPyDataset` over ``reader``, with the heap setting of Keras' backend."""
+    check_not_split_again(reader, keras.backend.backend())
     keep_heap_for_keras()  # a process-wide glibc setting, for TensorFlow only (see there)
     return ShardPyDataset(reader, workers=workers, use_multiprocessing=use_multiprocessing,
                           max_queue_size=max_queue_size)
+
+
+def check_not_split_again(reader, backend: str) -> None:
+    """Refuse a ``PyDataset`` that TensorFlow would split a second time.
+
+    On the TensorFlow backend, Keras turns a ``PyDataset`` into a ``tf.data`` pipeline with
+    auto-sharding on, and a multi-worker strategy then keeps one in every (number of workers)
+    of each process's batches: half of every process's part is silently dropped with two.
+    ``to_tf_dataset()`` turns that off; JAX and torch do not split again.
+    """
+    if backend == "tensorflow" and reader.num_replicas > 1:
+        raise ImgshardError(
+            f"to_keras() on Keras' TensorFlow backend with num_replicas={reader.num_replicas}: "
+            "TensorFlow would split each process's part again and drop most of it; pass "
+            "reader.to_tf_dataset() to model.fit instead")
 
 
 def keep_heap_for_keras() -> bool:
