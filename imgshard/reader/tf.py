@@ -67,4 +67,19 @@ def to_tf_dataset(reader):
     else:
         classes = len(reader.manifest.class_names)
         signature = (images, tf.TensorSpec((None, classes), tf.float32))
-    return tf.data.Dataset.from_generator(lambda: iter(reader), output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(lambda: iter(reader), output_signature=signature)
+    return dataset.with_options(without_auto_shard(tf))
+
+
+def without_auto_shard(tf):
+    """``tf.data`` options that turn TensorFlow's auto-sharding off.
+
+    The reader has already given this process its part of every epoch. Under a multi-worker
+    strategy (``MultiWorkerMirroredStrategy``, whose ``experimental_distribute_dataset`` Keras'
+    ``fit`` calls), TensorFlow's default policy would split that part again: a generator's
+    dataset falls back to keeping every worker-count-th batch, so each worker silently trains
+    on a fraction of its samples.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
