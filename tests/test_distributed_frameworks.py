@@ -48,7 +48,7 @@ def run_ranks(job: str, environments: list[dict[str, str]], directory: str, tmp_
               coordinator: str = "-") -> list[dict]:
     """Run ``job`` in one process per environment (rank = position), all at once; each one's
     result. A process that fails, or a job that outlasts :data:`TIMEOUT`, fails the test, and
-    every process still running is killed."""
+    every process still running is killed (its peers would wait for it until then)."""
     processes = []
     for rank, environment in enumerate(environments):
         with open(tmp_path / f"{job}-{rank}.log", "w") as log:
@@ -56,21 +56,28 @@ def run_ranks(job: str, environments: list[dict[str, str]], directory: str, tmp_
                 [sys.executable, WORKER, job, str(rank), coordinator, directory,
                  str(tmp_path / f"{job}-{rank}.json")],
                 env=environment, stdout=log, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + TIMEOUT
     try:
-        codes = [process.wait(timeout=max(0.0, deadline - time.monotonic()))
-                 for process in processes]
-    except subprocess.TimeoutExpired:
-        codes = None
+        codes = exit_codes(processes, time.monotonic() + TIMEOUT)
     finally:
         for process in processes:
             process.kill()
             process.wait()
     logs = [(tmp_path / f"{job}-{rank}.log").read_text()[-3000:] for rank in range(len(processes))]
-    assert codes == [0] * len(processes), (f"{job} ended {codes} (None: timed out after "
-                                           f"{TIMEOUT} s)\n" + "\n----\n".join(logs))
+    assert codes == [0] * len(processes), (f"{job} ended {codes} (None: still running, killed; "
+                                           f"the time limit is {TIMEOUT} s)\n"
+                                           + "\n----\n".join(logs))
     return [json.loads((tmp_path / f"{job}-{rank}.json").read_text())
             for rank in range(len(processes))]
+
+
+def exit_codes(processes: list[subprocess.Popen], deadline: float) -> list[int | None]:
+    """Each process's exit code once all have ended, one has failed, or ``deadline`` (a
+    ``time.monotonic()``) has passed; None for one still running."""
+    while True:
+        codes = [process.poll() for process in processes]
+        if None not in codes or set(codes) - {None, 0} or time.monotonic() > deadline:
+            return codes
+        time.sleep(0.2)
 
 
 def split_digests(directory: str, dtype: str | None = None) -> list[str]:

@@ -50,7 +50,8 @@ def keep_heap_for(backend: str) -> bool:
 
 
 def to_tf_dataset(reader):
-    """A ``tf.data.Dataset`` whose every pass is one epoch of ``reader``."""
+    """A ``tf.data.Dataset`` whose every pass is one epoch of ``reader``, with TensorFlow's
+    auto-sharding off (see :func:`without_auto_shard`)."""
     try:
         import tensorflow as tf
     except ImportError:
@@ -75,10 +76,11 @@ def without_auto_shard(tf):
     """``tf.data`` options that turn TensorFlow's auto-sharding off.
 
     The reader has already given this process its part of every epoch. Under a multi-worker
-    strategy (``MultiWorkerMirroredStrategy``, whose ``experimental_distribute_dataset`` Keras'
-    ``fit`` calls), TensorFlow's default policy would split that part again: a generator's
-    dataset falls back to keeping every worker-count-th batch, so each worker silently trains
-    on a fraction of its samples.
+    strategy (``MultiWorkerMirroredStrategy``'s ``experimental_distribute_dataset``, which
+    Keras' ``fit`` calls), TensorFlow's default policy would split that part again: a
+    generator's dataset has no files to split, so each worker keeps one in every (number of
+    workers) of its batches and silently drops the rest (half of them with two workers, in
+    ``tests/test_distributed_frameworks.py``).
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
