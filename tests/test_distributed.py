@@ -73,6 +73,8 @@ def test_ranks_are_disjoint_and_complete_with_the_same_number_of_steps(o):
         assert len(served) - total < step  # fewer than R * batch_size repeats
         if R > 1:  # every rank takes the same number of full batches
             assert all(len(order) == steps * b for order in orders)
+            if total >= step:  # topped up from earlier steps: no sample twice in a batch
+                assert all(len(set(order[-b:].tolist())) == b for order in orders)
         else:
             assert len(served) == total
 

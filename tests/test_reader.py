@@ -225,10 +225,19 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path):
+@pytest.mark.parametrize("options, resident", [
+    (dict(partitions=1, window=2), None),  # the lean order: a few shards in use at once
+    (dict(), 50 * 1000**2),  # 64 partitions: all 16 shards in use, more than may stay resident
+], ids=["one-partition", "pages-handed-back"])
+def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path, monkeypatch, options,
+                                                            resident):
     """~200 MB of shards read in full: resident memory grows by far less than that."""
     from imgshard.manifest import Manifest, ShardInfo, SplitInfo, write_manifest
+    from imgshard.reader import window
     from imgshard.storage.files import file_sha256
+
+    if resident is not None:
+        monkeypatch.setattr(window, "RESIDENT_BYTES", resident)
 
     def write_array(path, array):
         np.save(path, array)
@@ -247,7 +256,7 @@ def test_memory_stays_bounded_by_the_window_not_the_dataset(tmp_path):
     del images
     write_manifest(str(tmp_path), Manifest("0", "now", "src", shape, "float16", ["a"], {},
                                            {"train": SplitInfo(per_shard * count, {"a": 0}, infos)}))
-    reader = ShardReader(str(tmp_path), batch_size=64, window=2, prefetch=2)
+    reader = ShardReader(str(tmp_path), batch_size=64, prefetch=2, **options)
     before, peak, seen = rss_bytes(), 0, 0
     for x, _ in reader:
         seen += len(x)

@@ -29,8 +29,10 @@ window=4`` is the leanest single-process order, and it cannot be resumed on more
 The ``N mod G`` samples left over after the last full global step form one last, partial step
 (or are dropped with ``drop_remainder``), spread over the partitions as evenly as ``c``. With
 ``R > 1`` each process tops its part of that step up to ``batch_size`` with repeats of its own
-first samples of the epoch, as torch's ``DistributedSampler`` pads, so that every process takes
-the same number of full batches (fewer than ``G`` repeats); one process serves it partial.
+samples, as torch's ``DistributedSampler`` pads, so that every process takes the same number of
+full batches (fewer than ``G`` repeats); one process serves it partial. The repeats are the
+process's last samples before that step, latest first: from shards still in use, and none
+twice in one batch while the epoch has a full step to take them from.
 
 Unshuffled epochs are the stored order cut into global batches of ``G``; process ``r`` reads the
 ``r``-th ``batch_size`` slice of each (and so maps every shard, reading ``1/R`` of its rows).
@@ -107,7 +109,8 @@ class EpochOrder:
             return served[:full]
         if self.num_replicas == 1 or not self.leftover:
             return served
-        source = served if len(served) else self.order_of_one_process(epoch)
+        source = served[full - 1::-1] if full else (
+            served if len(served) else self.order_of_one_process(epoch))
         return _top_up(served, full + self.batch_size, source)
 
     def batch(self, order: np.ndarray, index: int) -> np.ndarray:
@@ -123,6 +126,13 @@ class EpochOrder:
         shard_of = self.shard_of(order)
         _, first = np.unique(shard_of, return_index=True)
         return shard_of[np.sort(first)].tolist()
+
+    def last_batches(self, order: np.ndarray) -> dict[int, int]:
+        """For each shard an epoch of ``order`` reads, the last batch that reads it."""
+        shard_of = self.shard_of(order)
+        shards, last_reversed = np.unique(shard_of[::-1], return_index=True)
+        last = (len(order) - 1 - last_reversed) // self.batch_size
+        return dict(zip(shards.tolist(), last.tolist()))
 
     def shards_in_use(self, order: np.ndarray) -> int:
         """The most shards in use at once in an epoch of ``order``: a shard is in use from the

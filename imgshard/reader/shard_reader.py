@@ -243,8 +243,10 @@ class ShardReader:
             yield self._batch(epoch, index, order)
 
     def _batch(self, epoch: int, index: int, order: np.ndarray) -> Any:
-        return self._batches.make(epoch, index, self.order.batch(order, index), self.order,
-                                  self._window.shard)
+        batch = self._batches.make(epoch, index, self.order.batch(order, index), self.order,
+                                   self._window.shard, release=self._window.release_pages)
+        self._window.finished(index)
+        return batch
 
     def close(self) -> None:
         """Unmap every shard and stop downloading ahead (for a remote directory)."""

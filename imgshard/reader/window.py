@@ -101,7 +101,7 @@ def _downloaded(location: Location, manifest: Manifest, shards: list[ShardInfo],
                 in_use: int, cache_dir: str | None, cache_bytes: int) -> DownloadedFiles:
     """The files of a remote ``location``, through a cache that must hold the ``in_use``
     shards and as many downloaded ahead."""
-    largest = max((shard_bytes(manifest, s) for s in shards), default=0)
+    largest = largest_shard_bytes(manifest, shards)
     in_use = max(in_use, 1)
     if cache_bytes < 2 * in_use * largest:
         raise ReaderError(f"cache_bytes={cache_bytes:,} cannot hold the {in_use} shards in "
@@ -110,6 +110,15 @@ def _downloaded(location: Location, manifest: Manifest, shards: list[ShardInfo],
                           "window or partitions")
     cache = ShardCache(location, cache_dir or default_cache_dir(), cache_bytes, keep=4 * in_use)
     return DownloadedFiles(cache, in_use)
+
+
+def largest_shard_bytes(manifest: Manifest, shards: list[ShardInfo]) -> int:
+    return max((shard_bytes(manifest, s) for s in shards), default=0)
+
+
+#: Resident pages of mapped shards a reader keeps: when the shards an epoch has in use at once
+#: are larger, the pages of rows are handed back as they are read (``batches.release_rows``).
+RESIDENT_BYTES = 512 * 1000**2
 
 
 class ShardWindow:
@@ -127,13 +136,27 @@ class ShardWindow:
         self._open: OrderedDict[int, MappedShard] = OrderedDict()
         self._verified: set[int] = set()
         self.bytes_mapped = 0  # bytes of the shard files mapped so far, each time mapped
+        self.largest = largest_shard_bytes(manifest, shards)
+        self.release_pages = False  # whether batches hand back the pages they read
+        self._last_batch: dict[int, int] = {}  # shard -> the epoch's last batch that reads it
 
     def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
-        """Size the maps for an epoch of ``indices`` and tell the files what comes."""
+        """Size the maps for an epoch of ``indices``, note the batch that reads each shard last,
+        and tell the files what comes."""
         in_use = order.shards_in_use(indices)
         with self.lock:
             self.size = max(in_use, 1)
+            self.release_pages = in_use * self.largest > RESIDENT_BYTES
+            self._last_batch = order.last_batches(indices)
         self.files.plan(order, indices, in_use)
+
+    def finished(self, batch: int) -> None:
+        """Unmap the shards the epoch reads for the last time in batch ``batch``: least recently
+        used is not least needed (a shard read last a moment ago would stay mapped while one
+        still needed is unmapped and mapped again)."""
+        with self.lock:
+            for index in [i for i in self._open if self._last_batch.get(i, -1) <= batch]:
+                del self._open[index]
 
     def shard(self, index: int) -> MappedShard:
         """The memory maps of shard ``index``; shards beyond the window's reach are unmapped."""
