@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
+from bench_reader import build_shards, warm_page_cache
 from harness import (Figure, at_least, at_most, benchmark_command, corpus_option, corpus_set,
-                     imgshard_command, print_figures, repeat_option, run_timed, scratch_option,
-                     script_command)
+                     print_figures, repeat_option, scratch_option, script_command)
 
 BATCH = 32
 SHARD_SIZE = 32
@@ -32,19 +32,6 @@ EPOCHS = 10  # about half a second of reading a process: long enough to time
 MAPPED_EPOCHS = 3
 THROUGHPUT_GOAL = 0.8
 REPLICAS = (2, 4, 8)
-
-
-def build_shards(src: str, out: str) -> str:
-    run_timed([*imgshard_command(), "build", src, out, "--workers", "2", "--shard-size",
-               str(SHARD_SIZE), "--quiet"])
-    return out
-
-
-def warm_page_cache(shards: str) -> None:
-    for name in os.listdir(shards):
-        with open(os.path.join(shards, name), "rb") as stream:
-            while stream.read(1 << 24):
-                pass
 
 
 def read_parts(shards: str, ranks: list[int], num_replicas: int) -> list[dict]:
@@ -108,7 +95,8 @@ def mapped_figures(shards: str) -> list[Figure]:
 
 
 def distributed_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure], list[str]]:
-    shards = build_shards(corpus_set(corpus, "small"), os.path.join(scratch, "distributed"))
+    shards = build_shards(corpus_set(corpus, "small"), os.path.join(scratch, "distributed"),
+                          "--shard-size", str(SHARD_SIZE))
     warm_page_cache(shards)
     return [throughput_figure(shards, repeat), *mapped_figures(shards)], []
 

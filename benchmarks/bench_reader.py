@@ -51,8 +51,9 @@ class Epoch:
     seconds: float
 
 
-def build_shards(src: str, out: str) -> str:
-    run_timed([*imgshard_command(), "build", src, out, "--workers", "2", "--quiet"])
+def build_shards(src: str, out: str, *options: str) -> str:
+    """``imgshard build SRC OUT`` with 2 workers and ``options``."""
+    run_timed([*imgshard_command(), "build", src, out, "--workers", "2", "--quiet", *options])
     return out
 
 

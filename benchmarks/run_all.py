@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/run_all.py --corpus /work/corpus [--repeat 3] [--scratch DIR]
 
-Builds, then peak memory, then the reader (when ``imgshard.reader`` exists; its figures that
+Builds, then peak memory, then the reader and several processes reading together (when ``imgshard.reader`` exists; its figures that
 need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
 ``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see docs/performance.md
 for what each figure means.
@@ -19,14 +19,17 @@ from harness import (Figure, benchmark_command, corpus_option, print_figures, re
 
 
 def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], list[str]]:
-    """Build figures, then memory, then the reader's (once imgshard.reader exists)."""
+    """Build figures, then memory, then the reader's, one process and several (once
+    imgshard.reader exists)."""
     figures = build_figures(corpus, repeat, folder) + build_memory_figures(corpus, folder)
     if importlib.util.find_spec("imgshard.reader") is None:
         return figures, ["reader figures: not measured (imgshard.reader does not exist yet)"]
+    from bench_distributed import distributed_figures
     from bench_reader import reader_figures
 
     reader, notes = reader_figures(corpus, repeat, folder)
-    return figures + reader, notes
+    distributed, more_notes = distributed_figures(corpus, repeat, folder)
+    return figures + reader + distributed, notes + more_notes
 
 
 @benchmark_command

@@ -33,6 +33,19 @@ def write_image(path: str, *, size: tuple[int, int] = (40, 30), colour=None, mod
     return np.asarray(image)
 
 
+def write_numbered_images(folder, count: int, classes: int) -> None:
+    """``count`` 2x2 PNGs in ``classes`` class folders, image ``n`` in class ``n % classes``,
+    its number written in its first pixel (read back by :func:`image_number`)."""
+    for number in range(count):
+        write_image(os.path.join(folder, f"c{number % classes}", f"{number:03d}.png"),
+                    size=(2, 2), colour=(number % 256, number // 256, 0))
+
+
+def image_number(image: np.ndarray) -> int:
+    """The number :func:`write_numbered_images` wrote into ``image`` (as stored, uint8)."""
+    return int(image[0, 0, 0]) + 256 * int(image[0, 0, 1])
+
+
 @pytest.fixture
 def make_class_folders(tmp_path) -> Callable[..., str]:
     """Build SRC/<class>/<n>.<ext> with ``counts`` images per class; return SRC."""

@@ -164,12 +164,10 @@ def test_the_leanest_single_process_order_has_a_window_of_shards_in_use():
 @pytest.fixture(scope="module")
 def classes(tmp_path_factory):
     """192 distinct images of 4 classes over 24 shards of 8."""
-    from conftest import write_image
+    from conftest import write_numbered_images
 
     root = tmp_path_factory.mktemp("distributed")
-    for number in range(192):
-        write_image(str(root / "src" / f"c{number % 4}" / f"{number:03d}.png"), size=(2, 2),
-                    colour=(number % 256, number // 256, 7))
+    write_numbered_images(root / "src", 192, classes=4)
     out = str(root / "out")
     build(str(root / "src"), out, BuildConfig(size=(2, 2), shard_size=8, dtype="uint8"),
           workers=1)
@@ -177,7 +175,9 @@ def classes(tmp_path_factory):
 
 
 def sample_ids(images: np.ndarray) -> list[int]:
-    return [int(image[0, 0, 0]) + 256 * int(image[0, 0, 1]) for image in images]
+    from conftest import image_number
+
+    return [image_number(image) for image in images]
 
 
 def take(reader, steps=None):

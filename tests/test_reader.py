@@ -150,16 +150,14 @@ def test_augment_and_flip(gradients):
 
 def test_shuffle_quality(tmp_path):
     """Positions in consecutive epochs are uncorrelated; a batch mixes shards."""
-    from conftest import write_image
+    from conftest import image_number, write_numbered_images
 
-    for number in range(400):
-        write_image(str(tmp_path / "src" / f"c{number % 2}" / f"{number:03d}.png"), size=(2, 2),
-                    colour=(number % 256, number // 256, 0))
+    write_numbered_images(tmp_path / "src", 400, classes=2)
     out = str(tmp_path / "out")
     build(str(tmp_path / "src"), out, BuildConfig(size=(2, 2), shard_size=20, dtype="uint8"),
           workers=1)
     reader = ShardReader(out, batch_size=16, window=4)
-    ids = [[int(r[0, 0, 0]) + 256 * int(r[0, 0, 1]) for x in epoch(reader)[0] for r in x]
+    ids = [[image_number(r) for x in epoch(reader)[0] for r in x]
            for _ in range(2)]
     position = [{sample: i for i, sample in enumerate(e)} for e in ids]
     a = np.array([position[0][s] for s in range(400)])
@@ -173,7 +171,7 @@ def test_shuffle_quality(tmp_path):
         if shard not in images:
             images[shard] = np.load(os.path.join(out, shard))
         r = images[shard][int(index)]
-        shard_of[int(r[0, 0, 0]) + 256 * int(r[0, 0, 1])] = shard
+        shard_of[image_number(r)] = shard
     batches = [ids[0][i:i + 16] for i in range(0, 400, 16)]
     assert all(len({shard_of[s] for s in batch}) > 1 for batch in batches)
 
