@@ -46,6 +46,11 @@ path relative to SRC, the split, the shard's file name, the row inside it, and t
 - ``samples``: the provenance file's name, ``samples.csv``.
 - ``decoder``: the versions of the libraries that made the pixels (``pillow``,
   ``libjpeg_turbo``, ``numpy``).
+- ``dataset_id``: the sha256 of the canonical JSON (sorted keys, no spaces, ASCII) of
+  ``{"class_names", "config", "splits": {name: [[sha256, labels_sha256], ...]}}``: what the
+  data is, not when or where it was built (absent in manifests written before it existed; a
+  reader computes it and trusts only that); ``parent_id``: the ``dataset_id`` this dataset grew
+  from, ``null`` for a build.
 
 What a reader must check
 ------------------------

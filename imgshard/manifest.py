@@ -7,6 +7,7 @@ is read back with a format check that fails loudly rather than guessing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -73,6 +74,15 @@ class Manifest:
     skipped: list[Skip] = field(default_factory=list)
     samples: str = SAMPLES_NAME
     extra: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None  # the dataset_id of the dataset this one grew from
+    recorded_id: str | None = None  # the dataset_id the file says (None: written before ids)
+
+    @property
+    def dataset_id(self) -> str:
+        """What the data is, as a sha256: of the class names, the build config and every
+        split's shard checksums in order (not of when or where it was built), so that two
+        directories with this id serve the same samples in the same places."""
+        return dataset_id_of(self.class_names, self.config, self.splits)
 
     @property
     def num_classes(self) -> int | None:
@@ -98,6 +108,8 @@ class Manifest:
             "splits": {name: _split_to_json(split) for name, split in self.splits.items()},
             "skipped": [asdict(skip) for skip in self.skipped],
             "samples": self.samples,
+            "dataset_id": self.dataset_id,
+            "parent_id": self.parent_id,
         }
         document.update(self.extra)
         return document
@@ -121,7 +133,7 @@ class Manifest:
             fields = check_manifest(document)
         except FieldError as error:
             raise ManifestError(str(error)) from None
-        known = set(cls.__dataclass_fields__) | {"format", "format_version"}
+        known = set(cls.__dataclass_fields__) | {"format", "format_version", "dataset_id"}
         return cls(
             imgshard_version=fields["imgshard_version"],
             created=fields["created"],
@@ -134,7 +146,20 @@ class Manifest:
             skipped=[Skip(s["path"], s["reason"]) for s in fields["skipped"]],
             samples=fields["samples"],
             extra={k: v for k, v in document.items() if k not in known},
+            parent_id=fields["parent_id"],
+            recorded_id=fields["dataset_id"],
         )
+
+
+def dataset_id_of(class_names: list[str] | None, config: dict[str, Any],
+                  splits: dict[str, SplitInfo]) -> str:
+    """The sha256 of ``class_names``, ``config`` and each split's shard checksums, in order,
+    as canonical JSON (sorted keys, no spaces)."""
+    content = {"class_names": class_names, "config": config,
+               "splits": {name: [[s.sha256, s.labels_sha256] for s in split.shards]
+                          for name, split in splits.items()}}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _split_to_json(split: SplitInfo) -> dict[str, Any]:

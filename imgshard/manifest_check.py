@@ -58,6 +58,11 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
     check_config(fields["config"], shape, dtype)
     check_name(fields["samples"], "samples")
     check_splits(fields["splits"], reserved={"manifest.json", fields["samples"]})
+    for key in ("dataset_id", "parent_id"):  # absent from manifests of earlier versions
+        fields[key] = document.get(key)
+        _expect(fields[key] is None or isinstance(fields[key], str)
+                and SHA256.fullmatch(fields[key]) is not None, key, "64 hex digits or null",
+                fields[key])
     skipped = fields["skipped"]
     _expect(isinstance(skipped, list), "skipped", "a list", skipped)
     for index, skip in enumerate(skipped):

@@ -27,6 +27,8 @@ def summarize_directory(directory: str | Location) -> dict[str, Any]:
         "imgshard_version": manifest.imgshard_version,
         "created": manifest.created,
         "source": manifest.source,
+        "dataset_id": manifest.dataset_id,
+        "parent_id": manifest.parent_id,
         "config": manifest.config,
         "image_shape": list(manifest.image_shape),
         "dtype": manifest.dtype,
@@ -66,6 +68,8 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
         f"{summary['directory']}: imgshard format 1, built by imgshard "
         f"{summary['imgshard_version']} at {summary['created']}",
         f"source: {summary['source']}",
+        f"dataset: {summary['dataset_id']}"
+        + (f" (grew from {summary['parent_id']})" if summary["parent_id"] else ""),
         f"images: {height}x{width}x{channels} {summary['dtype']}",
         "options: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["config"].items())),
     ]

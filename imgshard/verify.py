@@ -26,7 +26,7 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError, MissingShardError, ShardError
 from .formats import check_labels, shard_format
-from .layout import is_own_file
+from .layout import MANIFEST_NAME, is_own_file
 from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
 from .processes import stoppable_pool
 from .samples_csv import SampleRow, read_samples
@@ -54,12 +54,23 @@ def verify_directory(directory: str | Location, *, deep: bool = False, workers: 
     """Every problem found in ``directory`` (empty when all holds)."""
     location = directory if isinstance(directory, Location) else Location.of(directory)
     manifest = read_manifest(location)
-    problems = list(_check_files(location, manifest))
+    problems = _check_identity(manifest)
+    problems += _check_files(location, manifest)
     problems += _check_checksums(location, manifest, workers, progress)
     problems += _check_samples_csv(location, manifest)
     if deep:
         problems += _check_values(location, manifest)
     return problems
+
+
+def _check_identity(manifest: Manifest) -> list[Problem]:
+    """The manifest's ``dataset_id`` must be the hash of what it lists (a reader trusts only
+    the hash it computes itself; this tells the user the file was edited)."""
+    if manifest.recorded_id in (None, manifest.dataset_id):
+        return []
+    return [Problem(MANIFEST_NAME, f"dataset_id {manifest.recorded_id} is not the hash of its "
+                                   f"classes, config and shard checksums ({manifest.dataset_id}): "
+                                   "edited after the build?")]
 
 
 @contextlib.contextmanager

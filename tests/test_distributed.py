@@ -424,3 +424,21 @@ def test_hashes_of_served_images_match_the_single_reader(classes):
         for x, y in reader:
             for image, label in zip(x, y):
                 assert truth[hashlib.sha256(image.tobytes()).hexdigest()] == int(label)
+
+
+def test_a_state_of_another_dataset_or_split_is_refused(classes, tmp_path):
+    """The state names its dataset (``dataset_id``, the hash of the classes, config and shard
+    checksums) and split: another dataset with as many samples is refused in one line."""
+    from conftest import write_image, write_numbered_images
+
+    write_numbered_images(tmp_path / "src", 192, classes=4)
+    write_image(str(tmp_path / "src" / "c0" / "000.png"), size=(2, 2), colour=(9, 9, 9))
+    other = str(tmp_path / "out")
+    build(str(tmp_path / "src"), other, BuildConfig(size=(2, 2), shard_size=8, dtype="uint8"),
+          workers=1)
+    state = ShardReader(classes, batch_size=4).state_dict()
+    reader = ShardReader(other, batch_size=4)
+    assert reader.num_samples == 192 and state["dataset_id"] != reader.state_dict()["dataset_id"]
+    with pytest.raises(ReaderError, match="state was saved with dataset_id .* \\(other data\\)"):
+        reader.load_state_dict(state)
+    ShardReader(classes, batch_size=4).load_state_dict(state)  # its own dataset: accepted

@@ -129,6 +129,9 @@ def test_verify_deep_finds_nan_that_checksums_cannot(copy):
 
     document["splits"]["train"]["shards"][0]["sha256"] = file_sha256(str(path))
     (copy / "manifest.json").write_text(json.dumps(document))
+    assert "dataset_id" in run("verify", copy, "-q").output  # the edit shows...
+    document["dataset_id"] = read_manifest(copy).dataset_id  # ...unless the id is redone too
+    (copy / "manifest.json").write_text(json.dumps(document))
     assert run("verify", copy, "-q").exit_code == 0
     result = run("verify", copy, "-q", "--deep")
     assert result.exit_code == 1 and "train-00000.npy: NaN or inf near row 0" in result.output

@@ -176,7 +176,8 @@ class ShardReader:
         return {"epoch": self.epoch, "batches": self._position, "seed": self.seed,
                 "global_batch_size": self.global_batch_size, "partitions": self.partitions,
                 "window": self.window, "shuffle": self.order.shuffle,
-                "num_samples": self.num_samples}
+                "num_samples": self.num_samples, "split": self.split,
+                "dataset_id": self.manifest.dataset_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample,
@@ -184,19 +185,21 @@ class ShardReader:
 
         Raises:
             ReaderError: ``state`` is not what :meth:`state_dict` returns for a reader with this
-                one's order (seed, global batch size, partitions, window, shuffle, split size;
-                a state without one of these is not checked for it), an epoch >= 0, a batch
+                one's data and order (dataset id, split, seed, global batch size, partitions,
+                window, shuffle, split size; a state without one of these is not checked for
+                it), an epoch >= 0, a batch
                 count within the epoch; the reader is unchanged.
         """
         if not isinstance(state, dict) or not {"epoch", "batches"} <= state.keys():
             raise ReaderError(f"state must be a dict with epoch and batches, as state_dict() "
                               f"returns, got {repr(state)[:80]}")
         mine = self.state_dict()
-        for key in ("seed", "global_batch_size", "partitions", "window", "shuffle",
-                    "num_samples"):
+        for key in ("dataset_id", "split", "seed", "global_batch_size", "partitions", "window",
+                    "shuffle", "num_samples"):
             if key in state and not _same(state[key], mine[key]):
-                raise ReaderError(f"state was saved with {key} {repr(state[key])[:40]}, this "
-                                  f"reader has {mine[key]} (the order of the epoch differs)")
+                why = "other data" if key in ("dataset_id", "split") else "another epoch order"
+                raise ReaderError(f"state was saved with {key} {repr(state[key])[:70]}, this "
+                                  f"reader has {mine[key]!r} ({why})")
         epoch = whole(state["epoch"], "state epoch")
         batches = whole(state["batches"], "state batches", high=len(self))
         self.epoch, self._position = epoch, batches
@@ -277,7 +280,7 @@ class ShardReader:
         return to_tf_dataset(self)
 
 
-def _same(saved: Any, value: int | bool) -> bool:
+def _same(saved: Any, value: int | bool | str) -> bool:
     """Whether a saved state's ``saved`` is ``value`` (a bool is not an int, and whatever a
     hostile state holds compares without raising)."""
     try:
