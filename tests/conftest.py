@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -39,6 +40,26 @@ def write_numbered_images(folder, count: int, classes: int) -> None:
     for number in range(count):
         write_image(os.path.join(folder, f"c{number % classes}", f"{number:03d}.png"),
                     size=(2, 2), colour=(number % 256, number // 256, 0))
+
+
+def build_numbered(root, count: int, classes: int, shard_size: int) -> str:
+    """ROOT/out built (uint8, 2x2) from :func:`write_numbered_images` in ROOT/src."""
+    from imgshard import BuildConfig, build
+
+    write_numbered_images(os.path.join(root, "src"), count, classes)
+    out = os.path.join(root, "out")
+    build(os.path.join(root, "src"), out,
+          BuildConfig(size=(2, 2), shard_size=shard_size, dtype="uint8"), workers=1)
+    return out
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """No launcher's variables and no JAX: a reader finds one process, unless a test sets one."""
+    for name in ("TF_CONFIG", "WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    return monkeypatch
 
 
 def image_number(image: np.ndarray) -> int:

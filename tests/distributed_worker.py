@@ -65,22 +65,21 @@ def jax_fit(rank: int, coordinator: str, shard_dir: str) -> dict:
 
 def tf_distribute(rank: int, coordinator: str, shard_dir: str) -> dict:
     """One epoch of ``to_tf_dataset()`` through ``MultiWorkerMirroredStrategy``'s
-    ``experimental_distribute_dataset`` (what Keras' ``fit`` on TensorFlow does with a
-    dataset), beside the same epoch read from the reader itself."""
+    ``distribute_datasets_from_function`` (each worker's dataset is its own, its batches the
+    per-worker batch: ``experimental_distribute_dataset`` would take them for global batches
+    and halve them), beside the same epoch read from the reader itself."""
     import tensorflow as tf
 
     from imgshard import ShardReader
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     reader = ShardReader(shard_dir, "train", batch_size=BATCH_SIZE, seed=0)
-    distributed = strategy.experimental_distribute_dataset(reader.to_tf_dataset())
-    through_strategy = [digest for images, _ in distributed
-                        for local in strategy.experimental_local_results(images)
-                        for digest in digests(local.numpy())]
+    distributed = strategy.distribute_datasets_from_function(lambda _: reader.to_tf_dataset())
+    steps = [[digest for local in strategy.experimental_local_results(images)
+              for digest in digests(local.numpy())] for images, _ in distributed]
     reader.set_epoch(0)
-    return {"replicas": [reader.num_replicas, reader.rank],
-            "through_strategy": through_strategy,
-            "from_reader": [digest for images, _ in reader for digest in digests(images)]}
+    return {"replicas": [reader.num_replicas, reader.rank], "steps": steps,
+            "from_reader": [digests(images) for images, _ in reader]}
 
 
 JOBS = {"jax_fit": jax_fit, "tf_distribute": tf_distribute}

@@ -101,9 +101,9 @@ def test_to_tf_dataset_turns_tensorflow_auto_sharding_off(shard_dir):  # noqa: F
 def test_multi_worker_strategy_serves_each_process_its_whole_part_once(shard_dir,  # noqa: F811
                                                                        tmp_path):
     """Two workers of ``MultiWorkerMirroredStrategy`` on a loopback ``TF_CONFIG``: each finds
-    its rank there, and ``experimental_distribute_dataset`` hands each exactly the samples its
-    reader yields (with auto-sharding on, each would lose half of them), which together are
-    the split."""
+    its rank there, and ``distribute_datasets_from_function`` hands each exactly the batches
+    its reader yields, step by step, each of ``batch_size`` (with auto-sharding on, each would
+    lose half of them), which together are the split."""
     pytest.importorskip("tensorflow", reason="TensorFlow is not installed (the tf extra)")
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     environments = [child_environment(KERAS_BACKEND="tensorflow", TF_CONFIG=json.dumps(
@@ -112,8 +112,10 @@ def test_multi_worker_strategy_serves_each_process_its_whole_part_once(shard_dir
     results = run_ranks("tf_distribute", environments, shard_dir, tmp_path)
     assert [result["replicas"] for result in results] == [[2, 0], [2, 1]]
     for result in results:
-        assert sorted(result["through_strategy"]) == sorted(result["from_reader"])
-    parts = [set(result["from_reader"]) for result in results]
+        assert [sorted(step) for step in result["steps"]] == \
+            [sorted(batch) for batch in result["from_reader"]]
+        assert {len(step) for step in result["steps"]} == {BATCH_SIZE}
+    parts = [{d for batch in result["from_reader"] for d in batch} for result in results]
     assert not parts[0] & parts[1] and parts[0] | parts[1] == set(split_digests(shard_dir))
 
 

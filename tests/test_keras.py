@@ -192,7 +192,7 @@ def test_to_keras_refuses_a_dataset_tensorflow_would_split_again(shard_dir, monk
     reader = ShardReader(shard_dir, batch_size=8, num_replicas=num_replicas, rank=0,
                          partitions=2)
     if refused:
-        with pytest.raises(ImgshardError, match=r"pass reader.to_tf_dataset\(\) to model.fit"):
+        with pytest.raises(ImgshardError, match=r"distribute_datasets_from_function\(lambda _: reader.to_tf_dataset\(\)\)"):
             reader.to_keras()
     else:
         assert len(reader.to_keras()) == len(reader)

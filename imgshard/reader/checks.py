@@ -21,6 +21,7 @@ from ..manifest import Manifest, ShardInfo
 from ..resources import available_memory
 from ..storage import Location
 from ..values import is_whole_argument
+from .order import MAX_PARTITIONS
 
 if TYPE_CHECKING:
     from . import ShardReader
@@ -69,7 +70,7 @@ def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, windo
 def check_partitions(partitions: Any, num_replicas: int, shuffle: bool) -> int:
     """``partitions`` as an int, if ``num_replicas`` divides it (a shuffled epoch gives each
     process whole partitions; an unshuffled one has none)."""
-    partitions = whole(partitions, "partitions", low=1)
+    partitions = whole(partitions, "partitions", low=1, high=MAX_PARTITIONS)
     if shuffle and partitions % num_replicas:
         multiple = partitions * num_replicas // math.gcd(partitions, num_replicas)
         raise ReaderError(f"num_replicas={num_replicas} must divide partitions={partitions}, "
@@ -102,6 +103,29 @@ def served_dtype(dtype: Any, stored: str) -> np.dtype:
         raise ReaderError(f"dtype {served} cannot hold the stored {stored} values (choose a float "
                           "dtype such as float32)")
     return served
+
+
+#: File descriptors kept free for everything else a training process opens.
+SPARE_FILES = 64
+
+
+def check_open_files(in_use: int) -> None:
+    """Make room for the files of ``in_use`` shards mapped at once (images and labels: each map
+    holds its file open): raise this process's soft limit on open files up to its hard limit
+    if need be, else refuse in one line, rather than fail mid-epoch with "Too many open files"
+    on whichever shard comes next."""
+    import resource
+
+    needed = 2 * in_use + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or needed <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    raise ReaderError(f"{in_use} shards in use at once need {needed} open files, more than "
+                      f"this process may open ({hard}, ulimit -n): lower window or partitions, "
+                      "or raise the limit")
 
 
 def check_memory(reader: "ShardReader", split: str) -> None:

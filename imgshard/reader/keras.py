@@ -43,8 +43,9 @@ def check_not_split_again(reader, backend: str) -> None:
     if backend == "tensorflow" and reader.num_replicas > 1:
         raise ImgshardError(
             f"to_keras() on Keras' TensorFlow backend with num_replicas={reader.num_replicas}: "
-            "TensorFlow would split each process's part again and drop most of it; pass "
-            "reader.to_tf_dataset() to model.fit instead")
+            "TensorFlow would split each process's part again and drop most of it; use "
+            "strategy.distribute_datasets_from_function(lambda _: reader.to_tf_dataset()) in "
+            "a training loop, or Keras on JAX")
 
 
 def keep_heap_for_keras() -> bool:

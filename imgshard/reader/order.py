@@ -48,6 +48,10 @@ import numpy as np
 #: and resume each other's.
 DEFAULT_PARTITIONS = 64
 
+#: The most partitions, and training processes, a reader takes: far beyond any job, small enough
+#: that an epoch's order (a step per partition) costs at most a second or two.
+MAX_PARTITIONS = 1 << 16
+
 
 def spread(total: int, parts: int) -> np.ndarray:
     """``total`` split into ``parts`` whole numbers that differ by at most one, evenly spread:

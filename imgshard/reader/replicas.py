@@ -23,6 +23,7 @@ from typing import Any
 
 from ..values import is_whole_argument
 from .checks import ReaderError
+from .order import MAX_PARTITIONS
 
 #: The task types of ``TF_CONFIG`` that train, in the order their processes are numbered.
 TRAINING_TASKS = ("chief", "worker")
@@ -42,9 +43,9 @@ def replicas_of(num_replicas: Any, rank: Any) -> tuple[int, int]:
 def checked(num_replicas: Any, rank: Any, source: str) -> tuple[int, int]:
     """Whole numbers with ``0 <= rank < num_replicas``, else one line naming ``source``."""
     where = f" (from {source})" if source else ""
-    if not is_whole_argument(num_replicas) or num_replicas < 1:
-        raise ReaderError(f"num_replicas must be a whole number >= 1, got "
-                          f"{repr(num_replicas)[:40]}{where}")
+    if not is_whole_argument(num_replicas) or not 1 <= num_replicas <= MAX_PARTITIONS:
+        raise ReaderError(f"num_replicas must be a whole number from 1 to {MAX_PARTITIONS}, "
+                          f"got {repr(num_replicas)[:40]}{where}")
     if not is_whole_argument(rank) or not 0 <= rank < num_replicas:
         raise ReaderError(f"rank must be a whole number from 0 to num_replicas - 1 = "
                           f"{num_replicas - 1}, got {repr(rank)[:40]}{where}")
@@ -60,14 +61,22 @@ def from_environment() -> tuple[tuple[Any, Any], str]:
     return (1, 0), ""
 
 
-def _from_jax() -> tuple[tuple[int, int], str] | None:
+def _from_jax() -> tuple[tuple[Any, Any], str] | None:
     jax = sys.modules.get("jax")
     if jax is None:
         return None
-    initialized = getattr(getattr(jax, "distributed", None), "is_initialized", None)
-    if initialized is None or not initialized() or jax.process_count() <= 1:
-        return None
-    return (jax.process_count(), jax.process_index()), "jax.process_count()/process_index()"
+    source = "jax.process_count()/process_index()"
+    try:
+        initialized = getattr(getattr(jax, "distributed", None), "is_initialized", None)
+        if initialized is None or not initialized():
+            return None
+        count = jax.process_count()
+        if is_whole_argument(count) and count == 1:
+            return None
+        return (count, jax.process_index()), source  # checked by the caller, naming jax
+    except Exception as error:  # noqa: BLE001 - a broken or foreign jax: one line, not a trace
+        raise ReaderError(f"cannot ask jax for the process count: {type(error).__name__}: "
+                          f"{str(error)[:80]}") from None
 
 
 def _from_tf_config() -> tuple[tuple[int, int], str] | None:
@@ -79,11 +88,14 @@ def _from_tf_config() -> tuple[tuple[int, int], str] | None:
         cluster, task = config.get("cluster") or {}, config.get("task") or {}
         kind, index = task.get("type"), task.get("index", 0)
         members = [cluster.get(name) or [] for name in TRAINING_TASKS]
-        if not all(isinstance(tasks, list) for tasks in members):
+        if not isinstance(kind, str) or not all(
+                isinstance(tasks, list) and all(isinstance(address, str) for address in tasks)
+                for tasks in members):
             raise TypeError
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         raise ReaderError("TF_CONFIG is not the JSON TensorFlow expects (a cluster with "
-                          "chief/worker lists and a task with type and index)") from None
+                          "chief/worker lists of addresses and a task with a type and index)"
+                          ) from None
     if kind not in TRAINING_TASKS:
         return None
     counts = [len(tasks) for tasks in members]

@@ -35,6 +35,7 @@ from .cache import ShardCache
 from .checks import (
     ReaderError,
     check_memory,
+    check_open_files,
     check_options,
     check_partitions,
     check_sizes,
@@ -108,6 +109,8 @@ class ShardReader:
                       prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes,
                       shuffle=shuffle, drop_remainder=drop_remainder,
                       flip_horizontal=flip_horizontal, augment=augment)
+        # checked above; as Python numbers, so that state_dict() is plain JSON
+        batch_size, seed, window, shuffle = int(batch_size), int(seed), int(window), bool(shuffle)
         self.num_replicas, self.rank = replicas_of(num_replicas, rank)
         self.partitions = check_partitions(partitions, self.num_replicas, shuffle)
         self.split = split
@@ -128,13 +131,20 @@ class ShardReader:
         check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._order_cache: tuple[int, np.ndarray] | None = None
-        in_use = self.order.shards_in_use(self.epoch_order(0))
-        files = files_of(location, self.manifest, self.shards, identities, in_use=in_use,
-                         cache_dir=cache_dir, cache_bytes=cache_bytes)
-        self._window = ShardWindow(location, self.manifest, self.shards, files,
-                                   size=max(in_use, 1), verify=verify)
+        self._window = self._open_window(identities, verify=verify, cache_dir=cache_dir,
+                                         cache_bytes=cache_bytes)
         self._batches = BatchMaker(tuple(self.manifest.image_shape), self.dtype, label_mode,
                                    self.manifest.num_classes, flip_horizontal, augment, seed)
+
+    def _open_window(self, identities: dict[str, Any], *, verify: bool, cache_dir: str | None,
+                     cache_bytes: int) -> ShardWindow:
+        """The maps of this split's shards, sized for the shards an epoch has in use at once."""
+        in_use = self.order.shards_in_use(self.epoch_order(0))
+        check_open_files(in_use)
+        files = files_of(self.location, self.manifest, self.shards, identities, in_use=in_use,
+                         cache_dir=cache_dir, cache_bytes=cache_bytes)
+        return ShardWindow(self.location, self.manifest, self.shards, files,
+                           size=max(in_use, 1), verify=verify)
 
     def _check_count(self) -> None:
         claimed = self.manifest.splits[self.split].num_samples
@@ -285,5 +295,5 @@ def _same(saved: Any, value: int | bool | str) -> bool:
     hostile state holds compares without raising)."""
     try:
         return bool(saved == value) and isinstance(saved, bool) == isinstance(value, bool)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a hostile __eq__ raises anything: not the same
         return False
