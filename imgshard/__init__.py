@@ -4,9 +4,11 @@ from .build import BuildResult, build, plan
 from .config import BuildConfig
 from .errors import ImgshardError
 from .manifest import Manifest, read_manifest
+from .merge import MergeResult, merge, reshard
 from .reader import ReaderError, ShardReader
 from .storage import Location
 from .version import __version__
 
-__all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Location", "Manifest", "ReaderError",
-           "ShardReader", "__version__", "build", "plan", "read_manifest"]
+__all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Location", "Manifest", "MergeResult",
+           "ReaderError", "ShardReader", "__version__", "build", "merge", "plan", "read_manifest",
+           "reshard"]

@@ -12,17 +12,16 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
 
 from .build import BuildPlan, BuildResult
 from .build import build as run_build
 from .build import plan as make_plan
 from .cli_errors import Group, user_errors
+from .cli_merge import merge, reshard
+from .cli_options import LazyProgressBar, storage_option
 from .config import (
     COLOR_CHANNELS,
     DTYPES,
@@ -34,28 +33,12 @@ from .config import (
     parse_classes,
     parse_size,
 )
-from .errors import ImgshardError
 from .executors import EXECUTORS, executor_kind, executor_named
 from .interrupts import sigterm_as_interrupt
 from .outdir import check_apart
 from .resources import check_memory, default_workers
-from .storage import Location, parse_storage_options
+from .storage import Location
 from .version import __version__
-
-
-def storage_option(command):
-    """``--storage-option KEY=VALUE`` (repeatable), passed to fsspec for URLs as a dict."""
-    def to_dict(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]):
-        try:
-            return parse_storage_options(pairs)
-        except ImgshardError as error:  # one line and exit 1, as every bad option value
-            raise click.ClickException(str(error)) from None
-
-    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
-                        callback=to_dict,
-                        help="fsspec option for URLs (repeatable), e.g. endpoint_url=http://...,"
-                             " anon=true.")(command)
-
 
 #: The options of ``build``, in the order ``--help`` shows them: flag -> (how click reads the
 #: value, help). ``None`` marks an on/off flag. None of them has a default here: what the user
@@ -156,28 +139,6 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
         click.echo(f"{target} is already complete: nothing to resume")
     elif not quiet:
         summarize(result, str(target))
-
-
-class LazyProgressBar:
-    """A tqdm bar that appears with the first progress, so early errors print on a clean line."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = {"unit": "img", "dynamic_ncols": True, **options}
-        self.bar: tqdm | None = None
-
-    def update(self, count: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm  # imported here: --quiet builds start ~12 ms sooner
-
-            self.bar = tqdm(**self.options)
-        self.bar.update(count)
-
-    def __enter__(self) -> "LazyProgressBar":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def resolve_options(ctx: click.Context, config_file: str | None,
@@ -324,6 +285,10 @@ def preview(directory: str, output: str, split: str, per_class: int, seed: int,
     width, height = write_preview(Location.of(directory, storage_options), output, split=split,
                                   per_class=per_class, seed=seed)
     click.echo(f"Wrote {output} ({width}x{height})")
+
+
+cli.add_command(merge)
+cli.add_command(reshard)
 
 
 def main() -> None:

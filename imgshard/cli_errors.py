@@ -47,6 +47,9 @@ def interrupted_message() -> str:
     progress log (before that, as during a scan or the deletion of an earlier build, there is
     nothing to resume); other commands just stop."""
     ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.info_name in ("merge", "reshard"):
+        return ("Interrupted: the output has no manifest.json; run the same command with "
+                "--overwrite to start again.")
     if ctx is None or ctx.info_name != "build":
         return "Interrupted."
     try:

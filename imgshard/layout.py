@@ -26,7 +26,8 @@ versions.
 ``samples.csv`` has the header ``path,split,shard,index,label`` (:data:`SAMPLES_COLUMNS`): the
 path relative to SRC, the split, the shard's file name, the row inside it, and the label index
 (empty without labels). Names that are not valid UTF-8 are written byte for byte (Python's
-``surrogateescape``).
+``surrogateescape``). A merged dataset's has a sixth column, ``source`` (:data:`SOURCE_COLUMN`):
+the input each sample came from.
 
 ``manifest.json`` is one JSON object, keys sorted:
 
@@ -50,7 +51,9 @@ path relative to SRC, the split, the shard's file name, the row inside it, and t
   ``{"class_names", "config", "splits": {name: [[sha256, labels_sha256], ...]}}``: what the
   data is, not when or where it was built (absent in manifests written before it existed; a
   reader computes it and trusts only that); ``parent_id``: the ``dataset_id`` this dataset grew
-  from, ``null`` for a build.
+  from (a reshard's input), ``null`` for a build or a merge.
+- A merge's only: ``merged_from`` (``[{"source", "dataset_id"}]``, its inputs in order) and
+  ``duplicate_paths`` (``{"count", "examples": [{"path", "sources"}]}``).
 
 What a reader must check
 ------------------------
@@ -103,6 +106,8 @@ MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.csv"
 #: The columns of ``samples.csv``, in order.
 SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
+#: The column a merged dataset's ``samples.csv`` adds: the input dataset each sample came from.
+SOURCE_COLUMN = "source"
 SHARD_NAME = "{split}-{index:05d}{suffix}"
 LABELS_NAME = "{split}-{index:05d}.labels{suffix}"
 PART_NAME = ".part-{build}-{split}-{index:05d}{suffix}"

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .layout import SAMPLES_COLUMNS
+from .layout import SAMPLES_COLUMNS, SOURCE_COLUMN
 from .manifest import ManifestError
 
 #: The longest row of ``samples.csv`` read (1 MiB, in characters): a row names one source file
@@ -23,11 +23,12 @@ MAX_SAMPLES_ROW_BYTES = 1 << 20
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
-def open_samples_csv(path: str, keep_bytes: int = 0):
+def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = False):
     """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
 
     ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
-    checkpoint; otherwise the file starts anew with its header.
+    checkpoint; otherwise the file starts anew with its header (with ``source_column``, the
+    column :data:`SOURCE_COLUMN` after the others: a merge's).
     """
     if keep_bytes:
         with open(path, "r+b") as partial:
@@ -36,7 +37,7 @@ def open_samples_csv(path: str, keep_bytes: int = 0):
         return stream, csv.writer(stream)
     stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
     writer = csv.writer(stream)
-    writer.writerow(SAMPLES_COLUMNS)
+    writer.writerow((*SAMPLES_COLUMNS, SOURCE_COLUMN) if source_column else SAMPLES_COLUMNS)
     return stream, writer
 
 
@@ -50,6 +51,7 @@ class SampleRow:
     shard: str
     index: int
     label: int | None
+    source: str | None = None  # the dataset a merged sample came from (None: not merged)
 
 
 def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
@@ -75,6 +77,7 @@ def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
         if missing:
             raise ManifestError(f"lacks the columns {', '.join(missing)}")
         columns = [header.index(c) for c in SAMPLES_COLUMNS]
+        source = header.index(SOURCE_COLUMN) if SOURCE_COLUMN in header else None
         rows = 0
         for values in reader:
             lines.row_done()
@@ -88,12 +91,17 @@ def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
                 values[i] if i < len(values) else "" for i in columns)
             yield SampleRow(reader.line_num, path, split, shard,
                             _whole_number(index, "index", reader.line_num),
-                            _whole_number(label, "label", reader.line_num) if label else None)
+                            _whole_number(label, "label", reader.line_num) if label else None,
+                            None if source is None else _cell(values, source))
     except csv.Error as error:
         raise ManifestError(f"line {reader.line_num}: not CSV: {error}") from None
     except RowTooLong:
         raise ManifestError(f"line {lines.row_start}: a row of more than "
                             f"{MAX_SAMPLES_ROW_BYTES} bytes") from None
+
+
+def _cell(values: list[str], column: int) -> str:
+    return values[column] if column < len(values) else ""
 
 
 class RowTooLong(Exception):
@@ -109,7 +117,7 @@ class _BoundedLines:
         self._text, self._row = text, 0
         self.lines, self.row_start = 0, 1  # lines read; the line the current row starts on
 
-    def __iter__(self) -> "_BoundedLines":
+    def __iter__(self) -> _BoundedLines:
         return self
 
     def __next__(self) -> str:

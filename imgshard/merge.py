@@ -1,0 +1,198 @@
+"""``imgshard merge`` and ``imgshard reshard``: new shard directories from finished ones, with
+every pixel copied as it is stored, never decoded again.
+
+``merge`` joins datasets of the same pixel options: the class names become their sorted union
+(labels renumbered into it), each split is the inputs' rows in the order given, and
+``samples.csv`` gains a ``source`` column naming the input of each sample. ``reshard`` is the
+merge of one dataset into shards of another size: the same rows, labels and provenance.
+
+The output is written as a build writes (:mod:`imgshard.outdir`): into an empty directory, or
+with ``overwrite`` over an earlier imgshard output; locked; a progress log whose plan names
+the shards it may write (so that an interrupted merge is cleaned by the next ``--overwrite``);
+the manifest last. A merge is one streaming pass (:mod:`imgshard.merge_copy`), so its bytes
+depend only on the inputs, their order and the shard size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .formats import shard_format
+from .layout import SAMPLES_NAME, SAMPLES_PARTIAL
+from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
+from .merge_copy import Input, ShardCutter, copy_split
+from .merge_plan import (
+    MergeError,
+    check_compatible,
+    class_union,
+    label_table,
+    split_layout,
+    split_names,
+)
+from .merge_samples import (
+    Duplicates,
+    duplicated_hashes,
+    find_duplicates,
+    rewrite_samples,
+)
+from .outdir import check_apart, locked, prepare_out
+from .resume import finish_log
+from .resume_log import ResumeLog
+from .samples_csv import open_samples_csv, read_samples
+from .storage import Location
+from .values import is_whole_argument
+from .version import __version__
+
+#: The largest shard size taken (a manifest's counts go up to 2**40).
+MAX_SHARD_SIZE = 1 << 40
+#: Keys of an input's manifest extras that describe that input's own merge, not the output.
+MERGE_KEYS = ("merged_from", "duplicate_paths")
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a merge or reshard wrote: the output's manifest, the paths found in more than one
+    input, and how long it took."""
+
+    manifest: Manifest
+    duplicates: Duplicates
+    seconds: float
+    num_inputs: int
+
+
+def merge(inputs: Sequence[str | Location], out: str | Location, *,
+          shard_size: int | None = None, overwrite: bool = False,
+          progress: Callable[[int], None] | None = None,
+          storage_options: dict[str, Any] | None = None) -> MergeResult:
+    """Join the shard directories ``inputs`` (paths or URLs) into ``out``.
+
+    Args:
+        shard_size: samples per output shard (default: the first input's).
+        overwrite: replace an earlier imgshard output in ``out``.
+        progress: called with the number of samples copied, as they are.
+
+    Raises:
+        MergeError, ManifestError, OutputError, ShardError: one line for the user.
+    """
+    locations = [_location(given, storage_options) for given in inputs]
+    if not locations:
+        raise MergeError("merge needs at least one input directory")
+    return _combine(locations, _location(out, storage_options), shard_size=shard_size,
+                    overwrite=overwrite, progress=progress, merged=True)
+
+
+def reshard(directory: str | Location, out: str | Location, *, shard_size: int,
+            overwrite: bool = False, progress: Callable[[int], None] | None = None,
+            storage_options: dict[str, Any] | None = None) -> MergeResult:
+    """Write the dataset ``directory`` into ``out`` in shards of ``shard_size`` samples: the same
+    samples in the same order, splits and labels (its ``parent_id`` is the input's id)."""
+    return _combine([_location(directory, storage_options)], _location(out, storage_options),
+                    shard_size=shard_size, overwrite=overwrite, progress=progress, merged=False)
+
+
+def _combine(locations: list[Location], out: Location, *, shard_size: int | None,
+             overwrite: bool, progress: Callable[[int], None] | None,
+             merged: bool) -> MergeResult:
+    started = time.perf_counter()
+    for location in locations:
+        check_apart(location, out)
+    manifests = [read_manifest(location) for location in locations]
+    names = [str(location) for location in locations]
+    check_compatible(names, manifests)
+    size = _shard_size(manifests[0].config["shard_size"] if shard_size is None else shard_size)
+    union = class_union(manifests)
+    inputs = [Input(location, manifest, label_table(manifest.class_names, union))
+              for location, manifest in zip(locations, manifests)]
+    layouts = {split: split_layout(split, manifests, size) for split in split_names(manifests)}
+    with locked(out):
+        out = dataclasses.replace(out, temp_tag=secrets.token_hex(6))
+        prepare_out(out, overwrite=overwrite)
+        plan = {"build": out.temp_tag, "merge": [m.dataset_id for m in manifests],
+                "shards": {split: layout.num_shards for split, layout in layouts.items()}}
+        log = ResumeLog(out, plan, append=False)
+        try:
+            splits = {split: copy_split(_cutter(out, layout, manifests[0], union), inputs,
+                                        shard_format(), progress)
+                      for split, layout in layouts.items()}
+            duplicates = _write_samples(out, inputs, names, layouts, merged)
+        finally:
+            log.close()
+        manifest = _manifest(names, manifests, union, size, splits, duplicates, merged)
+        write_manifest(out, manifest)
+        finish_log(out)
+    return MergeResult(manifest, duplicates, time.perf_counter() - started, len(inputs))
+
+
+def _cutter(out: Location, layout, first: Manifest, union: list[str] | None) -> ShardCutter:
+    return ShardCutter(out, layout, shard_format(), tuple(first.image_shape),
+                       np.dtype(first.dtype), union)
+
+
+def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts: dict,
+                   merged: bool) -> Duplicates:
+    """Stage the output's ``samples.csv``, find the paths in two inputs, publish it."""
+    folder = out.staging_folder()
+    path = os.path.join(folder, SAMPLES_PARTIAL)
+    try:
+        stream, writer = open_samples_csv(path, source_column=merged)
+        with stream:
+            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=merged)
+        duplicated = duplicated_hashes(hashes)
+        duplicates = Duplicates()
+        if len(duplicated):
+            with open(path, "rb") as written:
+                rows = read_samples(written, max_rows=sum(i.manifest.shard_samples
+                                                          for i in inputs))
+                duplicates = find_duplicates(rows, duplicated)
+        out.publish(path, SAMPLES_NAME)
+    finally:
+        out.end_staging(folder)
+    return duplicates
+
+
+def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | None,
+              shard_size: int, splits: dict[str, SplitInfo], duplicates: Duplicates,
+              merged: bool) -> Manifest:
+    first = manifests[0]
+    extra = {key: value for key, value in first.extra.items()
+             if not (merged and key in MERGE_KEYS)}
+    if merged:
+        extra["merged_from"] = [{"source": name, "dataset_id": manifest.dataset_id}
+                                for name, manifest in zip(names, manifests)]
+        extra["duplicate_paths"] = duplicates.to_json()
+    skipped = sorted((skip for manifest in manifests for skip in manifest.skipped),
+                     key=lambda skip: (skip.path, skip.reason))
+    return Manifest(
+        imgshard_version=__version__,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        source=" + ".join(names) if merged else first.source,
+        image_shape=tuple(first.image_shape),
+        dtype=first.dtype,
+        class_names=union,
+        config={**first.config, "shard_size": shard_size},
+        splits=splits,
+        skipped=skipped,
+        extra=extra,
+        parent_id=None if merged else first.dataset_id,
+    )
+
+
+def _shard_size(value: Any) -> int:
+    if not is_whole_argument(value) or not 1 <= value <= MAX_SHARD_SIZE:
+        raise MergeError(f"shard size must be a whole number from 1 to {MAX_SHARD_SIZE}, got "
+                         f"{repr(value)[:40]}")
+    return int(value)
+
+
+def _location(given: str | Location, options: dict[str, Any] | None) -> Location:
+    return given if isinstance(given, Location) else Location.of(given, options)
+
