@@ -26,7 +26,7 @@ from .errors import ImgshardError
 from .executors import executor_named
 from .executors.interface import Executor
 from .formats import shard_format
-from .layout import MANIFEST_NAME, SAMPLES_NAME
+from .layout import MANIFEST_NAME, SAMPLES_NAME, SOURCES_KEPT, SOURCES_NAME
 from .manifest import Manifest, Skip, SplitInfo, write_manifest
 from .outdir import check_apart, locked, remove_leftovers
 from .resume import (
@@ -40,6 +40,7 @@ from .resume import (
     start_or_resume,
 )
 from .resume_log import Checkpointer
+from .sources_record import keep_sources
 from .scan import ScanResult, scan
 from .storage import Location
 from .version import __version__
@@ -183,7 +184,10 @@ def _build(src: Location, out: Location, build_plan: BuildPlan, executor: Execut
     remaining = tasks[start.restored.tasks_done:]  # the tasks done before go to nobody
     assembled = _execute(build_plan, remaining, start, executor, progress)
     remove_leftovers(start.out, start.out.temp_tag)  # of tasks whose worker died mid-write
-    manifest = _manifest(src, build_plan, assembled)
+    kept = start.out.exists(SOURCES_NAME)
+    if kept:
+        keep_sources(start.out)
+    manifest = _manifest(src, build_plan, assembled, sources_kept=kept)
     write_manifest(start.out, manifest)
     finish_log(start.out)
     bytes_written = assembled.bytes_written + start.out.size(MANIFEST_NAME)
@@ -196,8 +200,12 @@ def _plan_record(build_plan: BuildPlan, workers: int) -> dict:
                        build_plan.scan.labels_sha256)
 
 
-def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled) -> Manifest:
+def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
+              sources_kept: bool) -> Manifest:
     config = build_plan.config
+    extra: dict[str, object] = {"decoder": decoder_versions()}
+    if sources_kept:
+        extra["sources"] = SOURCES_KEPT
     return Manifest(
         imgshard_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -208,7 +216,7 @@ def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled) -> Man
         config=config.to_dict(),
         splits=assembled.splits,
         skipped=sorted(build_plan.scan.skipped + assembled.skipped, key=lambda s: s.path),
-        extra={"decoder": decoder_versions()},
+        extra=extra,
     )
 
 

@@ -90,7 +90,9 @@ While a build runs, or after it was interrupted
   finished and still accounts for its files.
 
 The progress log, partial samples file and sources record are deleted once ``manifest.json`` is
-written. ``--overwrite`` deletes only the files these records account for.
+written; a copy of the sources record stays, as ``sources.jsonl.gz`` (:data:`SOURCES_KEPT`, the
+manifest's ``sources``), so that ``imgshard append`` can tell a file that changed since.
+``--overwrite`` deletes only the files these records account for.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ REMOTE_PROGRESS_NAME = ".imgshard-progress-{number:06d}.json"
 PROGRESS_NAME = ".imgshard-progress.jsonl"
 SAMPLES_PARTIAL = ".samples.csv.partial"
 SOURCES_NAME = ".imgshard-sources.jsonl.gz"
+SOURCES_KEPT = "sources.jsonl.gz"
 LOCK_NAME = ".imgshard-lock"
 RETIRED_NAME = ".imgshard-replaced-manifest.json"
 BUILD_ID = re.compile(r"[0-9a-f]{12}")

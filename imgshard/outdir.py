@@ -34,6 +34,7 @@ from .layout import (
     RETIRED_NAME,
     SAMPLES_NAME,
     SAMPLES_PARTIAL,
+    SOURCES_KEPT,
     SOURCES_NAME,
     images_name,
     is_plain_name,
@@ -47,7 +48,7 @@ from .storage import Location
 from .storage.lock import ForeignLockFile, LockHeld
 
 #: Fixed names an interrupted build (one with a progress log) may leave besides its shards.
-INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_NAME)
+INTERRUPTED_BUILD_FILES = (SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_NAME, SOURCES_KEPT)
 
 
 class OutputError(ImgshardError):
@@ -161,6 +162,7 @@ def _manifest_files(out: Location, name: str) -> set[str]:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise ValueError("not imgshard's")
         listed = {SAMPLES_NAME} & {document.get("samples", SAMPLES_NAME)}
+        listed |= {SOURCES_KEPT} if document.get("sources") == SOURCES_KEPT else set()
         suffix = shard_format().SUFFIX
         for split, info in document["splits"].items():
             for index, shard in enumerate(info["shards"]):

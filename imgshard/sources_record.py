@@ -11,9 +11,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 
 from .errors import ShardError
-from .layout import SOURCES_NAME
+from .layout import SOURCES_KEPT, SOURCES_NAME
 from .scan import Sources
 from .storage import Location
 
@@ -28,13 +29,21 @@ class IrregularRecord(ShardError):
 def write_sources(out: Location, sources: Sources) -> None:
     """Write the sources record into OUT, durably, before the first shard."""
     with out.atomic_file(SOURCES_NAME) as stream:
-        with gzip.GzipFile(fileobj=stream, mode="wb", compresslevel=1, mtime=0) as packed:
+        with gzip.GzipFile(filename="", fileobj=stream, mode="wb", compresslevel=1,
+                           mtime=0) as packed:  # no name, no time: the same bytes every build
             for start in range(0, len(sources.paths), SOURCES_BATCH):
                 end = start + SOURCES_BATCH
                 lines = map(json.dumps, zip(sources.paths[start:end],
                                             sources.sizes[start:end].tolist(),
                                             sources.stamps[start:end].tolist()))
                 packed.write(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+
+
+def keep_sources(out: Location) -> None:
+    """Copy the sources record to :data:`SOURCES_KEPT`, which outlives the build (before the
+    manifest that lists it; the record itself stays until the build is complete, for a resume)."""
+    with out.open_listed(SOURCES_NAME) as record, out.atomic_file(SOURCES_KEPT) as kept:
+        shutil.copyfileobj(record, kept, 1 << 20)
 
 
 def changed_source(out: Location, sources: Sources) -> str | None:

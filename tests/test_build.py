@@ -46,7 +46,7 @@ def test_manifest_has_every_key_and_true_checksums(make_class_folders, tmp_path)
         for key, name in (("sha256", shard["images"]), ("labels_sha256", shard["labels"])):
             digest = hashlib.sha256(open(os.path.join(out, name), "rb").read()).hexdigest()
             assert shard[key] == digest
-    assert sorted(os.listdir(out)) == ["manifest.json", "samples.csv"] + sorted(
+    assert sorted(os.listdir(out)) == ["manifest.json", "samples.csv", "sources.jsonl.gz"] + sorted(
         f"train-0000{i}{kind}.npy" for i in range(3) for kind in ("", ".labels"))
 
 
@@ -133,7 +133,8 @@ def test_no_labels_writes_no_label_files(tmp_path):
     manifest = build(str(tmp_path / "src"), out, BuildConfig(size=(4, 4), no_labels=True)).manifest
     assert manifest.class_names is None
     assert manifest.splits["train"].shards[0].labels is None
-    assert sorted(os.listdir(out)) == ["manifest.json", "samples.csv", "train-00000.npy"]
+    assert sorted(os.listdir(out)) == ["manifest.json", "samples.csv", "sources.jsonl.gz",
+                                       "train-00000.npy"]
     assert read_samples(out) == [{"path": "x.png", "split": "train", "shard": "train-00000.npy",
                                   "index": "0", "label": ""}]
 

@@ -89,7 +89,8 @@ def test_pieces_of_shards_join_into_the_same_bytes_for_any_worker_count(tmp_path
     for split in splits[1].values():
         for shard in split.shards:
             assert shard.sha256 == hashlib.sha256(outputs[1][shard.images]).hexdigest()
-    assert sorted(outputs[1]) == ["samples.csv", "train-00000.labels.npy", "train-00000.npy",
+    assert sorted(outputs[1]) == ["samples.csv", "sources.jsonl.gz", "train-00000.labels.npy",
+                                  "train-00000.npy",
                                   "train-00001.labels.npy", "train-00001.npy",
                                   "val-00000.labels.npy", "val-00000.npy"]
 

@@ -223,7 +223,8 @@ def test_overwrite_on_a_store_deletes_only_the_earlier_build(src, memory_url):
               overwrite=True)
     build(src, f"{memory_url}/out", CONFIG, workers=1, overwrite=True)  # the interrupted one
     assert sorted(name.rsplit("/", 1)[-1] for name in fs.ls(root, detail=False)) == [
-        "manifest.json", "samples.csv", "train-00000.labels.npy", "train-00000.npy",
+        "manifest.json", "samples.csv", "sources.jsonl.gz", "train-00000.labels.npy",
+        "train-00000.npy",
         "train-00001.labels.npy", "train-00001.npy", "train-00002.labels.npy", "train-00002.npy"]
 
 
