@@ -31,7 +31,8 @@ def split_and_order(splits: dict[str, list[Sample]], config: BuildConfig) -> dic
             for name in SPLIT_ORDER if splits.get(name)}
 
 
-def _rank(seed: int, salt: str, path: str) -> bytes:
+def rank(seed: int, salt: str, path: str) -> bytes:
+    """A file's seeded place among its class (``salt`` val) or split (``salt`` order)."""
     return hashlib.sha256(f"{seed}\0{salt}\0{path}".encode("utf-8", "surrogateescape")).digest()
 
 
@@ -48,7 +49,7 @@ def hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sa
     held: set[str] = set()
     for members in by_label.values():
         count = min(math.floor(fraction * len(members) + 0.5), len(members) - 1)
-        ranked = sorted(members, key=lambda s: _rank(seed, "val", s.path))
+        ranked = sorted(members, key=lambda s: rank(seed, "val", s.path))
         held.update(s.path for s in ranked[:count])
     return ([s for s in samples if s.path not in held], [s for s in samples if s.path in held])
 
@@ -60,5 +61,5 @@ def order(samples: list[Sample], *, seed: int, shuffle: bool) -> list[Sample]:
     classes and a reader's shard-window shuffle works well. Unshuffled: by (label, path).
     """
     if shuffle:
-        return sorted(samples, key=lambda s: _rank(seed, "order", s.path))
+        return sorted(samples, key=lambda s: rank(seed, "order", s.path))
     return sorted(samples, key=lambda s: (-1 if s.label is None else s.label, s.path))
