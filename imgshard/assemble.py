@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
-from collections import deque
+import shutil
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -226,15 +228,22 @@ class StagedSamples:
     """``samples.csv``, grown in OUT's staging folder as shards finish and published last.
 
     An interrupted build's rows are kept: cut after its last checkpoint (``samples_bytes``)
-    where the staged file outlived it, else written again from the checkpoints' rows.
+    where the staged file outlived it, else written again from the checkpoints' rows. An
+    append (``continues``) starts from the rows of OUT's ``samples.csv``.
     """
 
-    def __init__(self, out: Location, samples_bytes: int, samples_rows: list[str]) -> None:
+    def __init__(self, out: Location, samples_bytes: int, samples_rows: list[str], *,
+                 continues: bool = False) -> None:
         self.out = out
         self.folder = out.staging_folder()
         path = os.path.join(self.folder, SAMPLES_PARTIAL)
-        if samples_rows:
-            self.stream, self.writer = open_samples_csv(path)
+        if samples_rows or not samples_bytes:
+            self.stream, self.writer = open_samples_csv(path, header=not continues)
+            if continues:
+                with out.open_listed(SAMPLES_NAME) as earlier:
+                    shutil.copyfileobj(io.TextIOWrapper(earlier, encoding="utf-8",
+                                                        errors="surrogateescape", newline=""),
+                                       self.stream)
             self.stream.write("".join(samples_rows))
             self.stream.flush()
         else:
@@ -249,3 +258,13 @@ class StagedSamples:
         self.stream.close()
         self.out.end_staging(self.folder)
 
+
+def no_sample(images: int, skipped: list[Skip]) -> str:
+    """Why a build made no sample: its most frequent skip reason, with an example."""
+    reasons = Counter(skip.reason.split(" (")[0] for skip in skipped)
+    if not reasons:
+        return f"none of the {images} images became a sample"
+    reason, count = reasons.most_common(1)[0]
+    example = next(skip for skip in skipped if skip.reason.split(" (")[0] == reason)
+    return (f"none of the {images} images became a sample: {count} skipped as {reason} "
+            f"(e.g. {example.path}: {example.reason})")

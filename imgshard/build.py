@@ -13,14 +13,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import PIL
 
-from .assemble import SplitAssembler, StagedSamples, assemble_in_order
+from .assemble import SplitAssembler, StagedSamples, assemble_in_order, no_sample
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executors import executor_named
@@ -43,6 +41,7 @@ from .resume_log import Checkpointer
 from .sources_record import keep_sources
 from .scan import ScanResult, scan
 from .storage import Location
+from .transform import decoder_versions
 from .version import __version__
 from .worker import ShardTask, run_shard_task
 
@@ -173,17 +172,8 @@ def _build(src: Location, out: Location, build_plan: BuildPlan, executor: Execut
            overwrite: bool, resume: bool, progress: Callable[[int], None] | None,
            started: float) -> BuildResult:
     """Plan -> resume -> execute -> assemble -> manifest."""
-    scanned = build_plan.scan
-    start = start_or_resume(out, _plan_record(build_plan, executor.workers),
-                            shards={split: build_plan.num_shards(split) for split in scanned.splits},
-                            sources=scanned.sources, overwrite=overwrite, resume=resume)
-    if progress and resume:  # the images finished before the interruption count as done
-        progress(sum(start.restored.inputs_seen.values()))
-    tasks = make_tasks(build_plan, src.absolute(), start.out.absolute(), start.plan["pieces"])
-    check_restored(start.restored, [(task.split, len(task.paths)) for task in tasks])
-    remaining = tasks[start.restored.tasks_done:]  # the tasks done before go to nobody
-    assembled = _execute(build_plan, remaining, start, executor, progress)
-    remove_leftovers(start.out, start.out.temp_tag)  # of tasks whose worker died mid-write
+    start, assembled = run_tasks(src, out, build_plan, executor, planned=plan_of(
+        build_plan, executor.workers), overwrite=overwrite, resume=resume, progress=progress)
     kept = start.out.exists(SOURCES_NAME)
     if kept:
         keep_sources(start.out)
@@ -194,7 +184,29 @@ def _build(src: Location, out: Location, build_plan: BuildPlan, executor: Execut
     return BuildResult(manifest, time.perf_counter() - started, bytes_written)
 
 
-def _plan_record(build_plan: BuildPlan, workers: int) -> dict:
+def run_tasks(src: Location, out: Location, build_plan: BuildPlan, executor: Executor, *,
+              planned: dict, overwrite: bool, resume: bool,
+              progress: Callable[[int], None] | None,
+              base: dict[str, SplitInfo] | None = None) -> tuple[Start, Assembled]:
+    """Start (or resume) the plan in OUT and run its tasks (the resume -> execute -> assemble
+    part of a build; an append gives the ``base`` splits its new shards follow)."""
+    first = None if base is None else {split: len(info.shards) for split, info in base.items()}
+    shards = {split: (first or {}).get(split, 0) + build_plan.num_shards(split)
+              for split in build_plan.scan.splits}
+    start = start_or_resume(out, planned, shards={**(first or {}), **shards},
+                            sources=build_plan.scan.sources, overwrite=overwrite, resume=resume,
+                            base=first)
+    if progress and resume:  # the images finished before the interruption count as done
+        progress(sum(start.restored.inputs_seen.values()))
+    tasks = make_tasks(build_plan, src.absolute(), start.out.absolute(), start.plan["pieces"])
+    check_restored(start.restored, [(task.split, len(task.paths)) for task in tasks])
+    remaining = tasks[start.restored.tasks_done:]  # the tasks done before go to nobody
+    assembled = execute_tasks(build_plan, remaining, start, executor, progress, base)
+    remove_leftovers(start.out, start.out.temp_tag)  # of tasks whose worker died mid-write
+    return start, assembled
+
+
+def plan_of(build_plan: BuildPlan, workers: int) -> dict:
     files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
     return plan_record(build_plan.config.to_dict(), files, pieces_per_shard(build_plan, workers),
                        build_plan.scan.labels_sha256)
@@ -222,18 +234,6 @@ def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
 
 def _location(path: str | Location) -> Location:
     return path if isinstance(path, Location) else Location.of(path)
-
-
-def decoder_versions() -> dict[str, str | None]:
-    """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy.
-
-    libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
-    so shards are byte-identical only for the same versions.
-    """
-    from PIL import features  # imported here: it costs every start-up ~6 ms
-
-    return {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
-            "numpy": np.__version__}
 
 
 def pieces_per_shard(build_plan: BuildPlan, workers: int) -> int:
@@ -271,22 +271,25 @@ def piece_starts(start: int, length: int, pieces: int) -> list[int]:
     return [start + length * piece // pieces for piece in range(pieces)]
 
 
-def _execute(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, executor: Executor,
-             progress: Callable[[int], None] | None) -> Assembled:
+def execute_tasks(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, executor: Executor,
+             progress: Callable[[int], None] | None,
+             base: dict[str, SplitInfo] | None = None) -> Assembled:
     """Run ``tasks`` and assemble their parts, with the shards restored before them; log a
-    checkpoint whenever the build could stop; publish ``samples.csv``.
+    checkpoint whenever the build could stop; publish ``samples.csv``. ``base``: the splits
+    an appended dataset holds (its shards come first, its ``samples.csv`` rows too).
 
     On any failure the parts and temporary files of the build are removed (its workers are
     stopped first).
     """
     out, restored = start.out, start.restored
     log = open_log(start, build_plan.scan.sources)
-    samples = StagedSamples(out, restored.samples_bytes, restored.samples_rows)
+    samples = StagedSamples(out, restored.samples_bytes, restored.samples_rows,
+                            continues=base is not None)
     try:
         assemblers = {split: SplitAssembler(split, out, build_plan.config,
                                             build_plan.scan.class_names, samples.writer, len(inputs))
                       for split, inputs in build_plan.scan.splits.items()}
-        splits = _restore_splits(assemblers, restored)
+        splits = _restore_splits(assemblers, restored, base or {}, build_plan.scan.class_names)
         checkpoint = Checkpointer(log, samples.stream, assemblers, restored.tasks_done,
                                   carry_rows=not out.keeps_staged_files())
         workers = min(executor.workers, max(1, len(tasks)))  # no idle processes
@@ -315,25 +318,20 @@ def _execute(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, execut
                      sum(a.bytes_written for a in assemblers.values()) + out.size(SAMPLES_NAME))
 
 
-def no_sample(images: int, skipped: list[Skip]) -> str:
-    """Why a build made no sample: its most frequent skip reason, with an example."""
-    reasons = Counter(skip.reason.split(" (")[0] for skip in skipped)
-    if not reasons:
-        return f"none of the {images} images became a sample"
-    reason, count = reasons.most_common(1)[0]
-    example = next(skip for skip in skipped if skip.reason.split(" (")[0] == reason)
-    return (f"none of the {images} images became a sample: {count} skipped as {reason} "
-            f"(e.g. {example.path}: {example.reason})")
-
-
-def _restore_splits(assemblers: dict[str, SplitAssembler],
-                    restored: Restored) -> dict[str, SplitInfo]:
-    """Give the assemblers the shards an interrupted run finished; the splits it finished."""
-    for split in set(restored.shards) | restored.finished:
-        assemblers[split].restore(shards=restored.shards.get(split, []),
-                                  skipped=restored.skipped.get(split, []),
-                                  counts=restored.counts.get(split, {}),
-                                  inputs_seen=restored.inputs_seen.get(split, 0))
+def _restore_splits(assemblers: dict[str, SplitAssembler], restored: Restored,
+                    base: dict[str, SplitInfo], class_names: list[str] | None
+                    ) -> dict[str, SplitInfo]:
+    """Give the assemblers the shards an appended dataset holds and those an interrupted run
+    finished; the splits it finished."""
+    for split, assembler in assemblers.items():
+        earlier = base.get(split)
+        counts = dict(restored.counts.get(split, {}))
+        if earlier is not None and earlier.class_counts and class_names is not None:
+            for label, name in enumerate(class_names):
+                counts[label] = counts.get(label, 0) + earlier.class_counts.get(name, 0)
+        shards = (earlier.shards if earlier else []) + restored.shards.get(split, [])
+        assembler.restore(shards=shards, skipped=restored.skipped.get(split, []), counts=counts,
+                          inputs_seen=restored.inputs_seen.get(split, 0))
     return {split: assemblers[split].describe() for split in restored.finished}
 
 

@@ -28,6 +28,7 @@ from .resume_log import (
     Checkpoint,
     ResumeLog,
     decode_checkpoint,
+    holds_log,
     log_names,
     read_plan,
 )
@@ -83,11 +84,14 @@ def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], pieces
 
 
 def start_or_resume(out: Location, planned: dict, *, shards: dict[str, int],
-                    sources: Sources | None, overwrite: bool, resume: bool) -> Start:
+                    sources: Sources | None, overwrite: bool, resume: bool,
+                    base: dict[str, int] | None = None) -> Start:
     """Ready OUT for a build of the plan ``planned`` (``shards``: how many each split may have).
 
     A fresh build gets a new build id and an empty OUT; a resumed one takes the plan, the build
     id and the finished shards of the build it finishes, and removes that build's leftovers.
+    An append (``base``: the shards each split of OUT's dataset holds) leaves OUT as it is,
+    and refuses to start over an interrupted build or append.
 
     Raises:
         ResumeError, OutputError: OUT cannot be resumed, or written.
@@ -95,7 +99,11 @@ def start_or_resume(out: Location, planned: dict, *, shards: dict[str, int],
     if not resume:
         planned = {**planned, "build": secrets.token_hex(6), "shards": shards}
         out = dataclasses.replace(out, temp_tag=planned["build"])
-        prepare_out(out, overwrite=overwrite)
+        if base is None:
+            prepare_out(out, overwrite=overwrite)
+        elif holds_log(out):
+            raise ResumeError(f"{out} holds an interrupted build or append: finish it with "
+                              "--resume first")
         return Start(out, planned, Restored(), resumed=False)
     if overwrite:
         raise ResumeError("--resume and --overwrite exclude each other")
@@ -107,7 +115,7 @@ def start_or_resume(out: Location, planned: dict, *, shards: dict[str, int],
                           "progress log was edited (use --overwrite to start again)")
     out = dataclasses.replace(out, temp_tag=recorded["build"])
     remove_leftovers(out, out.temp_tag)
-    restored = restore(out)
+    restored = restore(out, base)
     check_staged_samples(out, restored)
     return Start(out, recorded, restored, resumed=True)
 
@@ -182,6 +190,10 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
         raise ResumeError("nothing to resume: the output has no progress log "
                           "(start the build without --resume)")
     _check_plan_fields(recorded)
+    if recorded.get("append") != current.get("append"):
+        kind = "a build's: resume it with imgshard build" if recorded.get("append") is None \
+            else "an append's: resume it with imgshard append"
+        raise ResumeError(f"refusing to resume: the progress log is {kind} ... --resume")
     changed = changed_options(recorded["config"], current["config"])
     if changed:
         raise ResumeError(f"refusing to resume with different options: {', '.join(changed)} "
@@ -214,8 +226,9 @@ def _check_plan_fields(recorded: Any) -> None:
                           "or was edited (use --overwrite to start again)")
 
 
-def restore(out: Location) -> Restored:
-    """Replay the checkpoints whose shards are intact; stop at the first that is not.
+def restore(out: Location, base: dict[str, int] | None = None) -> Restored:
+    """Replay the checkpoints whose shards are intact; stop at the first that is not
+    (``base``: the shards each split held before this build, an append's dataset).
 
     The checkpoints after that one are removed from the log: their shards are built again, and
     a later resume must not replay them next to the new ones.
@@ -234,7 +247,9 @@ def restore(out: Location) -> Restored:
         except RecursionError:
             record = None
         try:
-            checkpoint = decode_checkpoint(record, restored.shards)
+            checkpoint = decode_checkpoint(record, {
+                split: (base or {}).get(split, 0) + len(restored.shards.get(split, []))
+                for split in set(base or {}) | set(restored.shards)})
         except (TypeError, ValueError, KeyError, AttributeError):
             raise ResumeError(f"refusing to resume: checkpoint {restored.lines} of the progress "
                               "log is damaged or was edited (use --overwrite to start again)"

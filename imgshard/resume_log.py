@@ -63,10 +63,10 @@ def encode_checkpoint(checkpoint: Checkpoint) -> str:
     return json.dumps(record, sort_keys=True)
 
 
-def decode_checkpoint(record: Any, earlier: dict[str, list[ShardInfo]]) -> Checkpoint:
+def decode_checkpoint(record: Any, next_index: dict[str, int]) -> Checkpoint:
     """The checkpoint a parsed log line holds, whose shards must carry the names the build
-    gives the next shards of their split after the ``earlier`` ones (a shard named otherwise,
-    e.g. ``../x``, is never read or listed).
+    gives the next shards of their split, from ``next_index[split]`` on (a shard named
+    otherwise, e.g. ``../x``, is never read or listed).
 
     Raises:
         TypeError, ValueError, KeyError, AttributeError: the line is not what a build writes.
@@ -76,7 +76,7 @@ def decode_checkpoint(record: Any, earlier: dict[str, list[ShardInfo]]) -> Check
         raise TypeError
     shards = tuple(ShardInfo(**s) for s in record["shards"])
     suffix = shard_format().SUFFIX
-    for index, shard in enumerate(shards, len(earlier.get(split, []))):
+    for index, shard in enumerate(shards, next_index.get(split, 0)):
         if (shard.images != images_name(split, index, suffix) or not is_count(shard.num_samples)
                 or shard.labels not in (None, labels_name(split, index, suffix))):
             raise TypeError

@@ -23,12 +23,14 @@ MAX_SAMPLES_ROW_BYTES = 1 << 20
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
-def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = False):
+def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = False,
+                     header: bool = True):
     """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
 
     ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
     checkpoint; otherwise the file starts anew with its header (with ``source_column``, the
-    column :data:`SOURCE_COLUMN` after the others: a merge's).
+    column :data:`SOURCE_COLUMN` after the others: a merge's; without ``header``, none: the
+    caller copies an earlier file's rows, header included).
     """
     if keep_bytes:
         with open(path, "r+b") as partial:
@@ -37,7 +39,8 @@ def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = Fa
         return stream, csv.writer(stream)
     stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
     writer = csv.writer(stream)
-    writer.writerow((*SAMPLES_COLUMNS, SOURCE_COLUMN) if source_column else SAMPLES_COLUMNS)
+    if header:
+        writer.writerow((*SAMPLES_COLUMNS, SOURCE_COLUMN) if source_column else SAMPLES_COLUMNS)
     return stream, writer
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import BuildConfig
@@ -269,3 +270,14 @@ def _resize(image: Image.Image, box: Box, size: tuple[int, int], config: BuildCo
     canvas[top:top + size[1], left:left + size[0]] = pixels
     return canvas
 
+
+def decoder_versions() -> dict[str, str | None]:
+    """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy.
+
+    libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
+    so shards are byte-identical only for the same versions.
+    """
+    from PIL import features  # imported here: it costs every start-up ~6 ms
+
+    return {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
+            "numpy": np.__version__}
