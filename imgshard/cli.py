@@ -21,76 +21,15 @@ from .build import build as run_build
 from .build import plan as make_plan
 from .cli_errors import Group, user_errors
 from .cli_merge import merge, reshard
-from .cli_options import LazyProgressBar, storage_option
-from .config import (
-    COLOR_CHANNELS,
-    DTYPES,
-    INTERPOLATIONS,
-    RESIZE_MODES,
-    BuildConfig,
-    ConfigError,
-    load_toml,
-    parse_classes,
-    parse_size,
-)
-from .executors import EXECUTORS, executor_kind, executor_named
+from .cli_append import append
+from .cli_options import LazyProgressBar, build_options, resolve_options, storage_option
+from .config import ConfigError
+from .executors import executor_kind, executor_named
 from .interrupts import sigterm_as_interrupt
 from .outdir import check_apart
 from .resources import check_memory, default_workers
 from .storage import Location
 from .version import __version__
-
-#: The options of ``build``, in the order ``--help`` shows them: flag -> (how click reads the
-#: value, help). ``None`` marks an on/off flag. None of them has a default here: what the user
-#: left out comes from the TOML file or from :class:`BuildConfig` (see :func:`resolve_options`).
-BUILD_FLAGS: dict[str, tuple[Any, str]] = {
-    "--size": (str, "Target size HxW, e.g. 224x224; one number means square. [224]"),
-    "--color": (click.Choice(list(COLOR_CHANNELS)), "Channels 3/1/4. [rgb]"),
-    "--resize": (click.Choice(RESIZE_MODES),
-                 "stretch (as Keras), crop (centred, target aspect) or pad (letterbox). [stretch]"),
-    "--interpolation": (click.Choice(INTERPOLATIONS),
-                        "Resampling filter, antialiased when shrinking. [bilinear]"),
-    "--dtype": (click.Choice(DTYPES), "Stored dtype. [float16]"),
-    "--rescale": (float, "Floats are pixel * rescale + offset. [1/255]"),
-    "--offset": (float, "Added after rescale. [0]"),
-    "--shard-size": (int, "Images per shard. [256]"),
-    "--workers": (int, "Worker processes, at most one per core and one per shard task. [all cores]"),
-    "--val-split": (float, "Hold out this fraction of every class as 'val'."),
-    "--seed": (int, "Seed of the val split and of the sample order. [0]"),
-    "--shuffle/--no-shuffle": (None, "Mix the samples of a split across shards (seeded). [shuffle]"),
-    "--labels": (click.Path(dir_okay=False, path_type=str),
-                 "CSV of path,label rows (paths relative to SRC) instead of class folders."),
-    "--no-labels": (None, "Unlabelled images, no label files."),
-    "--classes": (str, "Comma-separated class names: their order sets the labels."),
-    "--follow-links": (None, "Follow symbolic links."),
-    "--max-pixels": (int, "Skip images with more pixels (decompression bombs). [89478485]"),
-}
-#: What a build does rather than what it writes: flag -> help (on/off flags).
-RUN_FLAGS = {
-    "--dry-run": "Scan only and print what would be built.",
-    "--overwrite": "Replace an earlier imgshard build in OUT.",
-    "--resume": "Finish an interrupted build in OUT (same options); its finished shards stay.",
-}
-
-
-def build_options(command):
-    """The options of ``build`` (see :data:`BUILD_FLAGS` and :data:`RUN_FLAGS`), then
-    ``--quiet``, ``--executor`` and ``--scheduler``."""
-    options = [click.option(flag, type=kind, help=text) if kind is not None
-               else click.option(flag, is_flag=True, default=None, help=text)
-               for flag, (kind, text) in BUILD_FLAGS.items()]
-    options += [click.option(flag, is_flag=True, help=text) for flag, text in RUN_FLAGS.items()]
-    options += [
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary."),
-        click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local",
-                     show_default=True,
-                     help="Run the shard tasks on local processes or a Dask cluster."),
-        click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. "
-                     "tcp://host:8786, or 'local' for a LocalCluster. [local]")]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imgshard")
@@ -139,33 +78,6 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
         click.echo(f"{target} is already complete: nothing to resume")
     elif not quiet:
         summarize(result, str(target))
-
-
-def resolve_options(ctx: click.Context, config_file: str | None,
-                    options: dict[str, Any]) -> tuple[BuildConfig, int | None]:
-    """Merge defaults, the TOML file and the command line into a config and a worker count."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update({k.replace("-", "_"): v for k, v in load_toml(config_file).items()})
-    for name, value in options.items():
-        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            values[name] = value
-    workers = values.pop("workers", None)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
-    if "size" in values:
-        values["size"] = parse_size(values["size"])
-    if values.get("classes") is not None:
-        values["classes"] = parse_classes(values["classes"])
-    labels = values.get("labels")
-    if isinstance(labels, str) and config_file and not os.path.isabs(labels) \
-            and ctx.get_parameter_source("labels") != click.core.ParameterSource.COMMANDLINE:
-        values["labels"] = os.path.join(os.path.dirname(config_file), values["labels"])
-    try:
-        return BuildConfig.from_dict(values), workers
-    except TypeError as error:
-        raise ConfigError(f"bad option value: {error}") from None
 
 
 def describe_plan(build_plan: BuildPlan) -> None:
@@ -287,6 +199,7 @@ def preview(directory: str, output: str, split: str, per_class: int, seed: int,
     click.echo(f"Wrote {output} ({width}x{height})")
 
 
+cli.add_command(append)
 cli.add_command(merge)
 cli.add_command(reshard)
 

@@ -1,0 +1,244 @@
+"""``append()``: the files a grown source folder has beyond a finished dataset, added to it.
+
+An append is a build of the new files only (``append_plan.py`` decides which, their splits and
+labels), run by the build's own machinery (:func:`imgshard.build.run_tasks`: executors,
+checkpoints, ``--resume``) into the dataset's directory, after its shards: every old shard file
+keeps its name and bytes, every old sample its split, shard, row and label. The dataset's
+manifest stays valid until the new one replaces it (written last, atomically); a reader that
+opened the old one finishes its epoch on the old files, which nothing touches. The new manifest
+records the old ``dataset_id`` as its ``parent_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gzip
+import io
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .append_plan import AppendPlan, plan_append
+from .build import BuildPlan, plan_of, run_tasks
+from .config import BuildConfig, ConfigError, changed_options
+from .executors import executor_named
+from .executors.interface import Executor
+from .errors import ImgshardError
+from .layout import SOURCES_KEPT
+from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
+from .outdir import check_apart, locked
+from .resume import finish_log
+from .resume_log import holds_log, read_plan
+from .samples import SPLIT_ORDER
+from .samples_csv import read_samples
+from .scan import ScanResult, scan
+from .storage import Location
+from .transform import decoder_versions
+from .version import __version__
+
+#: Build options that say how to run, not what to write: an append may give its own.
+RUN_OPTIONS = ("workers",)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did: the dataset's manifest now, what was new, and the time it took."""
+
+    manifest: Manifest
+    plan: AppendPlan
+    elapsed: float
+    #: nothing in SRC was new: the dataset is as it was
+    nothing_new: bool = False
+
+
+@dataclass(frozen=True)
+class AppendStart:
+    """An append's inputs, read before anything is written (also what ``--dry-run`` shows)."""
+
+    manifest: Manifest
+    config: BuildConfig
+    scan: ScanResult
+    plan: AppendPlan
+
+    @property
+    def build_plan(self) -> BuildPlan:
+        """The plan of the build of the new files (labels in the dataset's numbering)."""
+        scanned = ScanResult(self.plan.class_names, self.plan.splits, self.plan.skipped,
+                             self.scan.sources, self.scan.labels_sha256)
+        return BuildPlan(scan=scanned, config=self.config)
+
+
+def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
+    """The dataset's own build config; options ``given`` must repeat it.
+
+    Raises:
+        ConfigError: naming the first option given that differs from the manifest's.
+    """
+    recorded = BuildConfig.from_dict(manifest.config)
+    if not given:
+        return recorded
+    wanted = BuildConfig.from_dict({**manifest.config, **given}).to_dict()
+    changed = changed_options(recorded.to_dict(), wanted)
+    if changed:
+        name = changed[0]
+        raise ConfigError(f"--{name.replace('_', '-')} {wanted[name]!r} differs from the "
+                          f"dataset's {manifest.config.get(name)!r}: an append takes every "
+                          "option from OUT's manifest (leave it out)")
+    return recorded
+
+
+def prepare_append(src: str | Location, out: str | Location,
+                   given: dict[str, Any] | None = None) -> AppendStart:
+    """Read the dataset in ``out``, scan ``src`` with its config, and plan the append."""
+    src, out = _location(src), _location(out)
+    manifest = read_manifest(out)
+    config = dataset_config(manifest, given or {})
+    check_apart(src, out, config.labels)
+    scanned = scan(src, config)
+    plan = plan_append(manifest, config, scanned, held=held_paths(out, manifest),
+                       record=kept_record(out, manifest))
+    return AppendStart(manifest, config, scanned, plan)
+
+
+def append(src: str | Location, out: str | Location, given: dict[str, Any] | None = None, *,
+           workers: int | None = None, executor: str = "local", scheduler: str | None = None,
+           resume: bool = False, progress=None) -> AppendResult:
+    """Add the files of ``src`` that the dataset in ``out`` does not hold (see the module
+    docstring). ``given``: build options named by the caller, which must be the dataset's.
+
+    Raises:
+        ConfigError, ScanError, ResumeError, OutputError, BuildError, ManifestError: one line.
+    """
+    started = time.perf_counter()
+    src, out = _location(src), _location(out)
+    with contextlib.ExitStack() as owned:
+        runner: Executor = executor_named(executor, workers=workers, scheduler=scheduler,
+                                          reaches=(src, out))
+        owned.enter_context(runner)
+        owned.enter_context(locked(out))
+        start = prepare_append(src, out, given)
+        runner.start(start.config)
+        if _finished_before(out, start.manifest) or not (
+                holds_log(out) or start.plan.num_samples or start.plan.skipped):
+            return AppendResult(start.manifest, start.plan, time.perf_counter() - started,
+                                nothing_new=True)
+        manifest = _run(src, out, start, runner, resume=resume, progress=progress)
+    return AppendResult(manifest, start.plan, time.perf_counter() - started)
+
+
+def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, resume: bool,
+         progress) -> Manifest:
+    build_plan = start.build_plan
+    planned = {**plan_of(build_plan, runner.workers),
+               "append": start.manifest.dataset_id}
+    splits = dict(start.manifest.splits)
+    if start.plan.num_samples:
+        begun, assembled = run_tasks(src, out, build_plan, runner, planned=planned,
+                                     overwrite=False, resume=resume, progress=progress,
+                                     base=start.manifest.splits)
+        out, new_skips = begun.out, assembled.skipped
+        splits.update(assembled.splits)
+    else:
+        new_skips = []
+    _keep_record(out, start)
+    manifest = _manifest(start, splits, new_skips)
+    write_manifest(out, manifest)
+    finish_log(out)
+    return manifest
+
+
+def _finished_before(out: Location, manifest: Manifest) -> bool:
+    """Whether OUT's log is an append's that wrote this manifest and stopped before removing
+    its log (then the log goes, and nothing is appended again)."""
+    if not holds_log(out):
+        return False
+    try:
+        plan = read_plan(out)
+    except (OSError, ImgshardError):
+        return False
+    if not isinstance(plan, dict) or plan.get("append") is None \
+            or plan.get("append") != manifest.parent_id:
+        return False
+    finish_log(out)
+    return True
+
+
+def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list) -> Manifest:
+    old, plan = start.manifest, start.plan
+    names = plan.class_names
+    ordered = {name: _with_classes(splits[name], names)
+               for name in [*SPLIT_ORDER, *sorted(set(splits) - set(SPLIT_ORDER))]
+               if name in splits}
+    report = {"changed": None if plan.changed is None else plan.changed.to_json(),
+              "disappeared": plan.disappeared.to_json(), "new_classes": plan.new_classes}
+    extra = {**old.extra, "decoder": decoder_versions(), "sources": SOURCES_KEPT,
+             "append": report}
+    return Manifest(
+        imgshard_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        source=old.source, image_shape=old.image_shape, dtype=old.dtype, class_names=names,
+        config=old.config, splits=ordered,
+        skipped=sorted([*old.skipped, *plan.skipped, *new_skips], key=lambda s: s.path),
+        extra=extra, parent_id=old.dataset_id)
+
+
+def _with_classes(split: SplitInfo, names: list[str] | None) -> SplitInfo:
+    """The split with a count (0) for every class, new ones included."""
+    if split.class_counts is None or names is None:
+        return split
+    counts = {name: split.class_counts.get(name, 0) for name in names}
+    return SplitInfo(split.num_samples, counts, split.shards)
+
+
+def held_paths(out: Location, manifest: Manifest) -> dict[str, int | None]:
+    """Every path the dataset holds: its samples (with their labels) and its skips (None)."""
+    held: dict[str, int | None] = {}
+    with out.open_listed(manifest.samples) as stream:
+        for row in read_samples(stream, max_rows=manifest.shard_samples):
+            held[row.path] = row.label
+    held.update({skip.path: None for skip in manifest.skipped})
+    return held
+
+
+def kept_record(out: Location, manifest: Manifest) -> dict[str, tuple[int, int]] | None:
+    """The size and stamp of each source file when the dataset last saw it, or None when the
+    dataset keeps no record (built before records were kept) or its record is damaged."""
+    if manifest.extra.get("sources") != SOURCES_KEPT or not out.exists(SOURCES_KEPT):
+        return None
+    record: dict[str, tuple[int, int]] = {}
+    try:
+        with out.open_listed(SOURCES_KEPT) as stream, \
+                io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8",
+                                 errors="surrogateescape") as lines:
+            for line in lines:
+                path, size, stamp = json.loads(line)
+                if not (isinstance(path, str) and type(size) is int and type(stamp) is int):
+                    return None
+                record[path] = (size, stamp)
+    except (OSError, EOFError, ValueError, TypeError, RecursionError):
+        return None
+    return record
+
+
+def _keep_record(out: Location, start: AppendStart) -> None:
+    """Record what the dataset now holds: the old files as they were when added (a changed
+    file's record stays the old one, so a next append reports it again), then the new."""
+    record = kept_record(out, start.manifest) or {}
+    sources = start.scan.sources
+    if sources is not None:
+        for path, size, stamp in zip(sources.paths, sources.sizes.tolist(),
+                                     sources.stamps.tolist()):
+            record.setdefault(path, (size, stamp))
+    with out.atomic_file(SOURCES_KEPT) as stream, \
+            gzip.GzipFile(filename="", fileobj=stream, mode="wb", compresslevel=1,
+                          mtime=0) as packed:
+        for path in sorted(record):
+            size, stamp = record[path]
+            packed.write((json.dumps([path, size, stamp]) + "\n")
+                         .encode("utf-8", "surrogateescape"))
+
+
+def _location(path: str | Location) -> Location:
+    return path if isinstance(path, Location) else Location.of(path)

@@ -1,0 +1,97 @@
+"""``imgshard append``: options and the summary it prints."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import click
+
+from .append import AppendResult, AppendStart, prepare_append
+from .append import append as run_append
+from .append_plan import Report
+from .cli_errors import Command, user_errors
+from .cli_options import LazyProgressBar, build_options, given_options, storage_option
+from .config import ConfigError
+from .executors import executor_kind
+from .interrupts import sigterm_as_interrupt
+from .storage import Location
+
+#: What an append does rather than what it writes (its options are the dataset's).
+APPEND_RUN_FLAGS = {
+    "--dry-run": "Scan only and print what would be appended.",
+    "--resume": "Finish an interrupted append of OUT.",
+}
+
+
+@click.command(cls=Command)
+@click.argument("src", type=click.Path(path_type=str))
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str),
+              help="TOML file of options (each must be the dataset's own).")
+@functools.partial(build_options, run_flags=APPEND_RUN_FLAGS)
+@storage_option
+@click.pass_context
+@user_errors
+def append(ctx: click.Context, src: str, out: str, config_file: str | None, dry_run: bool,
+           resume: bool, quiet: bool, executor: str, scheduler: str | None,
+           storage_options: dict[str, Any], **options: Any) -> None:
+    """Add the files of SRC that the dataset in OUT does not hold yet, after its shards.
+
+    Every option comes from OUT's manifest (one given here must repeat it); no old shard,
+    sample, split or label changes.
+    """
+    given, workers = given_options(ctx, config_file, options)
+    if scheduler is not None and not executor_kind(executor).takes_scheduler:
+        raise ConfigError("--scheduler needs --executor dask")
+    source, target = Location.of(src, storage_options), Location.of(out, storage_options)
+    if dry_run:
+        describe(prepare_append(source, target, given))
+        return
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_as_interrupt())
+        bar = stack.enter_context(LazyProgressBar(disable=quiet, desc="append"))
+        result = run_append(source, target, given, workers=workers, executor=executor,
+                            scheduler=scheduler, resume=resume, progress=bar.update)
+    if not quiet:
+        summarize(result, out)
+
+
+def describe(start: AppendStart) -> None:
+    """What an append would add (a dry run decodes nothing)."""
+    plan = start.plan
+    click.echo(f"Would append {plan.num_samples:,} images:")
+    for split, samples in plan.splits.items():
+        click.echo(f"  {split}: {len(samples):,}")
+    if plan.skipped:
+        click.echo(f"Would skip {len(plan.skipped):,} new files")
+    _echo_changes(plan)
+
+
+def summarize(result: AppendResult, out: str) -> None:
+    plan = result.plan
+    if result.nothing_new:
+        click.echo(f"{out}: nothing new to append")
+    else:
+        added = ", ".join(f"{split} {len(samples):,}" for split, samples in plan.splits.items())
+        click.echo(f"Appended to {out}: {added or 'no'} images, {len(plan.skipped):,} new files "
+                   f"skipped ({result.elapsed:.1f} s)")
+    _echo_changes(plan)
+
+
+def _echo_changes(plan) -> None:
+    if plan.new_classes:
+        click.echo(f"New classes {', '.join(plan.new_classes)} take labels after the old ones: "
+                   "class_names is no longer sorted")
+    if plan.changed is None:
+        click.echo("Changed files cannot be told: the dataset keeps no record of its sources "
+                   "(built by an older imgshard)")
+    else:
+        _echo_report("Changed since the dataset took them (left as they were)", plan.changed)
+    _echo_report("Gone from SRC (kept in the dataset)", plan.disappeared)
+
+
+def _echo_report(title: str, report: Report) -> None:
+    if report.count:
+        click.echo(f"{title}: {report.count:,}, e.g. {', '.join(report.examples[:3])}")

@@ -1,0 +1,163 @@
+"""``imgshard append``: a grown folder's new files added to its dataset without moving, renaming
+or rewriting anything the dataset holds; resumable, byte-identical, honest about splits."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import comparable, local_files, one_error_line, run, stop_at_call, write_image
+from imgshard import BuildConfig, ShardReader, build
+from imgshard.append import append
+from imgshard.config import ConfigError
+from imgshard.resume import ResumeError
+from imgshard.manifest import read_manifest
+
+CONFIG = BuildConfig(size=(5, 5), shard_size=3, val_split=0.25, seed=3)
+OPTIONS = ["--size", "5", "--shard-size", "3", "--val-split", "0.25", "--seed", "3"]
+
+
+def add_images(src, classes: dict[str, range]) -> None:
+    for name, numbers in classes.items():
+        for number in numbers:
+            write_image(os.path.join(src, name, f"{number:03d}.png"), size=(7, 6),
+                        seed=sum(map(ord, name)) * 1000 + number)
+
+
+def rows(out) -> dict[str, dict]:
+    with open(os.path.join(out, "samples.csv"), newline="") as stream:
+        return {row["path"]: row for row in csv.DictReader(stream)}
+
+
+@pytest.fixture
+def grown(tmp_path):
+    """A dataset of cat/dog, and its source grown by more cats and dogs and a new class."""
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    add_images(src, {"cat": range(7), "dog": range(5)})
+    build(src, out, CONFIG, workers=1)
+    before = local_files(out)
+    add_images(src, {"cat": range(7, 15), "dog": range(5, 8), "emu": range(4)})
+    return src, out, before
+
+
+def test_old_files_keep_their_names_bytes_and_rows(grown, tmp_path):
+    src, out, before = grown
+    old = read_manifest(out)
+    old_rows = rows(out)
+    result = append(src, out, workers=1)
+    new = read_manifest(out)
+    files = local_files(out)
+    for name, data in before.items():
+        if name.endswith(".npy"):
+            assert files[name] == data  # no old shard rewritten
+    for split, info in old.splits.items():
+        assert new.splits[split].shards[:len(info.shards)] == info.shards
+    now = rows(out)
+    assert all(now[path] == row for path, row in old_rows.items())  # split, shard, row, label
+    added = set(now) - set(old_rows)
+    assert added == {f"{c}/{n:03d}.png" for c, r in
+                     {"cat": range(7, 15), "dog": range(5, 8), "emu": range(4)}.items() for n in r}
+    assert new.class_names == ["cat", "dog", "emu"] and result.plan.new_classes == ["emu"]
+    assert new.parent_id == old.dataset_id != new.dataset_id
+    assert {now[f"emu/{n:03d}.png"]["label"] for n in range(4)} == {"2"}
+    fresh = str(tmp_path / "fresh")  # the grown folder built at once: the same val per class
+    build(src, fresh, CONFIG, workers=1)
+    assert new.splits["val"].class_counts == read_manifest(fresh).splits["val"].class_counts
+    assert run("verify", out).exit_code == 0
+    with ShardReader(out, "train", batch_size=4) as reader:
+        assert sum(len(y) for _, y in reader) == new.splits["train"].num_samples
+
+
+def test_an_append_is_byte_identical_for_any_worker_count(grown, tmp_path):
+    src, out, _ = grown
+    other = str(tmp_path / "other")
+    shutil.copytree(out, other)
+    append(src, out, workers=1)
+    append(src, other, workers=2)
+    assert comparable(local_files(out)) == comparable(local_files(other))
+
+
+def test_an_interrupted_append_leaves_the_dataset_readable_and_resumes_identically(grown,
+                                                                                    tmp_path):
+    src, out, before = grown
+    reference = str(tmp_path / "reference")
+    shutil.copytree(out, reference)
+    append(src, reference, workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        append(src, out, workers=1, progress=stop_at_call(2))
+    assert read_manifest(out).dataset_id == read_manifest(reference).parent_id  # still the old
+    with pytest.raises(ResumeError, match="--resume"):
+        append(src, out, workers=1)  # not over an interrupted append without --resume
+    append(src, out, workers=2, resume=True)
+    assert comparable(local_files(out)) == comparable(local_files(reference))
+
+
+def test_nothing_new_changes_nothing(tmp_path):
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    add_images(src, {"a": range(3), "b": range(3)})
+    build(src, out, CONFIG, workers=1)
+    before = local_files(out)
+    result = append(src, out, workers=1)
+    assert result.nothing_new and local_files(out) == before
+
+
+def test_changed_and_disappeared_files_are_reported_and_kept(grown):
+    src, out, _ = grown
+    os.utime(os.path.join(src, "cat", "000.png"), ns=(5, 5))
+    os.remove(os.path.join(src, "dog", "001.png"))
+    result = append(src, out, workers=1)
+    report = read_manifest(out).extra["append"]
+    assert report["changed"] == {"count": 1, "examples": ["cat/000.png"]}
+    assert report["disappeared"] == {"count": 1, "examples": ["dog/001.png"]}
+    assert "dog/001.png" in rows(out) and result.plan.changed.count == 1
+    again = append(src, out, workers=1)  # still reported: the dataset holds the old pixels
+    assert again.nothing_new and again.plan.changed.examples == ["cat/000.png"]
+
+
+def test_an_option_that_differs_from_the_dataset_is_refused(grown):
+    src, out, before = grown
+    with pytest.raises(ConfigError, match="--shard-size"):
+        append(src, out, {"shard_size": 4}, workers=1)
+    append(src, out, {"shard_size": 3, "val_split": 0.25}, workers=1)  # repeating is fine
+
+
+def test_a_reader_mid_epoch_finishes_on_the_old_data(grown):
+    src, out, _ = grown
+    reader = ShardReader(out, "train", batch_size=2, shuffle=False, prefetch=0)
+    expected = [x.copy() for x, _ in reader]
+    served = []
+    for index, (x, _) in enumerate(reader):
+        if index == 1:
+            append(src, out, workers=1)
+        served.append(x.copy())
+    assert len(served) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(served, expected))
+
+
+def test_append_into_a_url(tmp_path):
+    src = str(tmp_path / "src")
+    add_images(src, {"a": range(4), "b": range(4)})
+    out = "memory://append-test/out"
+    build(src, out, CONFIG, workers=1)
+    add_images(src, {"a": range(4, 8)})
+    append(src, out, workers=1)
+    manifest = read_manifest(out)
+    assert sum(split.num_samples for split in manifest.splits.values()) == 12
+    assert manifest.parent_id is not None
+    assert run("verify", out).exit_code == 0
+
+
+def test_the_command_line_summarizes_and_dry_runs(grown):
+    src, out, before = grown
+    result = run("append", src, out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Would append 15 images" in result.output and local_files(out) == before
+    result = run("append", src, out, *OPTIONS[:2], "--quiet")
+    assert result.exit_code == 0, result.output
+    one_error_line(run("append", src, out, "--size", "6"), "--size")
+    result = run("append", src, out)
+    assert "nothing new" in result.output
