@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import gzip
 import io
+import itertools
 import json
 import time
 from dataclasses import dataclass
@@ -193,10 +194,14 @@ def _with_classes(split: SplitInfo, names: list[str] | None) -> SplitInfo:
 
 
 def held_paths(out: Location, manifest: Manifest) -> dict[str, int | None]:
-    """Every path the dataset holds: its samples (with their labels) and its skips (None)."""
+    """Every path the dataset holds: its samples (with their labels) and its skips (None).
+
+    Its rows are the first of ``samples.csv``: an append stopped after publishing its own
+    (the old rows, then the new) and before its manifest is read as the dataset it grows."""
     held: dict[str, int | None] = {}
     with out.open_listed(manifest.samples) as stream:
-        for row in read_samples(stream, max_rows=manifest.shard_samples):
+        rows = read_samples(stream, max_rows=manifest.shard_samples)
+        for row in itertools.islice(rows, manifest.shard_samples):
             held[row.path] = row.label
     held.update({skip.path: None for skip in manifest.skipped})
     return held

@@ -20,7 +20,8 @@ counting past 99,999 (``train-100000.npy``). ``{suffix}`` is the shard format's:
 the only format a manifest can name today (it names none: absent means npy). Shard and label
 files are written by that format (see ``imgshard.formats``; npy's are standard ``.npy`` files,
 ``np.load(path, mmap_mode="r")`` opens them). Every shard of a split but its last holds exactly
-``config.shard_size`` samples; the bytes depend only on the inputs, the options and the decoder's
+``config.shard_size`` samples (after ``imgshard append``: but the last of each build or append,
+whose shards follow the old ones and leave them as they were); the bytes depend only on the inputs, the options and the decoder's
 versions.
 
 ``samples.csv`` has the header ``path,split,shard,index,label`` (:data:`SAMPLES_COLUMNS`): the

@@ -161,3 +161,63 @@ def test_the_command_line_summarizes_and_dry_runs(grown):
     one_error_line(run("append", src, out, "--size", "6"), "--size")
     result = run("append", src, out)
     assert "nothing new" in result.output
+
+
+@pytest.mark.parametrize("stop", [1, 3, "manifest", "log"])
+def test_an_append_stopped_anywhere_resumes_to_the_same_bytes(grown, tmp_path, monkeypatch,
+                                                              stop):
+    """Stopped after a shard, after most, between the records and the manifest, and after
+    the manifest but before the log is gone: --resume ends where an unbroken append does."""
+    import imgshard.append as append_module
+
+    src, out, _ = grown
+    reference = str(tmp_path / "reference")
+    shutil.copytree(out, reference)
+    append(src, reference, workers=1)
+    if isinstance(stop, int):
+        with pytest.raises(KeyboardInterrupt):
+            append(src, out, workers=1, progress=stop_at_call(stop))
+    else:
+        name = "write_manifest" if stop == "manifest" else "finish_log"
+        real = getattr(append_module, name)
+
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(append_module, name, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            append(src, out, workers=1)
+        monkeypatch.setattr(append_module, name, real)
+    result = append(src, out, workers=2, resume=True)
+    assert comparable(local_files(out)) == comparable(local_files(reference))
+    assert not [name for name in os.listdir(out) if name.startswith(".")]
+    assert result.manifest.dataset_id == read_manifest(reference).dataset_id
+
+
+def test_an_append_on_dask_writes_the_same_bytes(grown, tmp_path):
+    src, out, _ = grown
+    other = str(tmp_path / "other")
+    shutil.copytree(out, other)
+    append(src, out, workers=1)
+    append(src, other, workers=2, executor="dask", scheduler="local")
+    assert comparable(local_files(out)) == comparable(local_files(other))
+
+
+def test_a_grown_labels_file_labels_the_new_files(tmp_path):
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    labels = tmp_path / "labels.csv"
+    for number in range(6):
+        write_image(os.path.join(src, f"{number}.png"), size=(7, 6), seed=number)
+    labels.write_text("".join(f"{n}.png,{'odd' if n % 2 else 'even'}\n" for n in range(6)))
+    config = BuildConfig(size=(5, 5), shard_size=3, labels=str(labels))
+    build(src, out, config, workers=1)
+    for number in range(6, 9):
+        write_image(os.path.join(src, f"{number}.png"), size=(7, 6), seed=number)
+    labels.write_text(labels.read_text() + "6.png,even\n7.png,odd\n8.png,big\n")
+    result = run("append", src, out)
+    assert result.exit_code == 0, result.output
+    assert "New classes big" in result.output and "no longer sorted" in result.output
+    names = read_manifest(out).class_names
+    assert names == ["even", "odd", "big"]
+    now = rows(out)
+    assert [names[int(now[f"{n}.png"]["label"])] for n in (6, 7, 8)] == ["even", "odd", "big"]

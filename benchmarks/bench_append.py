@@ -1,0 +1,82 @@
+"""What appending 10% more photos costs, against building the whole grown folder again.
+
+Usage: python benchmarks/bench_append.py --corpus /work/corpus [--repeat 3]
+
+Each set (``small``: 1,500 ImageNet-sized photos, ``large``: 200 of 3 megapixels, in class
+folders) is linked into a scratch folder without every tenth file of each class; that is built
+once. Each run then links the rest in and times
+the whole ``imgshard append SRC OUT --workers 2 --quiet`` process on a copy of that dataset,
+against the whole ``imgshard build`` of the grown folder into an empty OUT, best of ``repeat``
+each, side by side. Both decode with the same pool; the append also reads the dataset's
+``samples.csv`` and record of sources.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from harness import (Figure, at_most, benchmark_command, best_of, corpus_option, corpus_set,
+                     imgshard_command, print_figures, remove_tree, repeat_option, run_timed,
+                     scratch_option)
+
+GOAL = 0.15
+HELD_BACK = 10  # every tenth photo of each class arrives later
+
+
+def link_tree(corpus: str, target: str, *, late: bool | None) -> None:
+    """Hard-link (or copy) the photos of ``corpus`` into ``target``: the early ones
+    (``late=False``), the late ones (``True``) or all (None)."""
+    for folder, _, files in os.walk(corpus):
+        for number, name in enumerate(sorted(files)):
+            if late is not None and (number % HELD_BACK == HELD_BACK - 1) != late:
+                continue
+            source = os.path.join(folder, name)
+            copy = os.path.join(target, os.path.relpath(source, corpus))
+            os.makedirs(os.path.dirname(copy), exist_ok=True)
+            try:
+                os.link(source, copy)
+            except OSError:
+                shutil.copy2(source, copy)
+
+
+def append_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure], list[str]]:
+    return [append_figure(corpus, name, repeat, os.path.join(scratch, name))
+            for name in ("small", "large")], []
+
+
+def append_figure(corpus: str, set_name: str, repeat: int, scratch: str) -> Figure:
+    photos = corpus_set(corpus, set_name)
+    grown, early, dataset = (os.path.join(scratch, name) for name in ("grown", "early", "data"))
+    link_tree(photos, early, late=False)
+    link_tree(photos, grown, late=None)
+    build = [*imgshard_command(), "build"]
+    run_timed([*build, early, dataset, "--workers", "2", "--quiet"])
+    out = os.path.join(scratch, "out")
+
+    def fresh_copy() -> None:
+        remove_tree(out)
+        shutil.copytree(dataset, out)
+
+    def empty() -> None:
+        remove_tree(out)
+
+    appended = best_of(repeat, lambda: run_timed(
+        [*imgshard_command(), "append", grown, out, "--workers", "2", "--quiet"]), fresh_copy)
+    rebuilt = best_of(repeat, lambda: run_timed([*build, grown, out, "--workers", "2", "--quiet"]),
+                      empty)
+    return Figure("append 10% vs build of the whole", set_name, appended.seconds,
+                  rebuilt.seconds, "s", f"<= {GOAL}x", at_most(GOAL))
+
+
+@benchmark_command
+@corpus_option
+@repeat_option
+@scratch_option
+def main(corpus: str, repeat: int, scratch: str | None) -> None:
+    """Print the cost of an append against a whole build."""
+    print_figures(scratch, lambda folder: append_figures(corpus, repeat, folder))
+
+
+if __name__ == "__main__":
+    main()
