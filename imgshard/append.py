@@ -72,7 +72,9 @@ class AppendStart:
 
 
 def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
-    """The dataset's own build config; options ``given`` must repeat it.
+    """The dataset's own build config; options ``given`` must repeat it, but ``labels``: a
+    dataset built from a labels file may name where that (grown) file is now, since the path
+    recorded is relative to wherever the build ran and its content is checked row by row.
 
     Raises:
         ConfigError: naming the first option given that differs from the manifest's.
@@ -80,14 +82,15 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
     recorded = BuildConfig.from_dict(manifest.config)
     if not given:
         return recorded
-    wanted = BuildConfig.from_dict({**manifest.config, **given}).to_dict()
-    changed = changed_options(recorded.to_dict(), wanted)
+    wanted = BuildConfig.from_dict({**manifest.config, **given})
+    changed = [name for name in changed_options(recorded.to_dict(), wanted.to_dict())
+               if not (name == "labels" and None not in (recorded.labels, wanted.labels))]
     if changed:
         name = changed[0]
-        raise ConfigError(f"--{name.replace('_', '-')} {wanted[name]!r} differs from the "
-                          f"dataset's {manifest.config.get(name)!r}: an append takes every "
+        raise ConfigError(f"--{name.replace('_', '-')} {wanted.to_dict()[name]!r} differs from "
+                          f"the dataset's {manifest.config.get(name)!r}: an append takes every "
                           "option from OUT's manifest (leave it out)")
-    return recorded
+    return wanted
 
 
 def prepare_append(src: str | Location, out: str | Location,

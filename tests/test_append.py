@@ -221,3 +221,21 @@ def test_a_grown_labels_file_labels_the_new_files(tmp_path):
     assert names == ["even", "odd", "big"]
     now = rows(out)
     assert [names[int(now[f"{n}.png"]["label"])] for n in (6, 7, 8)] == ["even", "odd", "big"]
+
+
+def test_a_labels_file_named_from_another_folder_is_the_same_option(tmp_path, monkeypatch):
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    (tmp_path / "run").mkdir()
+    for number in range(4):
+        write_image(os.path.join(src, f"{number}.png"), size=(7, 6), seed=number)
+    (tmp_path / "run" / "labels.csv").write_text("0.png,a\n1.png,b\n2.png,a\n3.png,b\n")
+    monkeypatch.chdir(tmp_path / "run")
+    build(src, out, BuildConfig(size=(5, 5), labels="labels.csv"), workers=1)
+    write_image(os.path.join(src, "4.png"), size=(7, 6), seed=4)
+    with open(tmp_path / "run" / "labels.csv", "a") as stream:
+        stream.write("4.png,a\n")
+    monkeypatch.chdir(tmp_path)
+    one_error_line(run("append", src, out), "labels")  # labels.csv is not here
+    result = run("append", src, out, "--labels", str(tmp_path / "run" / "labels.csv"))
+    assert result.exit_code == 0, result.output
+    assert rows(out)["4.png"]["label"] == "0"
