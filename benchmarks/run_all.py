@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/run_all.py --corpus /work/corpus [--repeat 3] [--scratch DIR]
 
-Builds, then peak memory, then the reader and several processes reading together (when ``imgshard.reader`` exists; its figures that
+Builds, appends, then peak memory, then the reader and several processes reading together (when ``imgshard.reader`` exists; its figures that
 need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
 ``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see docs/performance.md
 for what each figure means.
@@ -11,7 +11,9 @@ for what each figure means.
 from __future__ import annotations
 
 import importlib.util
+import os
 
+from bench_append import append_figures
 from bench_build import build_figures
 from bench_memory import build_memory_figures
 from harness import (Figure, benchmark_command, corpus_option, print_figures, repeat_option,
@@ -22,6 +24,7 @@ def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], li
     """Build figures, then memory, then the reader's, one process and several (once
     imgshard.reader exists)."""
     figures = build_figures(corpus, repeat, folder) + build_memory_figures(corpus, folder)
+    figures += append_figures(corpus, repeat, os.path.join(folder, "append"))[0]
     if importlib.util.find_spec("imgshard.reader") is None:
         return figures, ["reader figures: not measured (imgshard.reader does not exist yet)"]
     from bench_distributed import distributed_figures
