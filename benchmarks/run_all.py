@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/run_all.py --corpus /work/corpus [--repeat 3] [--scratch DIR]
 
-Builds, appends, then peak memory, then the reader and several processes reading together (when ``imgshard.reader`` exists; its figures that
+Builds, then peak memory, appends, then the reader and several processes reading together (when ``imgshard.reader`` exists; its figures that
 need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
 ``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see docs/performance.md
 for what each figure means.
