@@ -382,7 +382,8 @@ def test_an_order_serves_the_selection_alone_like_a_split_of_its_size(
 
 
 def test_every_sample_selected_is_the_order_of_the_whole_split():
-    sizes, options = [5, 3, 8, 2], dict(batch_size=3, seed=9, window=2, partitions=4)
+    sizes, options = [5, 3, 8, 2], dict(batch_size=3, seed=9, window=2, partitions=4,
+                                        shuffle=True, drop_remainder=False)
     whole = EpochOrder.of(sizes, **options)
     everything = EpochOrder.of(sizes, selected=np.arange(18, dtype=np.int64), **options)
     for epoch in range(3):
