@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ShardError
 from ..libc import drop_file_pages
 from .checks import ReaderError
 from .order import EpochOrder
@@ -32,7 +33,9 @@ class BatchMaker:
     """How a batch is made from the samples an :class:`~imgshard.reader.order.EpochOrder`
     chose for it.
 
-    ``num_classes`` is None for unlabelled shards; ``label_mode`` None serves images only.
+    ``num_classes`` (the served labels' count) is None for unlabelled shards; ``label_mode``
+    None serves images only. ``label_map``: the served label of each stored one (-1: a class
+    not served), when the reader serves a subset of the classes.
     """
 
     image_shape: tuple[int, ...]
@@ -42,6 +45,7 @@ class BatchMaker:
     flip_horizontal: bool
     augment: Callable[[np.ndarray], np.ndarray] | None
     seed: int
+    label_map: np.ndarray | None = None
 
     def make(self, epoch: int, index: int, chosen: np.ndarray, order: EpochOrder,
              shard: Callable[[int], MappedShard], *, release: bool = False) -> Any:
@@ -57,7 +61,18 @@ class BatchMaker:
             images = self.augment(images)
         if self.label_mode is None:
             return images
-        return images, encode_labels(labels, self.label_mode, self.num_classes)
+        return images, encode_labels(self.served_labels(labels), self.label_mode,
+                                     self.num_classes)
+
+    def served_labels(self, labels: np.ndarray | None) -> np.ndarray | None:
+        """The stored ``labels`` as served (a subset's relabelled)."""
+        if self.label_map is None or labels is None:
+            return labels
+        served = self.label_map[labels]
+        if len(served) and served.min() < 0:  # the order chose these samples by their labels
+            raise ShardError("a label file changed since the reader read it (it now gives a "
+                             "served sample a class not served): open the directory again")
+        return served
 
     def gather(self, chosen: np.ndarray, order: EpochOrder, shard: Callable[[int], MappedShard],
                *, release: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

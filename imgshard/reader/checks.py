@@ -39,11 +39,12 @@ class ReaderError(ImgshardError):
     """The reader cannot serve this directory, split or option."""
 
 
-def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, window: Any,
-                  prefetch: Any, seed: Any, verify: Any, cache_bytes: Any, shuffle: Any,
-                  drop_remainder: Any, flip_horizontal: Any, augment: Any) -> None:
+def check_options(manifest: Manifest, *, served_classes: int | None, batch_size: Any,
+                  label_mode: Any, window: Any, prefetch: Any, seed: Any, verify: Any,
+                  cache_bytes: Any, shuffle: Any, drop_remainder: Any, flip_horizontal: Any,
+                  augment: Any) -> None:
     """Refuse a reader option of the wrong type or range, or a label mode the shards cannot
-    serve (a switch given ``"no"`` would mean yes)."""
+    serve (a switch given ``"no"`` would mean yes); the reader serves ``served_classes``."""
     whole(batch_size, "batch_size", low=1)
     if label_mode not in LABEL_MODES:
         raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
@@ -51,9 +52,9 @@ def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, windo
     if label_mode is not None and manifest.class_names is None:
         raise ReaderError("these shards have no labels (built with --no-labels): "
                           "use label_mode=None")
-    if label_mode == "binary" and len(manifest.class_names) != 2:
+    if label_mode == "binary" and served_classes != 2:
         raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
-                          f"{len(manifest.class_names)}")
+                          f"{served_classes}")
     whole(window, "window", low=1)
     whole(prefetch, "prefetch")
     whole(seed, "seed")
@@ -65,6 +66,14 @@ def check_options(manifest: Manifest, *, batch_size: Any, label_mode: Any, windo
             raise ReaderError(f"{name} must be True or False, got {repr(value)[:40]}")
     if augment is not None and not callable(augment):
         raise ReaderError(f"augment must be a callable (batch -> batch), got {repr(augment)[:40]}")
+
+
+def check_split(manifest: Manifest, split: Any, directory: str) -> str:
+    """``split``, if the manifest has it."""
+    if not isinstance(split, str) or split not in manifest.splits:
+        known = ", ".join(manifest.splits)
+        raise ReaderError(f"split {split!r} is not in {directory} (it has: {known})")
+    return split
 
 
 def check_partitions(partitions: Any, num_replicas: int, shuffle: bool) -> int:
@@ -133,7 +142,7 @@ def check_memory(reader: "ShardReader", split: str) -> None:
     memory, before any is allocated: the counts come from a manifest (and sparse files can back
     any count), and a failed allocation would be a MemoryError or the OOM killer."""
     manifest = reader.manifest
-    labels = 4 * (len(manifest.class_names or ()) if reader.label_mode == "categorical" else 1)
+    labels = 4 * (len(reader.class_names or ()) if reader.label_mode == "categorical" else 1)
     sample = math.prod(manifest.image_shape) * reader.dtype.itemsize + labels
     needed = (ORDER_BYTES_PER_SAMPLE * reader.num_samples
               + (reader.prefetch + 2) * reader.batch_size * sample)

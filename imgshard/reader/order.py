@@ -36,11 +36,18 @@ twice in one batch while the epoch has a full step to take them from.
 
 Unshuffled epochs are the stored order cut into global batches of ``G``; process ``r`` reads the
 ``r``-th ``batch_size`` slice of each (and so maps every shard, reading ``1/R`` of its rows).
+
+An epoch may serve a selection of the split's samples (``selected``: a subset of its classes).
+All of the above then holds for the selected samples alone, numbered ``0..M-1`` in stored order:
+the shards are the same, each as large as its selected samples (a shard with none is left out
+of the shard order, and so is never read), and the order's numbers are mapped back to the
+split's global indices last.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -64,7 +71,8 @@ class EpochOrder:
     """The order of every epoch of one split, as one of ``num_replicas`` processes reads it.
 
     ``starts`` holds the global index of each shard's first sample, and the sample count last
-    (``starts[i]:starts[i + 1]`` are shard ``i``'s samples, stored order).
+    (``starts[i]:starts[i + 1]`` are shard ``i``'s samples, stored order). ``selected``: the
+    sorted global indices of the samples an epoch serves (None: all of them).
     """
 
     starts: np.ndarray
@@ -76,6 +84,7 @@ class EpochOrder:
     partitions: int = DEFAULT_PARTITIONS
     num_replicas: int = 1
     rank: int = 0
+    selected: np.ndarray | None = None
 
     @classmethod
     def of(cls, shard_sizes: list[int], **options) -> "EpochOrder":
@@ -85,7 +94,25 @@ class EpochOrder:
 
     @property
     def num_samples(self) -> int:
+        """Samples an epoch serves."""
+        return int(self.starts[-1]) if self.selected is None else len(self.selected)
+
+    @property
+    def stored_samples(self) -> int:
+        """Samples the split's shards hold."""
         return int(self.starts[-1])
+
+    @cached_property
+    def served_starts(self) -> np.ndarray:
+        """``starts`` in the numbering of the served samples: shard ``i`` serves samples
+        ``served_starts[i]:served_starts[i + 1]`` of ``0..num_samples-1``."""
+        if self.selected is None:
+            return self.starts
+        return np.searchsorted(self.selected, self.starts).astype(np.int64)
+
+    def stored(self, served: np.ndarray) -> np.ndarray:
+        """The global indices of the served samples numbered ``served``."""
+        return served if self.selected is None else self.selected[served]
 
     @property
     def global_batch_size(self) -> int:
@@ -107,6 +134,10 @@ class EpochOrder:
 
     def order(self, epoch: int) -> np.ndarray:
         """Global sample indices this process serves in ``epoch``, batch after batch."""
+        return self.stored(self._served_order(epoch))
+
+    def _served_order(self, epoch: int) -> np.ndarray:
+        """:meth:`order` in the numbering of the served samples."""
         served = self._shuffled(epoch) if self.shuffle else self._unshuffled()
         full = self.full_steps * self.batch_size
         if self.drop_remainder:
@@ -194,9 +225,11 @@ class EpochOrder:
         return step * self.batch_size - (first + step) * step_size // parts + before + j
 
     def order_of_one_process(self, epoch: int) -> np.ndarray:
-        """The whole epoch as one process reads it (same global batches)."""
+        """The whole epoch as one process reads it (same global batches), in the numbering of
+        the served samples."""
         single = EpochOrder(self.starts, self.global_batch_size, self.shuffle, self.seed,
-                            self.window, self.drop_remainder, self.partitions)
+                            self.window, self.drop_remainder, self.partitions,
+                            selected=self.selected)
         return single._shuffled(epoch) if self.shuffle else single._unshuffled()
 
 
@@ -206,7 +239,7 @@ class _EpochLayout:
 
     order: EpochOrder
     epoch: int
-    shard_order: np.ndarray  # the shards in the epoch's order
+    shard_order: np.ndarray  # the shards that serve samples, in the epoch's order
     run_starts: np.ndarray  # where each shard of shard_order starts in the run of all samples
     taken_edges: np.ndarray  # partition p gives the full steps run[taken_edges[p]:...[p+1]]...
     leftover_edges: np.ndarray  # ...and the last, partial step this many more
@@ -214,8 +247,9 @@ class _EpochLayout:
 
     @classmethod
     def of(cls, order: EpochOrder, epoch: int) -> "_EpochLayout":
-        sizes = np.diff(order.starts)
+        sizes = np.diff(order.served_starts)
         shard_order = np.random.default_rng([order.seed, epoch]).permutation(len(sizes))
+        shard_order = shard_order[sizes[shard_order] > 0]
         run_starts = np.concatenate([[0], np.cumsum(sizes[shard_order])]).astype(np.int64)
         parts, step = order.partitions, order.global_batch_size
         boundaries = np.arange(parts + 1, dtype=np.int64)
@@ -226,12 +260,12 @@ class _EpochLayout:
                    taken_edges + leftover_edges)
 
     def shuffled_span(self, partition: int) -> np.ndarray:
-        """Partition ``partition``'s samples (global indices), shuffled inside each block of
+        """Partition ``partition``'s samples (served numbering), shuffled inside each block of
         ``window`` shards, seeded by the partition alone (not by who reads it)."""
         positions = np.arange(self.span_edges[partition], self.span_edges[partition + 1])
         in_order = np.searchsorted(self.run_starts, positions, side="right") - 1
         shards = self.shard_order[in_order]
-        samples = self.order.starts[shards] + positions - self.run_starts[in_order]
+        samples = self.order.served_starts[shards] + positions - self.run_starts[in_order]
         rng = np.random.default_rng([self.order.seed, self.epoch, partition])
         blocks = in_order // self.order.window
         if partition % 2:  # read backwards, so that a shard two partitions share is read by

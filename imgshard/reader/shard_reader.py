@@ -39,13 +39,20 @@ from .checks import (
     check_options,
     check_partitions,
     check_sizes,
+    check_split,
     served_dtype,
     whole,
 )
 from .order import DEFAULT_PARTITIONS, EpochOrder
 from .replicas import replicas_of
+from .subset import served_classes
 from .tf import to_tf_dataset
 from .window import ShardWindow, files_of, prefetched
+
+
+#: What a saved state of another value of these keys was saved on (else: another epoch order).
+STATE_MISMATCHES = {"dataset_id": "other data", "split": "other data",
+                    "classes": "another subset of classes", "relabel": "other labels"}
 
 
 class ShardReader:
@@ -63,6 +70,12 @@ class ShardReader:
             order every epoch.
         label_mode: ``"int"`` (int32), ``"categorical"`` (one-hot float32), ``"binary"``
             (float32 shaped (b, 1), two classes) or ``None`` (images only), as in Keras.
+        classes: serve only the samples of these classes (names of the manifest's
+            ``class_names``; None: all); ``len()``, exactly-once epochs and the split between
+            processes hold for them (see :mod:`imgshard.reader.subset`).
+        relabel: serve a subset's labels as ``0..k-1`` in the order of ``classes``; False
+            keeps the dataset's own (and categorical labels its width). ``class_names`` says
+            the name of each served label.
         dtype: convert images to this dtype on the fly (default: the stored dtype).
         augment: a callable applied to every batch of images, returning the new images.
         flip_horizontal: flip each image left-right with probability 1/2 (seeded per epoch).
@@ -96,36 +109,36 @@ class ShardReader:
                  storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
                  cache_bytes: int = 10 * 1000**3, verify: bool = False,
                  num_replicas: int | None = None, rank: int | None = None,
-                 partitions: int = DEFAULT_PARTITIONS) -> None:
+                 partitions: int = DEFAULT_PARTITIONS,
+                 classes: list[str] | tuple[str, ...] | None = None, relabel: bool = True) -> None:
         location = directory if isinstance(directory, Location) \
             else Location.of(directory, storage_options)
         self.directory, self.location = str(location), location
         manifest_seen = location.file_identity(MANIFEST_NAME)
         self.manifest: Manifest = read_manifest(location)
-        if not isinstance(split, str) or split not in self.manifest.splits:
-            known = ", ".join(self.manifest.splits)
-            raise ReaderError(f"split {split!r} is not in {self.directory} (it has: {known})")
-        check_options(self.manifest, batch_size=batch_size, label_mode=label_mode, window=window,
-                      prefetch=prefetch, seed=seed, verify=verify, cache_bytes=cache_bytes,
-                      shuffle=shuffle, drop_remainder=drop_remainder,
-                      flip_horizontal=flip_horizontal, augment=augment)
+        self.split = check_split(self.manifest, split, self.directory)
+        self.served = served_classes(self.manifest, classes, relabel, label_mode)
+        self.class_names: list[str] | None = self.served.class_names
+        check_options(self.manifest, served_classes=self.served.count, batch_size=batch_size,
+                      label_mode=label_mode, window=window, prefetch=prefetch, seed=seed,
+                      verify=verify, cache_bytes=cache_bytes, shuffle=shuffle,
+                      drop_remainder=drop_remainder, flip_horizontal=flip_horizontal,
+                      augment=augment)
         # checked above; as Python numbers, so that state_dict() is plain JSON
         batch_size, seed, window, shuffle = int(batch_size), int(seed), int(window), bool(shuffle)
         self.num_replicas, self.rank = replicas_of(num_replicas, rank)
         self.partitions = check_partitions(partitions, self.num_replicas, shuffle)
-        self.split = split
         self.shards: list[ShardInfo] = self.manifest.splits[split].shards
         self.batch_size, self.seed, self.label_mode = batch_size, seed, label_mode
         self.dtype = served_dtype(dtype or self.manifest.dtype, self.manifest.dtype)
         self.window, self.prefetch = window, prefetch
-        identities = check_sizes(location, self.manifest, self.shards)
-        if location.file_identity(MANIFEST_NAME) != manifest_seen:  # so the files seen are its own
-            raise ReaderError(f"{self.directory} changed while the reader opened it (a build is "
-                              "writing it?): open it again when the build has finished")
+        identities = self._files_seen(manifest_seen)
         self.order = EpochOrder.of([s.num_samples for s in self.shards], batch_size=batch_size,
                                    shuffle=shuffle, seed=seed, window=window,
                                    drop_remainder=drop_remainder, partitions=self.partitions,
-                                   num_replicas=self.num_replicas, rank=self.rank)
+                                   num_replicas=self.num_replicas, rank=self.rank,
+                                   selected=self.served.served_samples(location, self.shards,
+                                                                       identities))
         self.num_samples = self.order.num_samples
         self._check_count()
         check_memory(self, split)
@@ -134,7 +147,17 @@ class ShardReader:
         self._window = self._open_window(identities, verify=verify, cache_dir=cache_dir,
                                          cache_bytes=cache_bytes)
         self._batches = BatchMaker(tuple(self.manifest.image_shape), self.dtype, label_mode,
-                                   self.manifest.num_classes, flip_horizontal, augment, seed)
+                                   self.served.width, flip_horizontal, augment, seed,
+                                   self.served.label_map)
+
+    def _files_seen(self, manifest_seen: Any) -> dict[str, Any]:
+        """The identity of each file of the split (see :func:`check_sizes`), once their sizes
+        are checked, if the manifest is still the one read (so the files seen are its own)."""
+        identities = check_sizes(self.location, self.manifest, self.shards)
+        if self.location.file_identity(MANIFEST_NAME) != manifest_seen:
+            raise ReaderError(f"{self.directory} changed while the reader opened it (a build is "
+                              "writing it?): open it again when the build has finished")
+        return identities
 
     def _open_window(self, identities: dict[str, Any], *, verify: bool, cache_dir: str | None,
                      cache_bytes: int) -> ShardWindow:
@@ -147,10 +170,10 @@ class ShardReader:
                            size=max(in_use, 1), verify=verify)
 
     def _check_count(self) -> None:
-        claimed = self.manifest.splits[self.split].num_samples
-        if self.num_samples != claimed:
+        claimed, held = self.manifest.splits[self.split].num_samples, self.order.stored_samples
+        if held != claimed:
             raise ReaderError(f"{self.location.display('manifest.json')}: splits.{self.split}."
-                              f"num_samples says {claimed}, its shards hold {self.num_samples} "
+                              f"num_samples says {claimed}, its shards hold {held} "
                               "(run imgshard verify)")
 
     @property
@@ -187,7 +210,7 @@ class ShardReader:
                 "global_batch_size": self.global_batch_size, "partitions": self.partitions,
                 "window": self.window, "shuffle": self.order.shuffle,
                 "num_samples": self.num_samples, "split": self.split,
-                "dataset_id": self.manifest.dataset_id}
+                "dataset_id": self.manifest.dataset_id, **self.served.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where :meth:`state_dict` was taken: no repeated or skipped sample,
@@ -195,19 +218,19 @@ class ShardReader:
 
         Raises:
             ReaderError: ``state`` is not what :meth:`state_dict` returns for a reader with this
-                one's data and order (dataset id, split, seed, global batch size, partitions,
-                window, shuffle, split size; a state without one of these is not checked for
-                it), an epoch >= 0, a batch
-                count within the epoch; the reader is unchanged.
+                one's data and order (dataset id, split, classes and relabel, seed, global batch
+                size, partitions, window, shuffle, samples served; a state without one of these
+                is not checked for it), an epoch >= 0, a batch count within the epoch; the
+                reader is unchanged.
         """
         if not isinstance(state, dict) or not {"epoch", "batches"} <= state.keys():
             raise ReaderError(f"state must be a dict with epoch and batches, as state_dict() "
                               f"returns, got {repr(state)[:80]}")
         mine = self.state_dict()
-        for key in ("dataset_id", "split", "seed", "global_batch_size", "partitions", "window",
-                    "shuffle", "num_samples"):
+        for key in ("dataset_id", "split", "classes", "relabel", "seed", "global_batch_size",
+                    "partitions", "window", "shuffle", "num_samples"):
             if key in state and not _same(state[key], mine[key]):
-                why = "other data" if key in ("dataset_id", "split") else "another epoch order"
+                why = STATE_MISMATCHES.get(key, "another epoch order")
                 raise ReaderError(f"state was saved with {key} {repr(state[key])[:70]}, this "
                                   f"reader has {mine[key]!r} ({why})")
         epoch = whole(state["epoch"], "state epoch")

@@ -66,7 +66,7 @@ def to_tf_dataset(reader):
     elif reader.label_mode == "binary":
         signature = (images, tf.TensorSpec((None, 1), tf.float32))
     else:
-        classes = len(reader.manifest.class_names)
+        classes = len(reader.class_names)  # the served labels' (a subset's, relabelled)
         signature = (images, tf.TensorSpec((None, classes), tf.float32))
     dataset = tf.data.Dataset.from_generator(lambda: iter(reader), output_signature=signature)
     return dataset.with_options(without_auto_shard(tf))
