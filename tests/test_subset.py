@@ -389,3 +389,20 @@ def test_every_sample_selected_is_the_order_of_the_whole_split():
     for epoch in range(3):
         np.testing.assert_array_equal(whole.order(epoch), everything.order(epoch))
 
+
+
+def test_a_subset_the_split_holds_no_sample_of_is_one_line(tmp_path):
+    """A class of one file has no val sample: reading val of it alone served an empty epoch
+    (len 0) without a word, which Keras then trains on as nothing."""
+    from conftest import write_image
+
+    for number in range(6):
+        write_image(str(tmp_path / "src" / "a" / f"{number}.png"), size=(5, 5), seed=number)
+    write_image(str(tmp_path / "src" / "b" / "0.png"), size=(5, 5), seed=99)
+    out = str(tmp_path / "out")
+    build(str(tmp_path / "src"), out, BuildConfig(size=(4, 4), shard_size=2, val_split=0.3),
+          workers=1)
+    with pytest.raises(ReaderError, match=r"no sample of the classes \['b'\]") as raised:
+        ShardReader(out, "val", classes=["b"])
+    assert "\n" not in str(raised.value)
+    assert len(ShardReader(out, "train", classes=["b"], batch_size=1)) == 1

@@ -85,7 +85,11 @@ class ServedClasses:
             labels = read_labels(location, info, identities.get(info.labels), len(label_map))
             served.append(start + np.flatnonzero(label_map[labels] >= 0))
             start += info.num_samples
-        return np.concatenate(served).astype(np.int64) if served else np.empty(0, np.int64)
+        selected = np.concatenate(served).astype(np.int64) if served else np.empty(0, np.int64)
+        if not len(selected):
+            raise ReaderError(f"the split holds no sample of the classes {list(self.names)} "
+                              "(an epoch would serve nothing)")
+        return selected
 
 
 def served_classes(manifest: Manifest, classes: Any, relabel: Any,
