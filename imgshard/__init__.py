@@ -5,10 +5,10 @@ from .config import BuildConfig
 from .errors import ImgshardError
 from .manifest import Manifest, read_manifest
 from .merge import MergeResult, merge, reshard
-from .reader import ReaderError, ShardReader
+from .reader import ReaderError, ReaderMix, ShardReader, mix
 from .storage import Location
 from .version import __version__
 
 __all__ = ["BuildConfig", "BuildResult", "ImgshardError", "Location", "Manifest", "MergeResult",
-           "ReaderError", "ShardReader", "__version__", "build", "merge", "plan", "read_manifest",
-           "reshard"]
+           "ReaderError", "ReaderMix", "ShardReader", "__version__", "build", "merge", "mix",
+           "plan", "read_manifest", "reshard"]

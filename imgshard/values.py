@@ -25,3 +25,13 @@ def is_whole_argument(value: Any) -> bool:
     """Whether ``value``, passed by a Python caller, is a whole number: a Python or numpy int
     (an index computed with numpy), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def same_value(saved: Any, value: Any) -> bool:
+    """Whether ``saved``, read from a saved state, is ``value``: equal, and a bool only where
+    ``value`` is one (a bool is not an int); whatever a hostile state holds compares without
+    raising."""
+    try:
+        return bool(saved == value) and isinstance(saved, bool) == isinstance(value, bool)
+    except Exception:  # noqa: BLE001 - a hostile __eq__ raises anything: not the same
+        return False

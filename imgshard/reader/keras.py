@@ -1,6 +1,8 @@
-"""Keras' view of a :class:`~imgshard.reader.ShardReader`: a ``keras.utils.PyDataset``.
+"""Keras' view of a :class:`~imgshard.reader.ShardReader`, or of anything that serves batches
+by random access as it does (:class:`RandomAccessBatches`: a mix of readers): a
+``keras.utils.PyDataset``.
 
-Imported only by ``ShardReader.to_keras()``, so the rest of imgshard works without Keras.
+Imported only by ``to_keras()``, so the rest of imgshard works without Keras.
 ``pip install 'imgshard[keras]'`` installs Keras 3 with the JAX backend; ``imgshard[tf]`` adds
 TensorFlow, for Keras' TensorFlow backend (whose settings are in :mod:`imgshard.reader.tf`).
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any, Protocol
 
 from ..errors import ImgshardError
 from .tf import keep_heap_for
@@ -21,10 +24,26 @@ try:
     import keras
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise ImgshardError(
-        "ShardReader.to_keras() needs Keras 3: pip install 'imgshard[keras]'") from None
+        "to_keras() needs Keras 3: pip install 'imgshard[keras]'") from None
 
 
-def to_keras(reader, *, workers: int, use_multiprocessing: bool, max_queue_size: int):
+class RandomAccessBatches(Protocol):
+    """What a :class:`ShardPyDataset` reads: ``len()`` batches an epoch, each one by
+    ``get_batch(epoch, index)``, the epoch to start from and how to move it on, and the
+    process count (see :func:`check_not_split_again`)."""
+
+    epoch: int
+    num_replicas: int
+
+    def __len__(self) -> int: ...
+
+    def get_batch(self, epoch: int, index: int) -> Any: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def to_keras(reader: RandomAccessBatches, *, workers: int, use_multiprocessing: bool,
+             max_queue_size: int):
     """A :class:`ShardPyDataset` over ``reader``, with the heap setting of Keras' backend."""
     check_not_split_again(reader, keras.backend.backend())
     keep_heap_for_keras()  # a process-wide glibc setting, for TensorFlow only (see there)
@@ -32,7 +51,7 @@ def to_keras(reader, *, workers: int, use_multiprocessing: bool, max_queue_size:
                           max_queue_size=max_queue_size)
 
 
-def check_not_split_again(reader, backend: str) -> None:
+def check_not_split_again(reader: RandomAccessBatches, backend: str) -> None:
     """Refuse a ``PyDataset`` that TensorFlow would split a second time.
 
     On the TensorFlow backend, Keras turns a ``PyDataset`` into a ``tf.data`` pipeline with
@@ -61,8 +80,8 @@ class ShardPyDataset(keras.utils.PyDataset):
     (seed, epoch), so results do not depend on the worker mode.
     """
 
-    def __init__(self, reader, *, workers: int = 2, use_multiprocessing: bool = False,
-                 max_queue_size: int = 10) -> None:
+    def __init__(self, reader: RandomAccessBatches, *, workers: int = 2,
+                 use_multiprocessing: bool = False, max_queue_size: int = 10) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
         self.reader = reader

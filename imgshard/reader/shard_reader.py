@@ -29,7 +29,7 @@ import numpy as np
 from ..layout import MANIFEST_NAME
 from ..manifest import Manifest, ShardInfo, read_manifest
 from ..storage import Location
-from ..values import is_whole_argument
+from ..values import is_whole_argument, same_value
 from .batches import BatchMaker
 from .cache import ShardCache
 from .checks import (
@@ -226,16 +226,24 @@ class ShardReader:
         if not isinstance(state, dict) or not {"epoch", "batches"} <= state.keys():
             raise ReaderError(f"state must be a dict with epoch and batches, as state_dict() "
                               f"returns, got {repr(state)[:80]}")
-        mine = self.state_dict()
-        for key in ("dataset_id", "split", "classes", "relabel", "seed", "global_batch_size",
-                    "partitions", "window", "shuffle", "num_samples"):
-            if key in state and not _same(state[key], mine[key]):
-                why = STATE_MISMATCHES.get(key, "another epoch order")
-                raise ReaderError(f"state was saved with {key} {repr(state[key])[:70]}, this "
-                                  f"reader has {mine[key]!r} ({why})")
+        self.check_same_order(state)
         epoch = whole(state["epoch"], "state epoch")
         batches = whole(state["batches"], "state batches", high=len(self))
         self.epoch, self._position = epoch, batches
+
+    def check_same_order(self, state: dict[str, Any]) -> None:
+        """Refuse a state (from :meth:`state_dict`, with or without its position) of other data
+        or another epoch order than this reader's; a key the state lacks is not checked."""
+        if not isinstance(state, dict):
+            raise ReaderError(f"state must be a dict, as state_dict() returns, got "
+                              f"{repr(state)[:80]}")
+        mine = self.state_dict()
+        for key in ("dataset_id", "split", "classes", "relabel", "seed", "global_batch_size",
+                    "partitions", "window", "shuffle", "num_samples"):
+            if key in state and not same_value(state[key], mine[key]):
+                why = STATE_MISMATCHES.get(key, "another epoch order")
+                raise ReaderError(f"state was saved with {key} {repr(state[key])[:70]}, this "
+                                  f"reader has {mine[key]!r} ({why})")
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Global sample indices (shard by shard, row by row) in the order of ``epoch``."""
@@ -310,13 +318,7 @@ class ShardReader:
 
     def to_tf_dataset(self):
         """A ``tf.data.Dataset`` of this reader's batches (one epoch per pass over it)."""
-        return to_tf_dataset(self)
+        return to_tf_dataset(self, image_shape=tuple(self.manifest.image_shape), dtype=self.dtype,
+                             label_mode=self.label_mode,
+                             num_classes=len(self.class_names or ()))
 
-
-def _same(saved: Any, value: int | bool | str) -> bool:
-    """Whether a saved state's ``saved`` is ``value`` (a bool is not an int, and whatever a
-    hostile state holds compares without raising)."""
-    try:
-        return bool(saved == value) and isinstance(saved, bool) == isinstance(value, bool)
-    except Exception:  # noqa: BLE001 - a hostile __eq__ raises anything: not the same
-        return False

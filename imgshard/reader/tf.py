@@ -1,5 +1,5 @@
-"""TensorFlow's view of a :class:`~imgshard.reader.ShardReader`, and every TensorFlow setting
-imgshard makes.
+"""TensorFlow's view of a :class:`~imgshard.reader.ShardReader` (or of a mix of readers), and
+every TensorFlow setting imgshard makes.
 
 Importing this module imports no TensorFlow: ``to_tf_dataset()`` does, when called.
 ``pip install 'imgshard[tf]'`` installs TensorFlow.
@@ -49,26 +49,28 @@ def keep_heap_for(backend: str) -> bool:
     return keep_heap_top(TENSORFLOW_HEAP_PAD)
 
 
-def to_tf_dataset(reader):
-    """A ``tf.data.Dataset`` whose every pass is one epoch of ``reader``, with TensorFlow's
-    auto-sharding off (see :func:`without_auto_shard`)."""
+def to_tf_dataset(batches, *, image_shape: tuple[int, ...], dtype, label_mode: str | None,
+                  num_classes: int):
+    """A ``tf.data.Dataset`` whose every pass is one epoch of ``batches`` (a reader or a mix:
+    anything iterated epoch by epoch) of images of ``image_shape`` and ``dtype`` and labels as
+    ``label_mode`` encodes ``num_classes`` classes, with TensorFlow's auto-sharding off (see
+    :func:`without_auto_shard`)."""
     try:
         import tensorflow as tf
     except ImportError:
         raise ImgshardError(
             "to_tf_dataset() needs TensorFlow: pip install 'imgshard[tf]'") from None
     keep_heap_for("tensorflow")
-    images = tf.TensorSpec((None, *reader.manifest.image_shape), tf.as_dtype(reader.dtype))
-    if reader.label_mode is None:
+    images = tf.TensorSpec((None, *image_shape), tf.as_dtype(dtype))
+    if label_mode is None:
         signature = images
-    elif reader.label_mode == "int":
+    elif label_mode == "int":
         signature = (images, tf.TensorSpec((None,), tf.int32))
-    elif reader.label_mode == "binary":
+    elif label_mode == "binary":
         signature = (images, tf.TensorSpec((None, 1), tf.float32))
     else:
-        classes = len(reader.class_names)  # the served labels' (a subset's, relabelled)
-        signature = (images, tf.TensorSpec((None, classes), tf.float32))
-    dataset = tf.data.Dataset.from_generator(lambda: iter(reader), output_signature=signature)
+        signature = (images, tf.TensorSpec((None, num_classes), tf.float32))
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
     return dataset.with_options(without_auto_shard(tf))
 
 
