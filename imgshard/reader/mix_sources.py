@@ -1,5 +1,6 @@
 """The sources of a mix (:mod:`imgshard.reader.mixing`): readers whose batches are
-interchangeable, their weights, and their labels remapped to the union of their classes.
+interchangeable, their weights, and their labels remapped to the union of their classes
+(the union and the table of ``imgshard merge``: :mod:`imgshard.merge_plan`).
 
 Readers and weights come from user code; anything that cannot be mixed is one
 :class:`ReaderError` line naming the reader and the first difference.
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..merge_plan import label_table
 from .checks import ReaderError
 from .shard_reader import ShardReader
 
@@ -90,14 +92,6 @@ def as_weight(weight: Any) -> float:
     return number
 
 
-def class_union(readers: Sequence[ShardReader]) -> list[str] | None:
-    """The sorted union of the readers' class names (None if a reader's shards have none)."""
-    names = [reader.manifest.class_names for reader in readers]
-    if any(own is None for own in names):
-        return None
-    return sorted(set().union(*names))
-
-
 @dataclass(frozen=True, eq=False)
 class LabelTable:
     """A reader's labels as indices into the union of the mix's classes (``table`` is None when
@@ -112,9 +106,7 @@ class LabelTable:
            label_mode: str | None) -> LabelTable:
         if label_mode is None or names == union:
             return cls(label_mode, None, len(union or ()))
-        position = {name: index for index, name in enumerate(union)}
-        table = np.array([position[name] for name in names], dtype=np.int32)
-        return cls(label_mode, table, len(union))
+        return cls(label_mode, label_table(names, union), len(union))
 
     def apply(self, batch: Any) -> Any:
         """``batch`` (images, or images and labels as the reader encodes them) with its labels

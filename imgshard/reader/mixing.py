@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ..merge_plan import class_union
 from ..values import is_whole_argument, same_value
 from .checks import ReaderError, whole
-from .mix_sources import LabelTable, check_readers, check_weights, class_union
+from .mix_sources import LabelTable, check_readers, check_weights
 from .shard_reader import ShardReader
 from .tf import to_tf_dataset
 from .window import prefetched
@@ -103,7 +104,7 @@ class ReaderMix:
         self.label_mode, self.dtype = first.label_mode, first.dtype
         self.image_shape = tuple(first.manifest.image_shape)
         self.num_replicas, self.rank = first.num_replicas, first.rank
-        self.class_names = class_union(self.readers)
+        self.class_names = class_union([reader.manifest for reader in self.readers])
         self._relabel = [LabelTable.of(r.manifest.class_names, self.class_names, self.label_mode)
                          for r in self.readers]
         self.prefetch = max(r.prefetch for r in self.readers)
