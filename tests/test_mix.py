@@ -232,7 +232,7 @@ def test_a_state_of_other_sources_is_refused_naming_the_source(big, small):
         mixed.load_state_dict(sizes)
     mine = mixed.state_dict()
     lacking = {**mine, "sources": [mine["sources"][0], {}]}
-    with pytest.raises(ReaderError, match="source 1: state lacks dataset_id, global_batch_size"):
+    with pytest.raises(ReaderError, match="source 1: state lacks classes, dataset_id, global_batch_size"):
         mixed.load_state_dict(lacking)
     for state in (None, {"epoch": 0}, {**mine, "sources": "x"}, {**mine, "sources": [1, 2]}):
         with pytest.raises(ReaderError):
@@ -321,3 +321,14 @@ def test_to_tf_dataset_serves_one_mixed_epoch_per_pass(big, small):
     assert x_spec.shape.as_list() == [None, 2, 2, 3] and y_spec.shape.as_list() == [None, 4]
     assert y_spec.dtype == tf.float32
     assert [len(x) for x, _ in data] == [len(x) for x, _ in epoch_batches(mixed, 0)]
+
+
+def test_readers_of_a_subset_of_classes_mix_the_classes_they_serve(big, small):
+    """A reader with classes= serves its subset's labels (renumbered): the union is of those."""
+    options = {"batch_size": 2, "prefetch": 0, "num_replicas": 1, "rank": 0}
+    subset = ShardReader(small, classes=["eel", "ant"], **options)
+    mixed = mix([ShardReader(big, **options), subset], weights=[1, 1])
+    assert mixed.class_names == ["ant", "cat", "dog", "eel"]
+    for images, labels in epoch_batches(mixed, 0):
+        assert [mixed.class_names[label] for label in labels] == [class_of(n)
+                                                                 for n in numbers(images)]

@@ -55,9 +55,9 @@ def check_binary_classes(readers: Sequence[ShardReader]) -> None:
     than two is no binary label)."""
     if readers[0].label_mode != "binary":
         return
-    first = sorted(readers[0].manifest.class_names)
+    first = sorted(readers[0].class_names)
     for number, reader in enumerate(readers[1:], start=1):
-        names = sorted(reader.manifest.class_names)
+        names = sorted(reader.class_names)
         if names != first:
             raise ReaderError(f"label_mode='binary' needs the same 2 classes in every reader: "
                               f"reader {number} has {names}, reader 0 {first}")

@@ -104,8 +104,9 @@ class ReaderMix:
         self.label_mode, self.dtype = first.label_mode, first.dtype
         self.image_shape = tuple(first.manifest.image_shape)
         self.num_replicas, self.rank = first.num_replicas, first.rank
-        self.class_names = class_union([reader.manifest for reader in self.readers])
-        self._relabel = [LabelTable.of(r.manifest.class_names, self.class_names, self.label_mode)
+        # the classes each reader serves (a subset's, with classes=), as a manifest names them
+        self.class_names = class_union(self.readers)
+        self._relabel = [LabelTable.of(r.class_names, self.class_names, self.label_mode)
                          for r in self.readers]
         self.prefetch = max(r.prefetch for r in self.readers)
         self.epoch, self._position = 0, 0
