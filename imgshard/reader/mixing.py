@@ -30,7 +30,7 @@ from .checks import ReaderError, whole
 from .mix_sources import LabelTable, check_readers, check_weights
 from .shard_reader import ShardReader
 from .tf import to_tf_dataset
-from .window import prefetched
+from .window import served
 
 #: Added to the mix's seed, so that its draws are not those of a reader with the same seed
 #: (a reader seeds with (seed, epoch) and (seed, epoch, partition), partitions < 65536).
@@ -144,16 +144,12 @@ class ReaderMix:
         """One mixed epoch from where the mix stands, prepared ``prefetch`` batches ahead (the
         most any of its readers prepares)."""
         epoch, start = self.epoch, self._position
-        batches = (self.get_batch(epoch, index) for index in range(start, len(self)))
-        if self.prefetch:
-            batches = prefetched(batches, self.prefetch)
-        try:
-            for batch in batches:
-                self._position += 1
-                yield batch
-        finally:
-            batches.close()
+        yield from served((self.get_batch(epoch, index) for index in range(start, len(self))),
+                          self.prefetch, self._took_one)
         self.epoch, self._position = epoch + 1, 0
+
+    def _took_one(self) -> None:
+        self._position += 1
 
     # -- resumption ---------------------------------------------------------------------------
 

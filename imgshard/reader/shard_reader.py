@@ -47,7 +47,7 @@ from .order import DEFAULT_PARTITIONS, EpochOrder
 from .replicas import replicas_of
 from .subset import served_classes
 from .tf import to_tf_dataset
-from .window import ShardWindow, files_of, prefetched
+from .window import ShardWindow, files_of, served
 
 
 #: What a saved state of another value of these keys was saved on (else: another epoch order).
@@ -253,18 +253,13 @@ class ShardReader:
 
     def __iter__(self) -> Iterator[Any]:
         epoch, start = self.epoch, self._position
-        order = self.epoch_order(epoch)
-        batches = self._produce(epoch, order, start)
-        if self.prefetch:
-            batches = prefetched(batches, self.prefetch)
-        try:
-            for batch in batches:
-                self._position += 1
-                yield batch
-        finally:
-            batches.close()
+        yield from served(self._produce(epoch, self.epoch_order(epoch), start), self.prefetch,
+                          self._took_one)
         self.epoch, self._position = epoch + 1, 0
         self._window.release_all()
+
+    def _took_one(self) -> None:
+        self._position += 1
 
     def get_batch(self, epoch: int, index: int) -> Any:
         """Batch ``index`` of ``epoch``, by random access (what Keras' PyDataset asks for)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -235,3 +235,17 @@ def prefetched(batches: Iterator[Any], depth: int) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join()
+
+
+def served(batches: Iterator[Any], depth: int, taken: Callable[[], None]) -> Iterator[Any]:
+    """``batches`` prepared ``depth`` ahead (0: in the caller's thread), ``taken()`` called as
+    each is handed on (what a reader's or a mix's position counts); closed however the
+    consumer stops."""
+    if depth:
+        batches = prefetched(batches, depth)
+    try:
+        for batch in batches:
+            taken()
+            yield batch
+    finally:
+        batches.close()
