@@ -28,7 +28,7 @@ from .executors import executor_named
 from .executors.interface import Executor
 from .errors import ImgshardError
 from .layout import SOURCES_KEPT
-from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
+from .manifest import Manifest, ManifestError, SplitInfo, read_manifest, write_manifest
 from .outdir import check_apart, locked
 from .resume import finish_log
 from .resume_log import holds_log, read_plan
@@ -200,12 +200,23 @@ def held_paths(out: Location, manifest: Manifest) -> dict[str, int | None]:
     """Every path the dataset holds: its samples (with their labels) and its skips (None).
 
     Its rows are the first of ``samples.csv``: an append stopped after publishing its own
-    (the old rows, then the new) and before its manifest is read as the dataset it grows."""
+    (the old rows, then the new) and before its manifest is read as the dataset it grows.
+    They must name as many distinct files as the shards hold samples: a file missing from a
+    cut or edited ``samples.csv`` would be taken for a new one and appended a second time
+    (an old val image into train).
+
+    Raises:
+        ManifestError: the rows name fewer distinct files than the shards hold.
+    """
     held: dict[str, int | None] = {}
     with out.open_listed(manifest.samples) as stream:
         rows = read_samples(stream, max_rows=manifest.shard_samples)
         for row in itertools.islice(rows, manifest.shard_samples):
             held[row.path] = row.label
+    if len(held) != manifest.shard_samples:  # an old file missing would be appended again
+        raise ManifestError(f"{out}: {manifest.samples} names {len(held)} distinct files where the "
+                            f"shards hold {manifest.shard_samples} samples: it was cut or "
+                            "edited (imgshard verify tells more)")
     held.update({skip.path: None for skip in manifest.skipped})
     return held
 
