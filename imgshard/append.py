@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gzip
-import io
 import itertools
 import json
 import time
@@ -35,6 +34,7 @@ from .resume_log import holds_log, read_plan
 from .samples import SPLIT_ORDER
 from .samples_csv import read_samples
 from .scan import ScanResult, scan
+from .sources_record import record_lines
 from .storage import Location
 from .transform import decoder_versions
 from .version import __version__
@@ -228,10 +228,8 @@ def kept_record(out: Location, manifest: Manifest) -> dict[str, tuple[int, int]]
         return None
     record: dict[str, tuple[int, int]] = {}
     try:
-        with out.open_listed(SOURCES_KEPT) as stream, \
-                io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8",
-                                 errors="surrogateescape") as lines:
-            for line in lines:
+        with out.open_listed(SOURCES_KEPT) as stream:
+            for line in record_lines(stream):
                 path, size, stamp = json.loads(line)
                 if not (isinstance(path, str) and type(size) is int and type(stamp) is int):
                     return None
