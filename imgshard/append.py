@@ -43,6 +43,10 @@ from .version import __version__
 RUN_OPTIONS = ("workers",)
 
 
+class AppendError(ImgshardError):
+    """OUT's dataset cannot grow by an append (a merge of several datasets)."""
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What an append did: the dataset's manifest now, what was new, and the time it took."""
@@ -93,11 +97,25 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
     return wanted
 
 
+def check_appendable(out: Location, manifest: Manifest) -> None:
+    """Refuse a merged dataset: its paths are relative to several sources, so one SRC's new
+    file may bear the path of another input's sample (and be left out), and the other inputs'
+    files would all be called gone.
+
+    Raises:
+        AppendError: naming the way that works (append to an input, merge again).
+    """
+    if manifest.extra.get("merged_from") is not None:
+        raise AppendError(f"{out} was merged from several datasets, whose paths are relative "
+                          "to different sources: append to an input and merge again")
+
+
 def prepare_append(src: str | Location, out: str | Location,
                    given: dict[str, Any] | None = None) -> AppendStart:
     """Read the dataset in ``out``, scan ``src`` with its config, and plan the append."""
     src, out = _location(src), _location(out)
     manifest = read_manifest(out)
+    check_appendable(out, manifest)
     config = dataset_config(manifest, given or {})
     check_apart(src, out, config.labels)
     scanned = scan(src, config)
