@@ -119,20 +119,35 @@ def test_an_append_to_a_merged_dataset_is_refused(tmp_path):
     assert read_manifest(merged) == before
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed: build --resume calls an OUT whose append "
-                   "was interrupted complete, and exits 0")
-def test_build_resume_over_an_interrupted_append_names_the_append(dataset, monkeypatch):
-    src, out = dataset
+def interrupt_before_the_manifest(monkeypatch) -> None:
     import imgshard.append as append_module
 
     def stop(*_args, **_kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(append_module, "write_manifest", stop)
+
+
+def test_build_resume_over_an_interrupted_append_names_the_append(dataset, monkeypatch):
+    # Found: "out is already complete: nothing to resume", exit 0, the append left unfinished.
+    src, out = dataset
+    interrupt_before_the_manifest(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         append(src, out, workers=1)
     monkeypatch.undo()
-    one_error_line(run("build", src, out, *OPTIONS, "--resume", "--workers", "1"), "append")
+    one_error_line(run("build", src, out, *OPTIONS, "--resume", "--workers", "1"),
+                   "interrupted append", "imgshard append", "--resume")
+    assert run("append", src, out, "--resume", "--workers", "1").exit_code == 0
+    assert "cat/008.png" in {row["path"] for row in rows(out)}
+
+
+def test_an_interrupted_append_says_how_to_finish_it(dataset, monkeypatch):
+    # Found: Ctrl-C during an append printed "Interrupted." alone; the next plain append is
+    # refused until --resume is given.
+    src, out = dataset
+    interrupt_before_the_manifest(monkeypatch)
+    result = run("append", src, out, "--workers", "1", "--quiet")
+    assert result.exit_code == 130 and "--resume" in result.output, result.output
 
 
 def test_the_sources_record_written_after_a_damaged_one_still_parses(dataset):
