@@ -11,8 +11,8 @@ import os
 import tracemalloc
 
 import pytest
-
 from conftest import edit_manifest, one_error_line, run, write_image
+
 from imgshard import BuildConfig, build
 from imgshard.append import append, kept_record
 from imgshard.manifest import read_manifest
@@ -158,5 +158,5 @@ def test_the_sources_record_written_after_a_damaged_one_still_parses(dataset):
     append(src, out, workers=1)
     record = kept_record(Location.of(out), read_manifest(out))
     assert record is not None and "cat/008.png" in record
-    assert json.loads(gzip.decompress(open(os.path.join(out, "sources.jsonl.gz"), "rb").read())
-                      .splitlines()[0])[0] == "cat/000.png"
+    with gzip.open(os.path.join(out, "sources.jsonl.gz"), "rt") as lines:
+        assert json.loads(next(lines))[0] == "cat/000.png"
