@@ -160,3 +160,22 @@ def test_the_sources_record_written_after_a_damaged_one_still_parses(dataset):
     assert record is not None and "cat/008.png" in record
     with gzip.open(os.path.join(out, "sources.jsonl.gz"), "rt") as lines:
         assert json.loads(next(lines))[0] == "cat/000.png"
+
+
+def test_an_append_of_new_skips_alone_succeeds_and_keeps_the_chain(dataset):
+    # Found: a link and a FIFO as SRC's only new files: the manifest was replaced, then
+    # "Error: cannot write or read out/.imgshard-progress.jsonl", exit 1 (an append that
+    # never wrote a progress log removed it); and the dataset "grew from" itself.
+    src, out = dataset
+    for name in ("cat/007.png", "cat/008.png"):
+        os.remove(os.path.join(src, name))
+    os.symlink("/etc/hostname", os.path.join(src, "cat", "link.png"))
+    os.mkfifo(os.path.join(src, "dog", "fifo.png"))
+    before = read_manifest(out)
+    result = run("append", src, out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    after = read_manifest(out)
+    assert {skip.path for skip in after.skipped} == {"cat/link.png", "dog/fifo.png"}
+    assert after.dataset_id == before.dataset_id  # the same samples in the same places
+    assert after.parent_id == before.parent_id != after.dataset_id
+    assert "nothing new" in run("append", src, out, "--workers", "1").output
