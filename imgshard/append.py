@@ -167,7 +167,8 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
     _keep_record(out, start)
     manifest = _manifest(start, splits, new_skips)
     write_manifest(out, manifest)
-    finish_log(out)
+    if holds_log(out):  # an append of new skips alone runs no task and writes no log
+        finish_log(out)
     return manifest
 
 
