@@ -12,6 +12,7 @@ records the old ``dataset_id`` as its ``parent_id``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import gzip
 import itertools
@@ -198,13 +199,16 @@ def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list)
               "disappeared": plan.disappeared.to_json(), "new_classes": plan.new_classes}
     extra = {**old.extra, "decoder": decoder_versions(), "sources": SOURCES_KEPT,
              "append": report}
-    return Manifest(
+    grown = Manifest(
         imgshard_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         source=old.source, image_shape=old.image_shape, dtype=old.dtype, class_names=names,
         config=old.config, splits=ordered,
         skipped=sorted([*old.skipped, *plan.skipped, *new_skips], key=lambda s: s.path),
         extra=extra, parent_id=old.dataset_id)
+    if grown.dataset_id == old.dataset_id:  # new skips alone: the same data, not its child
+        return dataclasses.replace(grown, parent_id=old.parent_id)
+    return grown
 
 
 def _with_classes(split: SplitInfo, names: list[str] | None) -> SplitInfo:
