@@ -199,3 +199,20 @@ def test_a_resharded_dataset_keeps_its_sources_record(dataset, tmp_path):
     resharded = str(tmp_path / "R")
     assert run("reshard", out, resharded, "--shard-size", "2").exit_code == 0
     assert kept_record(Location.of(resharded), read_manifest(resharded)) is not None
+
+
+def test_a_pre_split_source_that_gains_another_folder_is_refused(tmp_path):
+    # Found: SRC of train/ and val/ gaining extra/ is scanned as class folders: the append
+    # added the classes extra, train and val, called all 13 old files changed, and put
+    # extra/'s images in train under the label "extra".
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    add_images(os.path.join(src, "train"), {"cat": range(5), "dog": range(4)})
+    add_images(os.path.join(src, "val"), {"cat": range(5, 7), "dog": range(4, 6)})
+    build(src, out, BuildConfig(size=(5, 5), shard_size=3), workers=1)
+    add_images(os.path.join(src, "extra"), {"cat": range(2)})
+    before = read_manifest(out)
+    one_error_line(run("append", src, out, "--workers", "1"), "train/")
+    assert read_manifest(out) == before
+    os.rename(os.path.join(src, "extra"), os.path.join(src, "test"))  # a split: welcome
+    assert run("append", src, out, "--workers", "1").exit_code == 0
+    assert read_manifest(out).class_names == ["cat", "dog"]
