@@ -120,9 +120,29 @@ def prepare_append(src: str | Location, out: str | Location,
     config = dataset_config(manifest, given or {})
     check_apart(src, out, config.labels)
     scanned = scan(src, config)
-    plan = plan_append(manifest, config, scanned, held=held_paths(out, manifest),
-                       record=kept_record(out, manifest))
+    held = held_paths(out, manifest)
+    plan = plan_append(manifest, config, scanned, held=held, record=kept_record(out, manifest))
+    check_layout(config, plan, held)
     return AppendStart(manifest, config, scanned, plan)
+
+
+def check_layout(config: BuildConfig, plan: AppendPlan, held: dict[str, int | None]) -> None:
+    """Refuse a source whose layout changed under class folders: a new class folder that
+    holds the dataset's old files was something else before (a pre-split SRC's ``train/``,
+    once SRC gains a folder that is no split, is scanned as a class; its old files would all
+    change label).
+
+    Raises:
+        AppendError: naming the folder.
+    """
+    if config.labels is not None or config.no_labels:
+        return  # classes are the labels file's values, or none: no folder is a class
+    folders = {path.split("/", 1)[0] for path in held}
+    moved = [name for name in plan.new_classes if name in folders]
+    if moved:
+        raise AppendError(f"SRC's folders are no longer the dataset's layout: {moved[0]}/ "
+                          "holds its old files but would now be a class (a pre-split SRC "
+                          "holds only train/, val/ and test/)")
 
 
 def append(src: str | Location, out: str | Location, given: dict[str, Any] | None = None, *,
