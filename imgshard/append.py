@@ -31,7 +31,7 @@ from .layout import SOURCES_KEPT
 from .manifest import Manifest, ManifestError, SplitInfo, read_manifest, write_manifest
 from .outdir import check_apart, locked
 from .resume import finish_log
-from .resume_log import holds_log, read_plan
+from .resume_log import appended_id, holds_log
 from .samples import SPLIT_ORDER
 from .samples_csv import read_samples
 from .scan import ScanResult, scan
@@ -196,14 +196,8 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
 def _finished_before(out: Location, manifest: Manifest) -> bool:
     """Whether OUT's log is an append's that wrote this manifest and stopped before removing
     its log (then the log goes, and nothing is appended again)."""
-    if not holds_log(out):
-        return False
-    try:
-        plan = read_plan(out)
-    except (OSError, ImgshardError):
-        return False
-    if not isinstance(plan, dict) or plan.get("append") is None \
-            or plan.get("append") != manifest.parent_id:
+    grows = appended_id(out)
+    if grows is None or grows != manifest.parent_id:
         return False
     finish_log(out)
     return True

@@ -27,6 +27,7 @@ from .outdir import check_resumable, prepare_out, remove_leftovers
 from .resume_log import (
     Checkpoint,
     ResumeLog,
+    appended_id,
     decode_checkpoint,
     holds_log,
     log_names,
@@ -151,25 +152,13 @@ def finished_build(out: Location, config: BuildConfig) -> Manifest | None:
     if not out.exists(MANIFEST_NAME):
         return None
     manifest = read_manifest(out)
-    if _appending(out, manifest):
+    if appended_id(out) == manifest.dataset_id:  # the append has not replaced it yet
         raise ResumeError(f"{out} holds an interrupted append: finish it with imgshard append "
                           "SRC OUT --resume (build --resume finishes builds)")
     if changed_options(manifest.config, config.to_dict()):
         raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
                           "(use --overwrite to replace it)")
     return manifest
-
-
-def _appending(out: Location, manifest: Manifest) -> bool:
-    """Whether OUT's log is an append's that has not yet replaced the manifest (its plan
-    names the dataset it grows): the dataset is complete, the append is not."""
-    if not holds_log(out):
-        return False
-    try:
-        plan = read_plan(out)
-    except (OSError, ImgshardError):
-        return False
-    return isinstance(plan, dict) and "append" in plan and plan["append"] == manifest.dataset_id
 
 
 def open_log(start: Start, sources: Sources | None) -> ResumeLog:

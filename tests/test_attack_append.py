@@ -1,6 +1,7 @@
 """A hostile user against ``imgshard append``: damaged records of what a dataset holds, manifests
-that contradict themselves, a merged dataset, and a build --resume over an interrupted append.
-Each test is one finding: it failed before its fix (or is marked xfail where it is not fixed)."""
+that contradict themselves, a merged dataset, a source whose layout changed or whose only new
+files are skips, and build --resume or Ctrl-C over an interrupted append. Each test is one
+finding: it failed before its fix (or is marked xfail where it is not fixed)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import os
 import tracemalloc
 
 import pytest
-from conftest import edit_manifest, one_error_line, run, write_image
+from conftest import edit_manifest, one_error_line, run
+from test_append import add_images, rows
 
 from imgshard import BuildConfig, build
 from imgshard.append import append, kept_record
@@ -20,18 +22,6 @@ from imgshard.storage import Location
 
 CONFIG = BuildConfig(size=(5, 5), shard_size=3, val_split=0.25, seed=3)
 OPTIONS = ["--size", "5", "--shard-size", "3", "--val-split", "0.25", "--seed", "3"]
-
-
-def add_images(src, classes: dict[str, range]) -> None:
-    for name, numbers in classes.items():
-        for number in numbers:
-            write_image(os.path.join(src, name, f"{number:03d}.png"), size=(7, 6),
-                        seed=sum(map(ord, name)) * 1000 + number)
-
-
-def rows(out) -> list[dict]:
-    with open(os.path.join(out, "samples.csv"), newline="") as stream:
-        return list(csv.DictReader(stream))
 
 
 @pytest.fixture
@@ -61,7 +51,8 @@ def test_a_truncated_samples_csv_is_refused_not_taken_for_new_files(dataset):
 def test_a_samples_csv_naming_a_path_twice_is_refused(dataset):
     # The same as a cut file, with the row count intact: an edited row repeats another's path.
     src, out = dataset
-    table = rows(out)
+    with open(os.path.join(out, "samples.csv"), newline="") as stream:
+        table = list(csv.DictReader(stream))
     table[1]["path"] = table[0]["path"]
     with open(os.path.join(out, "samples.csv"), "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(table[0]))
@@ -138,7 +129,7 @@ def test_build_resume_over_an_interrupted_append_names_the_append(dataset, monke
     one_error_line(run("build", src, out, *OPTIONS, "--resume", "--workers", "1"),
                    "interrupted append", "imgshard append", "--resume")
     assert run("append", src, out, "--resume", "--workers", "1").exit_code == 0
-    assert "cat/008.png" in {row["path"] for row in rows(out)}
+    assert "cat/008.png" in rows(out)
 
 
 def test_an_interrupted_append_says_how_to_finish_it(dataset, monkeypatch):
