@@ -207,3 +207,13 @@ def test_a_pre_split_source_that_gains_another_folder_is_refused(tmp_path):
     os.rename(os.path.join(src, "extra"), os.path.join(src, "test"))  # a split: welcome
     assert run("append", src, out, "--workers", "1").exit_code == 0
     assert read_manifest(out).class_names == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("option, value", [("rescale", 2.0), ("shard_size", 2), ("seed", 4)])
+def test_a_manifest_whose_config_was_edited_is_refused(dataset, option, value):
+    # Found: an edited option (one that implies no other field) was taken as the dataset's:
+    # the new shards were written with it (pixels scaled otherwise than the old ones, val
+    # held out by another seed), and verify called the result fine. Its dataset_id says so.
+    src, out = dataset
+    edit_manifest(out, lambda document: document["config"].__setitem__(option, value))
+    one_error_line(run("append", src, out, "--workers", "1"), "dataset_id")
