@@ -99,13 +99,19 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
 
 
 def check_appendable(out: Location, manifest: Manifest) -> None:
-    """Refuse a merged dataset: its paths are relative to several sources, so one SRC's new
-    file may bear the path of another input's sample (and be left out), and the other inputs'
-    files would all be called gone.
+    """Refuse a manifest edited since it was written (its recorded ``dataset_id`` is not the
+    hash of its classes, config and shards): the append would write its new shards with the
+    edited options and a new manifest whose id hides the edit. Refuse a merged dataset too:
+    its paths are relative to several sources, so one SRC's new file may bear the path of
+    another input's sample (and be left out), and the other inputs' files would be called gone.
 
     Raises:
-        AppendError: naming the way that works (append to an input, merge again).
+        AppendError: naming what is wrong and the way that works.
     """
+    if manifest.recorded_id not in (None, manifest.dataset_id):
+        raise AppendError(f"{out}: the manifest's dataset_id is not the hash of its classes, "
+                          "config and shard checksums: it was edited (imgshard verify tells "
+                          "more; build --overwrite rebuilds)")
     if manifest.extra.get("merged_from") is not None:
         raise AppendError(f"{out} was merged from several datasets, whose paths are relative "
                           "to different sources: append to an input and merge again")
