@@ -12,9 +12,9 @@ records the old ``dataset_id`` as its ``parent_id``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import gzip
-import io
 import itertools
 import json
 import time
@@ -28,19 +28,24 @@ from .executors import executor_named
 from .executors.interface import Executor
 from .errors import ImgshardError
 from .layout import SOURCES_KEPT
-from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
+from .manifest import Manifest, ManifestError, SplitInfo, read_manifest, write_manifest
 from .outdir import check_apart, locked
 from .resume import finish_log
-from .resume_log import holds_log, read_plan
+from .resume_log import appended_id, holds_log
 from .samples import SPLIT_ORDER
 from .samples_csv import read_samples
 from .scan import ScanResult, scan
+from .sources_record import record_lines
 from .storage import Location
 from .transform import decoder_versions
 from .version import __version__
 
 #: Build options that say how to run, not what to write: an append may give its own.
 RUN_OPTIONS = ("workers",)
+
+
+class AppendError(ImgshardError):
+    """OUT's dataset cannot grow by an append (a merge of several datasets)."""
 
 
 @dataclass(frozen=True)
@@ -93,17 +98,57 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
     return wanted
 
 
+def check_appendable(out: Location, manifest: Manifest) -> None:
+    """Refuse a manifest edited since it was written (its recorded ``dataset_id`` is not the
+    hash of its classes, config and shards): the append would write its new shards with the
+    edited options and a new manifest whose id hides the edit. Refuse a merged dataset too:
+    its paths are relative to several sources, so one SRC's new file may bear the path of
+    another input's sample (and be left out), and the other inputs' files would be called gone.
+
+    Raises:
+        AppendError: naming what is wrong and the way that works.
+    """
+    if manifest.recorded_id not in (None, manifest.dataset_id):
+        raise AppendError(f"{out}: the manifest's dataset_id is not the hash of its classes, "
+                          "config and shard checksums: it was edited (imgshard verify tells "
+                          "more; build --overwrite rebuilds)")
+    if manifest.extra.get("merged_from") is not None:
+        raise AppendError(f"{out} was merged from several datasets, whose paths are relative "
+                          "to different sources: append to an input and merge again")
+
+
 def prepare_append(src: str | Location, out: str | Location,
                    given: dict[str, Any] | None = None) -> AppendStart:
     """Read the dataset in ``out``, scan ``src`` with its config, and plan the append."""
     src, out = _location(src), _location(out)
     manifest = read_manifest(out)
+    check_appendable(out, manifest)
     config = dataset_config(manifest, given or {})
     check_apart(src, out, config.labels)
     scanned = scan(src, config)
-    plan = plan_append(manifest, config, scanned, held=held_paths(out, manifest),
-                       record=kept_record(out, manifest))
+    held = held_paths(out, manifest)
+    plan = plan_append(manifest, config, scanned, held=held, record=kept_record(out, manifest))
+    check_layout(config, plan, held)
     return AppendStart(manifest, config, scanned, plan)
+
+
+def check_layout(config: BuildConfig, plan: AppendPlan, held: dict[str, int | None]) -> None:
+    """Refuse a source whose layout changed under class folders: a new class folder that
+    holds the dataset's old files was something else before (a pre-split SRC's ``train/``,
+    once SRC gains a folder that is no split, is scanned as a class; its old files would all
+    change label).
+
+    Raises:
+        AppendError: naming the folder.
+    """
+    if config.labels is not None or config.no_labels:
+        return  # classes are the labels file's values, or none: no folder is a class
+    folders = {path.split("/", 1)[0] for path in held}
+    moved = [name for name in plan.new_classes if name in folders]
+    if moved:
+        raise AppendError(f"SRC's folders are no longer the dataset's layout: {moved[0]}/ "
+                          "holds its old files but would now be a class (a pre-split SRC "
+                          "holds only train/, val/ and test/)")
 
 
 def append(src: str | Location, out: str | Location, given: dict[str, Any] | None = None, *,
@@ -149,21 +194,16 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
     _keep_record(out, start)
     manifest = _manifest(start, splits, new_skips)
     write_manifest(out, manifest)
-    finish_log(out)
+    if holds_log(out):  # an append of new skips alone runs no task and writes no log
+        finish_log(out)
     return manifest
 
 
 def _finished_before(out: Location, manifest: Manifest) -> bool:
     """Whether OUT's log is an append's that wrote this manifest and stopped before removing
     its log (then the log goes, and nothing is appended again)."""
-    if not holds_log(out):
-        return False
-    try:
-        plan = read_plan(out)
-    except (OSError, ImgshardError):
-        return False
-    if not isinstance(plan, dict) or plan.get("append") is None \
-            or plan.get("append") != manifest.parent_id:
+    grows = appended_id(out)
+    if grows is None or grows != manifest.parent_id:
         return False
     finish_log(out)
     return True
@@ -179,13 +219,16 @@ def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list)
               "disappeared": plan.disappeared.to_json(), "new_classes": plan.new_classes}
     extra = {**old.extra, "decoder": decoder_versions(), "sources": SOURCES_KEPT,
              "append": report}
-    return Manifest(
+    grown = Manifest(
         imgshard_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         source=old.source, image_shape=old.image_shape, dtype=old.dtype, class_names=names,
         config=old.config, splits=ordered,
         skipped=sorted([*old.skipped, *plan.skipped, *new_skips], key=lambda s: s.path),
         extra=extra, parent_id=old.dataset_id)
+    if grown.dataset_id == old.dataset_id:  # new skips alone: the same data, not its child
+        return dataclasses.replace(grown, parent_id=old.parent_id)
+    return grown
 
 
 def _with_classes(split: SplitInfo, names: list[str] | None) -> SplitInfo:
@@ -200,12 +243,23 @@ def held_paths(out: Location, manifest: Manifest) -> dict[str, int | None]:
     """Every path the dataset holds: its samples (with their labels) and its skips (None).
 
     Its rows are the first of ``samples.csv``: an append stopped after publishing its own
-    (the old rows, then the new) and before its manifest is read as the dataset it grows."""
+    (the old rows, then the new) and before its manifest is read as the dataset it grows.
+    They must name as many distinct files as the shards hold samples: a file missing from a
+    cut or edited ``samples.csv`` would be taken for a new one and appended a second time
+    (an old val image into train).
+
+    Raises:
+        ManifestError: the rows name fewer distinct files than the shards hold.
+    """
     held: dict[str, int | None] = {}
     with out.open_listed(manifest.samples) as stream:
         rows = read_samples(stream, max_rows=manifest.shard_samples)
         for row in itertools.islice(rows, manifest.shard_samples):
             held[row.path] = row.label
+    if len(held) != manifest.shard_samples:  # an old file missing would be appended again
+        raise ManifestError(f"{out}: {manifest.samples} names {len(held)} distinct files where the "
+                            f"shards hold {manifest.shard_samples} samples: it was cut or "
+                            "edited (imgshard verify tells more)")
     held.update({skip.path: None for skip in manifest.skipped})
     return held
 
@@ -217,10 +271,8 @@ def kept_record(out: Location, manifest: Manifest) -> dict[str, tuple[int, int]]
         return None
     record: dict[str, tuple[int, int]] = {}
     try:
-        with out.open_listed(SOURCES_KEPT) as stream, \
-                io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8",
-                                 errors="surrogateescape") as lines:
-            for line in lines:
+        with out.open_listed(SOURCES_KEPT) as stream:
+            for line in record_lines(stream):
                 path, size, stamp = json.loads(line)
                 if not (isinstance(path, str) and type(size) is int and type(stamp) is int):
                     return None

@@ -85,8 +85,9 @@ def _echo_changes(plan) -> None:
         click.echo(f"New classes {', '.join(plan.new_classes)} take labels after the old ones: "
                    "class_names is no longer sorted")
     if plan.changed is None:
-        click.echo("Changed files cannot be told: the dataset keeps no record of its sources "
-                   "(built by an older imgshard)")
+        click.echo("Changed files cannot be told: the dataset has no readable record of its "
+                   "sources (built by an older imgshard, resharded, or the record is damaged); "
+                   "a new record starts from SRC as it is now")
     else:
         _echo_report("Changed since the dataset took them (left as they were)", plan.changed)
     _echo_report("Gone from SRC (kept in the dataset)", plan.disappeared)

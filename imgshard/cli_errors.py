@@ -43,19 +43,22 @@ def user_errors(command):
 
 
 def interrupted_message() -> str:
-    """What to do after Ctrl-C or SIGTERM: ``--resume`` only for a build that wrote its
+    """What to do after Ctrl-C or SIGTERM: ``--resume`` only for a build or append that wrote its
     progress log (before that, as during a scan or the deletion of an earlier build, there is
     nothing to resume); other commands just stop."""
     ctx = click.get_current_context(silent=True)
     if ctx is not None and ctx.info_name in ("merge", "reshard"):
         return ("Interrupted: the output has no manifest.json; run the same command with "
                 "--overwrite to start again.")
-    if ctx is None or ctx.info_name != "build":
+    if ctx is None or ctx.info_name not in ("build", "append"):
         return "Interrupted."
     try:
         resumable = holds_log(Location.of(ctx.params["out"], ctx.params["storage_options"]))
     except (ImgshardError, OSError):
         resumable = True  # cannot tell: the hint that fits a build interrupted midway
+    if ctx.info_name == "append":
+        return ("Interrupted: the dataset is as it was (its manifest unchanged); run the same "
+                "command" + (" with --resume to finish the append." if resumable else " again."))
     if resumable:
         return ("Interrupted: the output has no manifest.json yet; run the same command with "
                 "--resume to continue.")

@@ -56,6 +56,7 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
                          f"than the {MAX_IMAGE_BYTES} imgshard reads")
     check_class_names(fields["class_names"])
     check_config(fields["config"], shape, dtype)
+    check_labelled(fields["class_names"], fields["config"])
     check_name(fields["samples"], "samples")
     check_splits(fields["splits"], reserved={"manifest.json", fields["samples"]})
     for key in ("dataset_id", "parent_id"):  # absent from manifests of earlier versions
@@ -80,6 +81,14 @@ def check_class_names(names: Any) -> None:
         if name in seen:
             raise FieldError(f"class_names names {name!r} twice")
         seen.add(name)
+
+
+def check_labelled(names: list[str] | None, config: dict[str, Any]) -> None:
+    """A dataset has class names exactly when its config has labels: an append (or a reader)
+    trusting one of the two would give labels to unlabelled samples, or none to labelled ones."""
+    if "no_labels" in config and (config["no_labels"] is True) != (names is None):
+        raise FieldError(f"class_names {'null' if names is None else 'a list'} disagrees with "
+                         f"config (no_labels {json.dumps(config['no_labels'])})")
 
 
 def check_config(values: Any, shape: list[int], dtype: str) -> None:

@@ -27,6 +27,7 @@ from .outdir import check_resumable, prepare_out, remove_leftovers
 from .resume_log import (
     Checkpoint,
     ResumeLog,
+    appended_id,
     decode_checkpoint,
     holds_log,
     log_names,
@@ -146,10 +147,14 @@ def finished_build(out: Location, config: BuildConfig) -> Manifest | None:
 
     Raises:
         ConfigError: OUT holds a finished build with other options.
+        ResumeError: OUT's dataset is being grown by an interrupted append.
     """
     if not out.exists(MANIFEST_NAME):
         return None
     manifest = read_manifest(out)
+    if appended_id(out) == manifest.dataset_id:  # the append has not replaced it yet
+        raise ResumeError(f"{out} holds an interrupted append: finish it with imgshard append "
+                          "SRC OUT --resume (build --resume finishes builds)")
     if changed_options(manifest.config, config.to_dict()):
         raise ConfigError(f"{out} holds a finished build with other options: refusing to resume "
                           "(use --overwrite to replace it)")

@@ -21,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .errors import ImgshardError
 from .formats import shard_format
 from .layout import images_name, labels_name
 from .manifest import ShardInfo, Skip
@@ -127,6 +128,19 @@ def read_plan(out: Location) -> dict | None:
         return json.loads(lines[0]) if lines else None
     except (ValueError, RecursionError):
         return None
+
+
+def appended_id(out: Location) -> str | None:
+    """The ``dataset_id`` of the dataset that the interrupted run in OUT grows, as its plan
+    names it; None when OUT holds no log, an unreadable one, or a build's."""
+    if not holds_log(out):
+        return None
+    try:
+        plan = read_plan(out)
+    except (OSError, ImgshardError):
+        return None
+    grows = plan.get("append") if isinstance(plan, dict) else None
+    return grows if isinstance(grows, str) else None
 
 
 class Checkpointer:

@@ -12,6 +12,8 @@ import gzip
 import io
 import json
 import shutil
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from .errors import ShardError
 from .layout import SOURCES_KEPT, SOURCES_NAME
@@ -20,6 +22,9 @@ from .storage import Location
 
 #: Lines of the sources record encoded at a time: bounded memory, few writes.
 SOURCES_BATCH = 10_000
+#: The longest line of a sources record read (characters): a path of 4 KiB, every byte of it
+#: escaped, and two numbers. A longer one is damage (or a gzip bomb), never read whole.
+MAX_RECORD_LINE = 1 << 16
 
 
 class IrregularRecord(ShardError):
@@ -46,6 +51,20 @@ def keep_sources(out: Location) -> None:
         shutil.copyfileobj(record, kept, 1 << 20)
 
 
+def record_lines(stream: BinaryIO) -> Iterator[str]:
+    """The lines of the gzip-packed record open as ``stream``, each read with bounded memory.
+
+    Raises:
+        ValueError: a line longer than :data:`MAX_RECORD_LINE`.
+    """
+    with io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8",
+                          errors="surrogateescape") as text:
+        for line in iter(lambda: text.readline(MAX_RECORD_LINE + 1), ""):
+            if len(line) > MAX_RECORD_LINE:
+                raise ValueError(f"a line of more than {MAX_RECORD_LINE} characters")
+            yield line
+
+
 def changed_source(out: Location, sources: Sources) -> str | None:
     """Why the source differs from the one the build in OUT started with (naming one file),
     or None when every file has its recorded size and stamp.
@@ -63,10 +82,9 @@ def changed_source(out: Location, sources: Sources) -> str | None:
     except ShardError:
         raise IrregularRecord(f"{SOURCES_NAME} is not a regular file") from None
     records = 0
-    with stream, io.TextIOWrapper(gzip.GzipFile(fileobj=stream), encoding="utf-8",
-                                  errors="surrogateescape") as lines:
+    with stream:
         try:
-            for line in lines:
+            for line in record_lines(stream):
                 path, size, stamp = json.loads(line)
                 if records == len(sources.paths):
                     return f"{path} was removed since the build started"
