@@ -74,7 +74,11 @@ def checked_rows(given: Input):
              for split, offset, shard in _shard_offsets(manifest)}
     covered = np.zeros(manifest.shard_samples, dtype=bool)
     display = location.display(manifest.samples)
-    with location.open_listed(manifest.samples) as stream:
+    try:
+        opened = location.open_listed(manifest.samples)
+    except FileNotFoundError:
+        raise MergeError(f"{display} is missing (run imgshard verify)") from None
+    with opened as stream:
         for row in read_samples(stream, max_rows=manifest.shard_samples):
             offset, rows = where.get((row.split, row.shard), (None, 0))
             problem = _row_problem(row, offset, rows, manifest.num_classes)
