@@ -83,6 +83,9 @@ def merge(inputs: Sequence[str | Location], out: str | Location, *,
     Raises:
         MergeError, ManifestError, OutputError, ShardError: one line for the user.
     """
+    if isinstance(inputs, (str, bytes, os.PathLike, Location)):
+        raise MergeError(f"merge takes a list of input directories, got one: {str(inputs)[:80]!r} "
+                         "(pass [directory])")
     locations = [_location(given, storage_options) for given in inputs]
     if not locations:
         raise MergeError("merge needs at least one input directory")
