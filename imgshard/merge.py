@@ -111,7 +111,8 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
     manifests = [read_manifest(location) for location in locations]
     names = [str(location) for location in locations]
     check_compatible(names, manifests)
-    size = _shard_size(manifests[0].config["shard_size"] if shard_size is None else shard_size)
+    size = _shard_size(_default_shard_size(names[0], manifests[0]) if shard_size is None
+                       else shard_size)
     union = class_union(manifests)
     inputs = [Input(location, manifest, label_table(manifest.class_names, union))
               for location, manifest in zip(locations, manifests)]
@@ -194,6 +195,13 @@ def _shard_size(value: Any) -> int:
         raise MergeError(f"shard size must be a whole number from 1 to {MAX_SHARD_SIZE}, got "
                          f"{repr(value)[:40]}")
     return int(value)
+
+
+def _default_shard_size(name: str, first: Manifest) -> Any:
+    """The first input's shard size (a manifest may lack it: its config keys are optional)."""
+    if "shard_size" not in first.config:
+        raise MergeError(f"{name}'s manifest gives no shard_size: choose one (--shard-size)")
+    return first.config["shard_size"]
 
 
 def _location(given: str | Location, options: dict[str, Any] | None) -> Location:
