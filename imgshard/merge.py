@@ -56,6 +56,9 @@ from .version import __version__
 MAX_SHARD_SIZE = 1 << 40
 #: Keys of an input's manifest extras that describe that input's own merge, not the output.
 MERGE_KEYS = ("merged_from", "duplicate_paths")
+#: Keys of an input's manifest extras naming files of the input that the output does not hold
+#: (the record of the input's source files, which ``imgshard append`` reads).
+INPUT_FILE_KEYS = ("sources",)
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | No
               merged: bool) -> Manifest:
     first = manifests[0]
     extra = {key: value for key, value in first.extra.items()
-             if not (merged and key in MERGE_KEYS)}
+             if key not in INPUT_FILE_KEYS and not (merged and key in MERGE_KEYS)}
     if merged:
         extra["merged_from"] = [{"source": name, "dataset_id": manifest.dataset_id}
                                 for name, manifest in zip(names, manifests)]
