@@ -130,7 +130,8 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
             splits = {split: copy_split(_cutter(out, layout, manifests[0], union), inputs,
                                         shard_format(), progress)
                       for split, layout in layouts.items()}
-            duplicates = _write_samples(out, inputs, names, layouts, merged)
+            duplicates = _write_samples(out, inputs, names, layouts,
+                                        source_column=merged or _holds_merges(manifests))
         finally:
             log.close()
         manifest = _manifest(names, manifests, union, size, splits, duplicates, merged)
@@ -144,15 +145,21 @@ def _cutter(out: Location, layout, first: Manifest, union: list[str] | None) -> 
                        np.dtype(first.dtype), union)
 
 
-def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts: dict,
-                   merged: bool) -> Duplicates:
-    """Stage the output's ``samples.csv``, find the paths in two inputs, publish it."""
+def _holds_merges(manifests: list[Manifest]) -> bool:
+    """Whether an input is itself a merge: its rows name their sources, which a reshard keeps."""
+    return any("merged_from" in manifest.extra for manifest in manifests)
+
+
+def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts: dict, *,
+                   source_column: bool) -> Duplicates:
+    """Stage the output's ``samples.csv`` (with ``source_column``, each row's input), find the
+    paths in two inputs, publish it."""
     folder = out.staging_folder()
     path = os.path.join(folder, SAMPLES_PARTIAL)
     try:
-        stream, writer = open_samples_csv(path, source_column=merged)
+        stream, writer = open_samples_csv(path, source_column=source_column)
         with stream:
-            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=merged)
+            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=source_column)
         duplicated = duplicated_hashes(hashes)
         duplicates = Duplicates()
         if len(duplicated):
