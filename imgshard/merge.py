@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ImgshardError
 from .formats import shard_format
 from .layout import SAMPLES_NAME, SAMPLES_PARTIAL
 from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
@@ -132,6 +133,7 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
                       for split, layout in layouts.items()}
             duplicates = _write_samples(out, inputs, names, layouts,
                                         source_column=merged or _holds_merges(manifests))
+            _check_unchanged(locations, names, manifests)
         finally:
             log.close()
         manifest = _manifest(names, manifests, union, size, splits, duplicates, merged)
@@ -143,6 +145,22 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
 def _cutter(out: Location, layout, first: Manifest, union: list[str] | None) -> ShardCutter:
     return ShardCutter(out, layout, shard_format(), tuple(first.image_shape),
                        np.dtype(first.dtype), union)
+
+
+def _check_unchanged(locations: list[Location], names: list[str],
+                     manifests: list[Manifest]) -> None:
+    """Refuse to finish when an input's manifest changed since it was read: another process
+    rebuilt (or edited) it while its shards and then its ``samples.csv`` were read, so the
+    rows copied might not describe the pixels copied. (A build retires the manifest first and
+    writes it last: one still equal at the end was not being rewritten when the rows were.)"""
+    for location, name, manifest in zip(locations, names, manifests):
+        try:
+            now = read_manifest(location).dataset_id
+        except ImgshardError:
+            now = None
+        if now != manifest.dataset_id:
+            raise MergeError(f"{name} changed while it was being merged (rebuilt or edited by "
+                             "another process?): merge again once it is finished")
 
 
 def _holds_merges(manifests: list[Manifest]) -> bool:
