@@ -8,12 +8,16 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import edit_manifest, one_error_line, run
 from imgshard import BuildConfig, build, merge, reshard
 from imgshard.errors import ImgshardError
 from imgshard.manifest import read_manifest
+from imgshard.merge_samples import MASK, row_marks
 from test_merge import build_classes, samples_of
 
 
@@ -144,3 +148,16 @@ def test_the_merged_config_orders_classes_as_the_manifest_does(pair, tmp_path):
     manifest = read_manifest(out)
     assert manifest.config["classes"] in (None, manifest.class_names), \
         json.dumps(manifest.config["classes"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.tuples(*[st.integers(0, (1 << 63) - 1).map(lambda k: 2 * k + 1)] * 2),
+       pairs=st.lists(st.tuples(st.integers(0, (1 << 40) - 1), st.integers(0, (1 << 31) - 1)),
+                      min_size=1, max_size=20))
+def test_a_label_file_and_its_rows_are_marked_alike(key, pairs):
+    """The marks of samples.csv rows (Python ints) and of a label file (uint64 arrays) agree,
+    so an unedited input always passes the labels check."""
+    rows = np.array([row for row, _ in pairs], dtype=np.uint64)
+    labels = np.array([label for _, label in pairs], dtype=np.int32).astype(np.uint64)
+    by_row = sum(row_marks(key, row, label) for row, label in pairs) & MASK
+    assert int(row_marks(key, rows, labels).sum(dtype=np.uint64)) == by_row
