@@ -161,3 +161,18 @@ def test_a_label_file_and_its_rows_are_marked_alike(key, pairs):
     labels = np.array([label for _, label in pairs], dtype=np.int32).astype(np.uint64)
     by_row = sum(row_marks(key, row, label) for row, label in pairs) & MASK
     assert int(row_marks(key, rows, labels).sum(dtype=np.uint64)) == by_row
+
+
+def test_a_source_column_added_to_a_plain_build_is_refused(pair, tmp_path):
+    """Only a merge writes the source column: a build's samples.csv edited to hold one would
+    attribute its samples to any dataset named there."""
+    a = copied(pair[0], tmp_path / "a")
+
+    def add_source(rows):
+        for row in rows:
+            row.append("source" if row is rows[0] else "/somewhere/else")
+
+    rewrite_rows(a, add_source)
+    out = str(tmp_path / "merged")
+    one_error_line(run("merge", a, pair[1], "-o", out, "-q"), "samples.csv", "source")
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
