@@ -91,6 +91,8 @@ def checked_rows(given: Input):
         for row in read_samples(stream, max_rows=manifest.shard_samples):
             offset, rows = where.get((row.split, row.shard), (None, 0))
             problem = _row_problem(row, offset, rows, manifest.num_classes)
+            if problem is None and row.source and "merged_from" not in manifest.extra:
+                problem = f"source {row.source[:40]!r}: only a merged dataset's rows name one"
             if problem is None and covered[offset + row.index]:
                 problem = f"{row.shard} row {row.index} has a second row"
             if problem is not None:
