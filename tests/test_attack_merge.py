@@ -10,15 +10,15 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import edit_manifest, one_error_line, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_merge import build_classes, samples_of
 
-from conftest import edit_manifest, one_error_line, run
 from imgshard import BuildConfig, build, merge, reshard
 from imgshard.errors import ImgshardError
 from imgshard.manifest import read_manifest
 from imgshard.merge_samples import MASK, row_marks
-from test_merge import build_classes, samples_of
 
 
 @pytest.fixture(scope="module")
