@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ImgshardError
 from .formats import shard_format
 from .layout import SAMPLES_NAME, SAMPLES_PARTIAL
 from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
@@ -56,6 +57,9 @@ from .version import __version__
 MAX_SHARD_SIZE = 1 << 40
 #: Keys of an input's manifest extras that describe that input's own merge, not the output.
 MERGE_KEYS = ("merged_from", "duplicate_paths")
+#: Keys of an input's manifest extras naming files of the input that the output does not hold
+#: (the record of the input's source files, which ``imgshard append`` reads).
+INPUT_FILE_KEYS = ("sources",)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ def merge(inputs: Sequence[str | Location], out: str | Location, *,
     Raises:
         MergeError, ManifestError, OutputError, ShardError: one line for the user.
     """
+    if isinstance(inputs, (str, bytes, os.PathLike, Location)):
+        raise MergeError(f"merge takes a list of input directories, got one: {str(inputs)[:80]!r} "
+                         "(pass [directory])")
     locations = [_location(given, storage_options) for given in inputs]
     if not locations:
         raise MergeError("merge needs at least one input directory")
@@ -108,7 +115,8 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
     manifests = [read_manifest(location) for location in locations]
     names = [str(location) for location in locations]
     check_compatible(names, manifests)
-    size = _shard_size(manifests[0].config["shard_size"] if shard_size is None else shard_size)
+    size = _shard_size(_default_shard_size(names[0], manifests[0]) if shard_size is None
+                       else shard_size)
     union = class_union(manifests)
     inputs = [Input(location, manifest, label_table(manifest.class_names, union))
               for location, manifest in zip(locations, manifests)]
@@ -123,7 +131,9 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
             splits = {split: copy_split(_cutter(out, layout, manifests[0], union), inputs,
                                         shard_format(), progress)
                       for split, layout in layouts.items()}
-            duplicates = _write_samples(out, inputs, names, layouts, merged)
+            duplicates = _write_samples(out, inputs, names, layouts,
+                                        source_column=merged or _holds_merges(manifests))
+            _check_unchanged(locations, names, manifests)
         finally:
             log.close()
         manifest = _manifest(names, manifests, union, size, splits, duplicates, merged)
@@ -137,15 +147,37 @@ def _cutter(out: Location, layout, first: Manifest, union: list[str] | None) -> 
                        np.dtype(first.dtype), union)
 
 
-def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts: dict,
-                   merged: bool) -> Duplicates:
-    """Stage the output's ``samples.csv``, find the paths in two inputs, publish it."""
+def _check_unchanged(locations: list[Location], names: list[str],
+                     manifests: list[Manifest]) -> None:
+    """Refuse to finish when an input's manifest changed since it was read: another process
+    rebuilt (or edited) it while its shards and then its ``samples.csv`` were read, so the
+    rows copied might not describe the pixels copied. (A build retires the manifest first and
+    writes it last: one still equal at the end was not being rewritten when the rows were.)"""
+    for location, name, manifest in zip(locations, names, manifests):
+        try:
+            now = read_manifest(location).dataset_id
+        except ImgshardError:
+            now = None
+        if now != manifest.dataset_id:
+            raise MergeError(f"{name} changed while it was being merged (rebuilt or edited by "
+                             "another process?): merge again once it is finished")
+
+
+def _holds_merges(manifests: list[Manifest]) -> bool:
+    """Whether an input is itself a merge: its rows name their sources, which a reshard keeps."""
+    return any("merged_from" in manifest.extra for manifest in manifests)
+
+
+def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts: dict, *,
+                   source_column: bool) -> Duplicates:
+    """Stage the output's ``samples.csv`` (with ``source_column``, each row's input), find the
+    paths in two inputs, publish it."""
     folder = out.staging_folder()
     path = os.path.join(folder, SAMPLES_PARTIAL)
     try:
-        stream, writer = open_samples_csv(path, source_column=merged)
+        stream, writer = open_samples_csv(path, source_column=source_column)
         with stream:
-            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=merged)
+            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=source_column)
         duplicated = duplicated_hashes(hashes)
         duplicates = Duplicates()
         if len(duplicated):
@@ -164,7 +196,7 @@ def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | No
               merged: bool) -> Manifest:
     first = manifests[0]
     extra = {key: value for key, value in first.extra.items()
-             if not (merged and key in MERGE_KEYS)}
+             if key not in INPUT_FILE_KEYS and not (merged and key in MERGE_KEYS)}
     if merged:
         extra["merged_from"] = [{"source": name, "dataset_id": manifest.dataset_id}
                                 for name, manifest in zip(names, manifests)]
@@ -191,6 +223,13 @@ def _shard_size(value: Any) -> int:
         raise MergeError(f"shard size must be a whole number from 1 to {MAX_SHARD_SIZE}, got "
                          f"{repr(value)[:40]}")
     return int(value)
+
+
+def _default_shard_size(name: str, first: Manifest) -> Any:
+    """The first input's shard size (a manifest may lack it: its config keys are optional)."""
+    if "shard_size" not in first.config:
+        raise MergeError(f"{name}'s manifest gives no shard_size: choose one (--shard-size)")
+    return first.config["shard_size"]
 
 
 def _location(given: str | Location, options: dict[str, Any] | None) -> Location:

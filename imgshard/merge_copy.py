@@ -147,18 +147,24 @@ def verified_rows(source: Input, shard: ShardInfo, file_format: ShardFormat
     with contextlib.ExitStack() as files:
         images = _opened(source, files, file_format, shard.images, shape=shape,
                          dtype=manifest.dtype, sha256=shard.sha256)
-        labels = None
-        if source.table is not None:
-            labels = _opened(source, files, file_format, shard.labels,
-                             shape=(shard.num_samples,), dtype="int32",
-                             sha256=shard.labels_sha256)
-            check_labels(source.location.display(shard.labels), labels, manifest.num_classes)
+        labels = None if source.table is None else verified_labels(source, shard, file_format,
+                                                                   files)
         row_bytes = max(images[0:1].nbytes, 1)
         step = max(1, CHUNK_BYTES // row_bytes)
         for start in range(0, shard.num_samples, step):
             chunk = slice(start, start + step)
             yield images[chunk], None if labels is None else source.table[labels[chunk]]
         del images, labels
+
+
+def verified_labels(source: Input, shard: ShardInfo, file_format: ShardFormat,
+                    files: contextlib.ExitStack) -> np.ndarray:
+    """The labels of one input shard, in the input's numbering, mapped (for the block of
+    ``files``) from a file whose checksum matches the input's manifest, each a class of it."""
+    labels = _opened(source, files, file_format, shard.labels, shape=(shard.num_samples,),
+                     dtype="int32", sha256=shard.labels_sha256)
+    check_labels(source.location.display(shard.labels), labels, source.manifest.num_classes)
+    return labels
 
 
 def _opened(source: Input, files: contextlib.ExitStack, file_format: ShardFormat, name: str,

@@ -1,15 +1,20 @@
 """``samples.csv`` of a merge or reshard: each input's rows, moved to where their pixels went.
 
 Every input row is checked against its input's manifest (a listed shard, a row inside it, a
-label in range, no sample given two rows, none left without one), so an edited input cannot
-make the output's provenance lie. Paths found in more than one input are counted by a 64-bit
-hash of each path (8 bytes a sample, the only memory that grows with the inputs), and a few
-are named as examples.
+label in range, no sample given two rows, none left without one) and its label files (each
+shard's rows must give the labels its file holds), so an edited input cannot make the output's
+provenance lie. The labels are compared without holding them: each (row, label) pair is mixed
+into 64 bits with a key drawn for the merge, and a shard's rows must add up to what its label
+file adds up to (an edit cannot be made to match a key it never sees). Paths found in more than
+one input are counted by a 64-bit hash of each path (8 bytes a sample, and a byte a sample for
+the rows seen: the only memory that grows with the inputs), and a few are named as examples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import secrets
 from array import array
 from dataclasses import dataclass, field
 
@@ -17,12 +22,14 @@ import numpy as np
 
 from .formats import shard_format
 from .layout import images_name
-from .merge_copy import Input
+from .merge_copy import CHUNK_BYTES, Input, verified_labels
 from .merge_plan import MergeError, SplitLayout
 from .samples_csv import SampleRow, read_samples
 
 #: How many duplicated paths a merge names (it counts them all).
 DUPLICATE_EXAMPLES = 10
+#: Marks of (row, label) pairs add up modulo 2**64.
+MASK = (1 << 64) - 1
 
 
 @dataclass
@@ -73,20 +80,64 @@ def checked_rows(given: Input):
     where = {(split, shard.images): (offset, shard.num_samples)
              for split, offset, shard in _shard_offsets(manifest)}
     covered = np.zeros(manifest.shard_samples, dtype=bool)
+    key = _mark_key()
+    marks: dict[tuple[str, str], int] = {}  # the sum of each shard's rows' marks
     display = location.display(manifest.samples)
-    with location.open_listed(manifest.samples) as stream:
+    try:
+        opened = location.open_listed(manifest.samples)
+    except FileNotFoundError:
+        raise MergeError(f"{display} is missing (run imgshard verify)") from None
+    with opened as stream:
         for row in read_samples(stream, max_rows=manifest.shard_samples):
             offset, rows = where.get((row.split, row.shard), (None, 0))
             problem = _row_problem(row, offset, rows, manifest.num_classes)
+            if problem is None and row.source and "merged_from" not in manifest.extra:
+                problem = f"source {row.source[:40]!r}: only a merged dataset's rows name one"
             if problem is None and covered[offset + row.index]:
                 problem = f"{row.shard} row {row.index} has a second row"
             if problem is not None:
                 raise MergeError(f"{display}: line {row.line}: {problem} (run imgshard verify)")
             covered[offset + row.index] = True
+            if given.table is not None:
+                shard = (row.split, row.shard)
+                marks[shard] = (marks.get(shard, 0) + row_marks(key, row.index, row.label)) & MASK
             yield row
     if not covered.all():
         raise MergeError(f"{display}: {int((~covered).sum())} samples of the manifest have no "
                          "row (run imgshard verify)")
+    if given.table is not None:
+        _check_labels(given, marks, key, display)
+
+
+def _check_labels(given: Input, marks: dict[tuple[str, str], int], key: tuple[int, int],
+                  display: str) -> None:
+    """Refuse rows whose labels are not their shard's label file's (``marks``: each shard's
+    rows' marks added up), reading each label file a chunk at a time."""
+    step = max(1, CHUNK_BYTES // 4)
+    for split, _, shard in _shard_offsets(given.manifest):
+        found = 0
+        with contextlib.ExitStack() as files:
+            labels = verified_labels(given, shard, shard_format(), files)
+            for start in range(0, shard.num_samples, step):
+                rows = np.arange(start, min(start + step, shard.num_samples), dtype=np.uint64)
+                chunk = labels[start:start + step].astype(np.uint64)
+                found = (found + int(row_marks(key, rows, chunk).sum(dtype=np.uint64))) & MASK
+        if found != marks.get((split, shard.images), 0):
+            raise MergeError(f"{display}: the labels of {shard.images} disagree with "
+                             f"{shard.labels} (run imgshard verify)")
+
+
+def _mark_key() -> tuple[int, int]:
+    """Two odd 64-bit multipliers, new for each input read."""
+    return secrets.randbits(64) | 1, secrets.randbits(64) | 1
+
+
+def row_marks(key: tuple[int, int], row, label):
+    """The 64-bit mark of a (row, label) pair: Python ints, or uint64 arrays (which wrap as
+    the masks do)."""
+    mixed = ((row * key[0]) & MASK) ^ ((label * key[1]) & MASK)
+    mixed ^= mixed >> 29
+    return (mixed * key[0]) & MASK
 
 
 def _row_problem(row: SampleRow, offset: int | None, rows: int,
