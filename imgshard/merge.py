@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import numpy as np
 
 from .errors import ImgshardError
 from .formats import shard_format
-from .layout import SAMPLES_NAME, SAMPLES_PARTIAL
+from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_KEPT
 from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
 from .merge_copy import Input, ShardCutter, copy_split
 from .merge_plan import (
@@ -57,8 +58,8 @@ from .version import __version__
 MAX_SHARD_SIZE = 1 << 40
 #: Keys of an input's manifest extras that describe that input's own merge, not the output.
 MERGE_KEYS = ("merged_from", "duplicate_paths")
-#: Keys of an input's manifest extras naming files of the input that the output does not hold
-#: (the record of the input's source files, which ``imgshard append`` reads).
+#: Keys of an input's manifest extras naming files of the input that a merge does not hold (the
+#: record of the input's source files, which ``imgshard append`` reads: a reshard copies it).
 INPUT_FILE_KEYS = ("sources",)
 
 
@@ -134,12 +135,26 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
             duplicates = _write_samples(out, inputs, names, layouts,
                                         source_column=merged or _holds_merges(manifests))
             _check_unchanged(locations, names, manifests)
+            kept = not merged and _copy_record(inputs[0], out)
         finally:
             log.close()
-        manifest = _manifest(names, manifests, union, size, splits, duplicates, merged)
+        manifest = _manifest(names, manifests, union, size, splits, duplicates, merged,
+                             sources_kept=kept)
         write_manifest(out, manifest)
         finish_log(out)
     return MergeResult(manifest, duplicates, time.perf_counter() - started, len(inputs))
+
+
+def _copy_record(given: Input, out: Location) -> bool:
+    """Copy a reshard input's record of its source files (the same files, so an append to the
+    reshard can tell which changed); whether it had one."""
+    if given.manifest.extra.get("sources") != SOURCES_KEPT \
+            or not given.location.exists(SOURCES_KEPT):
+        return False
+    with given.location.open_listed(SOURCES_KEPT) as record, \
+            out.atomic_file(SOURCES_KEPT) as copy:
+        shutil.copyfileobj(record, copy, 1 << 20)
+    return True
 
 
 def _cutter(out: Location, layout, first: Manifest, union: list[str] | None) -> ShardCutter:
@@ -193,10 +208,14 @@ def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts
 
 def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | None,
               shard_size: int, splits: dict[str, SplitInfo], duplicates: Duplicates,
-              merged: bool) -> Manifest:
+              merged: bool, *, sources_kept: bool) -> Manifest:
+    """The output's manifest: the first input's config (with the output's shard size; a
+    merge's classes are the union's, so its ``classes`` option is cleared)."""
     first = manifests[0]
     extra = {key: value for key, value in first.extra.items()
              if key not in INPUT_FILE_KEYS and not (merged and key in MERGE_KEYS)}
+    if sources_kept:
+        extra["sources"] = SOURCES_KEPT
     if merged:
         extra["merged_from"] = [{"source": name, "dataset_id": manifest.dataset_id}
                                 for name, manifest in zip(names, manifests)]
@@ -210,7 +229,8 @@ def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | No
         image_shape=tuple(first.image_shape),
         dtype=first.dtype,
         class_names=union,
-        config={**first.config, "shard_size": shard_size},
+        config={**first.config, "shard_size": shard_size,
+                **({"classes": None} if merged else {})},
         splits=splits,
         skipped=skipped,
         extra=extra,

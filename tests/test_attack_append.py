@@ -183,8 +183,6 @@ def test_a_damaged_sources_record_is_not_blamed_on_an_older_imgshard(dataset):
     assert result.exit_code == 0 and "record is damaged" in said, said
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed (merge.py, the lead's): a reshard's manifest "
-                   "lists sources.jsonl.gz, which it does not copy")
 def test_a_resharded_dataset_keeps_its_sources_record(dataset, tmp_path):
     src, out = dataset
     resharded = str(tmp_path / "R")

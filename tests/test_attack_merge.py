@@ -136,8 +136,6 @@ def test_a_missing_input_samples_csv_is_named_missing(pair, tmp_path):
                    "samples.csv is missing")
 
 
-@pytest.mark.xfail(strict=True, reason="a merge keeps its first input's config, classes "
-                   "included (not fixed: what a merged dataset's config means is the lead's call)")
 def test_the_merged_config_orders_classes_as_the_manifest_does(pair, tmp_path):
     """An input built with ``--classes dog,cat`` (its labels: dog 0, cat 1): the merge labels
     by the sorted union, so a config that still says ``classes: [dog, cat]`` describes labels
