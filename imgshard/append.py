@@ -113,7 +113,7 @@ def check_appendable(out: Location, manifest: Manifest) -> None:
                           "config and shard checksums: it was edited (imgshard verify tells "
                           "more; build --overwrite rebuilds)")
     if manifest.extra.get("merged_from") is not None:
-        raise AppendError(f"{out} was merged from several datasets, whose paths are relative "
+        raise AppendError(f"{out} holds a merge of several datasets, whose paths are relative "
                           "to different sources: append to an input and merge again")
 
 

@@ -75,14 +75,17 @@ def summarize(result: AppendResult, out: str) -> None:
         click.echo(f"{out}: nothing new to append")
     else:
         added = ", ".join(f"{split} {len(samples):,}" for split, samples in plan.splits.items())
-        click.echo(f"Appended to {out}: {added or 'no'} images, {len(plan.skipped):,} new files "
+        click.echo(f"Appended to {out}: {added or 'no'} images, {len(plan.skipped):,} new "
+                   f"file{'' if len(plan.skipped) == 1 else 's'} "
                    f"skipped ({result.elapsed:.1f} s)")
     _echo_changes(plan)
 
 
 def _echo_changes(plan) -> None:
     if plan.new_classes:
-        click.echo(f"New classes {', '.join(plan.new_classes)} take labels after the old ones: "
+        one = len(plan.new_classes) == 1
+        click.echo(f"New class{'' if one else 'es'} {', '.join(plan.new_classes)} "
+                   f"{'takes a label' if one else 'take labels'} after the old ones: "
                    "class_names is no longer sorted")
     if plan.changed is None:
         click.echo("Changed files cannot be told: the dataset has no readable record of its "

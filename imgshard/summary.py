@@ -69,7 +69,7 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
         f"{summary['imgshard_version']} at {summary['created']}",
         f"source: {summary['source']}",
         f"dataset: {summary['dataset_id']}"
-        + (f" (grew from {summary['parent_id']})" if summary["parent_id"] else ""),
+        + (f" (parent: {summary['parent_id']})" if summary["parent_id"] else ""),
         f"images: {height}x{width}x{channels} {summary['dtype']}",
         "options: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["config"].items())),
     ]

@@ -216,7 +216,7 @@ def test_a_grown_labels_file_labels_the_new_files(tmp_path):
     labels.write_text(labels.read_text() + "6.png,even\n7.png,odd\n8.png,big\n")
     result = run("append", src, out)
     assert result.exit_code == 0, result.output
-    assert "New classes big" in result.output and "no longer sorted" in result.output
+    assert "New class big takes a label" in result.output and "no longer sorted" in result.output
     names = read_manifest(out).class_names
     assert names == ["even", "odd", "big"]
     now = rows(out)
