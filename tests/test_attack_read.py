@@ -8,7 +8,7 @@ import uuid
 
 import fsspec
 import pytest
-from test_mix import BIG, SMALL, build_named
+from test_mix import SMALL, build_named
 
 from imgshard import ReaderError, ShardReader, mix
 
@@ -18,11 +18,6 @@ OPTIONS = {"batch_size": 2, "prefetch": 0, "num_replicas": 1, "rank": 0}
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> str:
     return build_named(tmp_path_factory.mktemp("small"), **SMALL)
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory) -> str:
-    return build_named(tmp_path_factory.mktemp("big"), **BIG)
 
 
 @pytest.fixture
@@ -39,13 +34,13 @@ def remote_small(small):
 
 @pytest.mark.parametrize("where", ["local", "url"])
 def test_a_closed_reader_refuses_to_serve_in_one_line_alone_or_in_a_mix(
-        big, small, remote_small, tmp_path, where):
+        small, remote_small, tmp_path, where):
     """A URL reader closed before it downloaded a shard raised RuntimeError ("cannot schedule
     new futures after shutdown") from its download pool, alone or under a mix, while a local
     one went on serving as if open: both now say, in one line, that the reader is closed."""
     directory = small if where == "local" else remote_small
     closed = ShardReader(directory, cache_dir=str(tmp_path / "cache"), **OPTIONS)
-    mixed = mix([ShardReader(big, **OPTIONS), closed])
+    mixed = mix([ShardReader(small, **OPTIONS), closed])
     closed.close()
     with pytest.raises(ReaderError, match="^.* is closed: open a new ShardReader$"):
         list(closed)
