@@ -288,7 +288,8 @@ class ShardReader:
         return batch
 
     def close(self) -> None:
-        """Unmap every shard and stop downloading ahead (for a remote directory)."""
+        """Unmap every shard and stop downloading ahead (for a remote directory): a closed
+        reader serves no more batches (a ReaderError), nor does a mix of it."""
         self._window.close()
 
     def __enter__(self) -> "ShardReader":

@@ -139,6 +139,7 @@ class ShardWindow:
         self.largest = largest_shard_bytes(manifest, shards)
         self.release_pages = False  # whether batches hand back the pages they read
         self._last_batch: dict[int, int] = {}  # shard -> the epoch's last batch that reads it
+        self.closed = False
 
     def plan(self, order: EpochOrder, indices: np.ndarray) -> None:
         """Size the maps for an epoch of ``indices``, note the batch that reads each shard last,
@@ -161,6 +162,9 @@ class ShardWindow:
     def shard(self, index: int) -> MappedShard:
         """The memory maps of shard ``index``; shards beyond the window's reach are unmapped."""
         with self.lock:
+            if self.closed:  # a URL's downloads are stopped for good: say so, for local ones too
+                raise ReaderError(f"the reader of {self.location} is closed: open a new "
+                                  "ShardReader")
             if index in self._open:
                 self._open.move_to_end(index)
                 return self._open[index]
@@ -193,7 +197,9 @@ class ShardWindow:
             self._open.clear()
 
     def close(self) -> None:
-        """Unmap every shard and stop downloading ahead."""
+        """Unmap every shard and stop downloading ahead, for good (see :meth:`shard`)."""
+        with self.lock:
+            self.closed = True
         self.release_all()
         self.files.close()
 
