@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import gzip
 import itertools
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .append_plan import AppendPlan, plan_append
 from .build import BuildPlan, plan_of, run_tasks
@@ -34,8 +35,8 @@ from .resume import finish_log
 from .resume_log import appended_id, holds_log
 from .samples import SPLIT_ORDER
 from .samples_csv import read_samples
-from .scan import ScanResult, scan
-from .sources_record import record_lines
+from .scan import ScanResult, Sources, scan
+from .sources_record import record_lines, write_sources
 from .storage import Location
 from .transform import decoder_versions
 from .version import __version__
@@ -67,6 +68,8 @@ class AppendStart:
     config: BuildConfig
     scan: ScanResult
     plan: AppendPlan
+    #: the dataset's record of its source files (None: it keeps none, or a damaged one)
+    record: dict[str, tuple[int, int]] | None = None
 
     @property
     def build_plan(self) -> BuildPlan:
@@ -127,9 +130,10 @@ def prepare_append(src: str | Location, out: str | Location,
     check_apart(src, out, config.labels)
     scanned = scan(src, config)
     held = held_paths(out, manifest)
-    plan = plan_append(manifest, config, scanned, held=held, record=kept_record(out, manifest))
+    record = kept_record(out, manifest)
+    plan = plan_append(manifest, config, scanned, held=held, record=record)
     check_layout(config, plan, held)
-    return AppendStart(manifest, config, scanned, plan)
+    return AppendStart(manifest, config, scanned, plan, record)
 
 
 def check_layout(config: BuildConfig, plan: AppendPlan, held: dict[str, int | None]) -> None:
@@ -285,19 +289,15 @@ def kept_record(out: Location, manifest: Manifest) -> dict[str, tuple[int, int]]
 def _keep_record(out: Location, start: AppendStart) -> None:
     """Record what the dataset now holds: the old files as they were when added (a changed
     file's record stays the old one, so a next append reports it again), then the new."""
-    record = kept_record(out, start.manifest) or {}
+    record = dict(start.record or {})
     sources = start.scan.sources
     if sources is not None:
         for path, size, stamp in zip(sources.paths, sources.sizes.tolist(),
                                      sources.stamps.tolist()):
             record.setdefault(path, (size, stamp))
-    with out.atomic_file(SOURCES_KEPT) as stream, \
-            gzip.GzipFile(filename="", fileobj=stream, mode="wb", compresslevel=1,
-                          mtime=0) as packed:
-        for path in sorted(record):
-            size, stamp = record[path]
-            packed.write((json.dumps([path, size, stamp]) + "\n")
-                         .encode("utf-8", "surrogateescape"))
+    paths = sorted(record)
+    values = np.array([record[path] for path in paths], dtype=np.int64).reshape(-1, 2)
+    write_sources(out, Sources(paths, values[:, 0], values[:, 1]), SOURCES_KEPT)
 
 
 def _location(path: str | Location) -> Location:

@@ -31,9 +31,10 @@ class IrregularRecord(ShardError):
     """The sources record is not a regular file (a link, a FIFO, a device or a folder)."""
 
 
-def write_sources(out: Location, sources: Sources) -> None:
-    """Write the sources record into OUT, durably, before the first shard."""
-    with out.atomic_file(SOURCES_NAME) as stream:
+def write_sources(out: Location, sources: Sources, name: str = SOURCES_NAME) -> None:
+    """Write the sources record into OUT, durably, before the first shard (or, as ``name``,
+    the record a dataset keeps)."""
+    with out.atomic_file(name) as stream:
         with gzip.GzipFile(filename="", fileobj=stream, mode="wb", compresslevel=1,
                            mtime=0) as packed:  # no name, no time: the same bytes every build
             for start in range(0, len(sources.paths), SOURCES_BATCH):
