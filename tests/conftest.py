@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -188,3 +190,20 @@ def disk_full_at(task_index: int, split: str = "train"):
         return real_task(task)
 
     return failing
+
+
+@contextlib.contextmanager
+def on_memory(directory) -> Iterator[str]:
+    """A copy of ``directory``'s files on fsspec's memory:// store, removed after the block;
+    yields its URL."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    prefix = f"imgshard-test-{uuid.uuid4().hex[:8]}"
+    try:
+        for name in sorted(os.listdir(directory)):
+            with open(os.path.join(directory, name), "rb") as stream:
+                memory.pipe(f"{prefix}/{name}", stream.read())
+        yield f"memory://{prefix}"
+    finally:
+        memory.rm(prefix, recursive=True)

@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import on_memory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -273,22 +274,15 @@ def test_each_rank_maps_its_share_of_the_bytes_and_each_shard_once(classes, part
 
 def test_each_rank_downloads_about_its_share_of_a_remote_split(classes, tmp_path):
     import shutil
-    import uuid
 
-    import fsspec
-
-    memory = fsspec.filesystem("memory")
-    prefix = f"imgshard-dist-{uuid.uuid4().hex[:8]}"
-    try:
-        for path in sorted(os.listdir(classes)):
-            memory.pipe(f"{prefix}/{path}", open(os.path.join(classes, path), "rb").read())
+    with on_memory(classes) as url:
         sizes = [os.path.getsize(os.path.join(classes, name)) for name in os.listdir(classes)
                  if name.endswith(".npy")]
         total = sum(sizes)
         downloaded = []
         for rank in range(4):
             cache = tmp_path / f"cache{rank}"
-            reader = ShardReader(f"memory://{prefix}", batch_size=4, num_replicas=4, rank=rank,
+            reader = ShardReader(url, batch_size=4, num_replicas=4, rank=rank,
                                  partitions=8, cache_dir=str(cache))
             assert len(sum(take(reader)[0], [])) == len(reader) * 4
             downloaded.append(reader.cache.bytes_downloaded)
@@ -297,8 +291,6 @@ def test_each_rank_downloads_about_its_share_of_a_remote_split(classes, tmp_path
         largest = 2 * max(sizes)  # a shard's images and labels, at most
         assert all(total / 4 <= d <= total / 4 + 2 * largest for d in downloaded), \
             (downloaded, total)
-    finally:
-        memory.rm(prefix, recursive=True)
 
 
 # -- choosing the process count ------------------------------------------------------------

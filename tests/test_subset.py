@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import on_memory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -300,24 +300,19 @@ def test_shards_without_a_sample_of_the_classes_are_never_mapped(by_class, optio
 def test_a_subset_of_a_url_directory_reads_what_a_local_one_does(mixed, tmp_path):
     import fsspec
 
-    memory = fsspec.filesystem("memory")
-    prefix = f"imgshard-subset-{uuid.uuid4().hex[:8]}"
-    try:
-        for name in sorted(os.listdir(mixed)):
-            memory.pipe(f"{prefix}/{name}", open(os.path.join(mixed, name), "rb").read())
+    with on_memory(mixed) as url:
         options = dict(classes=["c2", "c1"], batch_size=5, seed=4)
-        remote = ShardReader(f"memory://{prefix}", cache_dir=str(tmp_path / "cache"), **options)
+        remote = ShardReader(url, cache_dir=str(tmp_path / "cache"), **options)
         local = ShardReader(mixed, **options)
         assert [(ids, y.tolist()) for ids, y in batches(remote)] == \
             [(ids, y.tolist()) for ids, y in batches(local)]
         remote.close()
         name = read_manifest(mixed).splits["train"].shards[2].labels
-        memory.pipe(f"{prefix}/{name}", changed_labels(os.path.join(mixed, name)))
-        with pytest.raises(ShardError, match=rf"^memory://{prefix}/{re.escape(name)}: checksum "
+        fsspec.filesystem("memory").pipe(f"{url}/{name}",
+                                         changed_labels(os.path.join(mixed, name)))
+        with pytest.raises(ShardError, match=rf"^{url}/{re.escape(name)}: checksum "
                                              "does not match"):
-            ShardReader(f"memory://{prefix}", cache_dir=str(tmp_path / "cache2"), **options)
-    finally:
-        memory.rm(prefix, recursive=True)
+            ShardReader(url, cache_dir=str(tmp_path / "cache2"), **options)
 
 
 # -- framework views -------------------------------------------------------------------------
