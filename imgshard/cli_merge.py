@@ -20,6 +20,9 @@ EXAMPLES_SHOWN = 3
 
 
 def _common(command):
+    command = click.option("--workers", type=click.IntRange(min=1), default=None,
+                           help="Threads copying shards; any number gives the same bytes. "
+                                "[one per core]")(command)
     command = click.option("--overwrite", is_flag=True,
                            help="Replace an earlier imgshard output in OUT.")(command)
     command = click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")(
@@ -35,8 +38,8 @@ def _common(command):
               help="Images per output shard. [the first input's]")
 @_common
 @user_errors
-def merge(inputs: tuple[str, ...], out: str, shard_size: int | None, overwrite: bool,
-          quiet: bool, storage_options: dict[str, Any]) -> None:
+def merge(inputs: tuple[str, ...], out: str, shard_size: int | None, workers: int | None,
+          overwrite: bool, quiet: bool, storage_options: dict[str, Any]) -> None:
     """Join the shard directories INPUTS into one, copying pixels without decoding them.
 
     They must share the image shape, dtype and pixel options; class names become their sorted
@@ -45,7 +48,8 @@ def merge(inputs: tuple[str, ...], out: str, shard_size: int | None, overwrite: 
     total = _samples(inputs, storage_options)
     with sigterm_as_interrupt(), LazyProgressBar(total=total, disable=quiet, desc="merge") as bar:
         result = run_merge(list(inputs), out, shard_size=shard_size, overwrite=overwrite,
-                           progress=bar.update, storage_options=storage_options)
+                           workers=workers, progress=bar.update,
+                           storage_options=storage_options)
     if not quiet:
         _summarize(result, out, f"Merged {len(inputs)} datasets into")
 
@@ -56,14 +60,15 @@ def merge(inputs: tuple[str, ...], out: str, shard_size: int | None, overwrite: 
 @click.option("--shard-size", type=int, required=True, help="Images per output shard.")
 @_common
 @user_errors
-def reshard(directory: str, out: str, shard_size: int, overwrite: bool, quiet: bool,
-            storage_options: dict[str, Any]) -> None:
+def reshard(directory: str, out: str, shard_size: int, workers: int | None, overwrite: bool,
+            quiet: bool, storage_options: dict[str, Any]) -> None:
     """Copy the dataset DIRECTORY into OUT in shards of another size, without decoding."""
     total = _samples((directory,), storage_options)
     with sigterm_as_interrupt(), LazyProgressBar(total=total, disable=quiet,
                                                  desc="reshard") as bar:
         result = run_reshard(directory, out, shard_size=shard_size, overwrite=overwrite,
-                             progress=bar.update, storage_options=storage_options)
+                             workers=workers, progress=bar.update,
+                             storage_options=storage_options)
     if not quiet:
         _summarize(result, out, "Resharded into")
 

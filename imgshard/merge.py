@@ -9,8 +9,9 @@ merge of one dataset into shards of another size: the same rows, labels and prov
 The output is written as a build writes (:mod:`imgshard.outdir`): into an empty directory, or
 with ``overwrite`` over an earlier imgshard output; locked; a progress log whose plan names
 the shards it may write (so that an interrupted merge is cleaned by the next ``--overwrite``);
-the manifest last. A merge is one streaming pass (:mod:`imgshard.merge_copy`), so its bytes
-depend only on the inputs, their order and the shard size.
+the manifest last. A merge streams its inputs into output shards on ``workers`` threads
+(:mod:`imgshard.merge_copy`); its bytes depend only on the inputs, their order and the shard
+size.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .errors import ImgshardError
 from .formats import shard_format
 from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_KEPT
 from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
-from .merge_copy import Input, ShardCutter, copy_split
+from .merge_copy import Input, Writer, copy_splits
 from .merge_plan import (
     MergeError,
     check_compatible,
@@ -56,6 +57,8 @@ from .version import __version__
 
 #: The largest shard size taken (a manifest's counts go up to 2**40).
 MAX_SHARD_SIZE = 1 << 40
+#: The most threads a merge copies on (more only wait for the same disk or network).
+MAX_THREADS = 32
 #: Keys of an input's manifest extras that describe that input's own merge, not the output.
 MERGE_KEYS = ("merged_from", "duplicate_paths")
 #: Keys of an input's manifest extras naming files of the input that a merge does not hold (the
@@ -75,7 +78,7 @@ class MergeResult:
 
 
 def merge(inputs: Sequence[str | Location], out: str | Location, *,
-          shard_size: int | None = None, overwrite: bool = False,
+          shard_size: int | None = None, overwrite: bool = False, workers: int | None = None,
           progress: Callable[[int], None] | None = None,
           storage_options: dict[str, Any] | None = None) -> MergeResult:
     """Join the shard directories ``inputs`` (paths or URLs) into ``out``.
@@ -83,6 +86,8 @@ def merge(inputs: Sequence[str | Location], out: str | Location, *,
     Args:
         shard_size: samples per output shard (default: the first input's).
         overwrite: replace an earlier imgshard output in ``out``.
+        workers: threads copying output shards (default: one per core); any number gives the
+            same bytes.
         progress: called with the number of samples copied, as they are.
 
     Raises:
@@ -95,22 +100,25 @@ def merge(inputs: Sequence[str | Location], out: str | Location, *,
     if not locations:
         raise MergeError("merge needs at least one input directory")
     return _combine(locations, _location(out, storage_options), shard_size=shard_size,
-                    overwrite=overwrite, progress=progress, merged=True)
+                    overwrite=overwrite, workers=workers, progress=progress, merged=True)
 
 
 def reshard(directory: str | Location, out: str | Location, *, shard_size: int,
-            overwrite: bool = False, progress: Callable[[int], None] | None = None,
+            overwrite: bool = False, workers: int | None = None,
+            progress: Callable[[int], None] | None = None,
             storage_options: dict[str, Any] | None = None) -> MergeResult:
     """Write the dataset ``directory`` into ``out`` in shards of ``shard_size`` samples: the same
     samples in the same order, splits and labels (its ``parent_id`` is the input's id)."""
     return _combine([_location(directory, storage_options)], _location(out, storage_options),
-                    shard_size=shard_size, overwrite=overwrite, progress=progress, merged=False)
+                    shard_size=shard_size, overwrite=overwrite, workers=workers,
+                    progress=progress, merged=False)
 
 
 def _combine(locations: list[Location], out: Location, *, shard_size: int | None,
-             overwrite: bool, progress: Callable[[int], None] | None,
+             overwrite: bool, workers: int | None, progress: Callable[[int], None] | None,
              merged: bool) -> MergeResult:
     started = time.perf_counter()
+    workers = _workers(workers)
     for location in locations:
         check_apart(location, out)
     manifests = [read_manifest(location) for location in locations]
@@ -129,9 +137,8 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
                 "shards": {split: layout.num_shards for split, layout in layouts.items()}}
         log = ResumeLog(out, plan, append=False)
         try:
-            splits = {split: copy_split(_cutter(out, layout, manifests[0], union), inputs,
-                                        shard_format(), progress)
-                      for split, layout in layouts.items()}
+            splits = copy_splits(_writer(out, manifests[0], union), list(layouts.values()),
+                                 inputs, union, workers=workers, progress=progress)
             duplicates = _write_samples(out, inputs, names, layouts,
                                         source_column=merged or _holds_merges(manifests))
             _check_unchanged(locations, names, manifests)
@@ -157,9 +164,18 @@ def _copy_record(given: Input, out: Location) -> bool:
     return True
 
 
-def _cutter(out: Location, layout, first: Manifest, union: list[str] | None) -> ShardCutter:
-    return ShardCutter(out, layout, shard_format(), tuple(first.image_shape),
-                       np.dtype(first.dtype), union)
+def _writer(out: Location, first: Manifest, union: list[str] | None) -> Writer:
+    return Writer(out, shard_format(), tuple(first.image_shape), np.dtype(first.dtype),
+                  None if union is None else len(union))
+
+
+def _workers(workers: Any) -> int:
+    """The threads to copy on: ``workers`` (at most :data:`MAX_THREADS`), one per core without."""
+    if workers is None:
+        return os.cpu_count() or 1
+    if not is_whole_argument(workers) or workers < 1:
+        raise MergeError(f"workers must be a whole number >= 1, got {repr(workers)[:40]}")
+    return int(min(workers, MAX_THREADS))
 
 
 def _check_unchanged(locations: list[Location], names: list[str],

@@ -4,23 +4,28 @@ Each input shard file is mapped from the descriptor its checksum was computed on
 from a temporary download), so the bytes copied are the bytes verified against the input's
 manifest; a file that does not match stops the copy before anything looks finished. The rows
 go out in chunks of about :data:`CHUNK_BYTES` through the shard format's row writer, which
-hashes them as it writes: memory holds one chunk and one output shard's labels, whatever the
-size of the inputs.
+hashes them as it writes. Output shards are written on threads, each shard's bytes fixed by the
+plan (:func:`imgshard.merge_plan.shard_pieces`) whichever thread writes it; an input shard read
+by two of them is verified once. Memory holds a chunk and an output shard's labels per thread,
+whatever the size of the inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import ShardError
-from .formats import RowWriter, ShardFormat, check_labels
+from .formats import ShardFormat, check_labels
 from .layout import images_name, labels_name
 from .manifest import Manifest, ShardInfo, SplitInfo
-from .merge_plan import SplitLayout
+from .merge_plan import Piece, SplitLayout, shard_pieces
 from .storage import Location
 
 #: The bytes of rows copied at once.
@@ -36,125 +41,186 @@ class Input:
     table: np.ndarray | None
 
 
+class VerifiedShards:
+    """Input shard files opened and verified once, shared by the output shards (maybe written
+    by several threads) that copy rows from them, and closed when the last of those is done."""
+
+    def __init__(self, inputs: list[Input], file_format: ShardFormat,
+                 pieces: list[list[Piece]]) -> None:
+        self._inputs = inputs
+        self._format = file_format
+        self._uses = Counter((p.source, p.shard.images) for shard in pieces for p in shard)
+        self._open: dict[tuple[int, str], _Opened] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def rows(self, piece: Piece) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The input's images and labels (output numbering) of the shard ``piece`` reads."""
+        key = (piece.source, piece.shard.images)
+        with self._lock:
+            opened = self._open.setdefault(key, _Opened())
+        try:
+            with opened.lock:
+                if opened.files is None:
+                    opened.files = contextlib.ExitStack()
+                    opened.arrays = self._verified(self._inputs[piece.source], piece.shard,
+                                                   opened.files)
+            yield opened.arrays
+        finally:
+            with self._lock:
+                self._uses[key] -= 1
+                done = self._uses[key] == 0
+                if done:
+                    del self._open[key]
+            if done and opened.files is not None:
+                opened.arrays = None
+                opened.files.close()
+
+    def _verified(self, source: Input, shard: ShardInfo, files: contextlib.ExitStack
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+        manifest = source.manifest
+        images = _opened(source, files, self._format, shard.images,
+                         shape=(shard.num_samples, *manifest.image_shape), dtype=manifest.dtype,
+                         sha256=shard.sha256)
+        if source.table is None:
+            return images, None
+        return images, source.table[verified_labels(source, shard, self._format, files)]
+
+
 @dataclass
-class ShardCutter:
-    """Writes one output split: rows appended in order are cut into shards of the layout."""
+class _Opened:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    files: contextlib.ExitStack | None = None
+    arrays: tuple[np.ndarray, np.ndarray | None] | None = None
+
+
+class Stopped(Exception):
+    """Another output shard failed: this one stops where it is."""
+
+
+@dataclass(frozen=True)
+class OutputShard:
+    """One output shard to write: its split's layout, its index, and the input rows it holds."""
+
+    layout: SplitLayout
+    index: int
+    pieces: list[Piece]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """What every output shard is written with: where, in which format, of what rows."""
 
     out: Location
-    layout: SplitLayout
     file_format: ShardFormat
     image_shape: tuple[int, ...]
     dtype: np.dtype
-    class_names: list[str] | None
-    shards: list[ShardInfo] = field(default_factory=list)
-    counts: np.ndarray | None = None
-    _file: contextlib.ExitStack | None = None
-    _writer: RowWriter | None = None
-    _labels: list[np.ndarray] = field(default_factory=list)
+    num_classes: int | None
 
-    def append(self, images: np.ndarray, labels: np.ndarray | None) -> None:
-        """Write ``images`` (and their output ``labels``) after the rows before them."""
-        done = 0
-        while done < len(images):
-            if self._writer is None:
-                self._open()
-            room = self.layout.shard_rows(len(self.shards)) - self._writer.rows
-            take = min(room, len(images) - done)
-            self._writer.append(images[done:done + take])
-            if labels is not None:
-                self._labels.append(labels[done:done + take])
-            done += take
-            if take == room:
-                self._close()
+    def write(self, job: OutputShard, shards: VerifiedShards, stop: threading.Event
+              ) -> tuple[ShardInfo, np.ndarray | None]:
+        """Write one output shard (and its labels) from verified input rows, in chunks of
+        about :data:`CHUNK_BYTES`; its info and class counts."""
+        if stop.is_set():
+            raise Stopped()
+        rows = job.layout.shard_rows(job.index)
+        labels: list[np.ndarray] = []
+        name = self._name(images_name, job)
+        with self.out.atomic_file(name) as stream:
+            writer = self.file_format.RowStream(stream, expected_rows=rows,
+                                                row_shape=self.image_shape, dtype=self.dtype)
+            for piece in job.pieces:
+                with shards.rows(piece) as (images, piece_labels):
+                    step = max(1, CHUNK_BYTES // max(images[0:1].nbytes, 1))
+                    for start in range(piece.start, piece.stop, step):
+                        if stop.is_set():
+                            raise Stopped()
+                        chunk = slice(start, min(start + step, piece.stop))
+                        writer.append(images[chunk])
+                        if piece_labels is not None:
+                            labels.append(piece_labels[chunk])
+            if writer.rows != rows:
+                raise RuntimeError(f"{name}: {writer.rows} rows, {rows} planned (a bug)")
+            digest = writer.finish()
+        info = ShardInfo(images=name, num_samples=rows, sha256=digest)
+        if self.num_classes is None:
+            return info, None
+        return self._with_labels(info, job, labels)
 
-    def finish(self) -> SplitInfo:
-        """The split as the manifest lists it; every row of the layout must have come."""
-        if self._writer is not None or len(self.shards) != self.layout.num_shards:
-            raise RuntimeError(f"split {self.layout.split}: fewer rows than planned (a bug)")
-        counts = None
-        if self.class_names is not None:
-            found = self.counts if self.counts is not None else np.zeros(len(self.class_names))
-            counts = {name: int(found[i]) for i, name in enumerate(self.class_names)}
-        return SplitInfo(num_samples=self.layout.total, class_counts=counts, shards=self.shards)
-
-    def abort(self) -> None:
-        """Remove the temporary file of the shard being written."""
-        if self._file is not None:
-            failure = RuntimeError("the copy failed")
-            self._file.__exit__(type(failure), failure, None)
-            self._file = self._writer = None
-
-    def _open(self) -> None:
-        index = len(self.shards)
-        self._file = contextlib.ExitStack()
-        stream = self._file.enter_context(self.out.atomic_file(self._name(images_name, index)))
-        self._writer = self.file_format.RowStream(
-            stream, expected_rows=self.layout.shard_rows(index), row_shape=self.image_shape,
-            dtype=self.dtype)
-
-    def _close(self) -> None:
-        index = len(self.shards)
-        with self._file:
-            digest = self._writer.finish()
-        rows, self._file, self._writer = self._writer.rows, None, None
-        info = ShardInfo(images=self._name(images_name, index), num_samples=rows, sha256=digest)
-        if self.class_names is not None:
-            info = self._write_labels(info, index)
-        self.shards.append(info)
-
-    def _write_labels(self, info: ShardInfo, index: int) -> ShardInfo:
-        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int32)
-        self._labels = []
-        found = np.bincount(labels, minlength=len(self.class_names))
-        self.counts = found if self.counts is None else self.counts + found
-        name = self._name(labels_name, index)
+    def _with_labels(self, info: ShardInfo, job: OutputShard, labels: list[np.ndarray]
+                     ) -> tuple[ShardInfo, np.ndarray]:
+        labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+        name = self._name(labels_name, job)
         with self.out.atomic_file(name) as stream:
             writer = self.file_format.RowStream(stream, expected_rows=len(labels), row_shape=(),
                                                 dtype=np.dtype(np.int32))
             writer.append(labels)
             digest = writer.finish()
-        return ShardInfo(images=info.images, num_samples=info.num_samples, sha256=info.sha256,
+        info = ShardInfo(images=info.images, num_samples=info.num_samples, sha256=info.sha256,
                          labels=name, labels_sha256=digest)
+        return info, np.bincount(labels, minlength=self.num_classes)
 
-    def _name(self, make: Callable[..., str], index: int) -> str:
-        return make(self.layout.split, index, self.file_format.SUFFIX)
+    def _name(self, make: Callable[..., str], job: OutputShard) -> str:
+        return make(job.layout.split, job.index, self.file_format.SUFFIX)
 
 
-def copy_split(cutter: ShardCutter, inputs: list[Input], file_format: ShardFormat,
-               progress: Callable[[int], None] | None = None) -> SplitInfo:
-    """Copy every input's shards of the cutter's split, in order, into the cutter."""
-    split = cutter.layout.split
+def copy_splits(writer: Writer, layouts: list[SplitLayout], inputs: list[Input],
+                class_names: list[str] | None, *, workers: int,
+                progress: Callable[[int], None] | None = None) -> dict[str, SplitInfo]:
+    """Write every output shard of ``layouts`` on ``workers`` threads (hashing and file I/O
+    let go of the GIL); on the first failure the others stop, and it is raised."""
+    manifests = [source.manifest for source in inputs]
+    jobs = [OutputShard(layout, index, pieces) for layout in layouts
+            for index, pieces in enumerate(shard_pieces(layout, manifests))]
+    shards = VerifiedShards(inputs, writer.file_format, [job.pieces for job in jobs])
+    stop = threading.Event()
+
+    def write(job: OutputShard) -> tuple[ShardInfo, np.ndarray | None]:
+        try:
+            return writer.write(job, shards, stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgshard-merge")
     try:
-        for source in inputs:
-            for shard in source.manifest.splits[split].shards if split in source.manifest.splits \
-                    else ():
-                for images, labels in verified_rows(source, shard, file_format):
-                    cutter.append(images, labels)
-                    if progress:
-                        progress(len(images))
-    except BaseException:
-        cutter.abort()
-        raise
-    return cutter.finish()
+        futures = [pool.submit(write, job) for job in jobs]
+        results = []
+        for future in futures:
+            results.append(_result(future, futures))
+            if progress:
+                progress(results[-1][0].num_samples)
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return _split_infos(layouts, jobs, results, class_names)
 
 
-def verified_rows(source: Input, shard: ShardInfo, file_format: ShardFormat
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """The rows of one input shard in chunks, with their labels in the output's numbering,
-    read from files whose checksums match the input's manifest."""
-    manifest = source.manifest
-    shape = (shard.num_samples, *manifest.image_shape)
-    with contextlib.ExitStack() as files:
-        images = _opened(source, files, file_format, shard.images, shape=shape,
-                         dtype=manifest.dtype, sha256=shard.sha256)
-        labels = None if source.table is None else verified_labels(source, shard, file_format,
-                                                                   files)
-        row_bytes = max(images[0:1].nbytes, 1)
-        step = max(1, CHUNK_BYTES // row_bytes)
-        for start in range(0, shard.num_samples, step):
-            chunk = slice(start, start + step)
-            yield images[chunk], None if labels is None else source.table[labels[chunk]]
-        del images, labels
+def _result(future: Future, futures: list[Future]) -> tuple[ShardInfo, np.ndarray | None]:
+    """The result of ``future``; when it stopped because another failed, that failure (the
+    first in order, whatever thread hit it first)."""
+    try:
+        return future.result()
+    except Stopped:
+        wait(futures)
+        errors = [f.exception() for f in futures if not f.cancelled()]
+        raise next((error for error in errors if error is not None
+                    and not isinstance(error, Stopped)), RuntimeError("stopped, no cause")
+                   ) from None
+
+
+def _split_infos(layouts: list[SplitLayout], jobs: list[OutputShard], results: list,
+                 class_names: list[str] | None) -> dict[str, SplitInfo]:
+    splits = {}
+    for layout in layouts:
+        mine = [result for job, result in zip(jobs, results) if job.layout is layout]
+        counts = None
+        if class_names is not None:
+            found = sum((counts for _, counts in mine), np.zeros(len(class_names), np.int64))
+            counts = {name: int(found[i]) for i, name in enumerate(class_names)}
+        splits[layout.split] = SplitInfo(num_samples=layout.total, class_counts=counts,
+                                         shards=[info for info, _ in mine])
+    return splits
 
 
 def verified_labels(source: Input, shard: ShardInfo, file_format: ShardFormat,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ImgshardError
-from .manifest import Manifest
+from .manifest import Manifest, ShardInfo
 
 #: The options that make the pixels what they are: inputs must agree on every one.
 PIXEL_OPTIONS = ("size", "color", "resize", "interpolation", "dtype", "rescale", "offset")
@@ -94,6 +94,33 @@ class SplitLayout:
         if start is None:
             return None
         return divmod(start + row, self.shard_size)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``start`` to ``stop`` of input ``source``'s shard ``shard``: the part of it that
+    one output shard holds."""
+
+    source: int
+    shard: ShardInfo
+    start: int
+    stop: int
+
+
+def shard_pieces(layout: SplitLayout, manifests: list[Manifest]) -> list[list[Piece]]:
+    """For each output shard of ``layout``, in order, the input rows it holds: what lets any
+    thread write any output shard, the bytes depending only on the plan."""
+    pieces: list[list[Piece]] = [[] for _ in range(layout.num_shards)]
+    for source, manifest in enumerate(manifests):
+        for shard in manifest.splits[layout.split].shards if layout.split in manifest.splits \
+                else ():
+            row = 0
+            while row < shard.num_samples:
+                index, offset = layout.place(source, shard.images, row)
+                stop = min(shard.num_samples, row + layout.shard_size - offset)
+                pieces[index].append(Piece(source, shard, row, stop))
+                row = stop
+    return pieces
 
 
 def split_layout(split: str, manifests: list[Manifest], shard_size: int) -> SplitLayout:

@@ -4,7 +4,6 @@ labels remapped to the union of the class names, inputs' checksums verified as t
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import tracemalloc
@@ -280,3 +279,80 @@ def test_a_corrupt_input_on_a_url_names_the_file_where_it_lies(pair, tmp_path):
     memory.pipe(f"{url}/{shard}", bytes(data))
     result = run("merge", url, "-o", str(tmp_path / "m"), "-q")
     one_error_line(result, f"{url}/{shard}: checksum")
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shard_size", [2, 4, 7])
+def test_merge_is_byte_identical_for_any_worker_count(pair, tmp_path, shard_size):
+    """Output shards that take rows from two input shards, and input shards cut across two
+    output shards, whatever thread writes which."""
+    outputs = []
+    for workers in (1, 2, 5):
+        out = str(tmp_path / f"w{workers}")
+        result = run("merge", *pair, "-o", out, "--shard-size", shard_size, "--workers", workers,
+                     "-q")
+        assert result.exit_code == 0, result.output
+        outputs.append(comparable(local_files(out)))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert run("verify", str(tmp_path / "w5")).exit_code == 0
+
+
+def test_reshard_takes_workers_and_keeps_the_bytes(pair, tmp_path):
+    one, many = str(tmp_path / "one"), str(tmp_path / "many")
+    reshard(pair[0], one, shard_size=2, workers=1)
+    result = run("reshard", pair[0], many, "--shard-size", "2", "--workers", "3", "-q")
+    assert result.exit_code == 0, result.output
+    assert comparable(local_files(one)) == comparable(local_files(many))
+
+
+def test_each_input_file_is_hashed_once_however_many_output_shards_read_it(pair, tmp_path,
+                                                                          monkeypatch):
+    """An input shard cut across two output shards (written by two threads) is verified once:
+    parallel copying must not hash the inputs twice."""
+    from imgshard.formats import npy
+
+    hashed = []
+    original = npy.descriptor_sha256
+
+    def counting(descriptor):
+        hashed.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        return original(descriptor)
+
+    monkeypatch.setattr(npy, "descriptor_sha256", counting)
+    merge(list(pair), str(tmp_path / "m"), shard_size=2, workers=3)
+    shards = [(d, s) for d in pair for split in read_manifest(d).splits.values()
+              for s in split.shards]
+    images = sorted(os.path.realpath(os.path.join(d, s.images)) for d, s in shards)
+    labels = {os.path.realpath(os.path.join(d, s.labels)) for d, s in shards}
+    assert sorted(name for name in hashed if not name.endswith(".labels.npy")) == images
+    assert {name for name in hashed if name.endswith(".labels.npy")} == labels  # (small: they
+    # are read again, with the samples.csv rows, to check each row's label)
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "two"])
+def test_merge_workers_must_be_a_positive_whole_number(pair, tmp_path, workers):
+    result = run("merge", *pair, "-o", str(tmp_path / "m"), "--workers", workers)
+    assert result.exit_code != 0 and "workers" in result.output.lower()
+    assert "Traceback" not in result.output
+    assert not os.path.exists(tmp_path / "m" / "manifest.json")
+
+
+def test_a_corrupt_input_with_many_workers_stops_every_thread_and_leaves_no_finished_output(
+        pair, tmp_path):
+    a = str(tmp_path / "a")
+    shutil.copytree(pair[0], a)
+    shard = read_manifest(a).splits["train"].shards[0].images
+    with open(os.path.join(a, shard), "r+b") as stream:
+        stream.seek(-1, os.SEEK_END)
+        last = stream.read(1)
+        stream.seek(-1, os.SEEK_END)
+        stream.write(bytes([last[0] ^ 1]))
+    out = str(tmp_path / "merged")
+    one_error_line(run("merge", a, pair[1], "-o", out, "-q", "--workers", "4",
+                       "--shard-size", "1"), f"{shard}: checksum")
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]  # threads stopped
+    result = run("merge", pair[0], pair[1], "-o", out, "--overwrite", "-q", "--workers", "4")
+    assert result.exit_code == 0, result.output
+    assert run("verify", out).exit_code == 0
