@@ -5,17 +5,20 @@ Usage: python benchmarks/bench_append.py --corpus /work/corpus [--repeat 3]
 Each set (``small``: 1,500 ImageNet-sized photos, ``large``: 200 of 3 megapixels, in class
 folders) is linked into a scratch folder without every tenth file of each class; that is built
 once; the small set also 4 times over under other names (6,000 photos), where the
-interpreter's start-up (about 0.16 s, paid by both) weighs less. Each run then links the rest in and times
-the whole ``imgshard append SRC OUT --workers 2 --quiet`` process on a copy of that dataset,
-against the whole ``imgshard build`` of the grown folder into an empty OUT, best of ``repeat``
-each, side by side. Both decode with the same pool; the append also reads the dataset's
-``samples.csv`` and record of sources.
+interpreter's start-up (about 0.16 s, paid by both) weighs less. Each run then links the rest
+in and times the whole ``imgshard append SRC OUT --workers 2 --quiet`` process on a copy of
+that dataset, against the whole ``imgshard build`` of the grown folder into an empty OUT, best
+of ``repeat`` each, side by side. Both decode with the same pool; the append also reads the
+dataset's ``samples.csv`` and record of sources. The small set is also timed in this process
+(``imgshard.append`` against ``imgshard.build``, alternating, best of ``repeat``): the cost of
+the operations themselves, without the start-up of an interpreter.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from harness import (Figure, at_most, benchmark_command, best_of, corpus_option, corpus_set,
                      imgshard_command, print_figures, remove_tree, repeat_option, run_timed,
@@ -45,8 +48,30 @@ def link_tree(corpus: str, target: str, *, late: bool | None, copies: int = 1) -
 
 
 def append_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure], list[str]]:
-    return [append_figure(corpus, name, copies, repeat, os.path.join(scratch, f"{name}{copies}"))
-            for name, copies in (("small", 1), ("large", 1), ("small", LARGER))], []
+    figures = [append_figure(corpus, name, copies, repeat,
+                             os.path.join(scratch, f"{name}{copies}"))
+               for name, copies in (("small", 1), ("large", 1), ("small", LARGER))]
+    return [*figures, in_process_figure(os.path.join(scratch, "small1"), repeat)], []
+
+
+def in_process_figure(scratch: str, repeat: int) -> Figure:
+    """The append and the build of :func:`append_figure`'s small set, called in this process."""
+    import imgshard
+
+    grown, dataset, out = (os.path.join(scratch, name) for name in ("grown", "data", "out"))
+    appends, builds = [], []
+    for _ in range(repeat):
+        remove_tree(out)
+        shutil.copytree(dataset, out)
+        started = time.perf_counter()
+        imgshard.append(grown, out, workers=2)
+        appends.append(time.perf_counter() - started)
+        remove_tree(out)
+        started = time.perf_counter()
+        imgshard.build(grown, out, workers=2)
+        builds.append(time.perf_counter() - started)
+    return Figure("append 10% vs build, in one process", "small", min(appends), min(builds),
+                  "s", f"<= {GOAL}x", at_most(GOAL))
 
 
 def append_figure(corpus: str, set_name: str, copies: int, repeat: int, scratch: str) -> Figure:

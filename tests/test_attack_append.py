@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 import json
 import os
 import tracemalloc
@@ -111,7 +112,7 @@ def test_an_append_to_a_merged_dataset_is_refused(tmp_path):
 
 
 def interrupt_before_the_manifest(monkeypatch) -> None:
-    import imgshard.append as append_module
+    append_module = importlib.import_module("imgshard.append")  # imgshard.append: the function
 
     def stop(*_args, **_kwargs):
         raise KeyboardInterrupt
