@@ -55,16 +55,21 @@ class VerifiedShards:
 
     @contextlib.contextmanager
     def rows(self, piece: Piece) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """The input's images and labels (output numbering) of the shard ``piece`` reads."""
+        """The input's images and labels (output numbering) of the shard ``piece`` reads.
+
+        Raises:
+            Stopped: another thread's verification of that shard failed (it raises why).
+        """
         key = (piece.source, piece.shard.images)
         with self._lock:
             opened = self._open.setdefault(key, _Opened())
         try:
             with opened.lock:
+                if opened.failed:
+                    raise Stopped()
                 if opened.files is None:
-                    opened.files = contextlib.ExitStack()
-                    opened.arrays = self._verified(self._inputs[piece.source], piece.shard,
-                                                   opened.files)
+                    opened.open(lambda files: self._verified(self._inputs[piece.source],
+                                                             piece.shard, files))
             yield opened.arrays
         finally:
             with self._lock:
@@ -72,9 +77,8 @@ class VerifiedShards:
                 done = self._uses[key] == 0
                 if done:
                     del self._open[key]
-            if done and opened.files is not None:
-                opened.arrays = None
-                opened.files.close()
+            if done:
+                opened.close()
 
     def _verified(self, source: Input, shard: ShardInfo, files: contextlib.ExitStack
                   ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -89,9 +93,29 @@ class VerifiedShards:
 
 @dataclass
 class _Opened:
+    """One input shard's verified arrays and the files they are mapped from; ``failed`` once
+    its verification failed (the files then closed at once)."""
+
     lock: threading.Lock = field(default_factory=threading.Lock)
     files: contextlib.ExitStack | None = None
     arrays: tuple[np.ndarray, np.ndarray | None] | None = None
+    failed: bool = False
+
+    def open(self, verified: Callable[[contextlib.ExitStack],
+                                      tuple[np.ndarray, np.ndarray | None]]) -> None:
+        files = contextlib.ExitStack()
+        try:
+            self.arrays = verified(files)
+        except BaseException:
+            self.failed = True
+            files.close()
+            raise
+        self.files = files
+
+    def close(self) -> None:
+        files, self.files, self.arrays = self.files, None, None
+        if files is not None:
+            files.close()
 
 
 class Stopped(Exception):

@@ -5,10 +5,13 @@ why."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -18,8 +21,9 @@ from hypothesis import strategies as st
 from test_merge import build_classes, samples_of
 
 from imgshard import BuildConfig, build, merge, reshard
-from imgshard.errors import ImgshardError
+from imgshard.errors import ImgshardError, ShardError
 from imgshard.manifest import read_manifest
+from imgshard.merge_copy import VerifiedShards
 from imgshard.merge_samples import MASK, row_marks
 
 
@@ -178,3 +182,68 @@ def test_a_source_column_added_to_a_plain_build_is_refused(pair, tmp_path):
     out = str(tmp_path / "merged")
     one_error_line(run("merge", a, pair[1], "-o", out, "-q"), "samples.csv", "source")
     assert not os.path.exists(os.path.join(out, "manifest.json"))
+
+
+# -- --workers (attacked at aae9ed7: each test below failed there) ----------------------------
+
+def corrupt_first_train_shard(directory, how: str) -> str:
+    """Break the first train shard of DIRECTORY: ``images`` flips its last byte (a checksum
+    mismatch); ``labels`` writes a label out of range into its labels file, with the manifest's
+    checksum updated to match (a hostile input: the range check must catch it). Its name."""
+    shard = read_manifest(directory).splits["train"].shards[0]
+    if how == "images":
+        with open(os.path.join(directory, shard.images), "r+b") as stream:
+            stream.seek(-1, os.SEEK_END)
+            last = stream.read(1)
+            stream.seek(-1, os.SEEK_END)
+            stream.write(bytes([last[0] ^ 1]))
+        return shard.images
+    path = os.path.join(directory, shard.labels)
+    labels = np.load(path)
+    labels[-1] = 7
+    np.save(path, labels)
+    with open(path, "rb") as stream:
+        digest = hashlib.sha256(stream.read()).hexdigest()
+
+    def relabel(document):
+        document["splits"]["train"]["shards"][0]["labels_sha256"] = digest
+        del document["dataset_id"]
+
+    edit_manifest(directory, relabel)
+    return shard.labels
+
+
+@pytest.mark.parametrize("how", ["images", "labels"])
+def test_a_thread_that_waited_on_a_failed_input_shard_does_not_crash(pair, tmp_path,
+                                                                     monkeypatch, how):
+    """Output shards 0 and 1 both read the broken input shard; the thread writing shard 1
+    verifies it first and fails, and the thread writing shard 0 (which waited) was handed
+    ``None`` as the shard's rows: a TypeError traceback instead of the one-line error (seen
+    about one run in fifteen without this test's timing)."""
+    a = copied(pair[0], tmp_path / "a")
+    broken = corrupt_first_train_shard(a, how)
+    first = read_manifest(a).splits["train"].shards[0].images
+    failed = threading.Event()
+    real_rows, real_verified = VerifiedShards.rows, VerifiedShards._verified
+
+    @contextlib.contextmanager
+    def late_first_rows(self, piece):
+        if piece.source == 0 and piece.shard.images == first and piece.start == 0:
+            failed.wait(10)  # the thread of output shard 0 comes once shard 1's has failed
+        with real_rows(self, piece) as arrays:
+            yield arrays
+
+    def verified(self, *args):
+        try:
+            return real_verified(self, *args)
+        except ShardError:
+            failed.set()
+            raise
+
+    monkeypatch.setattr(VerifiedShards, "rows", late_first_rows)
+    monkeypatch.setattr(VerifiedShards, "_verified", verified)
+    out = str(tmp_path / "merged")
+    one_error_line(run("merge", a, pair[1], "-o", out, "-q", "--workers", "2",
+                       "--shard-size", "1"), broken)
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
+
