@@ -80,6 +80,13 @@ class VerifiedShards:
             if done:
                 opened.close()
 
+    def close(self) -> None:
+        """Close the input shards still open (output shards that would read them stopped)."""
+        with self._lock:
+            left, self._open = list(self._open.values()), {}
+        for opened in left:
+            opened.close()
+
     def _verified(self, source: Input, shard: ShardInfo, files: contextlib.ExitStack
                   ) -> tuple[np.ndarray, np.ndarray | None]:
         manifest = source.manifest
@@ -217,6 +224,7 @@ def copy_splits(writer: Writer, layouts: list[SplitLayout], inputs: list[Input],
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        shards.close()
     return _split_infos(layouts, jobs, results, class_names)
 
 

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
+import glob
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import threading
 
 import numpy as np
 import pytest
-from conftest import edit_manifest, one_error_line, run
+from conftest import edit_manifest, on_memory, one_error_line, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_merge import build_classes, samples_of
@@ -246,4 +249,37 @@ def test_a_thread_that_waited_on_a_failed_input_shard_does_not_crash(pair, tmp_p
     one_error_line(run("merge", a, pair[1], "-o", out, "-q", "--workers", "2",
                        "--shard-size", "1"), broken)
     assert not os.path.exists(os.path.join(out, "manifest.json"))
+
+
+def test_a_failed_merge_from_a_url_leaves_no_download_behind(pair, tmp_path, monkeypatch):
+    """Output shards 0-2 read the broken input shard, 3-5 the next one. The thread writing
+    shard 3 opened the next one (downloaded it) before the broken one's check failed; shards 4
+    and 5 then stopped without reading it, so it was never closed: its download stayed in the
+    temporary folder until the garbage collector came by (the failure's traceback holds the
+    futures, a cycle)."""
+    a = copied(pair[0], tmp_path / "a")
+    broken = corrupt_first_train_shard(a, "images")
+    next_opened = threading.Event()
+    real_verified = VerifiedShards._verified
+
+    def verified(self, source, shard, files):
+        if shard.images == broken:
+            next_opened.wait(10)
+        arrays = real_verified(self, source, shard, files)
+        next_opened.set()
+        return arrays
+
+    monkeypatch.setattr(VerifiedShards, "_verified", verified)
+
+    def downloads():
+        return set(glob.glob(os.path.join(tempfile.gettempdir(), ".imgshard-download-*")))
+
+    before = downloads()
+    gc.disable()  # what is left is then left until the process ends (or the collector runs)
+    try:
+        with on_memory(a) as url, pytest.raises(ShardError, match="checksum"):
+            merge([url, pair[1]], str(tmp_path / "merged"), shard_size=1, workers=4)
+        assert downloads() - before == set()
+    finally:
+        gc.enable()
 
