@@ -199,36 +199,43 @@ def copy_splits(writer: Writer, layouts: list[SplitLayout], inputs: list[Input],
                 class_names: list[str] | None, *, workers: int,
                 progress: Callable[[int], None] | None = None) -> dict[str, SplitInfo]:
     """Write every output shard of ``layouts`` on ``workers`` threads (hashing and file I/O
-    let go of the GIL); on the first failure the others stop, and it is raised."""
+    let go of the GIL); on the first failure the others stop, and it is raised. Each shard's
+    class counts are added to its split's as it is written (memory: a count per class and
+    split, whatever the number of output shards)."""
     manifests = [source.manifest for source in inputs]
     jobs = [OutputShard(layout, index, pieces) for layout in layouts
             for index, pieces in enumerate(shard_pieces(layout, manifests))]
     shards = VerifiedShards(inputs, writer.file_format, [job.pieces for job in jobs])
-    stop = threading.Event()
+    stop, counting = threading.Event(), threading.Lock()
+    totals = {layout.split: np.zeros(len(class_names or ()), np.int64) for layout in layouts}
 
-    def write(job: OutputShard) -> tuple[ShardInfo, np.ndarray | None]:
+    def write(job: OutputShard) -> ShardInfo:
         try:
-            return writer.write(job, shards, stop)
+            info, counts = writer.write(job, shards, stop)
         except BaseException:
             stop.set()
             raise
+        if counts is not None:
+            with counting:
+                totals[job.layout.split] += counts
+        return info
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgshard-merge")
     try:
         futures = [pool.submit(write, job) for job in jobs]
-        results = []
+        infos = []
         for future in futures:
-            results.append(_result(future, futures))
+            infos.append(_result(future, futures))
             if progress:
-                progress(results[-1][0].num_samples)
+                progress(infos[-1].num_samples)
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         shards.close()
-    return _split_infos(layouts, jobs, results, class_names)
+    return _split_infos(layouts, jobs, infos, class_names, totals)
 
 
-def _result(future: Future, futures: list[Future]) -> tuple[ShardInfo, np.ndarray | None]:
+def _result(future: Future, futures: list[Future]) -> ShardInfo:
     """The result of ``future``; when it stopped because another failed, that failure (the
     first in order, whatever thread hit it first)."""
     try:
@@ -241,17 +248,18 @@ def _result(future: Future, futures: list[Future]) -> tuple[ShardInfo, np.ndarra
                    ) from None
 
 
-def _split_infos(layouts: list[SplitLayout], jobs: list[OutputShard], results: list,
-                 class_names: list[str] | None) -> dict[str, SplitInfo]:
+def _split_infos(layouts: list[SplitLayout], jobs: list[OutputShard], infos: list[ShardInfo],
+                 class_names: list[str] | None, totals: dict[str, np.ndarray]
+                 ) -> dict[str, SplitInfo]:
     splits = {}
     for layout in layouts:
-        mine = [result for job, result in zip(jobs, results) if job.layout is layout]
         counts = None
         if class_names is not None:
-            found = sum((counts for _, counts in mine), np.zeros(len(class_names), np.int64))
+            found = totals[layout.split]
             counts = {name: int(found[i]) for i, name in enumerate(class_names)}
-        splits[layout.split] = SplitInfo(num_samples=layout.total, class_counts=counts,
-                                         shards=[info for info, _ in mine])
+        splits[layout.split] = SplitInfo(
+            num_samples=layout.total, class_counts=counts,
+            shards=[info for job, info in zip(jobs, infos) if job.layout is layout])
     return splits
 
 
