@@ -319,3 +319,23 @@ def test_class_counts_take_memory_per_split_not_per_output_shard(tmp_path, monke
     reshard(many, str(tmp_path / "re"), shard_size=1, workers=2)
     one_count = 8 * (len(names) + 2)
     assert peaks[0] < 8 * one_count + 1_000_000, peaks  # 90 shards' counts: 14.4 MB
+
+
+@pytest.mark.parametrize("workers", ["1", "4"])
+def test_a_labelled_input_listing_a_shard_without_labels_is_one_line(pair, tmp_path, workers):
+    """The manifest's checks let a shard lack ``labels`` (an unlabelled dataset's do); in a
+    dataset with classes the merge then opened the file named None: an AttributeError
+    traceback (before --workers too)."""
+    a = copied(pair[0], tmp_path / "a")
+
+    def drop_labels(document):
+        del document["splits"]["train"]["shards"][1]["labels"]
+        del document["splits"]["train"]["shards"][1]["labels_sha256"]
+        del document["dataset_id"]
+
+    edit_manifest(a, drop_labels)
+    out = str(tmp_path / "merged")
+    shard = read_manifest(a).splits["train"].shards[1].images
+    one_error_line(run("merge", a, pair[1], "-o", out, "-q", "--workers", workers), shard,
+                   "labels")
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
