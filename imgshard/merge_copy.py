@@ -13,9 +13,10 @@ whatever the size of the inputs.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ from .storage import Location
 
 #: The bytes of rows copied at once.
 CHUNK_BYTES = 1 << 22
+#: Output shards queued per thread (ahead of the one written): enough to keep it busy.
+AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -221,11 +224,14 @@ def copy_splits(writer: Writer, layouts: list[SplitLayout], inputs: list[Input],
         return info
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imgshard-merge")
-    try:
-        futures = [pool.submit(write, job) for job in jobs]
-        infos = []
-        for future in futures:
-            infos.append(_result(future, futures))
+    queued, infos = iter(jobs), []
+    try:  # at most AHEAD jobs a thread submitted at once: a future each, not one an output shard
+        pending = deque(pool.submit(write, job)
+                        for job in itertools.islice(queued, AHEAD * workers))
+        while pending:
+            infos.append(_result(pending[0], pending))
+            pending.popleft()
+            pending.extend(pool.submit(write, job) for job in itertools.islice(queued, 1))
             if progress:
                 progress(infos[-1].num_samples)
     finally:
@@ -235,7 +241,7 @@ def copy_splits(writer: Writer, layouts: list[SplitLayout], inputs: list[Input],
     return _split_infos(layouts, jobs, infos, class_names, totals)
 
 
-def _result(future: Future, futures: list[Future]) -> ShardInfo:
+def _result(future: Future, futures: Iterable[Future]) -> ShardInfo:
     """The result of ``future``; when it stopped because another failed, that failure (the
     first in order, whatever thread hit it first)."""
     try:
