@@ -49,6 +49,7 @@ from .merge_samples import (
     rewrite_samples,
 )
 from .outdir import check_apart, locked, prepare_out
+from .resources import default_workers
 from .resume import finish_log
 from .resume_log import ResumeLog
 from .samples_csv import open_samples_csv, read_samples
@@ -172,9 +173,10 @@ def _writer(out: Location, first: Manifest, union: list[str] | None) -> Writer:
 
 
 def _workers(workers: Any) -> int:
-    """The threads to copy on: ``workers`` (at most :data:`MAX_THREADS`), one per core without."""
+    """The threads to copy on: ``workers``, or without it one per core this process may use;
+    at most :data:`MAX_THREADS`."""
     if workers is None:
-        return os.cpu_count() or 1
+        return min(default_workers(), MAX_THREADS)
     if not is_whole_argument(workers) or workers < 1:
         raise MergeError(f"workers must be a whole number >= 1, got {repr(workers)[:40]}")
     return int(min(workers, MAX_THREADS))

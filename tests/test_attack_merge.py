@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_merge import build_classes, samples_of
 
-from imgshard import BuildConfig, build, merge, reshard
+from imgshard import BuildConfig, build, merge, merge_copy, reshard
 from imgshard.errors import ImgshardError, ShardError
 from imgshard.manifest import read_manifest
 from imgshard.merge_copy import VerifiedShards
@@ -363,3 +363,23 @@ def test_copying_holds_no_future_for_every_output_shard(tmp_path, monkeypatch):
     monkeypatch.setattr(merge_module, "copy_splits", measured)
     merge([tiny] * 10, str(tmp_path / "merged"), shard_size=1, workers=4)
     assert peaks[0] < 900 * 2_000, peaks  # every future held: 2.7 MB
+
+
+def test_the_default_workers_are_the_usable_cores_at_most_32(pair, tmp_path, monkeypatch):
+    """The README: "default: one per core, at most 32". Without --workers the merge took
+    ``os.cpu_count()`` as it was: 256 threads on a 256-core machine (each with an input shard
+    open, a download for a URL), and all the host's cores in a container allowed 2 of them."""
+    sizes = []
+
+    class Recorded(merge_copy.ThreadPoolExecutor):
+        def __init__(self, max_workers, **options):
+            sizes.append(max_workers)
+            super().__init__(max_workers, **options)
+
+    monkeypatch.setattr(merge_copy, "ThreadPoolExecutor", Recorded)
+    monkeypatch.setattr(os, "cpu_count", lambda: 256)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(256)))
+    merge(list(pair), str(tmp_path / "many"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    merge(list(pair), str(tmp_path / "two"))
+    assert sizes == [32, 2]
