@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import os
 import shutil
@@ -31,9 +32,10 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError
 from .formats import RowWriter, ShardFormat, shard_format
-from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name
+from .labels_file import LABEL_SEPARATOR
+from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name, targets_name
 from .manifest import ShardInfo, Skip, SplitInfo
-from .samples import Sample
+from .samples import Label, Sample
 from .samples_csv import open_samples_csv
 from .storage import Location
 from .worker import ShardResult, ShardTask
@@ -176,22 +178,56 @@ class SplitAssembler:
     def _finish_shard(self, index: int, digest: str, samples: list[Sample]) -> ShardInfo:
         shard_file = self._images_name(index)
         for row, sample in enumerate(samples):
-            label = "" if sample.label is None else sample.label
-            self.samples_writer.writerow((sample.path, self.split, shard_file, row, label))
-        if self.class_names is None:
-            return ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest)
-        labels = np.array([s.label for s in samples], dtype=np.int32)
-        for label in labels.tolist():
-            self._counts[label] = self._counts.get(label, 0) + 1
-        labels_file = labels_name(self.split, index, self.file_format.SUFFIX)
-        with self.out.atomic_file(labels_file) as stream:
-            writer = self.file_format.RowStream(stream, expected_rows=len(labels), row_shape=(),
-                                                dtype=labels.dtype)
-            writer.append(labels)
-            labels_digest = writer.finish()
-        self.bytes_written += self.out.size(labels_file)
-        return ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest,
-                         labels=labels_file, labels_sha256=labels_digest)
+            self.samples_writer.writerow((sample.path, self.split, shard_file, row,
+                                          label_cell(sample.label)))
+        info = ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest)
+        if self.class_names is not None:
+            labels = label_rows(samples, len(self.class_names))
+            for label, count in label_counts(labels).items():
+                self._counts[label] = self._counts.get(label, 0) + count
+            name = labels_name(self.split, index, self.file_format.SUFFIX)
+            info = dataclasses.replace(info, labels=name, labels_sha256=self._write(name, labels))
+        if self.config.targets is not None:
+            name = targets_name(self.split, index, self.file_format.SUFFIX)
+            targets = np.array([s.targets for s in samples], np.float32).reshape(len(samples), -1)
+            info = dataclasses.replace(info, targets=name, targets_sha256=self._write(name,
+                                                                                      targets))
+        return info
+
+    def _write(self, name: str, rows: np.ndarray) -> str:
+        """Write the rows of a labels or targets file; its checksum."""
+        with self.out.atomic_file(name) as stream:
+            writer = self.file_format.RowStream(stream, expected_rows=len(rows),
+                                                row_shape=rows.shape[1:], dtype=rows.dtype)
+            writer.append(rows)
+            digest = writer.finish()
+        self.bytes_written += self.out.size(name)
+        return digest
+
+
+def label_cell(label: Label) -> str | int:
+    """A label as ``samples.csv`` writes it: the index, a multi-label's indices joined by
+    ``|``, or empty."""
+    if label is None:
+        return ""
+    return LABEL_SEPARATOR.join(map(str, label)) if isinstance(label, tuple) else label
+
+
+def label_rows(samples: list[Sample], num_classes: int) -> np.ndarray:
+    """The labels file's rows: int32 indices, or a multi-label dataset's uint8 multi-hot rows."""
+    if not any(isinstance(s.label, tuple) for s in samples):
+        return np.array([s.label for s in samples], dtype=np.int32)
+    rows = np.zeros((len(samples), num_classes), dtype=np.uint8)
+    for row, sample in enumerate(samples):
+        rows[row, list(sample.label)] = 1
+    return rows
+
+
+def label_counts(labels: np.ndarray) -> dict[int, int]:
+    """How many samples carry each label (a multi-hot row counts each of its labels)."""
+    if labels.ndim == 2:
+        return {int(i): int(n) for i, n in enumerate(labels.sum(axis=0, dtype=np.int64)) if n}
+    return dict(Counter(labels.tolist()))
 
 
 def assemble_in_order(results: Iterable[ShardResult], tasks: list[ShardTask],

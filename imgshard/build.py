@@ -71,10 +71,14 @@ class BuildPlan:
         return -(-len(self.scan.splits[split]) // self.config.shard_size)
 
     def estimated_bytes(self, dtype: str | None = None) -> int:
-        """Bytes on disk if every image decodes (stored as ``dtype``): pixels, labels, headers."""
-        labels = 0 if self.scan.class_names is None else 4
+        """Bytes on disk if every image decodes (stored as ``dtype``): pixels, labels (int32, or
+        a byte per class multi-hot), targets (float32), headers."""
+        scan = self.scan
+        labels = 0 if scan.class_names is None else (
+            len(scan.class_names) if scan.label_kind == "multi" else 4)
+        labels += 4 * len(scan.target_names or ())
         shards = sum(self.num_shards(split) for split in self.scan.splits)
-        files_per_shard = 1 if self.scan.class_names is None else 2
+        files_per_shard = 1 + (scan.class_names is not None) + (scan.target_names is not None)
         per_shard_headers = shard_format().ESTIMATED_HEADER_BYTES * files_per_shard
         return self.scan.num_samples * (self.bytes_per_image(dtype) + labels) + shards * per_shard_headers
 
@@ -149,7 +153,7 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
                                       reaches=(src, out))
             executor.start(config)
         owned.enter_context(executor)
-        check_apart(src, out, config.labels)
+        check_apart(src, out, config.labels, config.targets)
         finished = finished_build(out, config) if resume else None  # read only: no lock
         if finished is not None:
             return BuildResult(finished, time.perf_counter() - started, 0, already_complete=True)
@@ -209,7 +213,7 @@ def run_tasks(src: Location, out: Location, build_plan: BuildPlan, executor: Exe
 def plan_of(build_plan: BuildPlan, workers: int) -> dict:
     files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
     return plan_record(build_plan.config.to_dict(), files, pieces_per_shard(build_plan, workers),
-                       build_plan.scan.labels_sha256)
+                       build_plan.scan.labels_sha256, build_plan.scan.targets_sha256)
 
 
 def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
@@ -229,6 +233,8 @@ def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
         splits=assembled.splits,
         skipped=sorted(build_plan.scan.skipped + assembled.skipped, key=lambda s: s.path),
         extra=extra,
+        label_kind=build_plan.scan.label_kind,
+        target_names=build_plan.scan.target_names,
     )
 
 

@@ -29,6 +29,7 @@ from .interrupts import sigterm_as_interrupt
 from .outdir import check_apart
 from .resources import check_memory, default_workers
 from .storage import Location
+from .summary import label_lines
 from .version import __version__
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,7 +58,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
     if scheduler is not None and not executor_kind(executor).takes_scheduler:
         raise ConfigError("--scheduler needs --executor dask")
     source, target = Location.of(src, storage_options), Location.of(out, storage_options)
-    check_apart(source, target, config.labels)
+    check_apart(source, target, config.labels, config.targets)
     with contextlib.ExitStack() as stack:
         stack.enter_context(sigterm_as_interrupt())  # left last: the workers stop under it
         runner = stack.enter_context(executor_named(executor, workers=workers, scheduler=scheduler,
@@ -119,6 +120,8 @@ def summarize(result: BuildResult, out: str) -> None:
     manifest = result.manifest
     splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
     click.echo(f"Built {out}: {splits} images")
+    for line in label_lines(manifest.label_kind, manifest.target_names):
+        click.echo(line[0].upper() + line[1:])
     echo_skips(manifest.skipped, "Skipped")
     click.echo(f"{result.elapsed:.1f} s, {result.images_per_second:,.0f} images/s, "
                f"{human_bytes(result.bytes_written)} written")

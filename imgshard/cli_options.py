@@ -84,6 +84,8 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
     "--labels": (click.Path(dir_okay=False, path_type=str),
                  "CSV of path,label rows (paths relative to SRC) instead of class folders."),
     "--no-labels": (None, "Unlabelled images, no label files."),
+    "--targets": (click.Path(dir_okay=False, path_type=str),
+                  "CSV of path,<name>,... rows of numbers stored beside the shards (regression)."),
     "--classes": (str, "Comma-separated class names: their order sets the labels."),
     "--follow-links": (None, "Follow symbolic links."),
     "--max-pixels": (int, "Skip images with more pixels (decompression bombs). [89478485]"),
@@ -143,8 +145,9 @@ def given_options(ctx: click.Context, config_file: str | None,
         values["size"] = parse_size(values["size"])
     if values.get("classes") is not None:
         values["classes"] = parse_classes(values["classes"])
-    labels = values.get("labels")
-    if isinstance(labels, str) and config_file and not os.path.isabs(labels) \
-            and ctx.get_parameter_source("labels") != click.core.ParameterSource.COMMANDLINE:
-        values["labels"] = os.path.join(os.path.dirname(config_file), values["labels"])
+    for key in ("labels", "targets"):  # a config file's paths are relative to the file
+        listing = values.get(key)
+        if isinstance(listing, str) and config_file and not os.path.isabs(listing) \
+                and ctx.get_parameter_source(key) != click.core.ParameterSource.COMMANDLINE:
+            values[key] = os.path.join(os.path.dirname(config_file), listing)
     return values, workers

@@ -63,6 +63,8 @@ class BuildConfig:
     shuffle: bool = True
     labels: str | None = None
     no_labels: bool = False
+    #: a CSV of numeric targets per file (``path,<name>...``), stored beside the shards
+    targets: str | None = None
     classes: tuple[str, ...] | None = None
     follow_links: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -84,6 +86,8 @@ class BuildConfig:
         values = dataclasses.asdict(self)
         values["size"] = list(self.size)
         values["classes"] = None if self.classes is None else list(self.classes)
+        if self.targets is None:  # a build without targets keeps the config (and id) it had
+            del values["targets"]
         return values
 
     @classmethod
@@ -129,6 +133,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shuffle": (lambda v: isinstance(v, bool), "true or false"),
     "labels": (_is_text_or_none, "a file name (a string)"),
     "no_labels": (lambda v: isinstance(v, bool), "true or false"),
+    "targets": (_is_text_or_none, "a file name (a string)"),
     "classes": (lambda v: v is None or (isinstance(v, (tuple, list))
                                         and all(isinstance(n, str) for n in v)),
                 "a list of class names (strings)"),
@@ -140,13 +145,14 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
 def changed_options(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The options whose values differ between two configs' dicts, sorted.
 
-    ``labels`` is the path as given, relative to where the build ran: the same file named from
-    another folder, or by its absolute path, is the same option (its content is compared by
-    sha256 on resume).
+    ``labels`` and ``targets`` are paths as given, relative to where the build ran: the same
+    file named from another folder, or by its absolute path, is the same option (its content is
+    compared by sha256 on resume).
     """
     return sorted(key for key in set(recorded) | set(current)
                   if recorded.get(key) != current.get(key)
-                  and not (key == "labels" and _same_file(recorded[key], current.get(key))))
+                  and not (key in ("labels", "targets")
+                           and _same_file(recorded.get(key), current.get(key))))
 
 
 def _same_file(first: Any, second: Any) -> bool:

@@ -1,5 +1,9 @@
 """The labels file of ``--labels``: ``path,label`` rows, read once and checked row by row.
 
+A file may carry several labels (a multi-label dataset): a cell ``cat|dog``, or the same path on
+several rows, each adding its labels. A path's labels are the set of the labels named for it,
+so repeating a row changes nothing.
+
 Its bytes are read whole (the scan also records their sha256, so that ``--resume`` can refuse a
 labels file whose content changed). A path names a file of SRC exactly as the walk does; one
 that would name a file outside SRC is refused, never mapped onto another file.
@@ -19,8 +23,13 @@ class LabelsFileError(ImgshardError):
     """The labels file cannot be read or has a row a build cannot use (one line, naming it)."""
 
 
-def read_labels_csv(path: str) -> dict[str, str]:
-    """Read ``path,label`` rows (a header row ``path,label`` is optional) into {path: label}."""
+#: What separates several labels in one cell.
+LABEL_SEPARATOR = "|"
+
+
+def read_labels_csv(path: str) -> dict[str, tuple[str, ...]]:
+    """Read ``path,label`` rows (a header row ``path,label`` is optional) into
+    {path: its labels, sorted}."""
     return parse_labels_csv(read_labels_bytes(path), path)
 
 
@@ -32,16 +41,17 @@ def read_labels_bytes(path: str) -> bytes:
         raise LabelsFileError(f"cannot read labels file {path}: {error.strerror}") from None
 
 
-def parse_labels_csv(data: bytes, path: str) -> dict[str, str]:
-    """The {path: label} rows of a labels file's bytes (UTF-8, with or without the byte-order
-    mark Excel writes); rows are numbered as the file's lines, the header being row 1.
+def parse_labels_csv(data: bytes, path: str) -> dict[str, tuple[str, ...]]:
+    """{path: its labels, sorted} from a labels file's bytes (UTF-8, with or without the
+    byte-order mark Excel writes); rows are numbered as the file's lines, the header being row 1.
 
     Raises:
-        LabelsFileError: a row is not ``path,label``, names a path outside SRC or relabels one.
+        LabelsFileError: a row is not ``path,label`` (or names an empty label between ``|``),
+            names a path outside SRC, or a label that is not printable text.
     """
     text = data.decode("utf-8-sig", "surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""))
-    labels: dict[str, str] = {}
+    labels: dict[str, set[str]] = {}
     first = True
     for row in reader:
         if not row or not any(cell.strip() for cell in row):
@@ -54,16 +64,23 @@ def parse_labels_csv(data: bytes, path: str) -> dict[str, str]:
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
             raise LabelsFileError(f"labels file {path}, row {number}: expected 'path,label', "
                                   f"got {row!r}")
-        rel, label = relative_label_path(row[0].strip(), path, number), row[1].strip()
-        if not label.isprintable():  # undecodable bytes (kept for paths) or control characters
-            raise LabelsFileError(f"labels file {path}, row {number}: the label {label!r} is not "
-                                  "printable UTF-8 text")
-        if labels.setdefault(rel, label) != label:
-            raise LabelsFileError(f"labels file {path}: {rel} has two labels "
-                                  f"({labels[rel]!r}, {label!r})")
+        rel = relative_label_path(row[0].strip(), path, number)
+        labels.setdefault(rel, set()).update(_cell_labels(row[1], path, number))
     if not labels:
         raise LabelsFileError(f"labels file {path} has no rows")
-    return labels
+    return {rel: tuple(sorted(names)) for rel, names in labels.items()}
+
+
+def _cell_labels(cell: str, path: str, number: int) -> list[str]:
+    names = [name.strip() for name in cell.split(LABEL_SEPARATOR)]
+    for label in names:
+        if not label:
+            raise LabelsFileError(f"labels file {path}, row {number}: an empty label in "
+                                  f"{cell.strip()!r}")
+        if not label.isprintable():  # undecodable bytes (kept for paths) or control characters
+            raise LabelsFileError(f"labels file {path}, row {number}: the label {label!r} is "
+                                  "not printable UTF-8 text")
+    return names
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")

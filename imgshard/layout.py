@@ -11,7 +11,10 @@ A finished build
       manifest.json              MANIFEST_NAME, written last: its presence means "finished"
       samples.csv                SAMPLES_NAME: one row per sample
       train-00000.npy            SHARD_NAME: images shaped (n, H, W, C) in the stored dtype
-      train-00000.labels.npy     LABELS_NAME: labels shaped (n,), int32 (absent without labels)
+      train-00000.labels.npy     LABELS_NAME: labels shaped (n,), int32 (absent without labels);
+                                 a multi-label dataset's: (n, classes), uint8 multi-hot
+      train-00000.targets.npy    TARGETS_NAME: numeric targets shaped (n, k), float32 (with
+                                 --targets only)
       train-00001.npy ...
       val-00000.npy ...
 
@@ -26,7 +29,8 @@ versions.
 
 ``samples.csv`` has the header ``path,split,shard,index,label`` (:data:`SAMPLES_COLUMNS`): the
 path relative to SRC, the split, the shard's file name, the row inside it, and the label index
-(empty without labels). Names that are not valid UTF-8 are written byte for byte (Python's
+(empty without labels; a multi-label dataset's: the indices joined by ``|``, as ``0|3``).
+Names that are not valid UTF-8 are written byte for byte (Python's
 ``surrogateescape``). A merged dataset's has a sixth column, ``source`` (:data:`SOURCE_COLUMN`):
 the input each sample came from.
 
@@ -37,19 +41,25 @@ the input each sample came from.
   given).
 - ``image_shape``: ``[H, W, C]`` of one image, C 1, 3 or 4; ``dtype``: ``float16``, ``float32``
   or ``uint8``; ``class_names``: label index -> name, ``null`` without labels.
+- ``label_kind``: ``"single"`` (one class per sample, int32 labels) or ``"multi"`` (several:
+  multi-hot uint8 rows; class counts count each label); absent in manifests written before it
+  existed (single). ``target_names``: the names of the numeric targets of ``--targets`` (the
+  columns of each shard's ``targets`` file), absent without.
 - ``config``: every effective build option (``size``, ``color``, ``resize``, ``interpolation``,
   ``dtype``, ``rescale``, ``offset``, ``shard_size``, ``val_split``, ``seed``, ``shuffle``,
   ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``).
 - ``splits``: per split (``train``, ``val``, ``test``) ``num_samples``, ``class_counts`` (name ->
   count, ``null`` without labels) and ``shards`` in reading order, each ``images`` (file name),
   ``labels`` (file name, absent without labels), ``num_samples``, ``sha256`` (of the images
-  file) and ``labels_sha256``.
+  file) and ``labels_sha256``; with targets, ``targets`` and ``targets_sha256`` too.
 - ``skipped``: ``[{"path": ..., "reason": ...}]`` sorted by path (relative to SRC).
 - ``samples``: the provenance file's name, ``samples.csv``.
 - ``decoder``: the versions of the libraries that made the pixels (``pillow``,
   ``libjpeg_turbo``, ``numpy``).
 - ``dataset_id``: the sha256 of the canonical JSON (sorted keys, no spaces, ASCII) of
-  ``{"class_names", "config", "splits": {name: [[sha256, labels_sha256], ...]}}``: what the
+  ``{"class_names", "config", "splits": {name: [[sha256, labels_sha256], ...]}}`` (a
+  multi-label dataset's also holds ``"label_kind": "multi"``, and one with targets
+  ``"target_names"`` and each shard's ``targets_sha256`` third): what the
   data is, not when or where it was built (absent in manifests written before it existed; a
   reader computes it and trusts only that); ``parent_id``: the ``dataset_id`` this dataset grew
   from (a reshard's input), ``null`` for a build or a merge.
@@ -113,6 +123,7 @@ SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
 SOURCE_COLUMN = "source"
 SHARD_NAME = "{split}-{index:05d}{suffix}"
 LABELS_NAME = "{split}-{index:05d}.labels{suffix}"
+TARGETS_NAME = "{split}-{index:05d}.targets{suffix}"
 PART_NAME = ".part-{build}-{split}-{index:05d}{suffix}"
 TEMP_NAME = ".tmp-{build}-{name}.{pid}"
 UNTAGGED_TEMP_NAME = ".tmp-{name}.{pid}"
@@ -136,6 +147,16 @@ def images_name(split: str, index: int, suffix: str) -> str:
 
 def labels_name(split: str, index: int, suffix: str) -> str:
     return LABELS_NAME.format(split=split, index=index, suffix=suffix)
+
+
+def targets_name(split: str, index: int, suffix: str) -> str:
+    return TARGETS_NAME.format(split=split, index=index, suffix=suffix)
+
+
+def shard_names(split: str, index: int, suffix: str) -> tuple[str, str, str]:
+    """Every file name shard ``index`` of ``split`` may have: images, labels, targets."""
+    return (images_name(split, index, suffix), labels_name(split, index, suffix),
+            targets_name(split, index, suffix))
 
 
 def part_name(split: str, index: int, build: str, suffix: str) -> str:
@@ -176,10 +197,10 @@ def _prefix(template: str, **fields: str) -> str:
 
 
 def is_own_file(name: str, suffix: str) -> bool:
-    """Whether ``name`` is a shard or label file name as imgshard gives them (of any split and
-    index): what ``verify`` reports when the manifest does not list it."""
+    """Whether ``name`` is a shard, label or targets file name as imgshard gives them (of any
+    split and index): what ``verify`` reports when the manifest does not list it."""
     return any(_name_pattern(template, suffix).fullmatch(name)
-               for template in (SHARD_NAME, LABELS_NAME))
+               for template in (SHARD_NAME, LABELS_NAME, TARGETS_NAME))
 
 
 def _name_pattern(template: str, suffix: str) -> re.Pattern[str]:

@@ -39,6 +39,8 @@ class ShardInfo:
     sha256: str
     labels: str | None = None
     labels_sha256: str | None = None
+    targets: str | None = None
+    targets_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,17 +78,31 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     parent_id: str | None = None  # the dataset_id of the dataset this one grew from
     recorded_id: str | None = None  # the dataset_id the file says (None: written before ids)
+    label_kind: str = "single"  # "multi": several labels a sample, multi-hot label rows
+    target_names: list[str] | None = None  # the columns of the targets files (--targets)
 
     @property
     def dataset_id(self) -> str:
         """What the data is, as a sha256: of the class names, the build config and every
         split's shard checksums in order (not of when or where it was built), so that two
         directories with this id serve the same samples in the same places."""
-        return dataset_id_of(self.class_names, self.config, self.splits)
+        return dataset_id_of(self.class_names, self.config, self.splits,
+                             label_kind=self.label_kind, target_names=self.target_names)
 
     @property
     def num_classes(self) -> int | None:
         return None if self.class_names is None else len(self.class_names)
+
+    def labels_layout(self, rows: int) -> tuple[tuple[int, ...], str]:
+        """The shape and dtype of a labels file of ``rows`` samples: int32 indices, or a
+        multi-label dataset's uint8 multi-hot rows."""
+        if self.label_kind == "multi":
+            return (rows, self.num_classes or 0), "uint8"
+        return (rows,), "int32"
+
+    def targets_layout(self, rows: int) -> tuple[tuple[int, ...], str]:
+        """The shape and dtype of a targets file of ``rows`` samples."""
+        return (rows, len(self.target_names or ())), "float32"
 
     @property
     def shard_samples(self) -> int:
@@ -110,7 +126,10 @@ class Manifest:
             "samples": self.samples,
             "dataset_id": self.dataset_id,
             "parent_id": self.parent_id,
+            "label_kind": self.label_kind,
         }
+        if self.target_names is not None:
+            document["target_names"] = self.target_names
         document.update(self.extra)
         return document
 
@@ -148,16 +167,26 @@ class Manifest:
             extra={k: v for k, v in document.items() if k not in known},
             parent_id=fields["parent_id"],
             recorded_id=fields["dataset_id"],
+            label_kind=fields["label_kind"],
+            target_names=fields["target_names"],
         )
 
 
 def dataset_id_of(class_names: list[str] | None, config: dict[str, Any],
-                  splits: dict[str, SplitInfo]) -> str:
+                  splits: dict[str, SplitInfo], *, label_kind: str = "single",
+                  target_names: list[str] | None = None) -> str:
     """The sha256 of ``class_names``, ``config`` and each split's shard checksums, in order,
-    as canonical JSON (sorted keys, no spaces)."""
-    content = {"class_names": class_names, "config": config,
-               "splits": {name: [[s.sha256, s.labels_sha256] for s in split.shards]
-                          for name, split in splits.items()}}
+    as canonical JSON (sorted keys, no spaces); a multi-label dataset's and one with targets
+    also hold those (a single-label dataset's id is what it was before they existed)."""
+    content: dict[str, Any] = {
+        "class_names": class_names, "config": config,
+        "splits": {name: [[s.sha256, s.labels_sha256] + ([s.targets_sha256] if s.targets
+                                                            else []) for s in split.shards]
+                   for name, split in splits.items()}}
+    if label_kind != "single":
+        content["label_kind"] = label_kind
+    if target_names is not None:
+        content["target_names"] = target_names
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -176,7 +205,8 @@ def _split_from_json(document: dict[str, Any]) -> SplitInfo:
     """A split whose fields :func:`~imgshard.manifest_check.check_manifest` has checked."""
     shards = [
         ShardInfo(images=s["images"], num_samples=s["num_samples"], sha256=s["sha256"],
-                  labels=s.get("labels"), labels_sha256=s.get("labels_sha256"))
+                  labels=s.get("labels"), labels_sha256=s.get("labels_sha256"),
+                  targets=s.get("targets"), targets_sha256=s.get("targets_sha256"))
         for s in document["shards"]
     ]
     return SplitInfo(num_samples=document["num_samples"],

@@ -21,6 +21,7 @@ import numpy as np
 from .config import COLOR_CHANNELS, DTYPES, OPTION_TYPES, BuildConfig, ConfigError
 from .errors import ImgshardError
 from .layout import is_plain_name
+from .targets_file import MAX_TARGETS
 from .values import is_whole_number
 
 #: The most samples a split or shard may claim (about 10^12): far beyond any real dataset, small
@@ -29,6 +30,8 @@ MAX_COUNT = 1 << 40
 #: The most bytes one image may take (2 GiB): a batch is allocated from this.
 MAX_IMAGE_BYTES = 1 << 31
 SHA256 = re.compile(r"[0-9a-f]{64}")
+#: How a dataset labels a sample: one class, or several (multi-hot rows).
+LABEL_KINDS = ("single", "multi")
 #: The channel counts of the colour modes a build writes (what preview can draw).
 CHANNELS = sorted(set(COLOR_CHANNELS.values()))
 
@@ -59,6 +62,7 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
     check_labelled(fields["class_names"], fields["config"])
     check_name(fields["samples"], "samples")
     check_splits(fields["splits"], reserved={"manifest.json", fields["samples"]})
+    fields["label_kind"], fields["target_names"] = check_label_kinds(document, fields)
     for key in ("dataset_id", "parent_id"):  # absent from manifests of earlier versions
         fields[key] = document.get(key)
         _expect(fields[key] is None or isinstance(fields[key], str)
@@ -89,6 +93,30 @@ def check_labelled(names: list[str] | None, config: dict[str, Any]) -> None:
     if "no_labels" in config and (config["no_labels"] is True) != (names is None):
         raise FieldError(f"class_names {'null' if names is None else 'a list'} disagrees with "
                          f"config (no_labels {json.dumps(config['no_labels'])})")
+
+
+def check_label_kinds(document: dict[str, Any], fields: dict[str, Any]
+                      ) -> tuple[str, list[str] | None]:
+    """``label_kind`` (absent before it existed: single) and ``target_names`` (absent without
+    targets), each consistent with the class names, the config and every shard's files."""
+    kind = document.get("label_kind", "single")
+    _expect(kind in LABEL_KINDS, "label_kind", f"one of {', '.join(LABEL_KINDS)}", kind)
+    if kind == "multi" and fields["class_names"] is None:
+        raise FieldError("label_kind 'multi' without class_names")
+    names = document.get("target_names")
+    _expect(names is None or isinstance(names, list) and 1 <= len(names) <= MAX_TARGETS
+            and all(isinstance(n, str) and n and n.isprintable() for n in names),
+            "target_names", f"absent or a list of 1 to {MAX_TARGETS} names", names)
+    if names is not None and len(set(names)) != len(names):
+        raise FieldError("target_names names a target twice")
+    if (names is None) == isinstance(fields["config"].get("targets"), str):
+        raise FieldError("target_names disagrees with config (targets)")
+    for split, info in fields["splits"].items():
+        for index, shard in enumerate(info["shards"]):
+            if (shard.get("targets") is None) != (names is None):
+                raise FieldError(f"splits.{split}.shards[{index}].targets disagrees with "
+                                 "target_names")
+    return kind, names
 
 
 def check_config(values: Any, shape: list[int], dtype: str) -> None:
@@ -143,6 +171,8 @@ def check_shard(shard: Any, field: str, listed: set[str]) -> None:
     files = [("images", "sha256")]
     if shard.get("labels") is not None:
         files.append(("labels", "labels_sha256"))
+    if shard.get("targets") is not None:
+        files.append(("targets", "targets_sha256"))
     for key, checksum_key in files:
         name = _required(shard, key, field)
         check_name(name, f"{field}.{key}")

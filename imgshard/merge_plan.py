@@ -30,6 +30,11 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
     Raises:
         MergeError: naming the option and the two inputs that disagree.
     """
+    for name, manifest in zip(names, manifests):
+        if manifest.label_kind != "single" or manifest.target_names is not None:
+            kind = "multi-label" if manifest.label_kind != "single" else "with targets"
+            raise MergeError(f"{name} is a dataset {kind}, which merge and reshard do not copy "
+                             "yet: build the folders together instead")
     first, first_name = manifests[0], names[0]
     for name, manifest in zip(names[1:], manifests[1:]):
         for option in PIXEL_OPTIONS:

@@ -146,7 +146,8 @@ def _row_problem(row: SampleRow, offset: int | None, rows: int,
         return f"shard {row.shard[:80]!r} of split {row.split[:20]!r} is not in the manifest"
     if not 0 <= row.index < rows:
         return f"row {row.index} is not in {row.shard} ({rows} rows)"
-    if num_classes is not None and (row.label is None or not 0 <= row.label < num_classes):
+    if num_classes is not None and (not isinstance(row.label, int)
+                                    or not 0 <= row.label < num_classes):
         return f"label {row.label} is not one of the {num_classes} classes"
     return None
 

@@ -36,10 +36,9 @@ from .layout import (
     SAMPLES_PARTIAL,
     SOURCES_KEPT,
     SOURCES_NAME,
-    images_name,
     is_plain_name,
-    labels_name,
     part_prefix,
+    shard_names,
     temp_prefix,
 )
 from .manifest import MAX_MANIFEST_BYTES, parse_json
@@ -55,13 +54,16 @@ class OutputError(ImgshardError):
     """The output directory cannot take this build."""
 
 
-def check_apart(src: Location, out: Location, labels: str | None = None) -> None:
+def check_apart(src: Location, out: Location, labels: str | None = None,
+                targets: str | None = None) -> None:
     """Refuse an OUT that is SRC, inside SRC, or holds SRC: a build would read its own output,
-    or an overwrite would delete its source. So too a ``labels`` file inside OUT: saved under
-    a name the earlier build records (``samples.csv``), it would be read, then deleted."""
-    if labels is not None and out.contains(labels):
-        raise OutputError(f"the labels file {labels} is inside the output {out}: keep it "
-                          "outside (an --overwrite deletes what OUT holds)")
+    or an overwrite would delete its source. So too a ``labels`` (or ``targets``) file inside
+    OUT: saved under a name the earlier build records (``samples.csv``), it would be read, then
+    deleted."""
+    for kind, listing in (("labels", labels), ("targets", targets)):
+        if listing is not None and out.contains(listing):
+            raise OutputError(f"the {kind} file {listing} is inside the output {out}: keep it "
+                              "outside (an --overwrite deletes what OUT holds)")
     if src.overlaps(out):
         raise OutputError(f"output {out} and source {src} overlap: choose an output outside the "
                           "source (and not holding it)")
@@ -166,8 +168,8 @@ def _manifest_files(out: Location, name: str) -> set[str]:
         suffix = shard_format().SUFFIX
         for split, info in document["splits"].items():
             for index, shard in enumerate(info["shards"]):
-                listed |= {shard["images"], shard.get("labels")} & \
-                    {images_name(split, index, suffix), labels_name(split, index, suffix)}
+                listed |= {shard["images"], shard.get("labels"), shard.get("targets")} & \
+                    set(shard_names(split, index, suffix))
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OSError,
             ImgshardError):
         raise _foreign(out, name, "which is not an imgshard manifest") from None
@@ -210,15 +212,14 @@ def _planned_files(names: list[str], build: str, shards: dict[str, int]) -> set[
 
 
 def _planned_shard(name: str, shards: dict[str, int]) -> bool:
-    """Whether ``name`` is the images or labels file of a shard the plan counts."""
+    """Whether ``name`` is the images, labels or targets file of a shard the plan counts."""
     split, _, rest = name.rpartition("-")
     digits = rest.split(".", 1)[0]
     if split not in shards or not (digits.isascii() and digits.isdigit()):
         return False
     index = int(digits)
     suffix = shard_format().SUFFIX
-    return index < shards[split] and name in (images_name(split, index, suffix),
-                                              labels_name(split, index, suffix))
+    return index < shards[split] and name in shard_names(split, index, suffix)
 
 
 def check_resumable(out: Location) -> None:

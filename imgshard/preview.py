@@ -2,6 +2,8 @@
 
 Pixels are shown as stored: float shards are mapped back through ``rescale``/``offset`` to
 0..255, so a wrong crop, padding, colour mode, orientation or label is visible at a glance.
+A multi-label dataset's image appears in the row of each class it carries, with all its label
+names written under it; a dataset with targets writes each image's values under it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from .storage import Location
 
 LABEL_WIDTH = 120
 GAP = 2
+#: The height of the line of text under each image of a multi-label dataset or one with
+#: targets (its labels and values).
+CAPTION_HEIGHT = 12
 #: The largest contact sheet drawn (Pillow's own limit for an image it opens, doubled): about
 #: 540 MB of RGB, whatever image shape or class count a manifest claims.
 MAX_SHEET_PIXELS = 2 * DEFAULT_MAX_PIXELS
@@ -47,6 +52,7 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
         raise PreviewError(f"split {split!r} is not in {directory} "
                            f"(it has: {', '.join(manifest.splits)})")
     height, width, _ = manifest.image_shape
+    height += CAPTION_HEIGHT if _captioned(manifest) else 0
     sheet_pixels = ((LABEL_WIDTH + per_class * (width + GAP))
                     * (manifest.num_classes or 1) * (height + GAP))
     if sheet_pixels > MAX_SHEET_PIXELS:  # checked before a sample is read
@@ -58,8 +64,12 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
     for row_index, (name, samples) in enumerate(rows):
         top = row_index * (height + GAP)
         pen.text((4, top + 2), name, fill=(255, 255, 255))
-        for column, pixels in enumerate(samples):
-            sheet.paste(to_display(pixels, manifest), (LABEL_WIDTH + column * (width + GAP), top))
+        for column, (pixels, caption) in enumerate(samples):
+            left = LABEL_WIDTH + column * (width + GAP)
+            sheet.paste(to_display(pixels, manifest), (left, top))
+            if caption:
+                pen.text((left + 1, top + manifest.image_shape[0]), caption[:width // 6],
+                         fill=(255, 255, 0))
     sheet.save(output, format="PNG")
     return sheet.size
 
@@ -75,13 +85,15 @@ def check_output(directory: Location, output: str) -> None:
 
 
 def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
-          rng: np.random.Generator) -> list[tuple[str, list[np.ndarray]]]:
-    """(row title, stored images) per class: up to ``per_class`` random samples of each."""
+          rng: np.random.Generator) -> list[tuple[str, list[tuple[np.ndarray, str]]]]:
+    """(row title, [(stored image, caption)]) per class: up to ``per_class`` random samples of
+    each (a multi-label sample is one of each class it carries)."""
     shards = {shard.images: shard for shard in manifest.splits[split].shards}
-    locations: dict[int | None, list[tuple[str, int]]] = {}
+    locations: dict[int | None, list[tuple[str, int, SampleRow]]] = {}
     for row in _samples_of(directory, manifest, split):
         label = row.label if manifest.class_names is not None else None
-        locations.setdefault(label, []).append((row.shard, row.index))
+        for key in label if isinstance(label, tuple) else (label,):
+            locations.setdefault(key, []).append((row.shard, row.index, row))
     names = manifest.class_names
     keys = range(len(names)) if names is not None else [None]
     picked = []
@@ -93,12 +105,39 @@ def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
                        [found[i] for i in sorted(chosen)]))
     with contextlib.ExitStack() as stack:
         maps: dict[str, np.ndarray] = {}
-        for name in sorted({shard for _, chosen in picked for shard, _ in chosen}):
+        targets: dict[str, np.ndarray] = {}
+        for name in sorted({shard for _, chosen in picked for shard, _, _ in chosen}):
+            info = shards[name]
             maps[name] = shard_format().open_shard(
                 stack.enter_context(directory.local_copy(name)),
-                shape=(shards[name].num_samples, *manifest.image_shape), dtype=manifest.dtype)
-        return [(title, [np.array(maps[shard][index]) for shard, index in chosen])
+                shape=(info.num_samples, *manifest.image_shape), dtype=manifest.dtype)
+            if info.targets:
+                targets[name] = shard_format().open_shard(
+                    stack.enter_context(directory.local_copy(info.targets)),
+                    **dict(zip(("shape", "dtype"), manifest.targets_layout(info.num_samples))))
+        return [(title, [(np.array(maps[shard][index]),
+                          caption(manifest, row.label, targets[shard][index]
+                                  if shard in targets else None))
+                         for shard, index, row in chosen])
                 for title, chosen in picked]
+
+
+def _captioned(manifest: Manifest) -> bool:
+    return manifest.label_kind == "multi" or manifest.target_names is not None
+
+
+def caption(manifest: Manifest, label: int | tuple[int, ...] | None,
+            targets: np.ndarray | None) -> str:
+    """The text under an image: a multi-label sample's class names joined by ``|``, and its
+    targets as ``name=value``; empty for a single-label dataset (its row names its class)."""
+    parts = []
+    if manifest.label_kind == "multi" and manifest.class_names is not None:
+        labels = label if isinstance(label, tuple) else () if label is None else (label,)
+        parts.append("|".join(manifest.class_names[i] for i in labels))
+    if targets is not None:
+        parts += [f"{name}={float(value):.4g}"
+                  for name, value in zip(manifest.target_names or (), targets)]
+    return " ".join(parts)
 
 
 def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator[SampleRow]:
@@ -123,8 +162,9 @@ def _samples_of(directory: Location, manifest: Manifest, split: str) -> Iterator
                 if not 0 <= row.index < sizes[row.shard]:
                     raise PreviewError(f"{where} index {row.index} is outside [0, "
                                        f"{sizes[row.shard]}) of {row.shard}")
-                if classes is not None and row.label is not None \
-                        and not 0 <= row.label < classes:
+                labels = row.label if isinstance(row.label, tuple) else (
+                    () if row.label is None else (row.label,))
+                if classes is not None and not all(0 <= label < classes for label in labels):
                     raise PreviewError(f"{where} label {row.label} is outside [0, {classes})")
                 yield row
     except FileNotFoundError:

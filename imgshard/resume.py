@@ -71,16 +71,18 @@ class Start:
 
 
 def plan_record(config: dict[str, Any], paths: Iterable[tuple[str, str]], pieces: int,
-                labels_sha256: str | None = None) -> dict:
+                labels_sha256: str | None = None, targets_sha256: str | None = None) -> dict:
     """What a resumed build must share with the interrupted one: options, files, how many
-    pieces each shard was cut into (the tasks a checkpoint counts) and the labels file's
-    content (the files' sizes and times are in the sources record)."""
+    pieces each shard was cut into (the tasks a checkpoint counts) and the labels and targets
+    files' content (the files' sizes and times are in the sources record)."""
     digest = hashlib.sha256()
     for split, path in paths:
         digest.update(f"{split}\0{path}\n".encode("utf-8", "surrogateescape"))
     record = {"config": config, "files": digest.hexdigest(), "pieces": pieces}
     if labels_sha256 is not None:
         record["labels_sha256"] = labels_sha256
+    if targets_sha256 is not None:
+        record["targets_sha256"] = targets_sha256
     return record
 
 
@@ -209,6 +211,10 @@ def check_plan(recorded: dict | None, current: dict, out: Location,
     if recorded.get("labels_sha256") != current.get("labels_sha256"):
         raise ResumeError(f"refusing to resume: the labels file {current['config'].get('labels')} "
                           "changed since the build started (use --overwrite to start again)")
+    if recorded.get("targets_sha256") != current.get("targets_sha256"):
+        raise ResumeError(f"refusing to resume: the targets file "
+                          f"{current['config'].get('targets')} changed since the build started "
+                          "(use --overwrite to start again)")
     try:
         changed = changed_source(out, sources) if sources is not None else None
     except IrregularRecord as error:
@@ -226,7 +232,8 @@ def _check_plan_fields(recorded: Any) -> None:
     if not (isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
             and isinstance(recorded.get("files"), str)
             and ("pieces" not in recorded or is_count(recorded["pieces"], least=1))
-            and isinstance(recorded.get("labels_sha256", ""), str)):
+            and isinstance(recorded.get("labels_sha256", ""), str)
+            and isinstance(recorded.get("targets_sha256", ""), str)):
         raise ResumeError("refusing to resume: the plan line of the progress log is damaged "
                           "or was edited (use --overwrite to start again)")
 
@@ -306,6 +313,8 @@ def _intact(out: Location, shard: ShardInfo) -> bool:
     pairs = [(shard.images, shard.sha256)]
     if shard.labels:
         pairs.append((shard.labels, shard.labels_sha256))
+    if shard.targets:
+        pairs.append((shard.targets, shard.targets_sha256))
     try:
         return all(out.sha256(name) == digest for name, digest in pairs)
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import ImgshardError
 from .formats import shard_format
-from .layout import images_name, labels_name
+from .layout import images_name, labels_name, targets_name
 from .manifest import ShardInfo, Skip
 from .storage import Location
 from .values import is_count
@@ -79,7 +79,8 @@ def decode_checkpoint(record: Any, next_index: dict[str, int]) -> Checkpoint:
     suffix = shard_format().SUFFIX
     for index, shard in enumerate(shards, next_index.get(split, 0)):
         if (shard.images != images_name(split, index, suffix) or not is_count(shard.num_samples)
-                or shard.labels not in (None, labels_name(split, index, suffix))):
+                or shard.labels not in (None, labels_name(split, index, suffix))
+                or shard.targets not in (None, targets_name(split, index, suffix))):
             raise TypeError
     skipped = tuple(Skip(**s) for s in record["skipped"])
     counts = {int(label): count for label, count in record["counts"].items()}

@@ -15,17 +15,26 @@ from .config import BuildConfig
 SPLIT_ORDER = ("train", "val", "test")
 
 
+#: A sample's label: a class index, a multi-label dataset's sorted class indices, or None.
+Label = int | tuple[int, ...] | None
+
+
 @dataclass(frozen=True, slots=True)  # slots: the build holds one per input file
 class Sample:
-    """One input image: its path relative to SRC ('/'-separated) and its label (None if none)."""
+    """One input image: its path relative to SRC ('/'-separated), its label (None if none) and
+    its numeric targets (with ``--targets``)."""
 
     path: str
-    label: int | None
+    label: Label
+    targets: tuple[float, ...] | None = None
 
 
 def split_and_order(splits: dict[str, list[Sample]], config: BuildConfig) -> dict[str, list[Sample]]:
     if config.val_split is not None and "val" not in splits:
-        train, val = hold_out(splits.get("train", []), config.val_split, config.seed)
+        samples = splits.get("train", [])
+        multi = any(isinstance(sample.label, tuple) for sample in samples)
+        train, val = (hold_out_multi if multi else hold_out)(samples, config.val_split,
+                                                             config.seed)
         splits = {**splits, "train": train, "val": val}
     return {name: order(splits[name], seed=config.seed, shuffle=config.shuffle)
             for name in SPLIT_ORDER if splits.get(name)}
@@ -54,6 +63,39 @@ def hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sa
     return ([s for s in samples if s.path not in held], [s for s in samples if s.path in held])
 
 
+def hold_out_multi(samples: list[Sample], fraction: float, seed: int
+                   ) -> tuple[list[Sample], list[Sample]]:
+    """Split multi-labelled ``samples`` (labels: tuples of class indices) into (train, val).
+
+    Each file is stratified by its rarest class (the one on fewest files; ties: the lower
+    index), and each stratum of n files holds out up to ``min(floor(fraction * n + 0.5), n - 1)``
+    of them, smallest ``sha256(f"{seed}\\0val\\0{path}")`` first, as :func:`hold_out` does for
+    a class; a file is passed over when it holds the last training file of one of its classes,
+    so that no class vanishes from training. Strata are taken in class order.
+    """
+    files_of: dict[int, int] = {}
+    for sample in samples:
+        for label in sample.label:
+            files_of[label] = files_of.get(label, 0) + 1
+    strata: dict[int, list[Sample]] = {}
+    for sample in samples:
+        rarest = min(sample.label, key=lambda label: (files_of[label], label))
+        strata.setdefault(rarest, []).append(sample)
+    in_train, held = dict(files_of), set()
+    for stratum in sorted(strata):
+        members = strata[stratum]
+        count = min(math.floor(fraction * len(members) + 0.5), len(members) - 1)
+        for sample in sorted(members, key=lambda s: rank(seed, "val", s.path)):
+            if count == 0:
+                break
+            if all(in_train[label] > 1 for label in sample.label):
+                held.add(sample.path)
+                count -= 1
+                for label in sample.label:
+                    in_train[label] -= 1
+    return ([s for s in samples if s.path not in held], [s for s in samples if s.path in held])
+
+
 def order(samples: list[Sample], *, seed: int, shuffle: bool) -> list[Sample]:
     """The order samples take in a split's shards.
 
@@ -62,4 +104,10 @@ def order(samples: list[Sample], *, seed: int, shuffle: bool) -> list[Sample]:
     """
     if shuffle:
         return sorted(samples, key=lambda s: rank(seed, "order", s.path))
-    return sorted(samples, key=lambda s: (-1 if s.label is None else s.label, s.path))
+    return sorted(samples, key=lambda s: (_label_key(s.label), s.path))
+
+
+def _label_key(label: Label) -> tuple[int, ...]:
+    if label is None:
+        return (-1,)
+    return label if isinstance(label, tuple) else (label,)

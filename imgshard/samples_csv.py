@@ -53,7 +53,7 @@ class SampleRow:
     split: str
     shard: str
     index: int
-    label: int | None
+    label: int | tuple[int, ...] | None  # a multi-label dataset's: its class indices
     source: str | None = None  # the dataset a merged sample came from (None: not merged)
 
 
@@ -94,13 +94,22 @@ def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
                 values[i] if i < len(values) else "" for i in columns)
             yield SampleRow(reader.line_num, path, split, shard,
                             _whole_number(index, "index", reader.line_num),
-                            _whole_number(label, "label", reader.line_num) if label else None,
+                            _label(label, reader.line_num),
                             None if source is None else _cell(values, source))
     except csv.Error as error:
         raise ManifestError(f"line {reader.line_num}: not CSV: {error}") from None
     except RowTooLong:
         raise ManifestError(f"line {lines.row_start}: a row of more than "
                             f"{MAX_SAMPLES_ROW_BYTES} bytes") from None
+
+
+def _label(cell: str, line: int) -> int | tuple[int, ...] | None:
+    """A label cell: empty, an index, or a multi-label dataset's indices joined by ``|``."""
+    if not cell:
+        return None
+    if "|" not in cell:
+        return _whole_number(cell, "label", line)
+    return tuple(_whole_number(part, "label", line) for part in cell.split("|"))
 
 
 def _cell(values: list[str], column: int) -> str:

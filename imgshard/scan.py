@@ -26,6 +26,7 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError
 from .labels_file import parse_labels_csv, read_labels_bytes
+from .targets_file import Targets, parse_targets_csv, read_targets_bytes
 from .manifest import Skip
 from .samples import Sample, split_and_order
 from .storage import Location, MissingDirectory
@@ -82,6 +83,11 @@ class ScanResult:
     skipped: list[Skip]
     sources: Sources | None = field(default=None, repr=False, compare=False)
     labels_sha256: str | None = None
+    #: "multi" when a labels file gives some file several labels (each a tuple of indices)
+    label_kind: str = "single"
+    #: the targets file's column names and content hash (with ``--targets``)
+    target_names: list[str] | None = None
+    targets_sha256: str | None = None
 
     @property
     def num_samples(self) -> int:
@@ -117,6 +123,11 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
                                                    parse_labels_csv(data, config.labels))
     else:
         class_names, labelled, skipped = _from_folders(src, config, entries)
+    targets = None
+    if config.targets is not None:
+        data = read_targets_bytes(config.targets)
+        targets = parse_targets_csv(data, config.targets), hashlib.sha256(data).hexdigest()
+        labelled, skipped = _with_targets(src, config, entries, labelled, skipped, targets[0])
     reasons = {skip.path: skip.reason for skip in skipped}
     for entry in entries:
         if entry.reason is not None:
@@ -126,8 +137,11 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
     splits = split_and_order(labelled, config)
     if not any(splits.values()):
         raise ScanError(f"no images found in {src} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    multi = any(isinstance(s.label, tuple) for samples in splits.values() for s in samples)
     return ScanResult(class_names, splits, [Skip(p, reasons[p]) for p in sorted(reasons)],
-                      stamps.sources(entries), labels_sha256)
+                      stamps.sources(entries), labels_sha256, "multi" if multi else "single",
+                      None if targets is None else targets[0].names,
+                      None if targets is None else targets[1])
 
 
 def is_image_name(path: str) -> bool:
@@ -175,32 +189,57 @@ def _from_folders(src: Location, config: BuildConfig, entries: list[Entry]):
     return class_names, splits, skipped
 
 
-def _from_csv(src: Location, config: BuildConfig, entries: list[Entry], rows: dict[str, str]):
+def _from_csv(src: Location, config: BuildConfig, entries: list[Entry],
+              rows: dict[str, tuple[str, ...]]):
+    named_labels = {label for labels in rows.values() for label in labels}
     if config.classes is not None:
         class_names = list(config.classes)
-        unknown = sorted({label for label in rows.values()} - set(class_names))
+        unknown = sorted(named_labels - set(class_names))
         if unknown:
             raise ScanError(f"labels file {config.labels} names unknown class {unknown[0]!r} "
                             f"(not in --classes)")
     else:
-        class_names = _sorted_labels(set(rows.values()))
+        class_names = _sorted_labels(named_labels)
     index = {name: i for i, name in enumerate(class_names)}
-    labels_file = src.relative_path(config.labels)
-    samples, skipped, seen = [], [], set()
+    multi = any(len(labels) > 1 for labels in rows.values())
+    samples, seen = [], set()
     for entry in _images(entries):
         seen.add(entry.path)
         if entry.path in rows:
-            samples.append(Sample(entry.path, index[rows[entry.path]]))
-        else:
-            skipped.append(Skip(entry.path, "not in the labels file"))
-    if labels_file in {e.path for e in entries}:
-        skipped.append(Skip(labels_file, "the labels file itself"))
-    named = {e.path for e in entries}
-    skipped += [Skip(path, "listed in the labels file but not found")
-                for path in sorted(rows) if path not in seen and path not in named]
-    skipped += [Skip(path, "listed in the labels file but not an image extension")
-                for path in sorted(rows) if path in named and not is_image_name(path)]
+            found = sorted(index[label] for label in rows[entry.path])
+            samples.append(Sample(entry.path, tuple(found) if multi else found[0]))
+    skipped = _unlisted(src, config.labels, "labels", entries, rows, seen)
     return class_names, {"train": samples}, skipped
+
+
+def _unlisted(src: Location, listing: str, kind: str, entries: list[Entry], rows: dict,
+              seen: set[str]) -> list[Skip]:
+    """The skips a ``kind`` file (labels or targets) makes: the images it does not list, itself,
+    and the rows naming no image of SRC."""
+    skipped = [Skip(e.path, f"not in the {kind} file") for e in _images(entries)
+               if e.path not in rows]
+    listing_file = src.relative_path(listing)
+    named = {e.path for e in entries}
+    if listing_file in named:
+        skipped.append(Skip(listing_file, f"the {kind} file itself"))
+    skipped += [Skip(path, f"listed in the {kind} file but not found")
+                for path in sorted(rows) if path not in seen and path not in named]
+    skipped += [Skip(path, f"listed in the {kind} file but not an image extension")
+                for path in sorted(rows) if path in named and not is_image_name(path)]
+    return skipped
+
+
+def _with_targets(src: Location, config: BuildConfig, entries: list[Entry],
+                  labelled: dict[str, list[Sample]], skipped: list[Skip], targets: Targets):
+    """Each labelled sample with its row of the targets file; a file without one is a skip."""
+    skips = {skip.path for skip in skipped}
+    seen = {sample.path for samples in labelled.values() for sample in samples} | skips
+    with_targets = {split: [Sample(s.path, s.label, targets.rows[s.path]) for s in samples
+                            if s.path in targets.rows]
+                    for split, samples in labelled.items()}
+    more = [skip for skip in _unlisted(src, config.targets, "targets", entries, targets.rows,
+                                       seen) if skip.path not in skips]
+    return with_targets, skipped + more
 
 
 def _sorted_labels(labels: set[str]) -> list[str]:

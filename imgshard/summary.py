@@ -33,6 +33,8 @@ def summarize_directory(directory: str | Location) -> dict[str, Any]:
         "image_shape": list(manifest.image_shape),
         "dtype": manifest.dtype,
         "class_names": manifest.class_names,
+        "label_kind": manifest.label_kind,
+        "target_names": manifest.target_names,
         "splits": {name: _split_summary(sizes, manifest, name) for name in manifest.splits},
         "skipped": _skips_by_reason(manifest),
         "num_skipped": len(manifest.skipped),
@@ -41,7 +43,7 @@ def summarize_directory(directory: str | Location) -> dict[str, Any]:
 
 def _split_summary(sizes: dict[str, int], manifest: Manifest, name: str) -> dict[str, Any]:
     split = manifest.splits[name]
-    files = [s.images for s in split.shards] + [s.labels for s in split.shards if s.labels]
+    files = [name for s in split.shards for name in (s.images, s.labels, s.targets) if name]
     size = sum(sizes.get(f, 0) for f in files)
     summary: dict[str, Any] = {"num_samples": split.num_samples, "num_shards": len(split.shards),
                                "bytes": size}
@@ -72,6 +74,7 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
         + (f" (parent: {summary['parent_id']})" if summary["parent_id"] else ""),
         f"images: {height}x{width}x{channels} {summary['dtype']}",
         "options: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["config"].items())),
+        *label_lines(summary["label_kind"], summary["target_names"]),
     ]
     for name, split in summary["splits"].items():
         shards = split["num_shards"]
@@ -85,6 +88,18 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
     for reason, group in summary["skipped"].items():
         lines.append(f"  {group['count']:>7,}  {reason}  (e.g. {', '.join(group['examples'])})")
     return [printable(line) for line in lines]
+
+
+def label_lines(label_kind: str, target_names: list[str] | None) -> list[str]:
+    """What a dataset's labels and targets are, and the ``label_mode`` that reads them."""
+    lines = []
+    if label_kind == "multi":
+        lines.append("labels: multi-label (several classes an image; each label counted; read "
+                     "with label_mode='multi_hot')")
+    if target_names is not None:
+        lines.append(f"targets: {', '.join(target_names)} (float32; read with "
+                     "label_mode='targets')")
+    return lines
 
 
 def printable(text: str) -> str:

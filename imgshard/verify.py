@@ -20,12 +20,13 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError, MissingShardError, ShardError
-from .formats import check_labels, shard_format
+from .formats import check_labels, check_targets, shard_format
 from .layout import MANIFEST_NAME, is_own_file
 from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
 from .processes import stoppable_pool
@@ -93,6 +94,8 @@ def _listed(manifest: Manifest) -> Iterator[tuple[str, str, int, str]]:
             yield name, shard.images, shard.num_samples, shard.sha256
             if shard.labels:
                 yield name, shard.labels, shard.num_samples, shard.labels_sha256 or ""
+            if shard.targets:
+                yield name, shard.targets, shard.num_samples, shard.targets_sha256 or ""
 
 
 def _check_header(location: Location, name: str, shape: tuple[int, ...], dtype: str) -> None:
@@ -120,7 +123,7 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
                           f"its shards hold {sum(s.num_samples for s in split.shards)}")
         labels_seen = np.zeros(manifest.num_classes or 0, dtype=np.int64)
         for shard in split.shards:
-            listed.update({shard.images, shard.labels})
+            listed.update({shard.images, shard.labels, shard.targets})
             try:
                 _check_header(location, shard.images,
                               (shard.num_samples, *manifest.image_shape), manifest.dtype)
@@ -128,11 +131,19 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
                 yield Problem(shard.images, str(error).split(": ", 1)[-1])
             if shard.labels:
                 try:
-                    with _opened(location, shard.labels, (shard.num_samples,), "int32") as labels:
+                    with _opened(location, shard.labels,
+                                 *manifest.labels_layout(shard.num_samples)) as labels:
                         check_labels(shard.labels, labels, manifest.num_classes)
                         labels_seen += _count_labels(labels, manifest.num_classes or 0)
                 except ShardError as error:
                     yield Problem(shard.labels, str(error).split(": ", 1)[-1])
+            if shard.targets:
+                try:
+                    with _opened(location, shard.targets,
+                                 *manifest.targets_layout(shard.num_samples)) as targets:
+                        check_targets(shard.targets, targets)
+                except ShardError as error:
+                    yield Problem(shard.targets, str(error).split(": ", 1)[-1])
         if split.class_counts is not None and manifest.class_names is not None:
             counted = {name: int(labels_seen[i]) for i, name in enumerate(manifest.class_names)}
             if counted != split.class_counts:
@@ -144,11 +155,14 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
 
 
 def _count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """How many of ``labels`` (each checked inside ``[0, num_classes)``) are of each class,
-    counted a chunk at a time: memory stays flat however many labels a file holds."""
+    """How many of ``labels`` (each checked inside ``[0, num_classes)``, or multi-hot rows) are
+    of each class, counted a chunk at a time: memory stays flat however many labels a file
+    holds."""
     counts = np.zeros(num_classes, dtype=np.int64)
     for start in range(0, len(labels) if num_classes else 0, LABEL_CHUNK):
-        counts += np.bincount(labels[start:start + LABEL_CHUNK], minlength=num_classes)
+        chunk = labels[start:start + LABEL_CHUNK]
+        counts += chunk.sum(axis=0, dtype=np.int64) if chunk.ndim == 2 else np.bincount(
+            chunk, minlength=num_classes)
     return counts
 
 
@@ -193,8 +207,10 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
                 problems.append(Problem(manifest.samples, f"rows for {shard.images} do not cover "
                                         f"its {shard.num_samples} samples exactly once"))
                 continue
-            labels = _labels(location, shard)
-            if labels is not None and any(row.label != labels[row.index] for row in shard_rows):
+            labels = _labels(location, manifest, shard)
+            if labels is not None and any(_row_label(row.label, labels.ndim == 2)
+                                          != _stored_label(labels, row.index)
+                                          for row in shard_rows):
                 problems.append(Problem(manifest.samples,
                                         f"labels of {shard.images} disagree with {shard.labels}"))
     problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
@@ -202,16 +218,30 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
     return problems
 
 
-def _labels(location: Location, shard: ShardInfo) -> np.ndarray | None:
+def _labels(location: Location, manifest: Manifest, shard: ShardInfo) -> np.ndarray | None:
     """The labels of ``shard`` (None without, or when its file cannot be read: reported
     elsewhere)."""
     if not shard.labels:
         return None
     try:
-        with _opened(location, shard.labels, (shard.num_samples,), "int32") as labels:
+        with _opened(location, shard.labels,
+                     *manifest.labels_layout(shard.num_samples)) as labels:
             return np.array(labels)
     except ShardError:
         return None
+
+
+def _row_label(label: int | tuple[int, ...] | None, multi: bool) -> Any:
+    """A ``samples.csv`` label as :func:`_stored_label` gives it (a multi-label file's single
+    index is its one-element tuple)."""
+    return (label,) if multi and isinstance(label, int) else label
+
+
+def _stored_label(labels: np.ndarray, index: int) -> int | tuple[int, ...]:
+    """The label of row ``index`` as ``samples.csv`` writes it."""
+    if labels.ndim == 2:
+        return tuple(int(i) for i in np.flatnonzero(labels[index]))
+    return int(labels[index])
 
 
 def _check_values(location: Location, manifest: Manifest) -> list[Problem]:

@@ -196,3 +196,33 @@ def test_to_keras_refuses_a_dataset_tensorflow_would_split_again(shard_dir, monk
             reader.to_keras()
     else:
         assert len(reader.to_keras()) == len(reader)
+
+
+def test_a_two_output_model_learns_classes_and_a_target_from_one_reader(tmp_path):
+    """label_mode=("int", "targets"): batches (x, (classes, targets)) that model.fit matches to a
+    model's two outputs; the target (the shape's size) is learnt too."""
+    import csv
+
+    src, rows = tmp_path / "src", []
+    for shape in SHAPES:
+        for number in range(24):
+            os.makedirs(src / shape, exist_ok=True)
+            draw(shape, number, str(src / shape / f"{number:02d}.png"))
+            rows.append([f"{shape}/{number:02d}.png", SHAPES.index(shape) * 0.5])
+    with open(tmp_path / "t.csv", "w", newline="") as stream:
+        csv.writer(stream).writerows([["path", "level"], *rows])
+    out = str(tmp_path / "out")
+    result = CliRunner().invoke(cli, ["build", str(src), out, "--size", "24", "--targets",
+                                      str(tmp_path / "t.csv"), "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    inputs = keras.Input((24, 24, 3))
+    features = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(8, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, [keras.layers.Dense(3, activation="softmax")(features),
+                                 keras.layers.Dense(1)(features)])
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=["sparse_categorical_crossentropy", "mse"])
+    reader = ShardReader(out, batch_size=8, label_mode=("int", "targets"), dtype="float32")
+    history = model.fit(reader.to_keras(), epochs=6, verbose=0)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

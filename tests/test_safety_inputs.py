@@ -165,15 +165,15 @@ def test_from_dict_checks_types_too_and_accepts_ints_for_floats():
 def test_a_labels_file_with_a_byte_order_mark_is_read(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_bytes("path,label\nc/a.png,x\n./d/b.png,y\n".encode("utf-8-sig"))
-    assert read_labels_csv(str(labels)) == {"c/a.png": "x", "d/b.png": "y"}
+    assert read_labels_csv(str(labels)) == {"c/a.png": ("x",), "d/b.png": ("y",)}
     labels.write_bytes("c/a.png,x\n".encode("utf-8-sig"))
-    assert read_labels_csv(str(labels)) == {"c/a.png": "x"}
+    assert read_labels_csv(str(labels)) == {"c/a.png": ("x",)}
 
 
 def test_a_hidden_path_in_a_labels_file_keeps_its_dot(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text(".hidden/x.png,a\n..dots.png,b\n")
-    assert read_labels_csv(str(labels)) == {".hidden/x.png": "a", "..dots.png": "b"}
+    assert read_labels_csv(str(labels)) == {".hidden/x.png": ("a",), "..dots.png": ("b",)}
 
 
 @pytest.mark.parametrize("path", ["../x.png", "/etc/x.png", "a/../../x.png", "c/../x.png",

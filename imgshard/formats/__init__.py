@@ -59,6 +59,16 @@ class ShardFormat(Protocol):
                      out: np.ndarray) -> None: ...
 
 
+def check_targets(path: str, targets: np.ndarray) -> None:
+    """Refuse a targets file holding NaN or an infinity (a build writes finite numbers only).
+
+    Raises:
+        ShardError: naming the file.
+    """
+    if targets.size and not np.isfinite(targets).all():
+        raise ShardError(f"{path}: a target is NaN or infinite")
+
+
 #: The format of a shard directory whose manifest names none: every manifest today.
 DEFAULT_FORMAT = "npy"
 FORMATS: dict[str, ShardFormat] = {"npy": npy}
@@ -79,12 +89,16 @@ def shard_format(name: str = DEFAULT_FORMAT) -> ShardFormat:
 
 def check_labels(path: str, labels: np.ndarray, num_classes: int | None) -> None:
     """Refuse a label file holding a label outside ``[0, num_classes)`` (one pass over n int32),
-    whatever format mapped it.
+    or a multi-hot one (2-D) holding a value other than 0 or 1, whatever format mapped it.
 
     Raises:
         ShardError: naming the file and the first such label.
     """
     if num_classes is None or not len(labels):
+        return
+    if labels.ndim == 2:
+        if int(labels.max()) > 1:
+            raise ShardError(f"{path}: multi-hot value {int(labels.max())} (only 0 or 1)")
         return
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:

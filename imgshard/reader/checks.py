@@ -26,7 +26,10 @@ from .order import MAX_PARTITIONS
 if TYPE_CHECKING:
     from . import ShardReader
 
-LABEL_MODES = ("int", "categorical", "binary", None)
+#: The encodings of a dataset's classes a reader serves.
+CLASS_MODES = ("int", "categorical", "binary", "multi_hot")
+#: Every label mode: the classes', a dataset's numeric targets, or nothing (images alone).
+LABEL_MODES = (*CLASS_MODES, "targets", None)
 
 #: Bytes the reader holds per sample of its split at most: an epoch's order at its peak (the
 #: int64 indices of the epoch being made and of the epoch before, kept by ``get_batch``; the
@@ -46,15 +49,8 @@ def check_options(manifest: Manifest, *, served_classes: int | None, batch_size:
     """Refuse a reader option of the wrong type or range, or a label mode the shards cannot
     serve (a switch given ``"no"`` would mean yes); the reader serves ``served_classes``."""
     whole(batch_size, "batch_size", low=1)
-    if label_mode not in LABEL_MODES:
-        raise ReaderError(f"label_mode must be one of int, categorical, binary or None, "
-                          f"got {repr(label_mode)[:40]}")
-    if label_mode is not None and manifest.class_names is None:
-        raise ReaderError("these shards have no labels (built with --no-labels): "
-                          "use label_mode=None")
-    if label_mode == "binary" and served_classes != 2:
-        raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
-                          f"{served_classes}")
+    for mode in label_modes(label_mode):
+        check_label_mode(manifest, mode, served_classes)
     whole(window, "window", low=1)
     whole(prefetch, "prefetch")
     whole(seed, "seed")
@@ -66,6 +62,44 @@ def check_options(manifest: Manifest, *, served_classes: int | None, batch_size:
             raise ReaderError(f"{name} must be True or False, got {repr(value)[:40]}")
     if augment is not None and not callable(augment):
         raise ReaderError(f"augment must be a callable (batch -> batch), got {repr(augment)[:40]}")
+
+
+def label_modes(label_mode: Any) -> tuple[str, ...]:
+    """The encodings ``label_mode`` asks for: none (None), one (a name), or several (a tuple or
+    list of distinct names, served as a tuple of arrays: a multi-output model's ``y``).
+
+    Raises:
+        ReaderError: anything else.
+    """
+    if label_mode is None:
+        return ()
+    modes = tuple(label_mode) if isinstance(label_mode, (tuple, list)) else (label_mode,)
+    named = ", ".join(repr(mode) for mode in LABEL_MODES[:-1])
+    if not modes or not all(isinstance(mode, str) and mode in LABEL_MODES for mode in modes):
+        raise ReaderError(f"label_mode must be one of {named}, None, or a tuple of them, got "
+                          f"{repr(label_mode)[:60]}")
+    if len(set(modes)) != len(modes):
+        raise ReaderError(f"label_mode names a mode twice: {repr(label_mode)[:60]}")
+    return modes
+
+
+def check_label_mode(manifest: Manifest, mode: str, served_classes: int | None) -> None:
+    """Refuse a label mode the shards cannot serve, saying which one they can."""
+    if mode == "targets":
+        if manifest.target_names is None:
+            raise ReaderError("label_mode 'targets': these shards have no targets (build "
+                              "with --targets FILE.csv)")
+        return
+    if manifest.class_names is None:
+        instead = "'targets' for their targets" if manifest.target_names else "None"
+        raise ReaderError(f"these shards have no labels (built with --no-labels): use "
+                          f"label_mode={instead}")
+    if manifest.label_kind == "multi" and mode != "multi_hot":
+        raise ReaderError(f"label_mode {mode!r}: this dataset is multi-label (several classes "
+                          "an image): use label_mode='multi_hot'")
+    if mode == "binary" and served_classes != 2:
+        raise ReaderError(f"label_mode='binary' needs 2 classes, the shards have "
+                          f"{served_classes}")
 
 
 def check_split(manifest: Manifest, split: Any, directory: str) -> str:
@@ -142,7 +176,7 @@ def check_memory(reader: "ShardReader", split: str) -> None:
     memory, before any is allocated: the counts come from a manifest (and sparse files can back
     any count), and a failed allocation would be a MemoryError or the OOM killer."""
     manifest = reader.manifest
-    labels = 4 * (len(reader.class_names or ()) if reader.label_mode == "categorical" else 1)
+    labels = 4 * (len(reader.class_names or ()) + len(manifest.target_names or ()) + 1)
     sample = math.prod(manifest.image_shape) * reader.dtype.itemsize + labels
     needed = (ORDER_BYTES_PER_SAMPLE * reader.num_samples
               + (reader.prefetch + 2) * reader.batch_size * sample)
@@ -155,9 +189,12 @@ def check_memory(reader: "ShardReader", split: str) -> None:
 
 
 def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
-    """Bytes of a shard's files (images and labels), from the manifest alone."""
+    """Bytes of a shard's files (images, labels and targets), from the manifest alone."""
     pixels = info.num_samples * math.prod(manifest.image_shape) * np.dtype(manifest.dtype).itemsize
-    return pixels + 4 * info.num_samples + 2 * shard_format().ESTIMATED_HEADER_BYTES
+    labels = math.prod(manifest.labels_layout(info.num_samples)[0]) * (
+        1 if manifest.label_kind == "multi" else 4)
+    targets = 4 * math.prod(manifest.targets_layout(info.num_samples)[0])
+    return pixels + labels + targets + 3 * shard_format().ESTIMATED_HEADER_BYTES
 
 
 def check_sizes(location: Location, manifest: Manifest,
@@ -173,7 +210,9 @@ def check_sizes(location: Location, manifest: Manifest,
     for info in shards:
         expected.append((info.images, (info.num_samples, *manifest.image_shape), manifest.dtype))
         if info.labels is not None:
-            expected.append((info.labels, (info.num_samples,), "int32"))
+            expected.append((info.labels, *manifest.labels_layout(info.num_samples)))
+        if info.targets is not None:
+            expected.append((info.targets, *manifest.targets_layout(info.num_samples)))
     identities = {}
     stats = location.file_stats([name for name, _, _ in expected])
     file_format = shard_format()

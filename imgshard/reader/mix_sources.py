@@ -32,6 +32,9 @@ def check_readers(readers: Any) -> list[ShardReader]:
         if twin != number:  # it would serve the same batches twice as two sources
             raise ReaderError(f"reader {number} is reader {twin}: give each reader once, and "
                               "more weight to read it more")
+    if readers[0].label_mode not in ("int", "categorical", "binary", None):
+        raise ReaderError(f"mix serves label_mode 'int', 'categorical', 'binary' or None, not "
+                          f"{readers[0].label_mode!r} (not yet)")
     first = served(readers[0])
     for number, reader in enumerate(readers[1:], start=1):
         for (what, value), expected in zip(served(reader).items(), first.values()):

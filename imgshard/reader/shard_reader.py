@@ -69,7 +69,11 @@ class ShardReader:
         shuffle, seed: the partitioned, windowed shuffle of :mod:`imgshard.reader.order`, a new
             order every epoch.
         label_mode: ``"int"`` (int32), ``"categorical"`` (one-hot float32), ``"binary"``
-            (float32 shaped (b, 1), two classes) or ``None`` (images only), as in Keras.
+            (float32 shaped (b, 1), two classes) or ``None`` (images only), as in Keras;
+            ``"multi_hot"`` (float32 (b, classes): a multi-label dataset's labels, one-hot
+            for a single-label one's), ``"targets"`` (float32 (b, k): the ``--targets``
+            values), or a tuple of modes, served as a tuple (``("int", "targets")``: a
+            multi-output model's ``y``).
         classes: serve only the samples of these classes (names of the manifest's
             ``class_names``; None: all); ``len()``, exactly-once epochs and the split between
             processes hold for them (see :mod:`imgshard.reader.subset`).
@@ -129,6 +133,8 @@ class ShardReader:
         self.num_replicas, self.rank = replicas_of(num_replicas, rank)
         self.partitions = check_partitions(partitions, self.num_replicas, shuffle)
         self.shards: list[ShardInfo] = self.manifest.splits[split].shards
+        label_mode = label_mode if label_mode is None or isinstance(label_mode, str) \
+            else tuple(label_mode)
         self.batch_size, self.seed, self.label_mode = batch_size, seed, label_mode
         self.dtype = served_dtype(dtype or self.manifest.dtype, self.manifest.dtype)
         self.window, self.prefetch = window, prefetch
@@ -316,5 +322,6 @@ class ShardReader:
         """A ``tf.data.Dataset`` of this reader's batches (one epoch per pass over it)."""
         return to_tf_dataset(self, image_shape=tuple(self.manifest.image_shape), dtype=self.dtype,
                              label_mode=self.label_mode,
-                             num_classes=len(self.class_names or ()))
+                             num_classes=len(self.class_names or ()),
+                             num_targets=len(self.manifest.target_names or ()))
 

@@ -109,6 +109,9 @@ def served_classes(manifest: Manifest, classes: Any, relabel: Any,
     if known is None:
         raise ReaderError("classes needs labels, and these shards have none (built with "
                           "--no-labels)")
+    if manifest.label_kind == "multi":
+        raise ReaderError("classes: a subset of the classes of a multi-label dataset is not "
+                          "served yet (an image may carry classes in and out of the subset)")
     names = _names(classes)
     for name in names:
         if name not in known:

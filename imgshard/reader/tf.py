@@ -49,11 +49,13 @@ def keep_heap_for(backend: str) -> bool:
     return keep_heap_top(TENSORFLOW_HEAP_PAD)
 
 
-def to_tf_dataset(batches, *, image_shape: tuple[int, ...], dtype, label_mode: str | None,
-                  num_classes: int):
+def to_tf_dataset(batches, *, image_shape: tuple[int, ...], dtype,
+                  label_mode: str | tuple[str, ...] | None, num_classes: int,
+                  num_targets: int = 0):
     """A ``tf.data.Dataset`` whose every pass is one epoch of ``batches`` (a reader or a mix:
     anything iterated epoch by epoch) of images of ``image_shape`` and ``dtype`` and labels as
-    ``label_mode`` encodes ``num_classes`` classes, with TensorFlow's auto-sharding off (see
+    ``label_mode`` encodes ``num_classes`` classes (and ``num_targets`` targets; a tuple of
+    modes gives a tuple of labels), with TensorFlow's auto-sharding off (see
     :func:`without_auto_shard`)."""
     try:
         import tensorflow as tf
@@ -64,14 +66,24 @@ def to_tf_dataset(batches, *, image_shape: tuple[int, ...], dtype, label_mode: s
     images = tf.TensorSpec((None, *image_shape), tf.as_dtype(dtype))
     if label_mode is None:
         signature = images
-    elif label_mode == "int":
-        signature = (images, tf.TensorSpec((None,), tf.int32))
-    elif label_mode == "binary":
-        signature = (images, tf.TensorSpec((None, 1), tf.float32))
+    elif isinstance(label_mode, str):
+        signature = (images, _label_spec(tf, label_mode, num_classes, num_targets))
     else:
-        signature = (images, tf.TensorSpec((None, num_classes), tf.float32))
+        signature = (images, tuple(_label_spec(tf, mode, num_classes, num_targets)
+                                   for mode in label_mode))
     dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
     return dataset.with_options(without_auto_shard(tf))
+
+
+def _label_spec(tf, mode: str, num_classes: int, num_targets: int):
+    """The ``tf.TensorSpec`` of one label encoding."""
+    if mode == "int":
+        return tf.TensorSpec((None,), tf.int32)
+    if mode == "binary":
+        return tf.TensorSpec((None, 1), tf.float32)
+    if mode == "targets":
+        return tf.TensorSpec((None, num_targets), tf.float32)
+    return tf.TensorSpec((None, num_classes), tf.float32)  # categorical, multi_hot
 
 
 def without_auto_shard(tf):

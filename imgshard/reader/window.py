@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import check_labels, shard_format
+from ..formats import check_labels, check_targets, shard_format
 from ..layout import MANIFEST_NAME
 from ..manifest import Manifest, ShardInfo
 from ..storage import Location
@@ -75,7 +75,8 @@ class DownloadedFiles:
         upcoming = [shards[index]]
         upcoming += [shards[i] for i in sequence[position + 1:position + 1 + self.in_use]]
         self.cache.prefetch([(f, sha) for s in upcoming
-                             for f, sha in ((s.images, s.sha256), (s.labels, s.labels_sha256))
+                             for f, sha in ((s.images, s.sha256), (s.labels, s.labels_sha256),
+                                            (s.targets, s.targets_sha256))
                              if f is not None])
 
     def open_file(self, name: str, sha256: str | None, verify: bool, **expected: Any) -> np.ndarray:
@@ -183,13 +184,19 @@ class ShardWindow:
         images = self.files.open_file(info.images, info.sha256, verify,
                                       shape=(info.num_samples, *manifest.image_shape),
                                       dtype=manifest.dtype)
-        labels = None
+        labels = targets = None
         if info.labels is not None:  # copied (4 bytes a sample), so that the labels checked
             # are the ones served: a shared map shows whatever is written to the file later
+            shape, dtype = manifest.labels_layout(info.num_samples)
             labels = np.array(self.files.open_file(info.labels, info.labels_sha256, verify,
-                                                   shape=(info.num_samples,), dtype="int32"))
+                                                   shape=shape, dtype=dtype))
             check_labels(self.location.display(info.labels), labels, manifest.num_classes)
-        return images, labels
+        if info.targets is not None:  # copied too, and checked finite
+            shape, dtype = manifest.targets_layout(info.num_samples)
+            targets = np.array(self.files.open_file(info.targets, info.targets_sha256, verify,
+                                                    shape=shape, dtype=dtype))
+            check_targets(self.location.display(info.targets), targets)
+        return images, labels, targets
 
     def release_all(self) -> None:
         """Unmap every shard."""
