@@ -89,10 +89,13 @@ def describe_plan(build_plan: BuildPlan) -> None:
         click.echo(f"  {split}: {len(samples):,} images in {build_plan.num_shards(split):,} shards"
                    f" of up to {config.shard_size:,}")
         if scan.class_names is not None:
-            counts = Counter(sample.label for sample in samples)
+            counts = Counter(label for sample in samples for label in (
+                sample.label if isinstance(sample.label, tuple) else (sample.label,)))
             width = max(len(name) for name in scan.class_names)
             for label, name in enumerate(scan.class_names):
                 click.echo(f"    {name:<{width}}  {counts.get(label, 0):>9,}")
+    for line in label_lines(scan.label_kind, scan.target_names):
+        click.echo(line[0].upper() + line[1:])
     echo_skips(scan.skipped, "Would skip")
     empty = scan.empty_samples()
     click.echo(f"Not opened: {scan.num_samples:,} image files (a dry run decodes nothing)"

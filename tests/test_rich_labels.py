@@ -520,3 +520,15 @@ def test_a_config_files_targets_path_is_relative_to_the_file(aged, tmp_path):
     result = run("build", src, out, "--config", folder / "build.toml", "-q")
     assert result.exit_code == 0, result.output
     assert read_manifest(out).target_names == ["age", "quality"]
+
+
+def test_a_dry_run_counts_each_label_and_names_the_targets(multi, aged, tmp_path):
+    src, _, labels, _ = multi
+    result = run("build", src, str(tmp_path / "x"), "--labels", labels, "--dry-run")
+    assert result.exit_code == 0, result.output
+    counts = {name: sum(name in found for found in FINDINGS.values()) for name in CLASSES}
+    for name, count in counts.items():
+        assert any(line.split() == [name, str(count)] for line in result.output.splitlines())
+    assert "multi-label" in result.output
+    result = run("build", aged[0], str(tmp_path / "y"), "--targets", aged[2], "--dry-run")
+    assert "Targets: age, quality" in result.output
