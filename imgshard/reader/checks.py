@@ -194,7 +194,8 @@ def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:
     labels = math.prod(manifest.labels_layout(info.num_samples)[0]) * (
         1 if manifest.label_kind == "multi" else 4)
     targets = 4 * math.prod(manifest.targets_layout(info.num_samples)[0])
-    return pixels + labels + targets + 3 * shard_format().ESTIMATED_HEADER_BYTES
+    files = 2 + (info.targets is not None)  # images and labels (as ever), targets
+    return pixels + labels + targets + files * shard_format().ESTIMATED_HEADER_BYTES
 
 
 def check_sizes(location: Location, manifest: Manifest,
