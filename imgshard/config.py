@@ -188,16 +188,15 @@ def validate(config: BuildConfig) -> None:
         raise ConfigError(f"val split must lie strictly between 0 and 1, got {config.val_split}")
     if not all(math.isfinite(v) for v in (config.rescale, config.offset)):
         raise ConfigError("rescale and offset must be finite numbers")
-    _check_stored_range(config)
+    # uint8 stores the raw pixels; a reader serves them as floats through these values
+    check_stored_values(config.rescale, config.offset,
+                        "float32" if config.dtype == "uint8" else config.dtype)
     if config.max_pixels < 1:
         raise ConfigError(f"max pixels must be >= 1, got {config.max_pixels}")
     if config.labels is not None and config.no_labels:
         raise ConfigError("--labels and --no-labels exclude each other")
     if config.classes is not None and config.no_labels:
         raise ConfigError("--classes and --no-labels exclude each other")
-    if config.dtype == "uint8" and (config.rescale, config.offset) != (DEFAULT_RESCALE, 0.0):
-        raise ConfigError("rescale and offset apply to float dtypes only: uint8 stores the raw "
-                          "pixels (drop them, or choose --dtype float16)")
     if config.classes is not None and not config.classes:  # e.g. --classes ","
         raise ConfigError("--classes names no class")
     if config.classes is not None and len(set(config.classes)) != len(config.classes):
@@ -210,25 +209,27 @@ def stored_values(rescale: float, offset: float, dtype: str) -> np.ndarray:
         return (np.arange(256, dtype=np.float64) * rescale + offset).astype(dtype)
 
 
-def _check_stored_range(config: BuildConfig) -> None:
-    """Refuse a rescale and offset that turn some pixel value into inf (float16 overflows at
-    65504), or two pixel values into the same stored value (a zero rescale, or steps finer than
-    the dtype's precision there): every image holding them would change, silently."""
-    if config.dtype == "uint8":
-        return
-    stored = stored_values(config.rescale, config.offset, config.dtype)
+def check_stored_values(rescale: float, offset: float, dtype: str) -> None:
+    """Refuse a rescale and offset that turn some pixel value into inf in ``dtype`` (float16
+    overflows at 65504), or two pixel values into the same value (a zero rescale, or steps finer
+    than the dtype's precision there): every image holding them would change, silently.
+
+    A float build stores these values; a uint8 build stores the pixels, and a reader serves
+    them as these values in the float dtype it is asked for (float32 is checked at build time).
+    """
+    stored = stored_values(rescale, offset, dtype)
     overflowing = np.flatnonzero(~np.isfinite(stored))
     if overflowing.size:
         pixel = int(overflowing[-1] if stored[overflowing[-1]] > 0 else overflowing[0])
-        raise ConfigError(f"rescale and offset overflow {config.dtype}: pixel value {pixel} "
-                          f"would be {pixel * config.rescale + config.offset:g} (largest "
-                          f"{config.dtype}: {float(np.finfo(config.dtype).max):g})")
+        raise ConfigError(f"rescale and offset overflow {dtype}: pixel value {pixel} "
+                          f"would be {pixel * rescale + offset:g} (largest "
+                          f"{dtype}: {float(np.finfo(dtype).max):g})")
     merged = np.flatnonzero(stored[1:] == stored[:-1])
     if merged.size:
         pixel = int(merged[0])
-        raise ConfigError(f"rescale {config.rescale:g} and offset {config.offset:g} give pixel "
+        raise ConfigError(f"rescale {rescale:g} and offset {offset:g} give pixel "
                           f"values {pixel} and {pixel + 1} the same stored value "
-                          f"({float(stored[pixel]):g} in {config.dtype}): choose a larger "
+                          f"({float(stored[pixel]):g} in {dtype}): choose a larger "
                           "rescale, or an offset nearer 0")
 
 

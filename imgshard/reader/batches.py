@@ -1,5 +1,6 @@
-"""Assembling one batch: gather its samples from the mapped shards, cast, flip, augment, and
-encode its labels as Keras expects them.
+"""Assembling one batch: gather its samples from the mapped shards, cast (a uint8 dataset's
+pixels read as floats: through its values, see :mod:`~imgshard.reader.pixel_values`), flip,
+augment, and encode its labels as Keras expects them.
 
 Every batch the reader allocates starts on a :data:`BATCH_ALIGNMENT` boundary, so that
 TensorFlow takes it without a copy.
@@ -17,6 +18,7 @@ from ..errors import ShardError
 from ..libc import drop_file_pages
 from .checks import ReaderError
 from .order import EpochOrder
+from .pixel_values import PixelValues
 
 #: Where the data of every batch the reader allocates starts. TensorFlow takes a numpy array from
 #: a generator (Keras' PyDataset path) without a realigning copy only when it is 64-byte aligned,
@@ -37,7 +39,8 @@ class BatchMaker:
     ``num_classes`` (the served labels' count) is None for unlabelled shards; ``label_mode``
     None serves images only, a tuple of modes a tuple of encodings. ``label_map``: the served
     label of each stored one (-1: a class not served), when the reader serves a subset of the
-    classes.
+    classes. ``values``: the served value of each stored uint8 pixel, when a uint8 dataset is
+    served as floats (None: a plain cast).
     """
 
     image_shape: tuple[int, ...]
@@ -48,6 +51,7 @@ class BatchMaker:
     augment: Callable[[np.ndarray], np.ndarray] | None
     seed: int
     label_map: np.ndarray | None = None
+    values: PixelValues | None = None
 
     def make(self, epoch: int, index: int, chosen: np.ndarray, order: EpochOrder,
              shard: Callable[[int], MappedShard], *, release: bool = False) -> Any:
@@ -104,7 +108,10 @@ class BatchMaker:
             images, labels, targets = shard(int(shard_of[0]))
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             batch = np.asarray(images[lo:hi])  # a view of the map, no copy
-            if batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
+            if self.values is not None:
+                batch, pixels = aligned_empty(batch.shape, self.dtype), batch
+                self.values.lookup(pixels, batch)
+            elif batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
                 batch = aligned_copy(batch, self.dtype)
             return (batch, None if labels is None else labels[lo:hi],
                     None if targets is None else targets[lo:hi])
@@ -117,6 +124,8 @@ class BatchMaker:
                 # mode="clip": the rows are in range, and numpy's default "raise" would copy
                 # every row twice (it buffers ``out``), which made the gather 4x slower
                 np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi], mode="clip")
+            elif self.values is not None:
+                self.values.lookup(images[rows[lo:hi]], batch[lo:hi])
             else:
                 batch[lo:hi] = images[rows[lo:hi]]
             if release:

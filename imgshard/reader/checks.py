@@ -45,7 +45,7 @@ class ReaderError(ImgshardError):
 def check_options(manifest: Manifest, *, served_classes: int | None, batch_size: Any,
                   label_mode: Any, window: Any, prefetch: Any, seed: Any, verify: Any,
                   cache_bytes: Any, shuffle: Any, drop_remainder: Any, flip_horizontal: Any,
-                  augment: Any) -> None:
+                  augment: Any, raw_pixels: Any = False) -> None:
     """Refuse a reader option of the wrong type or range, or a label mode the shards cannot
     serve (a switch given ``"no"`` would mean yes); the reader serves ``served_classes``."""
     whole(batch_size, "batch_size", low=1)
@@ -56,7 +56,7 @@ def check_options(manifest: Manifest, *, served_classes: int | None, batch_size:
     whole(seed, "seed")
     whole(cache_bytes, "cache_bytes")
     switches = {"shuffle": shuffle, "drop_remainder": drop_remainder,
-                "flip_horizontal": flip_horizontal, "verify": verify}
+                "flip_horizontal": flip_horizontal, "verify": verify, "raw_pixels": raw_pixels}
     for name, value in switches.items():
         if not isinstance(value, (bool, np.bool_)):
             raise ReaderError(f"{name} must be True or False, got {repr(value)[:40]}")

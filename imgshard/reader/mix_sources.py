@@ -17,6 +17,7 @@ import numpy as np
 
 from ..merge_plan import label_table
 from .checks import ReaderError
+from .pixel_values import describe
 from .shard_reader import ShardReader
 
 
@@ -47,10 +48,12 @@ def check_readers(readers: Any) -> list[ShardReader]:
 
 def served(reader: ShardReader) -> dict[str, str]:
     """What must be alike in every reader of a mix, as it is shown: the batches' shape, dtype,
-    label encoding and size, and the process count and rank they are cut for."""
+    label encoding and size, the process count and rank they are cut for, and what a served
+    pixel value is (a uint8 dataset read as floats mixes with a float one of the same scale)."""
     return {"image shape": str(tuple(reader.manifest.image_shape)), "dtype": str(reader.dtype),
             "label_mode": repr(reader.label_mode), "batch_size": str(reader.batch_size),
-            "num_replicas": str(reader.num_replicas), "rank": str(reader.rank)}
+            "num_replicas": str(reader.num_replicas), "rank": str(reader.rank),
+            "pixel values": describe(reader.manifest, reader.dtype, reader.raw_pixels)}
 
 
 def check_binary_classes(readers: Sequence[ShardReader]) -> None:

@@ -44,6 +44,7 @@ from .checks import (
     whole,
 )
 from .order import DEFAULT_PARTITIONS, EpochOrder
+from .pixel_values import served_values
 from .replicas import replicas_of
 from .subset import served_classes
 from .tf import to_tf_dataset
@@ -80,7 +81,11 @@ class ShardReader:
         relabel: serve a subset's labels as ``0..k-1`` in the order of ``classes``; False
             keeps the dataset's own (and categorical labels its width). ``class_names`` says
             the name of each served label.
-        dtype: convert images to this dtype on the fly (default: the stored dtype).
+        dtype: convert images to this dtype on the fly (default: the stored dtype). A uint8
+            dataset read as a float dtype serves its manifest's ``pixel * rescale + offset``:
+            what a float build of it stores (see :mod:`imgshard.reader.pixel_values`).
+        raw_pixels: serve a uint8 dataset's stored 0..255 values cast to a float ``dtype``
+            instead, as imgshard did before it applied them.
         augment: a callable applied to every batch of images, returning the new images.
         flip_horizontal: flip each image left-right with probability 1/2 (seeded per epoch).
         window: shards shuffled together inside each partition; a process has about
@@ -114,7 +119,8 @@ class ShardReader:
                  cache_bytes: int = 10 * 1000**3, verify: bool = False,
                  num_replicas: int | None = None, rank: int | None = None,
                  partitions: int = DEFAULT_PARTITIONS,
-                 classes: list[str] | tuple[str, ...] | None = None, relabel: bool = True) -> None:
+                 classes: list[str] | tuple[str, ...] | None = None, relabel: bool = True,
+                 raw_pixels: bool = False) -> None:
         location = directory if isinstance(directory, Location) \
             else Location.of(directory, storage_options)
         self.directory, self.location = str(location), location
@@ -127,7 +133,7 @@ class ShardReader:
                       label_mode=label_mode, window=window, prefetch=prefetch, seed=seed,
                       verify=verify, cache_bytes=cache_bytes, shuffle=shuffle,
                       drop_remainder=drop_remainder, flip_horizontal=flip_horizontal,
-                      augment=augment)
+                      augment=augment, raw_pixels=raw_pixels)
         # checked above; as Python numbers, so that state_dict() is plain JSON
         batch_size, seed, window, shuffle = int(batch_size), int(seed), int(window), bool(shuffle)
         self.num_replicas, self.rank = replicas_of(num_replicas, rank)
@@ -137,7 +143,7 @@ class ShardReader:
             else tuple(label_mode)
         self.batch_size, self.seed, self.label_mode = batch_size, seed, label_mode
         self.dtype = served_dtype(dtype or self.manifest.dtype, self.manifest.dtype)
-        self.window, self.prefetch = window, prefetch
+        self.window, self.prefetch, self.raw_pixels = window, prefetch, bool(raw_pixels)
         identities = self._files_seen(manifest_seen)
         self.order = EpochOrder.of([s.num_samples for s in self.shards], batch_size=batch_size,
                                    shuffle=shuffle, seed=seed, window=window,
@@ -150,11 +156,12 @@ class ShardReader:
         check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._order_cache: tuple[int, np.ndarray] | None = None
-        self._window = self._open_window(identities, verify=verify, cache_dir=cache_dir,
-                                         cache_bytes=cache_bytes)
         self._batches = BatchMaker(tuple(self.manifest.image_shape), self.dtype, label_mode,
                                    self.served.width, flip_horizontal, augment, seed,
-                                   self.served.label_map)
+                                   self.served.label_map,
+                                   served_values(self.manifest, self.dtype, self.raw_pixels))
+        self._window = self._open_window(identities, verify=verify, cache_dir=cache_dir,
+                                         cache_bytes=cache_bytes)
 
     def _files_seen(self, manifest_seen: Any) -> dict[str, Any]:
         """The identity of each file of the split (see :func:`check_sizes`), once their sizes

@@ -1,0 +1,107 @@
+"""How the stored pixels of a ``--dtype uint8`` dataset become the floats a reader serves.
+
+A float build stores each 8-bit pixel value ``p`` as ``p * rescale + offset``, computed in
+float64 and rounded once to its dtype (:func:`~imgshard.config.stored_values`, a 256-entry
+table). A uint8 build stores ``p`` and records the same ``rescale`` and ``offset`` in its
+manifest's ``config``; a reader asked for a float dtype serves it through that table in the
+served dtype, so it yields bit for bit what a float build of the same source stores, from half
+(float16) or a quarter (float32) of the disk. ``raw_pixels=True`` serves ``p`` itself.
+
+The lookup is the reader's own cost, so it is written for speed (see docs/performance.md):
+
+- ``np.take`` costs about the same per index whatever it copies, so the table is looked up two
+  pixels at a time: 65,536 entries of two values (256 KB for float16), indexed by the uint16
+  view of two adjacent pixels, which halves the indices;
+- ``np.take`` takes intp indices only, and converting a whole batch would write 8 bytes per
+  pair, so they are converted :data:`CHUNK` pairs at a time into a buffer that stays in cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import BuildConfig, ConfigError, check_stored_values, stored_values
+from ..manifest import Manifest
+from .checks import ReaderError
+
+#: Pixel pairs looked up per ``np.take``: their intp indices (256 KB) and the pair table fit
+#: in a core's L2 cache with the rows read and written.
+CHUNK = 1 << 15
+
+#: What a served value is when it is the stored pixel itself (see :func:`describe`).
+RAW = "raw pixels (0..255)"
+
+
+@dataclass(frozen=True, eq=False)
+class PixelValues:
+    """The served value of each uint8 pixel value (``table``), and of each pair of adjacent
+    pixels (``pairs``: the uint16 view of two pixels -> their two values, as one item)."""
+
+    table: np.ndarray
+    pairs: np.ndarray
+
+    @classmethod
+    def of_scale(cls, rescale: float, offset: float, served: np.dtype) -> "PixelValues":
+        """The values ``pixel * rescale + offset`` in the float dtype ``served``."""
+        table = stored_values(rescale, offset, served)
+        # the two pixels of each uint16 value, in memory order (any byte order)
+        two = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+        pairs = np.ascontiguousarray(table[two])
+        return cls(table, pairs.view(pair_dtype(served)).reshape(-1))
+
+    def lookup(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """Write the value of every uint8 of ``pixels`` into ``out`` (same shape)."""
+        if not out.flags.c_contiguous:
+            served = np.empty(out.shape, out.dtype)
+            self.lookup(pixels, served)
+            out[...] = served
+            return
+        flat, target = np.ascontiguousarray(pixels).reshape(-1), out.reshape(-1)
+        even = len(flat) - len(flat) % 2
+        if even != len(flat):
+            target[-1] = self.table[flat[-1]]
+        pair_pixels = flat[:even].view(np.uint16)
+        pair_out = target[:even].view(self.pairs.dtype)
+        indices = np.empty(min(CHUNK, len(pair_pixels)), dtype=np.intp)
+        for start in range(0, len(pair_pixels), CHUNK):
+            chunk = indices[:len(pair_pixels[start:start + CHUNK])]
+            chunk[...] = pair_pixels[start:start + CHUNK]
+            # mode="clip": every index is in range (a uint16), and "raise" would buffer ``out``
+            np.take(self.pairs, chunk, out=pair_out[start:start + len(chunk)], mode="clip")
+
+
+def pair_dtype(served: np.dtype) -> np.dtype:
+    """One item of two ``served`` values: an unsigned integer where one is that wide (``take``
+    copies those fastest), else raw bytes."""
+    size = 2 * served.itemsize
+    return np.dtype({4: np.uint32, 8: np.uint64}.get(size, (np.void, size)))
+
+
+def served_values(manifest: Manifest, served: np.dtype, raw: bool) -> PixelValues | None:
+    """How a reader of ``manifest`` serves pixels as ``served``: through :class:`PixelValues`
+    for a uint8 dataset read as floats (None: cast, or the stored values as they are).
+
+    Raises:
+        ReaderError: the dataset's values overflow ``served`` (a float16 of more than 65504),
+            or two pixel values would be served as one.
+    """
+    if manifest.dtype != "uint8" or served.kind != "f" or raw:
+        return None
+    config = BuildConfig.from_dict(manifest.config)  # checked when the manifest was read
+    try:
+        check_stored_values(config.rescale, config.offset, served.name)
+    except ConfigError as error:
+        raise ReaderError(f"{error}: read this dataset with dtype='float32' "
+                          "(or raw_pixels=True)") from None
+    return PixelValues.of_scale(config.rescale, config.offset, served)
+
+
+def describe(manifest: Manifest, served: np.dtype, raw: bool) -> str:
+    """What a served value is, as a mix compares readers: ``pixel * rescale + offset`` or the
+    stored pixel itself (a float dataset's pixels are stored scaled: ``raw`` changes nothing)."""
+    if manifest.dtype == "uint8" and (raw or served.kind != "f"):
+        return RAW
+    config = BuildConfig.from_dict(manifest.config)
+    return f"pixel * {config.rescale:g} + {config.offset:g}"

@@ -1,0 +1,247 @@
+"""A ``--dtype uint8`` dataset read as floats: the manifest's rescale and offset applied, so that
+it serves exactly what a float build of the same source stores, at half the disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from conftest import edit_manifest, one_error_line, run, write_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from imgshard import BuildConfig, ReaderError, ShardReader, build, mix
+from imgshard.errors import ImgshardError
+
+#: 7 noise images in two classes, read 4 a batch from shards of 3: batches that span shards
+#: (the gather path) and, with batch_size=3, whole shards (the slice path).
+COUNT, SHARD_SIZE = 7, 3
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    src = tmp_path_factory.mktemp("values") / "src"
+    for number in range(COUNT):
+        write_image(str(src / f"c{number % 2}" / f"{number}.png"), size=(7, 5), seed=number)
+    return str(src)
+
+
+def built(source: str, dtype: str, **options) -> str:
+    """SRC built as ``dtype`` with ``options`` (once per test session and option set)."""
+    name = "-".join([dtype, *(f"{key}={value}" for key, value in sorted(options.items()))])
+    out = os.path.join(os.path.dirname(source), name)
+    if not os.path.exists(out):
+        build(source, out, BuildConfig(size=(5, 6), shard_size=SHARD_SIZE, dtype=dtype,
+                                       shuffle=False, **options), workers=1)
+    return out
+
+
+def epoch(directory: str, **options) -> tuple[np.ndarray, np.ndarray]:
+    """Every image and label of one unshuffled epoch of the train split, concatenated."""
+    options = {"shuffle": False, "prefetch": 0, "batch_size": 4, **options}
+    batches = list(ShardReader(directory, **options))
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+
+def stored_pixels(directory: str) -> np.ndarray:
+    """The uint8 pixels of the train split, read with numpy alone, in reading order."""
+    manifest = json.load(open(os.path.join(directory, "manifest.json")))
+    return np.concatenate([np.load(os.path.join(directory, shard["images"]))
+                           for shard in manifest["splits"]["train"]["shards"]])
+
+
+@pytest.mark.parametrize("served", ["float16", "float32"])
+@pytest.mark.parametrize("options", [{}, {"rescale": 2 / 255, "offset": -1.0},
+                                     {"rescale": 0.5, "offset": 3.0}])
+@pytest.mark.parametrize("batch_size", [3, 4])
+def test_uint8_read_as_floats_is_the_float_build(source, served, options, batch_size):
+    uint8 = built(source, "uint8", **options)
+    images, labels = epoch(uint8, dtype=served, batch_size=batch_size)
+    floats, float_labels = epoch(built(source, served, **options), batch_size=batch_size)
+    assert images.dtype == np.dtype(served)
+    np.testing.assert_array_equal(images, floats)  # the very values the float build stores
+    np.testing.assert_array_equal(labels, float_labels)
+    rescale, offset = options.get("rescale", 1 / 255), options.get("offset", 0.0)
+    reference = (stored_pixels(uint8).astype(np.float64) * rescale + offset).astype(served)
+    np.testing.assert_array_equal(images, reference)
+
+
+def test_float32_of_uint8_is_the_float16_build_within_its_rounding(source):
+    images, _ = epoch(built(source, "uint8"), dtype="float32")
+    halves, _ = epoch(built(source, "float16"))
+    assert np.abs(images - halves.astype(np.float32)).max() <= np.finfo(np.float16).eps / 2
+
+
+def test_raw_pixels_and_integer_dtypes_serve_the_stored_values(source):
+    uint8 = built(source, "uint8")
+    pixels = stored_pixels(uint8)
+    assert epoch(uint8)[0].dtype == np.uint8
+    np.testing.assert_array_equal(epoch(uint8)[0], pixels)
+    raw, _ = epoch(uint8, dtype="float32", raw_pixels=True)
+    np.testing.assert_array_equal(raw, pixels.astype(np.float32))
+    assert raw.max() > 1
+    np.testing.assert_array_equal(epoch(uint8, dtype="int32")[0], pixels.astype(np.int32))
+    with pytest.raises(ReaderError, match="raw_pixels must be True or False, got 'no'"):
+        ShardReader(uint8, dtype="float32", raw_pixels="no")
+
+
+def test_a_float_dataset_is_served_as_before(source):
+    halves = built(source, "float16")
+    stored = stored_pixels(halves)
+    np.testing.assert_array_equal(epoch(halves)[0], stored)
+    np.testing.assert_array_equal(epoch(halves, dtype="float32")[0], stored.astype(np.float32))
+    np.testing.assert_array_equal(epoch(halves, dtype="float32", raw_pixels=True)[0],
+                                  stored.astype(np.float32))
+
+
+def test_flips_subsets_and_label_modes_serve_the_float_builds_values(source):
+    uint8, floats = built(source, "uint8"), built(source, "float32")
+    for options in ({"flip_horizontal": True, "shuffle": True, "seed": 3},
+                    {"classes": ["c1"]}, {"label_mode": "categorical"}):
+        mine, theirs = epoch(uint8, dtype="float32", **options), epoch(floats, **options)
+        np.testing.assert_array_equal(mine[0], theirs[0])
+        np.testing.assert_array_equal(mine[1], theirs[1])
+
+
+def test_keras_and_tf_serve_the_float_values(source):
+    pytest.importorskip("tensorflow")
+    uint8, floats = built(source, "uint8"), built(source, "float32")
+    expected, _ = epoch(floats)
+    reader = ShardReader(uint8, dtype="float32", shuffle=False, prefetch=0, batch_size=4)
+    dataset = reader.to_tf_dataset()
+    assert dataset.element_spec[0].dtype.name == "float32"
+    served = np.concatenate([x.numpy() for x, _ in dataset])
+    np.testing.assert_array_equal(served, expected)
+    keras_batches = reader.to_keras(workers=1)
+    np.testing.assert_array_equal(keras_batches[0][0], expected[:4])
+
+
+def test_a_uint8_and_a_float16_dataset_of_the_same_options_mix(source):
+    uint8, halves = built(source, "uint8"), built(source, "float16")
+    options = {"shuffle": False, "prefetch": 0, "batch_size": 4, "num_replicas": 1, "rank": 0}
+    mixed = mix([ShardReader(uint8, dtype="float16", **options), ShardReader(halves, **options)],
+                weights=[1, 1])
+    expected = epoch(halves)[0]
+    for x, _ in mixed:
+        assert any(np.array_equal(x, expected[i:i + len(x)]) for i in (0, 4))
+    raw = ShardReader(uint8, dtype="float16", raw_pixels=True, **options)
+    with pytest.raises(ReaderError, match=r"reader 1 serves pixel values pixel \* 0.00392157 \+ 0,"
+                                          r" reader 0 raw pixels"):
+        mix([raw, ShardReader(halves, **options)], weights=[1, 1])
+    other = built(source, "float16", rescale=2 / 255, offset=-1.0)
+    with pytest.raises(ReaderError, match="pixel values"):
+        mix([ShardReader(halves, **options), ShardReader(other, **options)], weights=[1, 1])
+
+
+@pytest.mark.parametrize("rescale, message", [
+    (float("nan"), "NaN"), (float("inf"), "Infinity"), (1e300, "overflow float32"),
+    ("0.5", "config.rescale must be a number"), (True, "config.rescale must be a number"),
+    (0.0, "the same stored value"),
+])
+def test_a_hostile_rescale_is_refused_in_one_line(source, tmp_path, rescale, message):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built(source, "uint8"), copy)
+    if isinstance(rescale, float) and not np.isfinite(rescale):
+        text = (copy / "manifest.json").read_text()
+        document = json.loads(text)
+        document["config"]["rescale"] = "PLACEHOLDER"
+        (copy / "manifest.json").write_text(json.dumps(document).replace(
+            '"PLACEHOLDER"', "NaN" if np.isnan(rescale) else "Infinity"))
+    else:
+        edit_manifest(copy, lambda document: document["config"].update(rescale=rescale))
+    with pytest.raises(ImgshardError, match=message) as caught:
+        ShardReader(str(copy), dtype="float32")
+    assert "\n" not in str(caught.value)
+    one_error_line(run("verify", copy), message)
+
+
+def test_float16_is_refused_when_the_values_overflow_it(source):
+    uint8 = built(source, "uint8", rescale=1000.0)
+    np.testing.assert_array_equal(epoch(uint8, dtype="float32")[0],
+                                  stored_pixels(uint8).astype(np.float32) * 1000)
+    with pytest.raises(ReaderError, match="overflow float16.*dtype='float32'"):
+        ShardReader(uint8, dtype="float16")
+
+
+def test_a_uint8_build_records_its_rescale_and_refuses_one_overflowing_float32(source, tmp_path):
+    uint8 = built(source, "uint8", rescale=0.5, offset=3.0)
+    config = json.load(open(os.path.join(uint8, "manifest.json")))["config"]
+    assert (config["rescale"], config["offset"]) == (0.5, 3.0)
+    one_error_line(run("build", source, tmp_path / "out", "--dtype", "uint8", "--rescale", "1e300"),
+                   "overflow float32")
+
+
+@settings(max_examples=60, deadline=None)
+@given(pixels=arrays(np.uint8, st.tuples(st.integers(1, 5), st.integers(1, 9), st.integers(1, 7),
+                                         st.sampled_from([1, 3, 4]))),
+       served=st.sampled_from(["float16", "float32", "float64"]),
+       start=st.integers(0, 3))
+def test_the_lookup_is_the_table_for_any_shape_and_alignment(pixels, served, start):
+    from imgshard.reader.pixel_values import PixelValues
+
+    values = PixelValues.of_scale(2 / 255, -1.0, np.dtype(served))
+    table = (np.arange(256) * (2 / 255) - 1.0).astype(served)
+    out = np.zeros((len(pixels) + start, *pixels.shape[1:]), served)[start:]  # maybe unaligned
+    values.lookup(pixels[:, ::-1] if start % 2 else pixels, out)
+    np.testing.assert_array_equal(out, table[pixels[:, ::-1] if start % 2 else pixels])
+
+
+# -- build --dry-run --------------------------------------------------------------------------
+
+def write_rgb48_png(path, pixels: np.ndarray) -> None:
+    """A 16-bit-per-channel RGB PNG, written by hand: Pillow reads such files (as 8-bit RGB)
+    but does not write them."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def dry_run(src, *options) -> list[str]:
+    result = run("build", src, os.path.join(src, "..", "never"), "--dry-run", *options)
+    assert result.exit_code == 0, result.output
+    return [line.strip() for line in result.output.splitlines()]
+
+
+def test_dry_run_shows_the_bytes_of_each_dtype_and_that_8_bit_sources_lose_nothing(source):
+    lines = dry_run(source, "--size", "100", "--shard-size", "4")
+    # 7 images of 100x100x3, labels of 4 bytes, 2 files of 128 header bytes per shard (2 + 1)
+    assert ("On disk: about 420.5 KB as float16 (this build); as float32: about 840.5 KB, as "
+            "uint8: about 210.5 KB") in lines
+    assert ("Bit depth: all 7 image files are 8 bits per channel (read from their headers): "
+            "uint8 loses nothing (read as float32 it serves a float32 build's values)") in lines
+
+
+def test_dry_run_says_that_uint8_rounds_deeper_sources(tmp_path):
+    src = tmp_path / "src"
+    write_image(str(src / "a" / "8bit.png"), size=(4, 4))
+    Image.fromarray(np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000).save(src / "a" / "g.png")
+    write_rgb48_png(str(src / "b" / "rgb48.png"), np.full((3, 2, 3), 60000, np.uint16))
+    assert Image.open(src / "b" / "rgb48.png").mode == "RGB"  # what makes the header's depth
+    lines = dry_run(src, "--dtype", "uint8")
+    assert ("Bit depth: 2 of 3 image files have more than 8 bits per channel (e.g. a/g.png, "
+            "16 bits): uint8 rounds them to 8 bits") in lines
+
+
+def test_dry_run_samples_the_headers_of_a_large_source(source, monkeypatch):
+    from imgshard import source_depth
+
+    monkeypatch.setattr(source_depth, "LOCAL_SAMPLE", 3)
+    lines = dry_run(source)
+    assert ("Bit depth: all 3 image files sampled of 7 are 8 bits per channel (read from their "
+            "headers): uint8 loses nothing (read as float32 it serves a float32 build's values)"
+            ) in lines
