@@ -23,11 +23,12 @@ from .cli_errors import Group, user_errors
 from .cli_merge import merge, reshard
 from .cli_append import append
 from .cli_options import LazyProgressBar, build_options, resolve_options, storage_option
-from .config import ConfigError
+from .config import DTYPES, ConfigError
 from .executors import executor_kind, executor_named
 from .interrupts import sigterm_as_interrupt
 from .outdir import check_apart
 from .resources import check_memory, default_workers
+from .source_depth import source_depth
 from .storage import Location
 from .summary import label_lines
 from .version import __version__
@@ -67,7 +68,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
             runner.start(config)  # before the scan: see there
         build_plan = make_plan(source, config)
         if dry_run:
-            describe_plan(build_plan)
+            describe_plan(build_plan, source)
             check_memory(config, runner.workers_here or 1)
             return
         with LazyProgressBar(total=build_plan.scan.num_samples, disable=quiet,
@@ -81,8 +82,9 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
         summarize(result, str(target))
 
 
-def describe_plan(build_plan: BuildPlan) -> None:
-    """Print what a build would write: counts per split and class, skips, shape and disk use."""
+def describe_plan(build_plan: BuildPlan, source: Location) -> None:
+    """Print what a build would write: counts per split and class, skips, shape, disk use in
+    each dtype, and whether uint8 would lose anything (the sources' bit depth)."""
     scan, config = build_plan.scan, build_plan.config
     click.echo(f"Would build {scan.num_samples:,} images:")
     for split, samples in scan.splits.items():
@@ -103,9 +105,12 @@ def describe_plan(build_plan: BuildPlan) -> None:
     height, width, channels = config.image_shape
     click.echo(f"Each image: {height}x{width}x{channels} {config.dtype}, "
                f"{build_plan.bytes_per_image():,} bytes")
-    uint8_bytes = build_plan.estimated_bytes("uint8")
-    note = "" if config.dtype == "uint8" else f" (as uint8: about {human_bytes(uint8_bytes)})"
-    click.echo(f"On disk: about {human_bytes(build_plan.estimated_bytes())}{note}")
+    others = ", ".join(f"as {dtype}: about {human_bytes(build_plan.estimated_bytes(dtype))}"
+                       for dtype in DTYPES if dtype != config.dtype)
+    click.echo(f"On disk: about {human_bytes(build_plan.estimated_bytes())} as {config.dtype} "
+               f"(this build); {others}")
+    paths = [sample.path for samples in scan.splits.values() for sample in samples]
+    click.echo(source_depth(source, paths).describe())
 
 
 def echo_skips(skipped, verb: str) -> None:

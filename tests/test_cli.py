@@ -94,7 +94,8 @@ def test_dry_run_shows_counts_skips_shape_and_disk_use_but_writes_nothing(src, t
     assert "blue          3" in lines and "red           2" in lines
     assert "1  not an image extension  (e.g. red/notes.txt)" in lines
     assert "Each image: 224x224x3 float16, 301,056 bytes" in lines
-    assert any(line.startswith("On disk: about 3.0 MB (as uint8: about 1.5 MB)") for line in lines)
+    assert ("On disk: about 3.0 MB as float16 (this build); as float32: about 6.0 MB, as uint8: "
+            "about 1.5 MB") in lines
 
 
 @pytest.mark.parametrize("args, message", [
