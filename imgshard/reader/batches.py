@@ -118,22 +118,29 @@ class BatchMaker:
         batch = aligned_empty((len(chosen), *self.image_shape), self.dtype)
         label_parts, target_parts = [], []
         bounds = np.flatnonzero(np.diff(shard_of)) + 1
+        looked_up, read = [], []  # a uint8 dataset's rows served as floats; their spans
         for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(chosen)]])):
             images, labels, targets = shard(int(shard_of[lo]))
             if images.dtype == self.dtype:
                 # mode="clip": the rows are in range, and numpy's default "raise" would copy
                 # every row twice (it buffers ``out``), which made the gather 4x slower
                 np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi], mode="clip")
-            elif self.values is not None:
-                self.values.lookup(images[rows[lo:hi]], batch[lo:hi])
+            elif self.values is not None:  # straight from the map, all rows at once
+                looked_up += zip((images[row] for row in rows[lo:hi]), batch[lo:hi])
             else:
                 batch[lo:hi] = images[rows[lo:hi]]
-            if release:
+            if release and self.values is None:
                 release_rows(images, int(rows[lo]), int(rows[hi - 1]) + 1)
+            elif release:  # once its rows are looked up, below
+                read.append((images, int(rows[lo]), int(rows[hi - 1]) + 1))
             if labels is not None:
                 label_parts.append(labels[rows[lo:hi]])
             if targets is not None:
                 target_parts.append(targets[rows[lo:hi]])
+        if looked_up:
+            self.values.lookup_rows(looked_up)
+        for images, first, stop in read:
+            release_rows(images, first, stop)
         return (batch, np.concatenate(label_parts) if label_parts else None,
                 np.concatenate(target_parts) if target_parts else None)
 

@@ -9,15 +9,21 @@ served dtype, so it yields bit for bit what a float build of the same source sto
 
 The lookup is the reader's own cost, so it is written for speed (see docs/performance.md):
 
-- ``np.take`` costs about the same per index whatever it copies, so the table is looked up two
-  pixels at a time: 65,536 entries of two values (256 KB for float16), indexed by the uint16
-  view of two adjacent pixels, which halves the indices;
-- ``np.take`` takes intp indices only, and converting a whole batch would write 8 bytes per
-  pair, so they are converted :data:`CHUNK` pairs at a time into a buffer that stays in cache.
+- float32 (and float64) values come from arithmetic when it reproduces all 256 table values bit
+  for bit (checked when the reader is made; it does for the default 1/255): a cast and a
+  multiply (and an add), which numpy vectorises;
+- otherwise (float16: numpy's float16 arithmetic and casts are not vectorised) the table is
+  looked up with ``np.take``, two pixels at a time: it costs about the same per index whatever
+  it copies, so a table of 65,536 entries of two values (256 KB for float16), indexed by the
+  uint16 view of two adjacent pixels, halves the indices; they are converted to intp
+  :data:`CHUNK` pairs at a time, into a buffer that stays in cache;
+- a batch is worked on row by row, straight from the memory maps into the batch: no copy of
+  the stored rows, and each row's steps run on data in cache.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,14 +39,20 @@ CHUNK = 1 << 15
 #: What a served value is when it is the stored pixel itself (see :func:`describe`).
 RAW = "raw pixels (0..255)"
 
+#: A stored row (uint8) and where its served values go (the same shape).
+Row = tuple[np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True, eq=False)
 class PixelValues:
-    """The served value of each uint8 pixel value (``table``), and of each pair of adjacent
-    pixels (``pairs``: the uint16 view of two pixels -> their two values, as one item)."""
+    """The served value of each uint8 pixel value (``table``), of each pair of adjacent pixels
+    (``pairs``: the uint16 view of two pixels -> their two values, as one item), and the
+    ``scale`` (rescale, offset, divide) in the served dtype when arithmetic gives the table
+    bit for bit (``divide``: pixel / rescale is the formula, rescale holding its inverse)."""
 
     table: np.ndarray
     pairs: np.ndarray
+    scale: tuple[np.generic, np.generic | None, bool] | None
 
     @classmethod
     def of_scale(cls, rescale: float, offset: float, served: np.dtype) -> "PixelValues":
@@ -49,14 +61,31 @@ class PixelValues:
         # the two pixels of each uint16 value, in memory order (any byte order)
         two = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
         pairs = np.ascontiguousarray(table[two])
-        return cls(table, pairs.view(pair_dtype(served)).reshape(-1))
+        return cls(table, pairs.view(pair_dtype(served)).reshape(-1),
+                   exact_scale(table, rescale, offset))
 
     def lookup(self, pixels: np.ndarray, out: np.ndarray) -> None:
-        """Write the value of every uint8 of ``pixels`` into ``out`` (same shape)."""
-        if not out.flags.c_contiguous:
-            served = np.empty(out.shape, out.dtype)
-            self.lookup(pixels, served)
-            out[...] = served
+        """Write the value of every uint8 of ``pixels`` into ``out`` (same shape, one row a
+        sample)."""
+        self.lookup_rows(list(zip(pixels, out)))
+
+    def lookup_rows(self, rows: Sequence[Row]) -> None:
+        """:meth:`lookup` of each ``(pixels, out)`` of ``rows``."""
+        for pixels, out in rows:
+            if not out.flags.c_contiguous:
+                served = np.empty(out.shape, out.dtype)
+                self._row(pixels, served)
+                out[...] = served
+            else:
+                self._row(pixels, out)
+
+    def _row(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        if self.scale is not None:
+            factor, offset, divide = self.scale
+            np.copyto(out, pixels)
+            (np.divide if divide else np.multiply)(out, factor, out=out)
+            if offset is not None:
+                np.add(out, offset, out=out)
             return
         flat, target = np.ascontiguousarray(pixels).reshape(-1), out.reshape(-1)
         even = len(flat) - len(flat) % 2
@@ -70,6 +99,30 @@ class PixelValues:
             chunk[...] = pair_pixels[start:start + CHUNK]
             # mode="clip": every index is in range (a uint16), and "raise" would buffer ``out``
             np.take(self.pairs, chunk, out=pair_out[start:start + len(chunk)], mode="clip")
+
+
+def exact_scale(table: np.ndarray, rescale: float, offset: float
+                ) -> tuple[np.generic, np.generic | None, bool] | None:
+    """The arithmetic in the table's dtype that gives every value of ``table`` bit for bit:
+    ``pixel * rescale`` or ``pixel / (1 / rescale)``, ``+ offset`` unless that is 0 (None: no
+    such arithmetic, or float16, whose arithmetic numpy does not vectorise)."""
+    served = table.dtype
+    if served.itemsize < 4:
+        return None
+    pixels = np.arange(256, dtype=served)
+    bits = table.view(f"u{served.itemsize}")
+    with np.errstate(all="ignore"):
+        inverse = served.type(1 / rescale) if rescale else None
+    for factor, divide in ((served.type(rescale), False), (inverse, True)):
+        for added in ((None,) if offset == 0 else ()) + (served.type(offset),):
+            if factor is None:
+                continue
+            with np.errstate(all="ignore"):
+                values = pixels / factor if divide else pixels * factor
+                values = values if added is None else values + added
+            if np.array_equal(values.view(bits.dtype), bits):
+                return factor, added, divide
+    return None
 
 
 def pair_dtype(served: np.dtype) -> np.dtype:
