@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/run_all.py --corpus /work/corpus [--repeat 3] [--scratch DIR]
 
-Builds, then peak memory, appends, merges, then the reader and several processes reading
-together (when ``imgshard.reader`` exists; its figures that need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
+Builds, then peak memory, appends, merges, then the reader, a uint8 dataset read as floats,
+and several processes reading together (when ``imgshard.reader`` exists; its figures that need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
 ``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see docs/performance.md
 for what each figure means.
 """
@@ -32,9 +32,12 @@ def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], li
     from bench_distributed import distributed_figures
     from bench_reader import reader_figures
 
+    from bench_uint8 import uint8_figures
+
     reader, notes = reader_figures(corpus, repeat, folder)
+    uint8, _ = uint8_figures(corpus, repeat, folder)
     distributed, more_notes = distributed_figures(corpus, repeat, folder)
-    return figures + reader + distributed, notes + more_notes
+    return figures + reader + uint8 + distributed, notes + more_notes
 
 
 @benchmark_command

@@ -74,7 +74,7 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
     "--interpolation": (click.Choice(INTERPOLATIONS),
                         "Resampling filter, antialiased when shrinking. [bilinear]"),
     "--dtype": (click.Choice(DTYPES), "Stored dtype. [float16]"),
-    "--rescale": (float, "Floats are pixel * rescale + offset. [1/255]"),
+    "--rescale": (float, "Floats are pixel * rescale + offset (uint8: when read as floats). [1/255]"),
     "--offset": (float, "Added after rescale. [0]"),
     "--shard-size": (int, "Images per shard. [256]"),
     "--workers": (int, "Worker processes, at most one per core and one per shard task. [all cores]"),
@@ -92,7 +92,7 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
 }
 #: What a build does rather than what it writes: flag -> help (on/off flags).
 RUN_FLAGS = {
-    "--dry-run": "Scan only and print what would be built.",
+    "--dry-run": "Scan only and print what would be built, its bytes as each dtype, and whether uint8 loses anything.",
     "--overwrite": "Replace an earlier imgshard build in OUT.",
     "--resume": "Finish an interrupted build in OUT (same options); its finished shards stay.",
 }

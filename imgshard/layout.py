@@ -47,7 +47,10 @@ the input each sample came from.
   columns of each shard's ``targets`` file), absent without.
 - ``config``: every effective build option (``size``, ``color``, ``resize``, ``interpolation``,
   ``dtype``, ``rescale``, ``offset``, ``shard_size``, ``val_split``, ``seed``, ``shuffle``,
-  ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``).
+  ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``). A ``uint8``
+  dataset stores the pixels; its ``rescale`` and ``offset`` say the floats a reader serves
+  (``pixel * rescale + offset``, as a float build stores them; before they were applied they
+  could only be 1/255 and 0).
 - ``splits``: per split (``train``, ``val``, ``test``) ``num_samples``, ``class_counts`` (name ->
   count, ``null`` without labels) and ``shards`` in reading order, each ``images`` (file name),
   ``labels`` (file name, absent without labels), ``num_samples``, ``sha256`` (of the images
