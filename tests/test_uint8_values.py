@@ -109,6 +109,18 @@ def test_flips_subsets_and_label_modes_serve_the_float_builds_values(source):
         np.testing.assert_array_equal(mine[1], theirs[1])
 
 
+def test_a_url_dataset_is_served_from_the_cache_as_the_float_build(source, tmp_path):
+    from conftest import on_memory
+
+    expected, labels = epoch(built(source, "float16"))
+    with on_memory(built(source, "uint8")) as url:
+        served, served_labels = epoch(url, dtype="float16", cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_array_equal(served, expected)
+    np.testing.assert_array_equal(served_labels, labels)
+    cached = [name for name in os.listdir(tmp_path / "cache") if not name.startswith(".")]
+    assert cached  # the uint8 files were downloaded and mapped from the cache
+
+
 def test_keras_and_tf_serve_the_float_values(source):
     pytest.importorskip("tensorflow")
     uint8, floats = built(source, "uint8"), built(source, "float32")
