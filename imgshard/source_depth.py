@@ -8,8 +8,8 @@ mode of its first tile (``RGB;16B``) tells. A raw mode's number is bits per chan
 endianness letter follows it, else bits per pixel (``BGR;16`` is a 5-6-5 BMP).
 
 A dry run reads the headers of up to :data:`LOCAL_SAMPLE` files of a local source
-(:data:`REMOTE_SAMPLE` of a URL's, one request each), spread evenly over the samples in build
-order: "all 8-bit" is certain for a source that small, and a sample's word for a larger one. A
+(:data:`REMOTE_SAMPLE` of a URL's, each object read whole in one request, as the build reads
+it), spread evenly over the samples in build order: "all 8-bit" is certain for a source that small, and a sample's word for a larger one. A
 file whose header cannot be read is not counted (the build will skip it, or decode it).
 """
 

@@ -260,3 +260,16 @@ def test_dry_run_samples_the_headers_of_a_large_source(source, monkeypatch):
     assert ("Bit depth: all 3 image files sampled of 7 are 8 bits per channel (read from their "
             "headers): uint8 loses nothing (read as float32 it serves a float32 build's values)"
             ) in lines
+
+
+@pytest.mark.parametrize("mode, raw, bits", [
+    ("RGB", "RGB", 8), ("RGB", "RGB;16B", 16), ("RGBA", "RGBA;16L", 16), ("I;16", "I;16", 16),
+    ("I", "I;32S", 32), ("I", None, 32), ("F", "F;32F", 32), ("L", "L", 8), ("P", "P;4", 4),
+    ("RGB", "BGR;16", 5), ("LA", "LA;16B", 16), ("1", "1;I", 8), ("CMYK", "CMYK", 8),
+])
+def test_bits_per_channel_from_a_header(mode, raw, bits):
+    """A raw mode's number is per channel when an endianness letter follows (PNG, TIFF), else
+    per pixel (a 5-6-5 BMP is 16 bits a pixel, not a 16-bit image)."""
+    from imgshard.source_depth import bits_per_channel
+
+    assert bits_per_channel(mode, raw) == bits
