@@ -3,6 +3,7 @@ it serves exactly what a float build of the same source stores, at half the disk
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -34,7 +35,7 @@ def source(tmp_path_factory) -> str:
 
 def built(source: str, dtype: str, **options) -> str:
     """SRC built as ``dtype`` with ``options`` (once per test session and option set)."""
-    name = "-".join([dtype, *(f"{key}={value}" for key, value in sorted(options.items()))])
+    name = f"{dtype}-{hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:12]}"
     out = os.path.join(os.path.dirname(source), name)
     if not os.path.exists(out):
         build(source, out, BuildConfig(size=(5, 6), shard_size=SHARD_SIZE, dtype=dtype,
@@ -107,6 +108,28 @@ def test_flips_subsets_and_label_modes_serve_the_float_builds_values(source):
         mine, theirs = epoch(uint8, dtype="float32", **options), epoch(floats, **options)
         np.testing.assert_array_equal(mine[0], theirs[0])
         np.testing.assert_array_equal(mine[1], theirs[1])
+
+
+def test_targets_and_multi_hot_labels_come_with_the_float_values(source, tmp_path):
+    """The label modes of several labels and numeric targets (each file of the source named
+    in a labels CSV with two classes, and given a target) beside a uint8 dataset's floats."""
+    paths = sorted(os.path.relpath(os.path.join(folder, name), source)
+                   for folder, _, names in os.walk(source) for name in names)
+    labels, targets = tmp_path / "labels.csv", tmp_path / "targets.csv"
+    labels.write_text("".join(f"{path},a|{'b' if n % 2 else 'c'}\n" for n, path in enumerate(paths)))
+    targets.write_text("path,age\n" + "".join(f"{path},{n / 2}\n" for n, path in enumerate(paths)))
+    options = {"labels": str(labels), "targets": str(targets)}
+    mode = ("multi_hot", "targets")
+    mine = list(ShardReader(built(source, "uint8", **options), dtype="float32", label_mode=mode,
+                            shuffle=False, prefetch=0, batch_size=4))
+    theirs = list(ShardReader(built(source, "float32", **options), label_mode=mode,
+                              shuffle=False, prefetch=0, batch_size=4))
+    assert len(mine) == len(theirs) > 1
+    for (x, (hot, age)), (fx, (fhot, fage)) in zip(mine, theirs):
+        np.testing.assert_array_equal(x, fx)
+        np.testing.assert_array_equal(hot, fhot)
+        np.testing.assert_array_equal(age, fage)
+        assert x.dtype == np.float32 and x.max() <= 1
 
 
 def test_a_url_dataset_is_served_from_the_cache_as_the_float_build(source, tmp_path):

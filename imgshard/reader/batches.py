@@ -107,13 +107,7 @@ class BatchMaker:
         if shard_of[0] == shard_of[-1] and rows[-1] - rows[0] == len(rows) - 1:
             images, labels, targets = shard(int(shard_of[0]))
             lo, hi = int(rows[0]), int(rows[-1]) + 1
-            batch = np.asarray(images[lo:hi])  # a view of the map, no copy
-            if self.values is not None:
-                batch, pixels = aligned_empty(batch.shape, self.dtype), batch
-                self.values.lookup(pixels, batch)
-            elif batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
-                batch = aligned_copy(batch, self.dtype)
-            return (batch, None if labels is None else labels[lo:hi],
+            return (self.served_rows(images, lo, hi), None if labels is None else labels[lo:hi],
                     None if targets is None else targets[lo:hi])
         batch = aligned_empty((len(chosen), *self.image_shape), self.dtype)
         label_parts, target_parts = [], []
@@ -143,6 +137,19 @@ class BatchMaker:
             release_rows(images, first, stop)
         return (batch, np.concatenate(label_parts) if label_parts else None,
                 np.concatenate(target_parts) if target_parts else None)
+
+
+    def served_rows(self, images: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of a shard's map as served: the map itself (no copy) when it holds
+        the served dtype and is aligned, else a new batch (cast, or a uint8 dataset's values)."""
+        batch = np.asarray(images[lo:hi])  # a view of the map, no copy
+        if self.values is not None:
+            served = aligned_empty(batch.shape, self.dtype)
+            self.values.lookup(batch, served)
+            return served
+        if batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
+            return aligned_copy(batch, self.dtype)
+        return batch
 
 
 def release_rows(images: np.ndarray, first: int, stop: int) -> None:

@@ -156,12 +156,17 @@ class ShardReader:
         check_memory(self, split)
         self.epoch, self._position = 0, 0
         self._order_cache: tuple[int, np.ndarray] | None = None
-        self._batches = BatchMaker(tuple(self.manifest.image_shape), self.dtype, label_mode,
-                                   self.served.width, flip_horizontal, augment, seed,
-                                   self.served.label_map,
-                                   served_values(self.manifest, self.dtype, self.raw_pixels))
+        self._batches = self._batch_maker(flip_horizontal, augment)
         self._window = self._open_window(identities, verify=verify, cache_dir=cache_dir,
                                          cache_bytes=cache_bytes)
+
+    def _batch_maker(self, flip_horizontal: bool, augment: Any) -> BatchMaker:
+        """How this reader's batches are made; a uint8 dataset read as floats is served through
+        its values (see :func:`served_values`: refused here if they do not fit the dtype)."""
+        return BatchMaker(tuple(self.manifest.image_shape), self.dtype, self.label_mode,
+                          self.served.width, flip_horizontal, augment, self.seed,
+                          self.served.label_map,
+                          served_values(self.manifest, self.dtype, self.raw_pixels))
 
     def _files_seen(self, manifest_seen: Any) -> dict[str, Any]:
         """The identity of each file of the split (see :func:`check_sizes`), once their sizes
