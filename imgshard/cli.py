@@ -176,8 +176,8 @@ def verify(directory: str, deep: bool, workers: int | None, quiet: bool,
 
     location = Location.of(directory, storage_options)
     directory = str(location)
-    files = sum(1 + bool(s.labels) for split in read_manifest(location).splits.values()
-                for s in split.shards)
+    files = sum(1 + bool(s.labels) + bool(s.targets)
+                for split in read_manifest(location).splits.values() for s in split.shards)
     with LazyProgressBar(total=files, disable=quiet, desc="verify", unit="file") as bar:
         problems = verify_directory(location, deep=deep, workers=workers or default_workers(),
                                     progress=bar.update)
