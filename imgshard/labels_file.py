@@ -86,15 +86,16 @@ def _cell_labels(cell: str, path: str, number: int) -> list[str]:
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def relative_label_path(cell: str, path: str, number: int) -> str:
-    """A labels file's path as the walk names it: '/'-separated, a leading ``./`` dropped.
+def relative_label_path(cell: str, path: str, number: int, kind: str = "labels") -> str:
+    """A labels (or ``kind``) file's path as the walk names it: '/'-separated, a leading
+    ``./`` dropped.
 
     A path that is absolute, starts with a drive letter or has a ``..`` component would name a
     file outside SRC (or silently another one inside it): it is refused, naming the row.
     """
     rel = cell.replace("\\", "/")
     if rel.startswith("/") or _DRIVE.match(rel) or ".." in rel.split("/"):
-        raise LabelsFileError(f"labels file {path}, row {number}: {cell!r} is not a path inside "
+        raise LabelsFileError(f"{kind} file {path}, row {number}: {cell!r} is not a path inside "
                               "the source (absolute, a drive letter or '..')")
     while rel.startswith("./"):
         rel = rel[2:]

@@ -59,7 +59,7 @@ def parse_targets_csv(data: bytes, path: str) -> Targets:
         if len(row) != len(names) + 1 or not row[0].strip():
             raise TargetsFileError(f"targets file {path}, row {number}: expected a path and "
                                    f"{len(names)} numbers, got {row[:len(names) + 2]!r}")
-        rel = relative_label_path(row[0].strip(), path, number)
+        rel = relative_label_path(row[0].strip(), path, number, "targets")
         if rel in targets:
             raise TargetsFileError(f"targets file {path}, row {number}: {rel} is given twice")
         targets[rel] = tuple(_number(cell, name, path, number)
