@@ -20,6 +20,9 @@ from .storage.files import read_regular_file
 
 #: The most targets a file may carry (a row of more is a table, not a target).
 MAX_TARGETS = 1024
+#: The least magnitude that float32 rounds to infinity: its largest value (2**128 - 2**104)
+#: and half a step more; anything below is stored as a finite float32.
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 class TargetsFileError(ImgshardError):
@@ -97,6 +100,6 @@ def _number(cell: str, name: str, path: str, number: int) -> float:
         raise TargetsFileError(f"{where}: {text[:40]!r} is not a number") from None
     if math.isnan(value):
         raise TargetsFileError(f"{where}: {text[:40]!r} is not a number (NaN)")
-    if not math.isfinite(value) or abs(value) > 3.4e38:  # float32's largest
+    if not math.isfinite(value) or abs(value) >= FLOAT32_OVERFLOW:
         raise TargetsFileError(f"{where}: {text[:40]!r} is not a finite float32 number")
     return value
