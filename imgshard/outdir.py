@@ -187,8 +187,9 @@ def _log_names(out: Location, present: set[str]) -> list[str]:
     return log
 
 
-def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
-    """The build id and the shard count of each split that OUT's progress log plans."""
+def _recorded_build(out: Location) -> tuple[str, dict[str, int], bool] | None:
+    """The build id and the shard count of each split that OUT's progress log plans, and
+    whether its config names a targets file (a build without one writes no targets file)."""
     try:
         plan = read_plan(out)
     except (OSError, ValueError, RecursionError, ImgshardError):
@@ -200,26 +201,31 @@ def _recorded_build(out: Location) -> tuple[str, dict[str, int]] | None:
         return None
     if not all(is_plain_name(split) and type(count) is int for split, count in shards.items()):
         return None
-    return build, shards
+    config = plan.get("config")
+    return build, shards, isinstance(config, dict) and isinstance(config.get("targets"), str)
 
 
-def _planned_files(names: list[str], build: str, shards: dict[str, int]) -> set[str]:
-    """Which of ``names`` the build ``build`` (of ``shards`` shards per split) may have written."""
+def _planned_files(names: list[str], build: str, shards: dict[str, int],
+                   targets: bool) -> set[str]:
+    """Which of ``names`` the build ``build`` (of ``shards`` shards per split, with ``targets``
+    files or not) may have written."""
     tagged = (temp_prefix(build), part_prefix(build))
     return {name for name in names
             if name in INTERRUPTED_BUILD_FILES or name.startswith(tagged)
-            or _planned_shard(name, shards)}
+            or _planned_shard(name, shards, targets)}
 
 
-def _planned_shard(name: str, shards: dict[str, int]) -> bool:
-    """Whether ``name`` is the images, labels or targets file of a shard the plan counts."""
+def _planned_shard(name: str, shards: dict[str, int], targets: bool) -> bool:
+    """Whether ``name`` is the images, labels or (with ``targets``) targets file of a shard
+    the plan counts."""
     split, _, rest = name.rpartition("-")
     digits = rest.split(".", 1)[0]
     if split not in shards or not (digits.isascii() and digits.isdigit()):
         return False
     index = int(digits)
     suffix = shard_format().SUFFIX
-    return index < shards[split] and name in shard_names(split, index, suffix)
+    return index < shards[split] and name in shard_names(split, index, suffix)[:3 if targets
+                                                                              else 2]
 
 
 def check_resumable(out: Location) -> None:
