@@ -133,6 +133,10 @@ def prepare_append(src: str | Location, out: str | Location,
     config = dataset_config(manifest, given or {})
     check_apart(src, out, config.labels)
     scanned = scan(src, config)
+    if scanned.label_kind != "single":  # the labels file now gives a file several labels
+        raise AppendError(f"the labels file {config.labels} gives a file several labels "
+                          f"(multi-label), and {out} is a single-label dataset: build the "
+                          "grown folder with --overwrite")
     held = held_paths(out, manifest)
     record = kept_record(out, manifest)
     plan = plan_append(manifest, config, scanned, held=held, record=record)
