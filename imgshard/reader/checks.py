@@ -171,21 +171,33 @@ def check_open_files(in_use: int) -> None:
                       "or raise the limit")
 
 
-def check_memory(reader: "ShardReader", split: str) -> None:
-    """Refuse a split whose epoch order and batches in flight cannot fit in this machine's
+def check_memory(reader: "ShardReader", split: str, in_use: int = 0) -> None:
+    """Refuse a split whose epoch order and batches in flight (and the copies of the multi-hot
+    labels and targets of the ``in_use`` shards mapped at once) cannot fit in this machine's
     memory, before any is allocated: the counts come from a manifest (and sparse files can back
     any count), and a failed allocation would be a MemoryError or the OOM killer."""
     manifest = reader.manifest
     labels = 4 * (len(reader.class_names or ()) + len(manifest.target_names or ()) + 1)
     sample = math.prod(manifest.image_shape) * reader.dtype.itemsize + labels
-    needed = (ORDER_BYTES_PER_SAMPLE * reader.num_samples
+    copies = in_use * max((copied_bytes(manifest, info) for info in reader.shards), default=0)
+    needed = (ORDER_BYTES_PER_SAMPLE * reader.num_samples + copies
               + (reader.prefetch + 2) * reader.batch_size * sample)
     available = available_memory()
     if available is not None and needed > available:
+        held = f", the labels and targets of {in_use} shards in use" if copies else ""
         raise ReaderError(f"split {split} of {reader.num_samples:,} samples needs about "
-                          f"{needed / 1e9:,.1f} GB of memory (its epoch order and "
+                          f"{needed / 1e9:,.1f} GB of memory (its epoch order{held} and "
                           f"{reader.prefetch + 2} batches of {reader.batch_size}), but this "
                           f"machine has {available / 1e9:,.1f} GB available")
+
+
+def copied_bytes(manifest: Manifest, info: ShardInfo) -> int:
+    """Bytes of a mapped shard's multi-hot labels and targets, which a reader copies (its int32
+    labels are counted in :data:`ORDER_BYTES_PER_SAMPLE`)."""
+    labels = info.num_samples * (manifest.num_classes or 0) if (
+        info.labels is not None and manifest.label_kind == "multi") else 0
+    targets = 4 * math.prod(manifest.targets_layout(info.num_samples)[0]) if info.targets else 0
+    return labels + targets
 
 
 def shard_bytes(manifest: Manifest, info: ShardInfo) -> int:

@@ -181,6 +181,7 @@ class ShardReader:
                      cache_bytes: int) -> ShardWindow:
         """The maps of this split's shards, sized for the shards an epoch has in use at once."""
         in_use = self.order.shards_in_use(self.epoch_order(0))
+        check_memory(self, self.split, in_use)  # now with the labels copied of those in use
         check_open_files(in_use)
         files = files_of(self.location, self.manifest, self.shards, identities, in_use=in_use,
                          cache_dir=cache_dir, cache_bytes=cache_bytes)
