@@ -1,0 +1,156 @@
+"""A hostile tester against multi-label builds and numeric targets (``--labels`` cells
+``cat|dog``, ``--targets``): labels and targets CSV files, appends, overwrites, verify and the
+reader's memory check. Each test is one finding: it failed before its fix."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+from conftest import one_error_line, run, stop_at_call, write_image
+
+from imgshard import BuildConfig, ShardReader, build, read_manifest
+from imgshard.reader import ReaderError
+
+NAMES = [f"img{n}.png" for n in range(8)]
+
+
+def images(src, names=NAMES) -> str:
+    for number, name in enumerate(names):
+        write_image(os.path.join(src, name), size=(8, 6), seed=number)
+    return str(src)
+
+
+def write_csv(path, header, rows) -> str:
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture
+def src(tmp_path) -> str:
+    return images(tmp_path / "src")
+
+
+def test_verify_counts_the_targets_files_it_checks(src, tmp_path):
+    # Found: verify said "(2 files checked)" for a shard with images, labels and targets
+    # (its progress bar's total too, which then ran past it): targets files were not counted.
+    targets = write_csv(tmp_path / "t.csv", ["path", "age"], [[n, 1] for n in NAMES])
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"], [[n, "a|b"] for n in NAMES])
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, targets=targets, size=(4, 4)), workers=1)
+    result = run("verify", out, "--workers", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "(3 files checked)" in result.output, result.output
+
+
+def test_a_targets_path_outside_src_names_the_targets_file(src, tmp_path):
+    # Found: "Error: labels file t.csv, row 2: ..." for a row of the targets file (no labels
+    # file given at all): the path check of both files always called it a labels file.
+    targets = write_csv(tmp_path / "t.csv", ["path", "age"], [["../secret.png", 1]])
+    one_error_line(run("build", src, tmp_path / "out", "--targets", targets, "--no-labels"),
+                   "targets file", "row 2", "'../secret.png'")
+
+
+@pytest.mark.parametrize("cell", ["3.4028234e38", "-3.4028234e38", "3.40282356e38"])
+def test_the_largest_float32_targets_are_stored(src, tmp_path, cell):
+    # Found: "'3.4028234e38' is not a finite float32 number": float32's largest value (and
+    # any above 3.4e38 that rounds to it) was refused, the bound being 3.4e38 itself.
+    targets = write_csv(tmp_path / "t.csv", ["path", "v"], [[n, cell] for n in NAMES])
+    out = str(tmp_path / "out")
+    result = run("build", src, out, "--targets", targets, "--no-labels", "--size", "4")
+    assert result.exit_code == 0, result.output
+    shard = read_manifest(out).splits["train"].shards[0]
+    stored = np.load(os.path.join(out, shard.targets))
+    assert stored.dtype == np.float32 and np.isfinite(stored).all()
+    assert (stored == np.float32(float(cell))).all()
+
+
+def test_overwrite_of_an_interrupted_build_keeps_a_users_targets_named_file(src, tmp_path):
+    # Found: an interrupted build without --targets, a file of the user's named
+    # train-00000.targets.npy put in OUT, then build --overwrite: the file was deleted (the
+    # progress log's plan was taken to account for targets files it never writes).
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"], [[n, "ab"[i % 2]]
+                                                                for i, n in enumerate(NAMES)])
+    out = str(tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, BuildConfig(labels=labels, size=(4, 4), shard_size=2), workers=1,
+              progress=stop_at_call(1))
+    mine = os.path.join(out, "train-00001.targets.npy")
+    with open(mine, "wb") as stream:
+        stream.write(b"the user's own file")
+    one_error_line(run("build", src, out, "--labels", labels, "--size", "4", "--overwrite"),
+                   "train-00001.targets.npy")
+    with open(mine, "rb") as stream:
+        assert stream.read() == b"the user's own file"
+    os.remove(mine)  # an interrupted build with targets: --overwrite removes its targets files
+    targets = write_csv(tmp_path / "t.csv", ["path", "age"], [[n, 1] for n in NAMES])
+    config = BuildConfig(labels=labels, targets=targets, size=(4, 4), shard_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, config, workers=1, overwrite=True, progress=stop_at_call(2))
+    assert "train-00000.targets.npy" in os.listdir(out)
+    build(src, out, BuildConfig(labels=labels, size=(4, 4)), workers=1, overwrite=True)
+    assert not [name for name in os.listdir(out) if ".targets." in name]
+
+
+def test_append_with_a_labels_file_grown_multi_label_is_one_line(src, tmp_path):
+    # Found: a single-label dataset, its labels file grown with a cell 'a|b' for a new image,
+    # then imgshard append: "TypeError: list indices must be integers or slices, not tuple"
+    # (a traceback), the multi-label scan's tuple used as one class index.
+    rows = [[n, "ab"[i % 2]] for i, n in enumerate(NAMES)]
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"], rows)
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, size=(4, 4)), workers=1)
+    images(src, ["new.png"])
+    write_csv(labels, ["path", "label"], [*rows, ["new.png", "a|b"]])
+    one_error_line(run("append", src, out, "--labels", labels), "multi-label")
+    assert read_manifest(out).splits["train"].num_samples == len(NAMES)
+
+
+def test_a_multi_hot_labels_copy_larger_than_memory_is_refused_before_it_is_made(
+        tmp_path, monkeypatch):
+    # Found: the reader copies each shard's labels file it maps (to check it), a byte a class
+    # a sample for multi-hot rows, but its memory check counted 4 bytes a sample: a shard of
+    # 3,000 images of 20,000 classes (60 MB of labels) was copied on a machine with 20 MB.
+    src = images(tmp_path / "src", NAMES[:2])
+    classes = [f"c{n:05d}" for n in range(20_000)]
+    rows = [["img0.png", "|".join(classes[:2])], ["img1.png", classes[2]]]
+    rows += [[f"gone/{n}.png", name] for n, name in enumerate(classes)]
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"], rows)
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, size=(2, 2), dtype="uint8"), workers=1)
+    grow_shard(out, 3000)
+    monkeypatch.setattr("imgshard.reader.checks.available_memory", lambda: 20_000_000)
+    with pytest.raises(ReaderError, match="memory"):
+        with ShardReader(out, "train", batch_size=1, prefetch=0, label_mode="multi_hot") as r:
+            next(iter(r))
+
+
+def grow_shard(out: str, rows: int) -> None:
+    """Make the first train shard of ``out`` hold ``rows`` samples (files of zeros, the
+    manifest's counts edited: what a reader sizes its memory by)."""
+    import json
+
+    path = os.path.join(out, "manifest.json")
+    with open(path) as stream:
+        document = json.load(stream)
+    split = document["splits"]["train"]
+    shard = split["shards"][0]
+    for name, columns in ((shard["images"], document["image_shape"]),
+                          (shard["labels"], [len(document["class_names"])])):
+        stored = np.load(os.path.join(out, name), mmap_mode="r")
+        grown = np.lib.format.open_memmap(os.path.join(out, name + ".new"), mode="w+",
+                                          dtype=stored.dtype, shape=(rows, *columns))
+        grown[:len(stored)] = stored
+        grown.flush()
+        del grown, stored
+        os.replace(os.path.join(out, name + ".new"), os.path.join(out, name))
+    split["num_samples"] += rows - shard["num_samples"]
+    shard["num_samples"] = rows
+    document.pop("dataset_id", None)
+    with open(path, "w") as stream:
+        json.dump(document, stream)
