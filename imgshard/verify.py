@@ -207,10 +207,7 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
                 problems.append(Problem(manifest.samples, f"rows for {shard.images} do not cover "
                                         f"its {shard.num_samples} samples exactly once"))
                 continue
-            labels = _labels(location, manifest, shard)
-            if labels is not None and any(_row_label(row.label, labels.ndim == 2)
-                                          != _stored_label(labels, row.index)
-                                          for row in shard_rows):
+            if _labels_disagree(location, manifest, shard, shard_rows):
                 problems.append(Problem(manifest.samples,
                                         f"labels of {shard.images} disagree with {shard.labels}"))
     problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
@@ -218,17 +215,20 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
     return problems
 
 
-def _labels(location: Location, manifest: Manifest, shard: ShardInfo) -> np.ndarray | None:
-    """The labels of ``shard`` (None without, or when its file cannot be read: reported
-    elsewhere)."""
+def _labels_disagree(location: Location, manifest: Manifest, shard: ShardInfo,
+                     rows: list[SampleRow]) -> bool:
+    """Whether a row of ``rows`` gives another label than ``shard``'s labels file (False
+    without one, or when its file cannot be read: reported elsewhere). Compared in the file's
+    map, never copied: a multi-hot file holds a byte a class a sample."""
     if not shard.labels:
-        return None
+        return False
     try:
         with _opened(location, shard.labels,
                      *manifest.labels_layout(shard.num_samples)) as labels:
-            return np.array(labels)
+            return any(_row_label(row.label, labels.ndim == 2)
+                       != _stored_label(labels, row.index) for row in rows)
     except ShardError:
-        return None
+        return False
 
 
 def _row_label(label: int | tuple[int, ...] | None, multi: bool) -> Any:
