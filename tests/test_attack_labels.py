@@ -116,18 +116,25 @@ def test_a_multi_hot_labels_copy_larger_than_memory_is_refused_before_it_is_made
     # Found: the reader copies each shard's labels file it maps (to check it), a byte a class
     # a sample for multi-hot rows, but its memory check counted 4 bytes a sample: a shard of
     # 3,000 images of 20,000 classes (60 MB of labels) was copied on a machine with 20 MB.
-    src = images(tmp_path / "src", NAMES[:2])
-    classes = [f"c{n:05d}" for n in range(20_000)]
-    rows = [["img0.png", "|".join(classes[:2])], ["img1.png", classes[2]]]
-    rows += [[f"gone/{n}.png", name] for n, name in enumerate(classes)]
-    labels = write_csv(tmp_path / "l.csv", ["path", "label"], rows)
-    out = str(tmp_path / "out")
-    build(src, out, BuildConfig(labels=labels, size=(2, 2), dtype="uint8"), workers=1)
-    grow_shard(out, 3000)
+    out = many_classes(tmp_path, classes=20_000, rows=3000)
     monkeypatch.setattr("imgshard.reader.checks.available_memory", lambda: 20_000_000)
     with pytest.raises(ReaderError, match="memory"):
         with ShardReader(out, "train", batch_size=1, prefetch=0, label_mode="multi_hot") as r:
             next(iter(r))
+
+
+def many_classes(tmp_path, *, classes: int, rows: int) -> str:
+    """A multi-label dataset of ``classes`` classes (the labels file names them on files that
+    are gone) whose one shard claims ``rows`` samples (see :func:`grow_shard`)."""
+    src = images(tmp_path / "src", NAMES[:2])
+    names = [f"c{n:05d}" for n in range(classes)]
+    listed = [["img0.png", "|".join(names[:2])], ["img1.png", names[2]]]
+    listed += [[f"gone/{n}.png", name] for n, name in enumerate(names)]
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"], listed)
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, size=(2, 2), dtype="uint8"), workers=1)
+    grow_shard(out, rows)
+    return out
 
 
 def grow_shard(out: str, rows: int) -> None:
@@ -154,3 +161,26 @@ def grow_shard(out: str, rows: int) -> None:
     document.pop("dataset_id", None)
     with open(path, "w") as stream:
         json.dump(document, stream)
+
+
+def test_verify_compares_samples_csv_with_multi_hot_labels_without_copying_them(tmp_path):
+    # Found: verify copied each labels file whole to compare it with samples.csv, a byte a
+    # class a sample: 69 MB held for a shard of 3,000 images of 20,000 classes (and a sparse
+    # file named by an edited manifest can claim any size).
+    import csv
+    import tracemalloc
+
+    from imgshard.verify import verify_directory
+
+    out = many_classes(tmp_path, classes=20_000, rows=3000)
+    with open(os.path.join(out, "samples.csv"), "a", newline="") as stream:
+        csv.writer(stream).writerows([f"x{n}.png", "train", "train-00000.npy", n, ""]
+                                     for n in range(2, 3000))
+    tracemalloc.start()
+    try:
+        problems = verify_directory(out, deep=False, workers=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert any("disagree" in str(problem) for problem in problems), problems
+    assert peak < 30_000_000, f"{peak:,} bytes"
