@@ -111,11 +111,15 @@ def check_label_kinds(document: dict[str, Any], fields: dict[str, Any]
         raise FieldError("target_names names a target twice")
     if (names is None) == isinstance(fields["config"].get("targets"), str):
         raise FieldError("target_names disagrees with config (targets)")
+    labelled = fields["class_names"] is not None
     for split, info in fields["splits"].items():
         for index, shard in enumerate(info["shards"]):
             if (shard.get("targets") is None) != (names is None):
                 raise FieldError(f"splits.{split}.shards[{index}].targets disagrees with "
                                  "target_names")
+            if (shard.get("labels") is None) == labelled:  # a batch's labels would not align
+                raise FieldError(f"splits.{split}.shards[{index}].labels disagrees with "
+                                 "class_names (every shard of a labelled dataset has one)")
     return kind, names
 
 
