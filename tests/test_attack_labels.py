@@ -184,3 +184,30 @@ def test_verify_compares_samples_csv_with_multi_hot_labels_without_copying_them(
         tracemalloc.stop()
     assert any("disagree" in str(problem) for problem in problems), problems
     assert peak < 30_000_000, f"{peak:,} bytes"
+
+
+def test_a_manifest_listing_no_labels_file_for_one_shard_is_refused(src, tmp_path):
+    # Found: a multi-label dataset's manifest edited to drop one shard's labels file was read,
+    # and batches mixing that shard and another came with fewer label rows than images
+    # ((2, 3) multi-hot rows for 4 images and 4 targets rows): labels silently misaligned.
+    from conftest import edit_manifest
+
+    from imgshard.errors import ImgshardError
+
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"],
+                       [[n, "a|b" if i % 3 == 0 else "abc"[i % 3]] for i, n in enumerate(NAMES)])
+    targets = write_csv(tmp_path / "t.csv", ["path", "age"], [[n, i] for i, n in enumerate(NAMES)])
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, targets=targets, size=(4, 4), shard_size=3),
+          workers=1)
+
+    def drop(document):
+        document["splits"]["train"]["shards"][0].pop("labels")
+        document["splits"]["train"]["shards"][0].pop("labels_sha256")
+
+    edit_manifest(out, drop)
+    one_error_line(run("inspect", out), "shards[0].labels")
+    with pytest.raises(ImgshardError, match="labels"):
+        with ShardReader(out, "train", batch_size=4, label_mode=("multi_hot", "targets")) as r:
+            for x, (hot, values) in r:
+                assert len(x) == len(hot) == len(values)
