@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 
 from .errors import ImgshardError
 from .storage.files import read_regular_file
@@ -49,15 +50,10 @@ def parse_labels_csv(data: bytes, path: str) -> dict[str, tuple[str, ...]]:
         LabelsFileError: a row is not ``path,label`` (or names an empty label between ``|``),
             names a path outside SRC, or a label that is not printable text.
     """
-    text = data.decode("utf-8-sig", "surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
     labels: dict[str, set[str]] = {}
     first = True
-    for row in reader:
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        number, is_header = reader.line_num, first and [c.strip().lower() for c in row] == [
-            "path", "label"]
+    for number, row in csv_rows(data, path, "labels", LabelsFileError):
+        is_header = first and [c.strip().lower() for c in row] == ["path", "label"]
         first = False
         if is_header:
             continue
@@ -69,6 +65,20 @@ def parse_labels_csv(data: bytes, path: str) -> dict[str, tuple[str, ...]]:
     if not labels:
         raise LabelsFileError(f"labels file {path} has no rows")
     return {rel: tuple(sorted(names)) for rel, names in labels.items()}
+
+
+def csv_rows(data: bytes, path: str, kind: str, error: type[ImgshardError]
+             ) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) of each row of a labels (or ``kind``) file's bytes that is not blank
+    (UTF-8, with or without the byte-order mark Excel writes); a row the csv module cannot read
+    (a cell over its limit of 131,072 characters, a quote left open) is ``error``, naming it."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "surrogateescape"), newline=""))
+    try:
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                yield reader.line_num, row
+    except csv.Error as problem:
+        raise error(f"{kind} file {path}, row {reader.line_num}: not CSV: {problem}") from None
 
 
 def _cell_labels(cell: str, path: str, number: int) -> list[str]:

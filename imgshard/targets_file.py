@@ -9,13 +9,11 @@ line naming the row. Each file's targets are stored as float32 rows beside its s
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 
 from .errors import ImgshardError
-from .labels_file import relative_label_path
+from .labels_file import csv_rows, relative_label_path
 from .storage.files import read_regular_file
 
 #: The most targets a file may carry (a row of more is a table, not a target).
@@ -53,12 +51,10 @@ def parse_targets_csv(data: bytes, path: str) -> Targets:
         TargetsFileError: the header is not ``path,<name>...``, a row has another number of
             cells, a cell is not a finite number, or a path is outside SRC or given twice.
     """
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "surrogateescape"), newline=""))
-    rows = (row for row in reader if row and any(cell.strip() for cell in row))
-    names = _names(next(rows, None), path)
+    rows = csv_rows(data, path, "targets", TargetsFileError)
+    names = _names(next(rows, (0, None))[1], path)
     targets: dict[str, tuple[float, ...]] = {}
-    for row in rows:
-        number = reader.line_num
+    for number, row in rows:
         if len(row) != len(names) + 1 or not row[0].strip():
             raise TargetsFileError(f"targets file {path}, row {number}: expected a path and "
                                    f"{len(names)} numbers, got {row[:len(names) + 2]!r}")
