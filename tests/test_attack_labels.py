@@ -118,9 +118,9 @@ def test_a_multi_hot_labels_copy_larger_than_memory_is_refused_before_it_is_made
     # 3,000 images of 20,000 classes (60 MB of labels) was copied on a machine with 20 MB.
     out = many_classes(tmp_path, classes=20_000, rows=3000)
     monkeypatch.setattr("imgshard.reader.checks.available_memory", lambda: 20_000_000)
-    with pytest.raises(ReaderError, match="memory"):
-        with ShardReader(out, "train", batch_size=1, prefetch=0, label_mode="multi_hot") as r:
-            next(iter(r))
+    with pytest.raises(ReaderError, match="memory"), \
+            ShardReader(out, "train", batch_size=1, prefetch=0, label_mode="multi_hot") as r:
+        next(iter(r))
 
 
 def many_classes(tmp_path, *, classes: int, rows: int) -> str:
@@ -207,7 +207,22 @@ def test_a_manifest_listing_no_labels_file_for_one_shard_is_refused(src, tmp_pat
 
     edit_manifest(out, drop)
     one_error_line(run("inspect", out), "shards[0].labels")
-    with pytest.raises(ImgshardError, match="labels"):
-        with ShardReader(out, "train", batch_size=4, label_mode=("multi_hot", "targets")) as r:
-            for x, (hot, values) in r:
-                assert len(x) == len(hot) == len(values)
+    with pytest.raises(ImgshardError, match="labels"), \
+            ShardReader(out, "train", batch_size=4, label_mode=("multi_hot", "targets")) as r:
+        for x, (hot, values) in r:
+            assert len(x) == len(hot) == len(values)
+
+
+@pytest.mark.parametrize("kind", ["labels", "targets"])
+def test_a_cell_longer_than_the_csv_modules_limit_is_one_line(src, tmp_path, kind):
+    # Found: a labels cell of 30,000 labels (legal: 'c0|c1|...'), or a quote left open in a
+    # labels or targets file, stopped the build with "_csv.Error: field larger than field
+    # limit (131072)" and a traceback.
+    path = tmp_path / f"{kind}.csv"
+    many = "|".join(f"c{n}" for n in range(30_000))
+    if kind == "labels":
+        path.write_text(f"path,label\nimg0.png,{many}\nimg1.png,a\n")
+    else:
+        path.write_text('path,age\nimg0.png,1\nimg1.png,"2\n' + "9" * 200_000 + "\n")
+    one_error_line(run("build", src, tmp_path / "out", f"--{kind}", path, "--size", "4"),
+                   f"{kind} file", "row ")
