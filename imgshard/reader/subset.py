@@ -120,7 +120,8 @@ def served_classes(manifest: Manifest, classes: Any, relabel: Any,
             raise ReaderError(f"class {name!r} of classes is not in the dataset (its classes: "
                               f"{shown})")
     subset = ServedClasses(tuple(known), names, bool(relabel))
-    if isinstance(label_mode, str) and label_mode == "binary":
+    modes = label_mode if isinstance(label_mode, (tuple, list)) else (label_mode,)
+    if any(isinstance(mode, str) and mode == "binary" for mode in modes):  # alone or in a tuple
         _check_binary(subset)
     return subset
 
