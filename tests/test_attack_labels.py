@@ -226,3 +226,18 @@ def test_a_cell_longer_than_the_csv_modules_limit_is_one_line(src, tmp_path, kin
         path.write_text('path,age\nimg0.png,1\nimg1.png,"2\n' + "9" * 200_000 + "\n")
     one_error_line(run("build", src, tmp_path / "out", f"--{kind}", path, "--size", "4"),
                    f"{kind} file", "row ")
+
+
+@pytest.mark.parametrize("mode", [("binary",), ("binary", "targets"), ["targets", "binary"]])
+def test_binary_in_a_tuple_of_modes_checks_the_subsets_labels_as_alone(src, tmp_path, mode):
+    # Found: classes=['b', 'c'], relabel=False and label_mode=('binary', 'targets') served
+    # binary labels 1.0 and 2.0 (the classes' own indices) without a word; label_mode='binary'
+    # alone refuses them ("pass relabel=True").
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"],
+                       [[n, "abc"[i % 3]] for i, n in enumerate(NAMES)])
+    targets = write_csv(tmp_path / "t.csv", ["path", "age"], [[n, i] for i, n in enumerate(NAMES)])
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, targets=targets, size=(4, 4)), workers=1)
+    with pytest.raises(ReaderError, match="relabel=True"):
+        ShardReader(out, "train", batch_size=4, label_mode=mode, classes=["b", "c"],
+                    relabel=False)
