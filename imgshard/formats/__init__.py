@@ -59,14 +59,21 @@ class ShardFormat(Protocol):
                      out: np.ndarray) -> None: ...
 
 
+#: Targets checked finite at once: a file's are looked at a chunk at a time, so that the
+#: check's temporaries stay small however many rows and targets a file holds.
+TARGETS_CHUNK = 1 << 20
+
+
 def check_targets(path: str, targets: np.ndarray) -> None:
     """Refuse a targets file holding NaN or an infinity (a build writes finite numbers only).
 
     Raises:
         ShardError: naming the file.
     """
-    if targets.size and not np.isfinite(targets).all():
-        raise ShardError(f"{path}: a target is NaN or infinite")
+    rows = max(1, TARGETS_CHUNK // max(1, int(np.prod(targets.shape[1:]))))
+    for start in range(0, len(targets) if targets.size else 0, rows):
+        if not np.isfinite(targets[start:start + rows]).all():
+            raise ShardError(f"{path}: a target is NaN or infinite")
 
 
 #: The format of a shard directory whose manifest names none: every manifest today.
