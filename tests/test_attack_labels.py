@@ -147,8 +147,12 @@ def grow_shard(out: str, rows: int) -> None:
         document = json.load(stream)
     split = document["splits"]["train"]
     shard = split["shards"][0]
-    for name, columns in ((shard["images"], document["image_shape"]),
-                          (shard["labels"], [len(document["class_names"])])):
+    files = [(shard["images"], document["image_shape"])]
+    if shard.get("labels"):
+        files.append((shard["labels"], [len(document["class_names"])]))
+    if shard.get("targets"):
+        files.append((shard["targets"], [len(document["target_names"])]))
+    for name, columns in files:
         stored = np.load(os.path.join(out, name), mmap_mode="r")
         grown = np.lib.format.open_memmap(os.path.join(out, name + ".new"), mode="w+",
                                           dtype=stored.dtype, shape=(rows, *columns))
@@ -241,3 +245,28 @@ def test_binary_in_a_tuple_of_modes_checks_the_subsets_labels_as_alone(src, tmp_
     with pytest.raises(ReaderError, match="relabel=True"):
         ShardReader(out, "train", batch_size=4, label_mode=mode, classes=["b", "c"],
                     relabel=False)
+
+
+def test_verify_checks_targets_finite_without_a_copy_of_their_size(tmp_path):
+    # Found: verify's check that targets are finite made a bool array of the whole targets
+    # file (a byte a target): 41 MB for a shard of 40,000 rows of 1,024 targets, where its
+    # count of labels goes a chunk at a time to keep memory flat.
+    import tracemalloc
+
+    from imgshard.verify import verify_directory
+
+    src = images(tmp_path / "src", NAMES[:2])
+    names = [f"t{n}" for n in range(1024)]
+    targets = write_csv(tmp_path / "t.csv", ["path", *names],
+                        [[n, *range(1024)] for n in NAMES[:2]])
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(targets=targets, no_labels=True, size=(1, 1), color="grayscale",
+                                dtype="uint8"), workers=1)
+    grow_shard(out, 40_000)
+    tracemalloc.start()
+    try:
+        verify_directory(out, deep=False, workers=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak:,} bytes"
