@@ -134,7 +134,7 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
             reasons.setdefault(entry.path, entry.reason)
         elif not is_image_name(entry.path):
             reasons.setdefault(entry.path, "not an image extension")
-    splits = split_and_order(labelled, config)
+    splits = split_and_order(_one_label_each(labelled), config)
     if not any(splits.values()):
         raise ScanError(f"no images found in {src} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     multi = any(isinstance(s.label, tuple) for samples in splits.values() for s in samples)
@@ -227,6 +227,17 @@ def _unlisted(src: Location, listing: str, kind: str, entries: list[Entry], rows
     skipped += [Skip(path, f"listed in the {kind} file but not an image extension")
                 for path in sorted(rows) if path in named and not is_image_name(path)]
     return skipped
+
+
+def _one_label_each(labelled: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
+    """The samples of a multi-label labels file as single-label ones when none of them has
+    several labels: a row for a file that is not built (missing, not an image, without targets)
+    does not make a dataset multi-label."""
+    samples = [sample for split in labelled.values() for sample in split]
+    if not samples or not all(isinstance(s.label, tuple) and len(s.label) == 1 for s in samples):
+        return labelled
+    return {split: [Sample(s.path, s.label[0], s.targets) for s in split_samples]
+            for split, split_samples in labelled.items()}
 
 
 def _with_targets(src: Location, config: BuildConfig, entries: list[Entry],
