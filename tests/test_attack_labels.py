@@ -270,3 +270,21 @@ def test_verify_checks_targets_finite_without_a_copy_of_their_size(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 20_000_000, f"{peak:,} bytes"
+
+
+@pytest.mark.parametrize("stray", ["gone.png", "notes.txt", "img7.png"])
+def test_a_row_of_a_file_not_built_does_not_make_the_dataset_multi_label(src, tmp_path, stray):
+    # Found: one row 'gone.png,a|b' for a file that is not in SRC (or not an image, or here
+    # img7.png, left out for want of targets) made a dataset of one label per image
+    # multi-label: multi-hot label files, and label_mode='int' refused ("use multi_hot"),
+    # where the README says a build is multi-label when a file has more than one.
+    rows = [[n, "ab"[i % 2]] for i, n in enumerate(NAMES) if n != stray] + [[stray, "a|b"]]
+    labels = write_csv(tmp_path / "l.csv", ["path", "label"], rows)
+    targets = write_csv(tmp_path / "t.csv", ["path", "age"],
+                        [[n, i] for i, n in enumerate(NAMES) if n != "img7.png"])
+    out = str(tmp_path / "out")
+    build(src, out, BuildConfig(labels=labels, targets=targets, size=(4, 4)), workers=1)
+    assert read_manifest(out).label_kind == "single"
+    with ShardReader(out, "train", batch_size=8, label_mode="int", shuffle=False) as reader:
+        (_, classes), = list(reader)
+    assert sorted(classes.tolist()) == [0, 0, 0, 0, 1, 1, 1]
