@@ -34,7 +34,10 @@ def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], li
 
     from bench_uint8 import uint8_figures
 
+    from bench_float32 import float32_figures
+
     reader, notes = reader_figures(corpus, repeat, folder)
+    reader += float32_figures(corpus, repeat, os.path.join(folder, "float32"))[0]
     uint8, _ = uint8_figures(corpus, repeat, folder)
     distributed, more_notes = distributed_figures(corpus, repeat, folder)
     return figures + reader + uint8 + distributed, notes + more_notes

@@ -19,6 +19,7 @@ from ..libc import drop_file_pages
 from .checks import ReaderError
 from .order import EpochOrder
 from .pixel_values import PixelValues
+from .widen import widen
 
 #: Where the data of every batch the reader allocates starts. TensorFlow takes a numpy array from
 #: a generator (Keras' PyDataset path) without a realigning copy only when it is 64-byte aligned,
@@ -122,7 +123,7 @@ class BatchMaker:
             elif self.values is not None:  # straight from the map, all rows at once
                 looked_up += zip((images[row] for row in rows[lo:hi]), batch[lo:hi])
             else:
-                batch[lo:hi] = images[rows[lo:hi]]
+                widen(images[rows[lo:hi]], batch[lo:hi])
             if release and self.values is None:
                 release_rows(images, int(rows[lo]), int(rows[hi - 1]) + 1)
             elif release:  # once its rows are looked up, below
@@ -148,7 +149,9 @@ class BatchMaker:
             self.values.lookup(batch, served)
             return served
         if batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
-            return aligned_copy(batch, self.dtype)
+            served = aligned_empty(batch.shape, self.dtype)
+            widen(batch, served)
+            return served
         return batch
 
 

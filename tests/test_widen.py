@@ -1,0 +1,91 @@
+"""Float16 shards read as float32: every value exactly numpy's ``astype(np.float32)``, whichever
+conversion runs (OpenCV's with the fast extra, numpy's without)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from conftest import write_image
+from imgshard import BuildConfig, ShardReader, build, read_manifest
+from imgshard.reader import widen as widen_module
+from imgshard.reader.widen import widen
+
+EVERY_FLOAT16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+
+
+@pytest.fixture(params=["opencv", "numpy"])
+def converter(request):
+    """Widen with OpenCV (where installed) or with numpy alone."""
+    if request.param == "opencv":
+        pytest.importorskip("cv2")
+        widen_module._opencv.cache_clear()
+        yield request.param
+    else:
+        with mock.patch.dict(sys.modules, {"cv2": None}):  # None: not installed
+            widen_module._opencv.cache_clear()
+            yield request.param
+    widen_module._opencv.cache_clear()
+
+
+@pytest.mark.parametrize("shape", [(1, 65536), (16, 4096), (4, 128, 128), (2, 128, 128, 2)])
+def test_every_float16_widens_bit_for_bit_as_numpy_casts_it(converter, shape):
+    """Zeros of both signs, subnormals, infinities, quiet and signalling NaNs included."""
+    rows = EVERY_FLOAT16.reshape(shape)
+    out = np.empty(shape, np.float32)
+    widen(rows, out)
+    assert np.array_equal(out.view(np.uint32), rows.astype(np.float32).view(np.uint32))
+
+
+def test_finite_rows_take_opencv_and_equal_numpy(converter):
+    finite = EVERY_FLOAT16[np.isfinite(EVERY_FLOAT16)]
+    rows = np.random.default_rng(0).choice(finite, (8, 64, 64, 3))
+    rows = rows[:, :, ::-1]  # not contiguous
+    out = np.empty(rows.shape, np.float32)
+    widen(rows, out)
+    assert np.array_equal(out.view(np.uint32), rows.astype(np.float32).view(np.uint32))
+    assert (widen_module._opencv() is not None) == (converter == "opencv")
+
+
+def test_the_reader_serves_float32_batches_equal_to_the_float16_ones_cast(tmp_path, converter):
+    """Through both of the reader's paths (a run of one shard, and rows of several), with a
+    shard edited to hold infinities, NaNs (signalling too) and subnormals."""
+    src = tmp_path / "src"
+    for number in range(10):
+        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
+    out = str(tmp_path / "out")
+    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
+    shard = os.path.join(out, read_manifest(out).splits["train"].shards[0].images)
+    pixels = np.load(shard)
+    pixels.reshape(-1)[:6].view(np.uint16)[:] = [0x7C00, 0xFC00, 0x7E01, 0x7C01, 0x0001, 0x8000]
+    np.save(shard, pixels)  # same size: read without verify
+    for shuffle in (False, True):
+        with ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float16",
+                         label_mode=None) as half, \
+                ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float32",
+                            label_mode=None) as full:
+            for x16, x32 in zip(half, full):
+                assert x32.dtype == np.float32
+                assert np.array_equal(x32.view(np.uint32), x16.astype(np.float32).view(np.uint32))
+
+
+def test_the_reader_widens_float16_batches_through_widen(tmp_path, monkeypatch):
+    """Both of the reader's paths hand float16 rows to widen (the fast conversion)."""
+    from imgshard.reader import batches
+
+    calls = []
+    monkeypatch.setattr(batches, "widen", lambda rows, out: calls.append(rows.dtype) or
+                        widen(rows, out))
+    src = tmp_path / "src"
+    for number in range(10):
+        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
+    out = str(tmp_path / "out")
+    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
+    for shuffle in (False, True):
+        with ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float32") as reader:
+            assert sum(len(x) for x, _ in reader) == 10
+    assert calls and set(calls) == {np.dtype(np.float16)}
