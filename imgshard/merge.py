@@ -36,7 +36,6 @@ from .merge_copy import Input, Writer, copy_splits
 from .merge_plan import (
     MergeError,
     check_compatible,
-    check_labels_listed,
     class_union,
     label_table,
     split_layout,
@@ -126,7 +125,6 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
     manifests = [read_manifest(location) for location in locations]
     names = [str(location) for location in locations]
     check_compatible(names, manifests)
-    check_labels_listed(names, manifests)
     size = _shard_size(_default_shard_size(names[0], manifests[0]) if shard_size is None
                        else shard_size)
     union = class_union(manifests)

@@ -54,23 +54,6 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
                              "labels, or both with --no-labels")
 
 
-def check_labels_listed(names: list[str], manifests: list[Manifest]) -> None:
-    """Refuse a labelled input whose manifest lists a shard without its labels file (the
-    manifest's checks let any shard lack one): its rows would have no label to copy.
-
-    Raises:
-        MergeError: naming the input and the shard.
-    """
-    for name, manifest in zip(names, manifests):
-        if manifest.class_names is None:
-            continue
-        for split in manifest.splits.values():
-            for shard in split.shards:
-                if shard.labels is None:
-                    raise MergeError(f"{name}'s manifest lists {shard.images} without a labels "
-                                     "file, though the dataset has classes (run imgshard verify)")
-
-
 def class_union(manifests: list[Manifest]) -> list[str] | None:
     """The sorted union of the inputs' class names (None when they have no labels)."""
     if manifests[0].class_names is None:
