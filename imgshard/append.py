@@ -87,16 +87,17 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
     Raises:
         ConfigError: naming the first option given that differs from the manifest's.
     """
-    recorded = BuildConfig.from_dict(manifest.config)
+    recorded = BuildConfig.from_record(manifest.config)
     if not given:
         return recorded
-    wanted = BuildConfig.from_dict({**manifest.config, **given})
+    wanted = BuildConfig.from_record({**manifest.config, **given})
     changed = [name for name in changed_options(recorded.to_dict(), wanted.to_dict())
                if not (name == "labels" and None not in (recorded.labels, wanted.labels))]
     if changed:
         name = changed[0]
-        raise ConfigError(f"--{name.replace('_', '-')} {wanted.to_dict()[name]!r} differs from "
-                          f"the dataset's {manifest.config.get(name)!r}: an append takes every "
+        mine = wanted.to_dict().get(name, getattr(wanted, name))  # bit_depth 8 is unwritten
+        raise ConfigError(f"--{name.replace('_', '-')} {mine!r} differs from the dataset's "
+                          f"{manifest.config.get(name, getattr(recorded, name))!r}: an append takes every "
                           "option from OUT's manifest (leave it out)")
     return wanted
 
@@ -229,7 +230,7 @@ def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list)
                if name in splits}
     report = {"changed": None if plan.changed is None else plan.changed.to_json(),
               "disappeared": plan.disappeared.to_json(), "new_classes": plan.new_classes}
-    extra = {**old.extra, "decoder": decoder_versions(), "sources": SOURCES_KEPT,
+    extra = {**old.extra, "decoder": decoder_versions(start.config), "sources": SOURCES_KEPT,
              "append": report}
     grown = Manifest(
         imgshard_version=__version__,

@@ -219,7 +219,7 @@ def plan_of(build_plan: BuildPlan, workers: int) -> dict:
 def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
               sources_kept: bool) -> Manifest:
     config = build_plan.config
-    extra: dict[str, object] = {"decoder": decoder_versions()}
+    extra: dict[str, object] = {"decoder": decoder_versions(config)}
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     return Manifest(

@@ -74,6 +74,9 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
     "--interpolation": (click.Choice(INTERPOLATIONS),
                         "Resampling filter, antialiased when shrinking. [bilinear]"),
     "--dtype": (click.Choice(DTYPES), "Stored dtype. [float16]"),
+    "--bit-depth": (click.Choice(["8", "16"]),
+                    "16: 16-bit and float images keep their precision in float dtypes; 8: "
+                    "round every image to 8 bits first. [16]"),
     "--rescale": (float, "Floats are pixel * rescale + offset (uint8: when read as floats). [1/255]"),
     "--offset": (float, "Added after rescale. [0]"),
     "--shard-size": (int, "Images per shard. [256]"),
@@ -143,6 +146,8 @@ def given_options(ctx: click.Context, config_file: str | None,
         raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
     if "size" in values:
         values["size"] = parse_size(values["size"])
+    if isinstance(values.get("bit_depth"), str) and values["bit_depth"] in ("8", "16"):
+        values["bit_depth"] = int(values["bit_depth"])  # click's choice (TOML gives a number)
     if values.get("classes") is not None:
         values["classes"] = parse_classes(values["classes"])
     for key in ("labels", "targets"):  # a config file's paths are relative to the file

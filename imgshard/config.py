@@ -26,6 +26,12 @@ COLOR_CHANNELS = {"rgb": 3, "grayscale": 1, "rgba": 4}
 RESIZE_MODES = ("stretch", "crop", "pad")
 INTERPOLATIONS = ("bilinear", "bicubic", "lanczos", "nearest", "area")
 DTYPES = ("float16", "float32", "uint8")
+#: ``16``: 16-bit and float images keep their precision in float outputs; ``8``: every image is
+#: rounded to 8 bits first (as before full depth existed).
+BIT_DEPTHS = (8, 16)
+#: The bit depth of a recorded config that names none: builds from before full depth existed,
+#: ``--bit-depth 8`` builds and uint8 builds (see :meth:`BuildConfig.to_dict`).
+RECORDED_BIT_DEPTH = 8
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels): a larger image is skipped.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -68,6 +74,7 @@ class BuildConfig:
     classes: tuple[str, ...] | None = None
     follow_links: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    bit_depth: int = 16
 
     def __post_init__(self) -> None:
         validate(self)
@@ -81,14 +88,33 @@ class BuildConfig:
         """Shape of one stored image: (height, width, channels)."""
         return (self.size[0], self.size[1], self.channels)
 
+    @property
+    def full_depth(self) -> bool:
+        """Whether 16-bit and float images keep their precision: float dtypes at bit depth 16
+        (``uint8`` stores 8-bit pixels whatever the bit depth)."""
+        return self.bit_depth == 16 and self.dtype != "uint8"
+
     def to_dict(self) -> dict[str, Any]:
-        """The config as JSON-ready values, as stored under the manifest's ``config`` key."""
+        """The config as JSON-ready values, as stored under the manifest's ``config`` key.
+
+        ``bit_depth`` is written only for a full-depth build: an 8-bit one (``--bit-depth 8``,
+        or ``uint8``) writes today's keys and so today's ``dataset_id``, and a recorded config
+        without the key reads as 8 bits (:meth:`from_record`), as every build before it did.
+        """
         values = dataclasses.asdict(self)
         values["size"] = list(self.size)
         values["classes"] = None if self.classes is None else list(self.classes)
         if self.targets is None:  # a build without targets keeps the config (and id) it had
             del values["targets"]
+        if not self.full_depth:
+            del values["bit_depth"]
         return values
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any]) -> "BuildConfig":
+        """A config recorded by a build (a manifest's): :meth:`from_dict`, but a missing
+        ``bit_depth`` is :data:`RECORDED_BIT_DEPTH`, not the default of a new build."""
+        return cls.from_dict({"bit_depth": RECORDED_BIT_DEPTH, **values})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "BuildConfig":
@@ -139,6 +165,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
                 "a list of class names (strings)"),
     "follow_links": (lambda v: isinstance(v, bool), "true or false"),
     "max_pixels": (is_whole_number, "a whole number"),
+    "bit_depth": (is_whole_number, "8 or 16"),
 }
 
 
@@ -178,10 +205,12 @@ def validate(config: BuildConfig) -> None:
         "resize": (config.resize, RESIZE_MODES),
         "interpolation": (config.interpolation, INTERPOLATIONS),
         "dtype": (config.dtype, DTYPES),
+        "bit depth": (config.bit_depth, BIT_DEPTHS),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}, "
+                              f"got {value!r}")
     if config.shard_size < 1:
         raise ConfigError(f"shard size must be a whole number >= 1, got {config.shard_size!r}")
     if config.val_split is not None and not 0 < config.val_split < 1:

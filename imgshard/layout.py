@@ -47,10 +47,12 @@ the input each sample came from.
   columns of each shard's ``targets`` file), absent without.
 - ``config``: every effective build option (``size``, ``color``, ``resize``, ``interpolation``,
   ``dtype``, ``rescale``, ``offset``, ``shard_size``, ``val_split``, ``seed``, ``shuffle``,
-  ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``). A ``uint8``
-  dataset stores the pixels; its ``rescale`` and ``offset`` say the floats a reader serves
-  (``pixel * rescale + offset``, as a float build stores them; before they were applied they
-  could only be 1/255 and 0).
+  ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``, and ``bit_depth``:
+  ``16`` in a full-depth float build, absent in an 8-bit one, which is how every build before
+  it existed, ``--bit-depth 8`` builds and ``uint8`` builds read: 16-bit and float images are
+  stored at full depth exactly when it is 16). A ``uint8`` dataset stores the pixels; its
+  ``rescale`` and ``offset`` say the floats a reader serves (``pixel * rescale + offset``, as a
+  float build stores them; before they were applied they could only be 1/255 and 0).
 - ``splits``: per split (``train``, ``val``, ``test``) ``num_samples``, ``class_counts`` (name ->
   count, ``null`` without labels) and ``shards`` in reading order, each ``images`` (file name),
   ``labels`` (file name, absent without labels), ``num_samples``, ``sha256`` (of the images
@@ -58,7 +60,9 @@ the input each sample came from.
 - ``skipped``: ``[{"path": ..., "reason": ...}]`` sorted by path (relative to SRC).
 - ``samples``: the provenance file's name, ``samples.csv``.
 - ``decoder``: the versions of the libraries that made the pixels (``pillow``,
-  ``libjpeg_turbo``, ``numpy``).
+  ``libjpeg_turbo``, ``numpy``; a full-depth build's also ``opencv``, which decodes its 16-bit
+  colour PNGs and TIFFs, ``null`` when it was not installed and such files were skipped);
+  text or ``null`` each (absent in manifests written before it existed).
 - ``dataset_id``: the sha256 of the canonical JSON (sorted keys, no spaces, ASCII) of
   ``{"class_names", "config", "splits": {name: [[sha256, labels_sha256], ...]}}`` (a
   multi-label dataset's also holds ``"label_kind": "multi"``, and one with targets

@@ -68,6 +68,10 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
         _expect(fields[key] is None or isinstance(fields[key], str)
                 and SHA256.fullmatch(fields[key]) is not None, key, "64 hex digits or null",
                 fields[key])
+    decoder = document.get("decoder")  # absent from manifests of earlier versions
+    _expect(decoder is None or isinstance(decoder, dict) and all(
+        isinstance(value, str) or value is None for value in decoder.values()), "decoder",
+        "an object of library name to version (text or null)", decoder)
     skipped = fields["skipped"]
     _expect(isinstance(skipped, list), "skipped", "a list", skipped)
     for index, skip in enumerate(skipped):

@@ -17,7 +17,8 @@ from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo
 
 #: The options that make the pixels what they are: inputs must agree on every one.
-PIXEL_OPTIONS = ("size", "color", "resize", "interpolation", "dtype", "rescale", "offset")
+PIXEL_OPTIONS = ("size", "color", "resize", "interpolation", "dtype", "rescale", "offset",
+                 "bit_depth")
 
 
 class MergeError(ImgshardError):

@@ -36,11 +36,17 @@ def local_workers(requested: int | None) -> int:
 def worker_memory(config: BuildConfig) -> int:
     """Bytes a worker holds for one image at a time, whatever the shard size (a shard is
     streamed to disk row by row): the stored row, the resized image as Pillow holds it (4
-    bytes a pixel) and as numpy's copy of it, and the canvas it is padded onto."""
+    bytes a pixel) and as numpy's copy of it, and the canvas it is padded onto. A full-depth
+    build's deep images take more at the output size: per channel a float32 plane (and its
+    canvas), their float32 stack, the float64 pixel values and the float64 stored values."""
     height, width, channels = config.image_shape
     pixels = height * width
     copies = 2 if config.resize == "pad" else 1
-    return pixels * (channels * np.dtype(config.dtype).itemsize + 4 + channels * copies)
+    row = channels * np.dtype(config.dtype).itemsize
+    eight_bit = pixels * (row + 4 + channels * copies)
+    if not config.full_depth:
+        return eight_bit
+    return max(eight_bit, pixels * (row + channels * (4 * copies + 4 + 8 + 8)))
 
 
 def available_memory() -> int | None:

@@ -1,8 +1,11 @@
-"""Decode one image file into uint8 pixels: orientation, colour, then size.
+"""Decode one image file into pixels: orientation, colour, then size.
 
-:func:`load_pixels` is the whole per-image pipeline up to uint8 pixels shaped (H, W, C); it
-either returns them or raises :class:`SkipImage` with the reason that goes into the manifest.
-The shard format turns those pixels into the stored dtype (see ``formats/npy.py``).
+:func:`load_pixels` is the whole per-image pipeline up to pixels shaped (H, W, C); it either
+returns them or raises :class:`SkipImage` with the reason that goes into the manifest. An 8-bit
+image (and every image of a ``uint8`` or ``--bit-depth 8`` build) becomes uint8 pixels, which
+the shard format turns into the stored dtype (see ``formats/npy.py``); a 16-bit or float image
+of a full-depth float build becomes float64 pixel values in [0, 255], each channel resized in
+Pillow's ``F`` mode (see :mod:`imgshard.depth`), stored by :func:`imgshard.depth.store_values`.
 
 Large JPEGs are decoded with Pillow's ``draft()`` (DCT-domain scaling) to no less than twice
 the size they are resized to, which keeps the final antialiased resize faithful (PSNR above
@@ -11,6 +14,7 @@ the size they are resized to, which keeps the final antialiased resize faithful 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import math
@@ -23,6 +27,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import depth
 from .config import BuildConfig
 from .storage import Location
 from .storage.files import NotRegularFile
@@ -93,7 +98,8 @@ def read_source(src: Location, rel: str) -> BinaryIO:
 
 
 def load_pixels(path: str | BinaryIO, config: BuildConfig) -> np.ndarray:
-    """Decode ``path`` (a file name or a binary stream) into uint8 pixels shaped ``config.image_shape``.
+    """Decode ``path`` (a file name or a binary stream) into pixels shaped ``config.image_shape``:
+    uint8, or float64 values in [0, 255] for a deep image when ``config.full_depth``.
 
     Raises:
         SkipImage: the file cannot become a sample; the message says why in a few words.
@@ -101,12 +107,23 @@ def load_pixels(path: str | BinaryIO, config: BuildConfig) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            with Image.open(path) as image:
-                return _transform(image, config)
+            # a stream, never a name: Pillow maps an uncompressed file it opens by name, and then
+            # leaves a mapped grayscale TIFF unturned by its orientation (Pillow 13)
+            with _opened(path) as stream, Image.open(stream) as image:
+                return _transform(image, config, stream)
+        except depth.DeepSkip as skip:
+            raise SkipImage(str(skip)) from None
         except SkipImage:
             raise
         except Exception as error:  # noqa: BLE001 - every decoder failure is a recorded skip
             raise SkipImage(skip_reason(path, error)) from None
+
+
+def _opened(path: str | BinaryIO) -> contextlib.AbstractContextManager[BinaryIO]:
+    """``path`` opened for reading, or the stream given (left open: its caller closes it)."""
+    if isinstance(path, str):
+        return open(path, "rb")
+    return contextlib.nullcontext(path)
 
 
 def skip_reason(path: str | BinaryIO, error: BaseException) -> str:
@@ -132,11 +149,17 @@ def skip_reason(path: str | BinaryIO, error: BaseException) -> str:
     return f"cannot decode: {type(error).__name__}: {message}"[:200]
 
 
-def _transform(image: Image.Image, config: BuildConfig) -> np.ndarray:
+def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) -> np.ndarray:
     width, height = image.size
     if width * height > config.max_pixels:
         raise SkipImage(f"too many pixels ({width}x{height} > {config.max_pixels})")
+    deep = config.full_depth and depth.is_deep(image)  # before loading, which drops the tile
+    if image.format != "JPEG" and not (deep and depth.needs_opencv(image)):
+        image.load()  # Pillow turns a TIFF as it loads it (and reports its size upright before)
     orientation = _orientation(image)
+    if deep:
+        return _deep_transform(image, source, orientation, config)
+    width, height = image.size
     upright = (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
     region = source_region(upright, config)
     _draft(image, upright, region, orientation, config)
@@ -146,6 +169,26 @@ def _transform(image: Image.Image, config: BuildConfig) -> np.ndarray:
     image = to_color(image, config.color)
     box = region.scaled(*_draft_scales(upright, image.size))
     return _resize(image, box, _output_size(region, config), config)
+
+
+def _deep_transform(image: Image.Image, source: str | BinaryIO, orientation: int,
+                    config: BuildConfig) -> np.ndarray:
+    """A deep image as float64 pixel values: each colour plane resized in Pillow's ``F`` mode
+    (every filter, the same crop and letterbox as the 8-bit path), rounded to nothing."""
+    values = depth.decode(image, source, config.max_pixels, orientation)
+    region = source_region((values.shape[1], values.shape[0]), config)
+    size = _output_size(region, config)
+    resized: dict[int, np.ndarray] = {}
+    channels = []
+    for plane in depth.colour_planes(values, config.color):
+        if plane is None:  # an opaque alpha: white inside the image, not resampled
+            opaque = np.full((size[1], size[0], 1), depth.white(values), dtype=np.float32)
+            channels.append(_padded(opaque, size, config))
+            continue
+        if id(plane) not in resized:
+            resized[id(plane)] = _resize(Image.fromarray(plane), region, size, config)
+        channels.append(resized[id(plane)])
+    return depth.pixel_units(np.concatenate(channels, axis=2), values.dtype.kind == "f")
 
 
 def _orientation(image: Image.Image) -> int:
@@ -218,8 +261,8 @@ def _draft_scales(upright: tuple[int, int], decoded: tuple[int, int]) -> tuple[f
 def to_color(image: Image.Image, color: str) -> Image.Image:
     """Convert any mode Pillow reads into ``L``, ``RGB`` or ``RGBA`` for ``color``.
 
-    16-bit and 32-bit integer images are scaled to 8 bits (divided by 257), floating-point
-    images are taken as 0..1, and transparent pixels are composited over black unless the
+    (The 8-bit path.) 16-bit and 32-bit integer images are scaled to 8 bits (divided by 257),
+    floating-point images are taken as 0..1, and transparent pixels are composited over black unless the
     target keeps alpha.
     """
     target = PIL_MODES[color]
@@ -263,21 +306,32 @@ def _resize(image: Image.Image, box: Box, size: tuple[int, int], config: BuildCo
     pixels = np.asarray(image)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
+    return _padded(pixels, size, config)
+
+
+def _padded(pixels: np.ndarray, size: tuple[int, int], config: BuildConfig) -> np.ndarray:
+    """``pixels`` of ``size`` (W, H) centred on a black canvas of the target size."""
+    target_h, target_w = config.size
     if size == (target_w, target_h):
         return pixels
-    canvas = np.zeros((target_h, target_w, pixels.shape[2]), dtype=np.uint8)
+    canvas = np.zeros((target_h, target_w, pixels.shape[2]), dtype=pixels.dtype)
     top, left = (target_h - size[1]) // 2, (target_w - size[0]) // 2
     canvas[top:top + size[1], left:left + size[0]] = pixels
     return canvas
 
 
-def decoder_versions() -> dict[str, str | None]:
-    """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy.
+def decoder_versions(config: BuildConfig) -> dict[str, str | None]:
+    """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy,
+    and for a full-depth build OpenCV, which decodes its 16-bit colour files (None: not
+    installed, so such files were skipped).
 
     libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
     so shards are byte-identical only for the same versions.
     """
     from PIL import features  # imported here: it costs every start-up ~6 ms
 
-    return {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
-            "numpy": np.__version__}
+    versions = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
+                "numpy": np.__version__}
+    if config.full_depth:
+        versions["opencv"] = depth.opencv_version()
+    return versions

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BuildConfig
+from .depth import store_values
 from .formats import shard_format
 from .layout import part_name
 from .libc import release_freed_memory
@@ -84,7 +85,10 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             except SkipImage as skip:
                 skipped.append((position, str(skip)))
                 continue
-            file_format.store_pixels(pixels, table, row[0])
+            if pixels.dtype == np.uint8:
+                file_format.store_pixels(pixels, table, row[0])
+            else:  # a deep image's float pixel values (see transform.load_pixels)
+                store_values(pixels, config.rescale, config.offset, row[0])
             part.append(row)
         digest = part.finish()
     release_freed_memory()

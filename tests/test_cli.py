@@ -45,14 +45,14 @@ def test_every_option_reaches_the_manifest(src, tmp_path):
                  "--resize", "pad", "--interpolation", "lanczos", "--dtype", "float32",
                  "--rescale", "0.5", "--offset", "-1", "--shard-size", "3", "--val-split", "0.25",
                  "--seed", "7", "--no-shuffle", "--max-pixels", "5000", "--classes", "red,blue",
-                 "-q")
+                 "--bit-depth", "16", "-q")
     assert result.exit_code == 0, result.output
     manifest = read_manifest(str(tmp_path / "out"))
     assert manifest.config == {
         "size": [12, 10], "color": "grayscale", "resize": "pad", "interpolation": "lanczos",
         "dtype": "float32", "rescale": 0.5, "offset": -1.0, "shard_size": 3, "val_split": 0.25,
         "seed": 7, "shuffle": False, "labels": None, "no_labels": False,
-        "classes": ["red", "blue"], "follow_links": False, "max_pixels": 5000,
+        "classes": ["red", "blue"], "follow_links": False, "max_pixels": 5000, "bit_depth": 16,
     }
     assert manifest.class_names == ["red", "blue"]
     assert {name: s.num_samples for name, s in manifest.splits.items()} == {"train": 7, "val": 3}

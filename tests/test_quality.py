@@ -8,6 +8,7 @@ Pillow directly at full size; both then go through the same crop/pad and the sam
 from __future__ import annotations
 
 import math
+from importlib.metadata import version
 
 import numpy as np
 import PIL
@@ -138,4 +139,36 @@ def test_the_manifest_names_the_decoder_that_made_the_pixels(photos, tmp_path):
     manifest = build(str(src), str(tmp_path / "out"), BuildConfig(size=(32, 32), no_labels=True),
                      workers=1).manifest
     assert manifest.extra["decoder"] == {"pillow": PIL.__version__, "numpy": np.__version__,
-                                         "libjpeg_turbo": features.version("libjpeg_turbo")}
+                                         "libjpeg_turbo": features.version("libjpeg_turbo"),
+                                         "opencv": version("opencv-python-headless")}
+    eight_bit = build(str(src), str(tmp_path / "out8"), BuildConfig(
+        size=(32, 32), no_labels=True, bit_depth=8), workers=1).manifest  # OpenCV made nothing
+    assert eight_bit.extra["decoder"] == {"pillow": PIL.__version__, "numpy": np.__version__,
+                                          "libjpeg_turbo": features.version("libjpeg_turbo")}
+
+
+def smooth_sixteen_bit(height: int, width: int) -> np.ndarray:
+    """A smooth 16-bit grayscale field (a sum of slow waves), as a medical or sky image is."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    field = np.sin(7 * x + 2 * y) + np.cos(5 * y - 3 * x) + 0.5 * np.sin(17 * x * y)
+    field = (field - field.min()) / (field.max() - field.min())
+    return np.round(field * 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_sixteen_bit_downscale_is_the_exact_block_mean(tmp_path, dtype):
+    """``area`` by a whole factor averages blocks: against numpy's float64 block mean the full
+    depth path is off by float rounding, where 8 bits are off by up to half a step."""
+    values = smooth_sixteen_bit(256, 384)
+    path = str(tmp_path / "field.png")
+    Image.fromarray(values).save(path)
+    truth = values.reshape(64, 4, 96, 4).mean(axis=(1, 3)) / 257 / 255  # float64, in 0..1
+    config = BuildConfig(size=(64, 96), color="grayscale", interpolation="area", dtype=dtype)
+    deep = load_pixels(path, config)[:, :, 0] * config.rescale
+    stored = deep.astype(dtype).astype(np.float64)
+    eight = load_pixels(path, BuildConfig(size=(64, 96), color="grayscale", interpolation="area",
+                                          bit_depth=8))[:, :, 0] / 255
+    assert np.abs(deep - truth).max() < 1e-6
+    assert np.abs(stored - truth).max() <= float(np.finfo(dtype).eps) * 0.5 + 1e-7
+    assert np.abs(eight - truth).max() > 1e-3  # what 8 bits lose
+    assert len(np.unique(stored)) > 2 * 256 > 2 * len(np.unique(eight))

@@ -82,12 +82,29 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     np.testing.assert_array_equal(load_pixels(path, config), upright)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_tiff_orientation_is_applied_once(tmp_path, orientation, channels):
+    """Pillow reports a turned TIFF's size upright and turns its pixels as it loads them (an
+    uncompressed grayscale one opened by name, mapped, it leaves unturned)."""
+    stored = np.random.default_rng(orientation).integers(0, 256, (6, 10, channels), np.uint8)
+    path = str(tmp_path / "turned.tif")
+    Image.fromarray(stored if channels == 3 else stored[:, :, 0]).save(
+        path, tiffinfo={0x0112: orientation})
+    upright = exif_upright(stored, orientation)
+    for resize in ("stretch", "crop"):
+        config = BuildConfig(size=upright.shape[:2], interpolation="nearest", resize=resize,
+                             color="rgb" if channels == 3 else "grayscale")
+        np.testing.assert_array_equal(load_pixels(path, config), upright)
+
+
 def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
     values = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
     path = str(tmp_path / "deep.png")
     Image.fromarray(values).save(path)
     assert Image.open(path).mode.startswith("I")
-    pixels = load_pixels(path, BuildConfig(size=(1, 4), color="grayscale", interpolation="nearest"))
+    pixels = load_pixels(path, BuildConfig(size=(1, 4), color="grayscale", interpolation="nearest",
+                                           bit_depth=8))
     assert pixels[0, :, 0].tolist() == [0, 1, 128, 255]
 
 
