@@ -355,6 +355,7 @@ def test_byte_identical_for_any_worker_count(tmp_path, resize):
         outputs.append(comparable(local_files(out)))
     assert outputs[0] == outputs[1]
     assert not read_manifest(str(tmp_path / "out1")).skipped
+    assert run("verify", tmp_path / "out1", "--deep", "-q").exit_code == 0  # values in range
     preview = run("preview", tmp_path / "out1", "-o", tmp_path / "grid.png", "--per-class", "3")
     assert preview.exit_code == 0 and Image.open(tmp_path / "grid.png").size[0] > 0
 
@@ -387,3 +388,12 @@ def test_datasets_of_different_bit_depths_do_not_merge(tmp_path):
                    depth, "-q").exit_code == 0
     with pytest.raises(MergeError, match="bit_depth"):
         merge([str(tmp_path / "16"), str(tmp_path / "8")], str(tmp_path / "merged"))
+
+
+def test_a_local_dask_cluster_writes_the_same_deep_bytes(tmp_path):
+    pytest.importorskip("distributed")
+    src = mixed_folder(tmp_path)
+    config = BuildConfig(size=(7, 5), shard_size=5, val_split=0.3)
+    build(src, str(tmp_path / "local"), config, workers=1)
+    build(src, str(tmp_path / "dask"), config, workers=2, executor="dask", scheduler="local")
+    assert comparable(local_files(tmp_path / "local")) == comparable(local_files(tmp_path / "dask"))
