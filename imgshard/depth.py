@@ -87,8 +87,10 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
     if image.format == "TIFF":  # the file's own tag, whatever Pillow makes of it
         data, orientation = _tiff_unturned(data)
     values = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if values is None or values.dtype != np.uint16 \
-            or sorted(values.shape[:2]) != sorted((height, width)):
+    if values is None:
+        raise DeepSkip("cannot decode: OpenCV cannot read this 16-bit colour file (truncated "
+                       "or broken)")
+    if values.dtype != np.uint16 or sorted(values.shape[:2]) != sorted((height, width)):
         raise DeepSkip("cannot decode: OpenCV reads this 16-bit colour file otherwise than "
                        "Pillow")
     if values.ndim == 2:
@@ -99,14 +101,15 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
 
 
 def _opencv(max_pixels: int):
-    """OpenCV, imported on first use (it costs every start-up ~100 ms), single-threaded (each
-    worker process decodes one image at a time) and bounded to ``max_pixels`` as Pillow is."""
+    """OpenCV, imported on first use (it costs every start-up ~100 ms), bounded to
+    ``max_pixels`` as Pillow is and silent (a broken file is a recorded skip, not lines of
+    libtiff's complaints on stderr), unless the environment already says otherwise."""
     os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     try:
         import cv2
     except ImportError:
         raise DeepSkip(NO_COLOUR_DECODER) from None
-    cv2.setNumThreads(1)
     return cv2
 
 

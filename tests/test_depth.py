@@ -244,6 +244,11 @@ def test_colour_conversions_keep_the_depth(tmp_path):
     luma = ((red * 299 + green * 587 + blue * 114) / 1000).astype(np.float32)
     np.testing.assert_array_equal(load_pixels(rgba_path, BuildConfig(color="grayscale", **size)),
                                   luma[:, :, None].astype(np.float64) / 257)
+    gray_alpha = write(tmp_path / "la.png", png16(rgba[:, :, 2:]))  # 16-bit gray with alpha
+    over_black = rgba[:, :, 2:3].astype(np.float32) * (rgba[:, :, 3:].astype(np.float32)
+                                                       / np.float32(65535))
+    np.testing.assert_array_equal(load_pixels(gray_alpha, BuildConfig(color="grayscale", **size)),
+                                  over_black.astype(np.float64) / 257)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -327,6 +332,17 @@ def test_sixteen_bit_colour_without_opencv_is_a_recorded_skip(tmp_path, monkeypa
     assert [(skip.path, skip.reason) for skip in manifest.skipped] == [
         ("colour.png", NO_COLOUR_DECODER)]
     assert load_pixels(path, BuildConfig(size=(2, 2), bit_depth=8)).dtype == np.uint8
+
+
+@pytest.mark.parametrize("fmt", ["png", "tif"])
+def test_a_broken_sixteen_bit_colour_file_is_a_quiet_skip(tmp_path, capfd, fmt):
+    values = np.random.default_rng(1).integers(0, 65536, (60, 100, 3), dtype=np.uint16)
+    data = png16(values) if fmt == "png" else tiff(values)
+    path = write(tmp_path / f"cut.{fmt}", data[:len(data) // 2])
+    with pytest.raises(SkipImage, match="^(truncated|cannot decode: OpenCV cannot read this "
+                                        r"16-bit colour file \(truncated or broken\))$"):
+        load_pixels(path, BuildConfig(size=(6, 10)))
+    assert capfd.readouterr().err == ""
 
 
 def mixed_folder(root) -> str:
