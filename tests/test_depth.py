@@ -413,3 +413,20 @@ def test_a_local_dask_cluster_writes_the_same_deep_bytes(tmp_path):
     build(src, str(tmp_path / "local"), config, workers=1)
     build(src, str(tmp_path / "dask"), config, workers=2, executor="dask", scheduler="local")
     assert comparable(local_files(tmp_path / "local")) == comparable(local_files(tmp_path / "dask"))
+
+
+def test_an_interrupted_build_resumes_only_at_its_own_bit_depth(tmp_path):
+    from conftest import stop_at_call
+
+    src = mixed_folder(tmp_path)
+    config = BuildConfig(size=(7, 5), shard_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        build(src, str(tmp_path / "out"), config, workers=1, progress=stop_at_call(5))
+    result = run("build", src, tmp_path / "out", "--size", "7x5", "--shard-size", "2",
+                 "--bit-depth", "8", "--resume", "-q")
+    one_error_line(result, "refusing to resume with different options: bit_depth changed")
+    resumed = run("build", src, tmp_path / "out", "--size", "7x5", "--shard-size", "2",
+                  "--resume", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    build(src, str(tmp_path / "whole"), config, workers=1)
+    assert comparable(local_files(tmp_path / "out")) == comparable(local_files(tmp_path / "whole"))
