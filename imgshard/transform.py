@@ -262,8 +262,8 @@ def to_color(image: Image.Image, color: str) -> Image.Image:
     """Convert any mode Pillow reads into ``L``, ``RGB`` or ``RGBA`` for ``color``.
 
     (The 8-bit path.) 16-bit and 32-bit integer images are scaled to 8 bits (divided by 257),
-    floating-point images are taken as 0..1, and transparent pixels are composited over black unless the
-    target keeps alpha.
+    floating-point images are taken as 0..1, and transparent pixels are composited over black
+    unless the target keeps alpha.
     """
     target = PIL_MODES[color]
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
