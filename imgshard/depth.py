@@ -86,7 +86,7 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
     data = _read_whole(source, width * height * 4 * 2 + SLACK_BYTES)
     if image.format == "TIFF":  # the file's own tag, whatever Pillow makes of it
         data, orientation = _tiff_unturned(data)
-    values = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    values = _quietly_decoded(cv2, data)
     if values is None:
         raise DeepSkip("cannot decode: OpenCV cannot read this 16-bit colour file (truncated "
                        "or broken)")
@@ -102,15 +102,25 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
 
 def _opencv(max_pixels: int):
     """OpenCV, imported on first use (it costs every start-up ~100 ms), bounded to
-    ``max_pixels`` as Pillow is and silent (a broken file is a recorded skip, not lines of
-    libtiff's complaints on stderr), unless the environment already says otherwise."""
+    ``max_pixels`` as Pillow is, unless the environment already says otherwise."""
     os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     try:
         import cv2
     except ImportError:
         raise DeepSkip(NO_COLOUR_DECODER) from None
     return cv2
+
+
+def _quietly_decoded(cv2, data: bytes) -> np.ndarray | None:
+    """``cv2.imdecode`` of ``data`` as it is stored, with OpenCV's log silenced meanwhile: a
+    broken file is a recorded skip, not lines of libtiff's complaints on stderr."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    finally:
+        logging.setLogLevel(level)
 
 
 def _read_whole(source: str | BinaryIO, limit: int) -> bytes:
