@@ -27,8 +27,10 @@ from PIL import Image
 
 #: Pillow modes that hold more than 8 bits per pixel: 16-bit and 32-bit integer, 32-bit float.
 DEEP_GRAY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
-#: Pillow's modes for 16-bit colour, which it reads as 8 bits: the raw mode says what the file holds.
+#: Pillow's modes for 16-bit colour, which it reads as 8 bits (the raw mode says the file's).
 DEEP_COLOUR_MODES = frozenset({"RGB", "RGBA"})
+#: The formats whose 16-bit colour is deep (a BMP's 16 bits are 5-6-5 bits a channel).
+DEEP_COLOUR_FORMATS = frozenset({"PNG", "TIFF"})
 #: The value of white in a 16-bit integer image (a float image's is 1).
 WHITE_16 = 65535
 #: ITU-R 601-2 luma, as Pillow converts RGB to L (in per mille, so that integer sums stay exact).
@@ -51,7 +53,8 @@ def is_deep(image: Image.Image) -> bool:
     """Whether ``image`` (opened, not loaded) holds more than 8 bits per channel."""
     if image.mode in DEEP_GRAY_MODES:
         return True
-    return image.mode in DEEP_COLOUR_MODES and ";16" in _raw_mode(image)
+    return image.mode in DEEP_COLOUR_MODES and image.format in DEEP_COLOUR_FORMATS \
+        and ";16" in _raw_mode(image)
 
 
 def needs_opencv(image: Image.Image) -> bool:
@@ -73,8 +76,8 @@ def _raw_mode(image: Image.Image) -> str:
 def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
            orientation: int = 1) -> np.ndarray:
     """The values of a deep ``image`` (opened from ``source``; loaded by Pillow unless
-    :func:`needs_opencv`; its EXIF says ``orientation``), upright, shaped (H, W, C) in the file's own units: uint16 or
-    int32 (white 65535), float32 (white 1), C = 1, 3 or 4 (RGBA).
+    :func:`needs_opencv`; its EXIF says ``orientation``), upright, shaped (H, W, C) in the
+    file's own units: uint16 or int32 (white 65535), float32 (white 1), C = 1, 3 or 4 (RGBA).
 
     Raises:
         DeepSkip: a 16-bit colour file without OpenCV, or one OpenCV reads otherwise than Pillow.

@@ -184,8 +184,10 @@ def expansions(tmp_path, p8: np.ndarray) -> dict[str, tuple[str, str]]:
             "tif": (eight, write(tmp_path / "deep.tif", tiff(p16)))}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(p8=arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from([1, 3]))),
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(p8=arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6),
+                                     st.sampled_from([1, 3]))),
        rescale=st.floats(1e-3, 10), offset=st.floats(-100, 100),
        dtype=st.sampled_from(["float32", "float16"]), color=st.sampled_from(["rgb", "grayscale"]))
 def test_an_eight_bit_image_and_its_sixteen_bit_expansion_give_equal_floats(
@@ -332,6 +334,21 @@ def test_sixteen_bit_colour_without_opencv_is_a_recorded_skip(tmp_path, monkeypa
     assert [(skip.path, skip.reason) for skip in manifest.skipped] == [
         ("colour.png", NO_COLOUR_DECODER)]
     assert load_pixels(path, BuildConfig(size=(2, 2), bit_depth=8)).dtype == np.uint8
+
+
+def test_a_565_bmp_is_eight_bit_colour_not_deep(tmp_path):
+    """Pillow's raw mode of a 16-bit BMP (5-6-5 bits a channel) names 16 bits as deep PNGs'
+    and TIFFs' do; it is read by Pillow as before, not sent to OpenCV."""
+    row = struct.pack("<3H", 0xF800, 0x07E0, 0x001F) + b"\0\0"  # red, green, blue, padding
+    pixels = row * 2
+    header = struct.pack("<IiiHHIIiiII", 40, 3, 2, 1, 16, 3, len(pixels), 2835, 2835, 0, 0)
+    masks = struct.pack("<3I", 0xF800, 0x07E0, 0x001F)
+    offset = 14 + 40 + 12
+    path = write(tmp_path / "565.bmp", b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0,
+                                                           offset) + header + masks + pixels)
+    pixels = load_pixels(path, BuildConfig(size=(2, 3), interpolation="nearest"))
+    assert pixels.dtype == np.uint8
+    assert pixels[0].tolist() == [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
 
 
 @pytest.mark.parametrize("fmt", ["png", "tif"])
