@@ -96,9 +96,10 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
     if changed:
         name = changed[0]
         mine = wanted.to_dict().get(name, getattr(wanted, name))  # bit_depth 8 is unwritten
+        theirs = manifest.config.get(name, getattr(recorded, name))
         raise ConfigError(f"--{name.replace('_', '-')} {mine!r} differs from the dataset's "
-                          f"{manifest.config.get(name, getattr(recorded, name))!r}: an append takes every "
-                          "option from OUT's manifest (leave it out)")
+                          f"{theirs!r}: an append takes every option from OUT's manifest "
+                          "(leave it out)")
     return wanted
 
 

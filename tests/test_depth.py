@@ -411,7 +411,7 @@ def test_an_append_keeps_an_eight_bit_datasets_depth(tmp_path):
     np.testing.assert_array_equal(shard[0, :, :, 0], table[np.floor(new[:, :, 0] / 257 + 0.5)
                                                            .astype(np.uint8)])
     one_error_line(run("append", src, out, "--bit-depth", "16"),
-                   "--bit-depth 16 differs from the dataset's")
+                   "--bit-depth 16 differs from the dataset's 8: an append takes every option")
 
 
 def test_datasets_of_different_bit_depths_do_not_merge(tmp_path):
