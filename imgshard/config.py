@@ -137,6 +137,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: float) -> bool:
+    """A number no float overflows on: a JSON or TOML integer has no limit (``1000...0``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _is_text_or_none(value: Any) -> bool:
     return value is None or isinstance(value, str)
 
@@ -215,7 +223,7 @@ def validate(config: BuildConfig) -> None:
         raise ConfigError(f"shard size must be a whole number >= 1, got {config.shard_size!r}")
     if config.val_split is not None and not 0 < config.val_split < 1:
         raise ConfigError(f"val split must lie strictly between 0 and 1, got {config.val_split}")
-    if not all(math.isfinite(v) for v in (config.rescale, config.offset)):
+    if not all(_is_finite(v) for v in (config.rescale, config.offset)):
         raise ConfigError("rescale and offset must be finite numbers")
     # uint8 stores the raw pixels; a reader serves them as floats through these values
     check_stored_values(config.rescale, config.offset,
