@@ -38,6 +38,32 @@ def images(reader: ShardReader) -> np.ndarray:
     return np.concatenate([x for x, _ in reader])
 
 
+def test_a_mix_refuses_a_rescale_that_differs_past_six_digits(source):
+    """The mix compared ``f"{rescale:g}"``: 0.5 and 0.5000004 both showed as 0.5, and a uint8
+    dataset read as float32 mixed with a float32 build serving other values."""
+    mine = ShardReader(built(source, "uint8", rescale=0.5), dtype="float32", **MIXED)
+    theirs = ShardReader(built(source, "float32", rescale=0.5000004), **MIXED)
+    assert not np.array_equal(images(mine), images(theirs))
+    with pytest.raises(ReaderError, match=r"reader 1 serves pixel values pixel \* 0.5000004 "):
+        mix([mine, theirs], weights=[1, 1])
+
+
+def test_a_mix_refuses_float16_values_read_as_float32_beside_a_uint8_datasets(source):
+    """A float16 dataset read as float32 serves float16-rounded values; a uint8 one read as
+    float32 serves float32 ones (up to 2.4e-4 apart at the default scale): not the same pixel
+    values, though both were described as ``pixel * 0.00392157 + 0``."""
+    mine = ShardReader(built(source, "uint8"), dtype="float32", **MIXED)
+    halves = ShardReader(built(source, "float16"), dtype="float32", **MIXED)
+    assert not np.array_equal(images(mine), images(halves))
+    with pytest.raises(ReaderError, match="rounded to float32, reader 0 .* rounded to float16"):
+        mix([halves, mine], weights=[1, 1])
+    # the same values still mix: a uint8 dataset read as float16 beside a float16 build, and a
+    # float32 build beside a uint8 dataset read as float32
+    mix([ShardReader(built(source, "uint8"), dtype="float16", **MIXED),
+         ShardReader(built(source, "float16"), **MIXED)], weights=[1, 1])
+    mix([ShardReader(built(source, "float32"), **MIXED), mine], weights=[1, 1])
+
+
 @pytest.mark.parametrize("key", ["rescale", "offset"])
 def test_a_manifest_number_too_large_for_a_float_is_one_line(source, tmp_path, key):
     """JSON integers have no limit: ``"rescale": 1000...0`` (400 digits) made

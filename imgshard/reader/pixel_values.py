@@ -152,9 +152,14 @@ def served_values(manifest: Manifest, served: np.dtype, raw: bool) -> PixelValue
 
 
 def describe(manifest: Manifest, served: np.dtype, raw: bool) -> str:
-    """What a served value is, as a mix compares readers: ``pixel * rescale + offset`` or the
-    stored pixel itself (a float dataset's pixels are stored scaled: ``raw`` changes nothing)."""
+    """What a served value is, as a mix compares readers: ``pixel * rescale + offset`` (the exact
+    numbers: ``:g`` showed 0.5 and 0.5000004 alike) and the dtypes it was rounded to (a float16
+    dataset read as float32 serves float16 values), or the stored pixel itself (a float
+    dataset's pixels are stored scaled: ``raw`` changes nothing)."""
     if manifest.dtype == "uint8" and (raw or served.kind != "f"):
         return RAW
     config = BuildConfig.from_dict(manifest.config)
-    return f"pixel * {config.rescale:g} + {config.offset:g}"
+    rounded = served.name if manifest.dtype == "uint8" else manifest.dtype
+    if rounded != served.name and served.itemsize < np.dtype(rounded).itemsize:
+        rounded += f", then {served.name}"  # rounded twice: not always the values rounded once
+    return f"pixel * {config.rescale!r} + {config.offset!r} rounded to {rounded}"
