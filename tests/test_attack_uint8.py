@@ -85,3 +85,16 @@ def test_a_config_files_rescale_too_large_for_a_float_is_one_line(source, tmp_pa
     config = tmp_path / "build.toml"
     config.write_text(f"dtype = 'uint8'\nrescale = 1{'0' * 400}\n")
     one_error_line(run("build", source, tmp_path / "out", "--config", config), "finite")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"rescale": 1000.0}, "overflow float16"),
+    ({"rescale": 3e-8}, "the same stored value"),
+])
+def test_a_float32_dataset_read_as_float16_is_refused_as_a_uint8_one(source, options, message):
+    """A uint8 dataset whose values overflow float16 (or merge in it) is refused as float16; a
+    float32 build of the same values was cast to inf (or merged) silently."""
+    for dtype in ("uint8", "float32"):
+        with pytest.raises(ReaderError, match=f"{message}.*dtype=.float32.$" if dtype == "float32"
+                           else message):
+            ShardReader(built(source, dtype, **options), dtype="float16")

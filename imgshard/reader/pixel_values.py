@@ -138,17 +138,20 @@ def served_values(manifest: Manifest, served: np.dtype, raw: bool) -> PixelValue
 
     Raises:
         ReaderError: the dataset's values overflow ``served`` (a float16 of more than 65504),
-            or two pixel values would be served as one.
+            or two pixel values would be served as one; a float32 dataset read as float16 is
+            checked too (its cast made them inf, or merged them, silently).
     """
-    if manifest.dtype != "uint8" or served.kind != "f" or raw:
+    stored = np.dtype(manifest.dtype)
+    narrowed = stored.kind == "f" and served.kind == "f" and served.itemsize < stored.itemsize
+    if not narrowed and (stored != np.uint8 or served.kind != "f" or raw):
         return None
     config = BuildConfig.from_dict(manifest.config)  # checked when the manifest was read
     try:
         check_stored_values(config.rescale, config.offset, served.name)
     except ConfigError as error:
-        raise ReaderError(f"{error}: read this dataset with dtype='float32' "
-                          "(or raw_pixels=True)") from None
-    return PixelValues.of_scale(config.rescale, config.offset, served)
+        raw_too = "" if narrowed else " (or raw_pixels=True)"
+        raise ReaderError(f"{error}: read this dataset with dtype='float32'{raw_too}") from None
+    return None if narrowed else PixelValues.of_scale(config.rescale, config.offset, served)
 
 
 def describe(manifest: Manifest, served: np.dtype, raw: bool) -> str:
