@@ -33,17 +33,24 @@ RAW_BITS = re.compile(r"[A-Za-z]+;(\d+)([A-Z]*)")
 
 @dataclass(frozen=True)
 class SourceDepth:
-    """What the headers read said: ``read`` files of ``total`` samples, and ``deeper``: the
-    path and bits per channel of each one of more than 8."""
+    """What the headers read said: ``read`` files of the ``tried`` (of ``total`` samples) whose
+    header was read, and ``deeper``: the path and bits per channel of each one of more than 8."""
 
     read: int
     total: int
     deeper: list[tuple[str, int]]
+    tried: int = -1  # -1: every one of the ``total`` samples
+
+    def __post_init__(self) -> None:
+        if self.tried < 0:
+            object.__setattr__(self, "tried", self.total)
 
     def describe(self) -> str:
         """One line for the dry run: whether uint8 keeps every value of these sources."""
+        # a header that cannot be read is not counted, and not a sample either
         files = f"{self.read:,} image files" + (
-            f" sampled of {self.total:,}" if self.read < self.total else "")
+            f" with a readable header of {self.tried:,}" if self.read < self.tried else "") + (
+            f" sampled of {self.total:,}" if self.tried < self.total else "")
         if not self.read:
             return "Bit depth: not known (no file's header could be read)"
         if not self.deeper:
@@ -66,7 +73,7 @@ def source_depth(location: Location, paths: list[str]) -> SourceDepth:
             read += 1
             if bits > 8:
                 deeper.append((path, bits))
-    return SourceDepth(read, len(paths), deeper)
+    return SourceDepth(read, len(paths), deeper, len(chosen))
 
 
 def header_bits(location: Location, path: str) -> int | None:

@@ -98,3 +98,18 @@ def test_a_float32_dataset_read_as_float16_is_refused_as_a_uint8_one(source, opt
         with pytest.raises(ReaderError, match=f"{message}.*dtype=.float32.$" if dtype == "float32"
                            else message):
             ShardReader(built(source, dtype, **options), dtype="float16")
+
+
+def test_dry_run_does_not_call_unreadable_headers_a_sample(tmp_path):
+    """Every file of a small source is read, but a header that could not be read made the
+    line say "sampled of", as if the dry run had only looked at some."""
+    src = tmp_path / "src"
+    write_image(str(src / "a" / "good.png"), size=(4, 4))
+    (src / "a" / "text.png").write_text("not an image")
+    (src / "b").mkdir()
+    (src / "b" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0")
+    result = run("build", src, tmp_path / "never", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert ("Bit depth: all 1 image files with a readable header of 3 are 8 bits per channel "
+            "(read from their headers): uint8 loses nothing (read as float32 it serves a "
+            "float32 build's values)") in [line.strip() for line in result.output.splitlines()]
