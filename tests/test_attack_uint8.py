@@ -113,3 +113,24 @@ def test_dry_run_does_not_call_unreadable_headers_a_sample(tmp_path):
     assert ("Bit depth: all 1 image files with a readable header of 3 are 8 bits per channel "
             "(read from their headers): uint8 loses nothing (read as float32 it serves a "
             "float32 build's values)") in [line.strip() for line in result.output.splitlines()]
+
+
+@pytest.mark.parametrize("options", [{"rescale": 2.0**-140}, {"rescale": 2.0**-140,
+                                                              "offset": 2.0**-120}])
+def test_subnormal_float32_values_survive_tensorflows_flush_to_zero(source, options):
+    """Pixel * 2**-140 is exact in float32 but subnormal, so the reader computed it (a multiply)
+    instead of looking it up; ``to_tf_dataset`` runs the reader on a TensorFlow thread that
+    flushes subnormals to zero, and served all zeros where the float32 build's values are
+    copied. Subnormal values are looked up (their bits copied) like float16 ones."""
+    from imgshard.reader.pixel_values import PixelValues
+
+    values = PixelValues.of_scale(options["rescale"], options.get("offset", 0.0),
+                                  np.dtype("float32"))
+    assert values.scale is None
+    pytest.importorskip("tensorflow")
+    uint8 = ShardReader(built(source, "uint8", **options), dtype="float32", shuffle=False,
+                        prefetch=0)
+    expected = images(ShardReader(built(source, "float32", **options), shuffle=False, prefetch=0))
+    assert len(np.unique(expected)) > 1
+    served = np.concatenate([x.numpy() for x, _ in uint8.to_tf_dataset()])
+    np.testing.assert_array_equal(served, expected)

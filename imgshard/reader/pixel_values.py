@@ -105,9 +105,14 @@ def exact_scale(table: np.ndarray, rescale: float, offset: float
                 ) -> tuple[np.generic, np.generic | None, bool] | None:
     """The arithmetic in the table's dtype that gives every value of ``table`` bit for bit:
     ``pixel * rescale`` or ``pixel / (1 / rescale)``, ``+ offset`` unless that is 0 (None: no
-    such arithmetic, or float16, whose arithmetic numpy does not vectorise)."""
+    such arithmetic, or float16, whose arithmetic numpy does not vectorise).
+
+    Never arithmetic that meets a subnormal number (as an operand, a product or a value): a
+    thread that flushes them to zero (TensorFlow's, running ``to_tf_dataset``; any after a
+    library built with ``-ffast-math`` is loaded) would serve 0 for them. Looked up, their bits
+    are copied."""
     served = table.dtype
-    if served.itemsize < 4:
+    if served.itemsize < 4 or subnormal(table):
         return None
     pixels = np.arange(256, dtype=served)
     bits = table.view(f"u{served.itemsize}")
@@ -115,14 +120,21 @@ def exact_scale(table: np.ndarray, rescale: float, offset: float
         inverse = served.type(1 / rescale) if rescale else None
     for factor, divide in ((served.type(rescale), False), (inverse, True)):
         for added in ((None,) if offset == 0 else ()) + (served.type(offset),):
-            if factor is None:
+            if factor is None or subnormal(np.array([factor, added or 0], served)):
                 continue
             with np.errstate(all="ignore"):
-                values = pixels / factor if divide else pixels * factor
-                values = values if added is None else values + added
-            if np.array_equal(values.view(bits.dtype), bits):
+                scaled = pixels / factor if divide else pixels * factor
+                values = scaled if added is None else scaled + added
+            if not subnormal(scaled) and np.array_equal(values.view(bits.dtype), bits):
                 return factor, added, divide
     return None
+
+
+def subnormal(values: np.ndarray) -> bool:
+    """Whether any of ``values`` (floats) is subnormal: not 0, and nearer 0 than the smallest
+    normal number of their dtype."""
+    magnitudes = np.abs(values)
+    return bool(np.any((magnitudes > 0) & (magnitudes < np.finfo(values.dtype).tiny)))
 
 
 def pair_dtype(served: np.dtype) -> np.dtype:
