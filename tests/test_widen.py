@@ -89,3 +89,21 @@ def test_the_reader_widens_float16_batches_through_widen(tmp_path, monkeypatch):
         with ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float32") as reader:
             assert sum(len(x) for x, _ in reader) == 10
     assert calls and set(calls) == {np.dtype(np.float16)}
+
+
+def test_float32_batches_through_tf_data_keep_float16_subnormals(tmp_path, converter):
+    """TensorFlow runs the reader on a thread that flushes subnormal floats to zero: a float16
+    subnormal (a normal float32) must still come out as numpy casts it."""
+    pytest.importorskip("tensorflow")
+    src = tmp_path / "src"
+    for number in range(4):
+        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
+    out = str(tmp_path / "out")
+    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
+    shard = os.path.join(out, read_manifest(out).splits["train"].shards[0].images)
+    pixels = np.load(shard)
+    pixels.reshape(-1)[:48].view(np.uint16)[:] = np.arange(1, 49)  # subnormal float16s
+    np.save(shard, pixels)
+    reader = ShardReader(out, batch_size=4, shuffle=False, dtype="float32", label_mode=None)
+    served = np.concatenate([x.numpy() for x in reader.to_tf_dataset()])
+    assert np.array_equal(served.view(np.uint32), pixels.astype(np.float32).view(np.uint32))
