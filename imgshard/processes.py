@@ -47,23 +47,36 @@ def stop_workers(pool: ProcessPoolExecutor, also: Iterable = ()) -> None:
 THREADED_LIBRARIES = ("jax", "tensorflow", "torch")
 
 
+#: How long a worker's answer to :func:`started_pool` takes: long enough that one worker does
+#: not answer for all while another is still starting.
+ANSWER_SECONDS = 0.005
+
+
+def _answer(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def started_pool(workers: int) -> ProcessPoolExecutor | None:
     """A process pool whose workers are already running (None for one worker).
 
     Started before the scan, forked workers do not inherit the build's per-file records: the
     build touches them (reference counts) as it assembles shards, which would otherwise copy
     their pages, so that memory grew with the number of files once per process. Their start-up
-    also overlaps the scan.
+    also overlaps the scan. It returns once every worker has answered, so has run
+    :func:`_start_worker`: a worker still starting (a forkserver's child has Python's Ctrl-C
+    handler until then) would die of a Ctrl-C with a traceback and break the pool.
     """
     if workers <= 1:
         return None
     earlier = set(multiprocessing.active_children())
     pool = process_pool(workers)
     try:
-        with stop_signals_held():
-            started = [pool.submit(os.getpid) for _ in range(workers)]
-        for done in started:
-            done.result()
+        answered: set[int] = set()
+        while len(answered) < workers:  # every worker, not one twice: each has its handlers
+            with stop_signals_held():
+                started = [pool.submit(_answer, ANSWER_SECONDS) for _ in range(workers)]
+            answered |= {done.result() for done in started}
     except BaseException:
         # Ctrl-C or SIGTERM mid-start: nothing else would stop these workers (one may be forked
         # but not yet known to the pool), and Python's exit would wait for them for ever.

@@ -497,3 +497,35 @@ def test_a_progress_log_that_is_not_utf8_is_damaged_not_a_traceback(src, tmp_pat
     resumed = run("build", src, out, "--size", "8", "--resume", "-q")
     assert resumed.exit_code == 1 and resumed.output.startswith("Error: ")
     assert "damaged" in resumed.output and len(resumed.output.strip().splitlines()) == 1
+
+
+def test_a_started_pool_returns_once_every_worker_has_its_handlers(monkeypatch, tmp_path):
+    """started_pool waited for as many answers as workers, which one fast worker could give
+    alone while the other was still starting, with Python's Ctrl-C handler: a Ctrl-C then killed
+    it (a traceback, and a broken pool: seen under load with forkserver workers)."""
+    import multiprocessing
+    import signal
+    import time
+
+    from imgshard import processes
+
+    first = tmp_path / "first"
+    real = processes._start_worker
+
+    def one_slow_start(environment, parent):
+        if first.exists():
+            time.sleep(1.0)  # the second worker starts late
+        first.touch()
+        real(environment, parent)
+
+    monkeypatch.setattr(processes, "_start_worker", one_slow_start)
+    monkeypatch.setattr(processes, "_context", lambda: multiprocessing.get_context("fork"))
+    pool = processes.started_pool(2)
+    try:
+        for process in pool._processes.values():
+            with open(f"/proc/{process.pid}/status") as status:
+                ignored = int(next(line for line in status if line.startswith("SigIgn:"))
+                              .split()[1], 16)
+            assert ignored & (1 << (signal.SIGINT - 1)), process.pid
+    finally:
+        processes.stop_workers(pool)
