@@ -66,7 +66,7 @@ def describe(start: AppendStart) -> None:
         click.echo(f"  {split}: {len(samples):,}")
     if plan.skipped:
         click.echo(f"Would skip {len(plan.skipped):,} new files")
-    _echo_changes(plan)
+    _echo_changes(plan, plan.class_names)
 
 
 def summarize(result: AppendResult, out: str) -> None:
@@ -78,15 +78,16 @@ def summarize(result: AppendResult, out: str) -> None:
         click.echo(f"Appended to {out}: {added or 'no'} images, {len(plan.skipped):,} new "
                    f"file{'' if len(plan.skipped) == 1 else 's'} "
                    f"skipped ({result.elapsed:.1f} s)")
-    _echo_changes(plan)
+    _echo_changes(plan, plan.class_names)
 
 
-def _echo_changes(plan) -> None:
+def _echo_changes(plan, class_names: list[str] | None) -> None:
     if plan.new_classes:
         one = len(plan.new_classes) == 1
+        unsorted = class_names is not None and class_names != sorted(class_names)
         click.echo(f"New class{'' if one else 'es'} {', '.join(plan.new_classes)} "
-                   f"{'takes a label' if one else 'take labels'} after the old ones: "
-                   "class_names is no longer sorted")
+                   f"{'takes a label' if one else 'take labels'} after the old ones"
+                   + (": class_names is no longer sorted" if unsorted else ""))
     if plan.changed is None:
         click.echo("Changed files cannot be told: the dataset has no readable record of its "
                    "sources (built by an older imgshard, resharded, or the record is damaged); "

@@ -33,13 +33,16 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
     """
     for name, manifest in zip(names, manifests):
         if manifest.label_kind != "single" or manifest.target_names is not None:
-            kind = "multi-label" if manifest.label_kind != "single" else "with targets"
-            raise MergeError(f"{name} is a dataset {kind}, which merge and reshard do not copy "
-                             "yet: build the folders together instead")
+            kind = "a multi-label dataset" if manifest.label_kind != "single" \
+                else "a dataset with targets"
+            instead = "build the folders together" if len(manifests) > 1 \
+                else "build the folder again with --shard-size"
+            raise MergeError(f"{name} holds {kind}, which merge and reshard do not copy yet: "
+                             f"{instead} instead")
     first, first_name = manifests[0], names[0]
     for name, manifest in zip(names[1:], manifests[1:]):
         for option in PIXEL_OPTIONS:
-            mine, theirs = first.config.get(option), manifest.config.get(option)
+            mine, theirs = _recorded(first.config, option), _recorded(manifest.config, option)
             if mine != theirs:
                 raise MergeError(f"{name} was built with {option} {theirs!r}, {first_name} with "
                                  f"{mine!r}: only datasets of the same pixel options merge")
@@ -53,6 +56,12 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
                 else (first_name, name)
             raise MergeError(f"{labelled} has labels and {unlabelled} has none: build both with "
                              "labels, or both with --no-labels")
+
+
+def _recorded(config: dict, option: str):
+    """A pixel option as a build reads its record: ``bit_depth`` absent is 8 (every build before
+    the option existed, and every 8-bit build, writes none)."""
+    return config.get(option, 8 if option == "bit_depth" else None)
 
 
 def class_union(manifests: list[Manifest]) -> list[str] | None:

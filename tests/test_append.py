@@ -239,3 +239,13 @@ def test_a_labels_file_named_from_another_folder_is_the_same_option(tmp_path, mo
     result = run("append", src, out, "--labels", str(tmp_path / "run" / "labels.csv"))
     assert result.exit_code == 0, result.output
     assert rows(out)["4.png"]["label"] == "0"
+
+
+def test_a_new_class_that_sorts_last_is_not_called_unsorted(grown):
+    """cat, dog + emu: class_names stays sorted, and the summary must not say otherwise."""
+    src, out, _ = grown
+    result = run("append", src, out)
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out).class_names == ["cat", "dog", "emu"]
+    assert "New class emu takes a label after the old ones" in result.output
+    assert "no longer sorted" not in result.output

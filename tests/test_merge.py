@@ -356,3 +356,13 @@ def test_a_corrupt_input_with_many_workers_stops_every_thread_and_leaves_no_fini
     result = run("merge", pair[0], pair[1], "-o", out, "--overwrite", "-q", "--workers", "4")
     assert result.exit_code == 0, result.output
     assert run("verify", out).exit_code == 0
+
+
+def test_a_bit_depth_difference_names_an_unrecorded_bit_depth_as_8(pair, tmp_path):
+    """An 8-bit build records no bit_depth (its config and id are what they were); the message
+    said 'bit_depth None'."""
+    eight = build_classes(tmp_path, {"dog": 3}, bit_depth=8)
+    assert "bit_depth" not in read_manifest(eight).config
+    assert read_manifest(pair[0]).config["bit_depth"] == 16
+    one_error_line(run("merge", pair[0], eight, "-o", str(tmp_path / "m")), "bit_depth 8",
+                   "with 16")
