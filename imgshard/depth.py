@@ -100,7 +100,19 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
         values = values[:, :, np.newaxis]
     elif values.shape[2] in (3, 4):  # OpenCV's BGR(A)
         values = values[:, :, [2, 1, 0, 3][:values.shape[2]]]
+    if _raw_mode(image).startswith("RGBa"):  # associated alpha: OpenCV keeps it premultiplied
+        values = _unpremultiplied(values)
     return upright(values, orientation)
+
+
+def _unpremultiplied(values: np.ndarray) -> np.ndarray:
+    """RGBA uint16 ``values`` whose colour is premultiplied by alpha, as straight colour (as
+    Pillow unpacks ``RGBa``): colour * white / alpha, rounded, at most white; 0 where alpha is 0."""
+    colour, alpha = values[:, :, :3].astype(np.float64), values[:, :, 3:].astype(np.float64)
+    straight = colour * WHITE_16 / np.maximum(alpha, 1)
+    out = values.copy()
+    out[:, :, :3] = np.where(alpha > 0, np.clip(np.round(straight), 0, WHITE_16), 0)
+    return out
 
 
 def _opencv(max_pixels: int):

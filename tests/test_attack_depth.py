@@ -1,0 +1,39 @@
+"""Hostile inputs for full bit depth (imgshard/depth.py): each test a bug found and fixed."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from test_depth import png16, tiff, write
+
+from imgshard import BuildConfig
+from imgshard.transform import SkipImage, load_pixels
+
+
+def associated_alpha_tiff(values: np.ndarray) -> bytes:
+    """A 16-bit RGBA TIFF of ``values`` whose ExtraSamples says associated (premultiplied)."""
+    data = bytearray(tiff(values))
+    at = data.find(struct.pack("<HHI", 338, 3, 1))
+    struct.pack_into("<HHIHH", data, at, 338, 3, 1, 1, 0)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("color", ["rgb", "rgba"])
+def test_associated_alpha_is_not_premultiplied_twice(tmp_path, color):
+    """A premultiplied RGBA TIFF: composited over black, its colour is the stored colour;
+    with alpha kept, colour / alpha (as Pillow unpacks ``RGBa``). OpenCV returns the stored
+    premultiplied values, which the deep path multiplied by alpha again (off by up to 64/255)."""
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 65536, (6, 10, 4), dtype=np.uint16)
+    values[..., :3] = np.minimum(values[..., :3], values[..., 3:])
+    path = write(tmp_path / "associated.tif", associated_alpha_tiff(values))
+    config = BuildConfig(size=(6, 10), dtype="float32", interpolation="nearest", color=color)
+    colour, alpha = values[..., :3].astype(np.float64), values[..., 3:].astype(np.float64)
+    if color == "rgba":
+        straight = np.clip(colour * 65535 / np.maximum(alpha, 1), 0, 65535)
+        want = np.concatenate([np.where(alpha > 0, straight, 0), alpha], axis=2) / 257
+    else:
+        want = colour / 257
+    np.testing.assert_allclose(load_pixels(path, config), want, rtol=0, atol=1 / 257)
