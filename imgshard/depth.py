@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 from typing import BinaryIO
 
 import numpy as np
@@ -89,6 +90,8 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
     data = _read_whole(source, width * height * 4 * 2 + SLACK_BYTES)
     if image.format == "TIFF":  # the file's own tag, whatever Pillow makes of it
         data, orientation = _tiff_unturned(data)
+    else:
+        _check_png_crcs(data)
     values = _quietly_decoded(cv2, data)
     if values is None:
         raise DeepSkip("cannot decode: OpenCV cannot read this 16-bit colour file (truncated "
@@ -149,6 +152,27 @@ def _read_whole(source: str | BinaryIO, limit: int) -> bytes:
     if len(data) > limit:
         raise DeepSkip("cannot decode: the file is far larger than its pixels")
     return data
+
+
+def _check_png_crcs(data: bytes) -> None:
+    """Refuse a PNG whose chunks, up to IEND, fail their CRC check or are cut short: libpng
+    prints its error on stderr (past OpenCV's silenced log) before OpenCV gives up on them.
+
+    Raises:
+        DeepSkip: a chunk is broken or cut short.
+    """
+    view, at = memoryview(data), 8
+    while at + 12 <= len(data):
+        length = int.from_bytes(view[at:at + 4], "big")
+        end = at + 8 + length
+        if end + 4 > len(data):
+            break
+        if zlib.crc32(view[at + 4:end]) != int.from_bytes(view[end:end + 4], "big"):
+            raise DeepSkip("cannot decode: a PNG chunk fails its CRC check (broken file)")
+        if view[at + 4:at + 8] == b"IEND":
+            return
+        at = end + 4
+    raise DeepSkip("truncated")
 
 
 def _tiff_unturned(data: bytes) -> tuple[bytes, int]:

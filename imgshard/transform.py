@@ -154,8 +154,11 @@ def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) 
     if width * height > config.max_pixels:
         raise SkipImage(f"too many pixels ({width}x{height} > {config.max_pixels})")
     deep = config.full_depth and depth.is_deep(image)  # before loading, which drops the tile
-    if image.format != "JPEG" and not (deep and depth.needs_opencv(image)):
-        image.load()  # Pillow turns a TIFF as it loads it (and reports its size upright before)
+    if image.format != "JPEG" and not (deep and depth.needs_opencv(image)
+                                       and image.format == "TIFF"):
+        # Pillow turns a TIFF as it loads it (and reports its size upright before); a deep PNG's
+        # 8-bit decode (which getexif() does anyway) refuses broken data before libpng prints
+        image.load()
     orientation = _orientation(image)
     if deep:
         return _deep_transform(image, source, orientation, config)
