@@ -255,7 +255,7 @@ def pixel_units(planes: np.ndarray, floating: bool) -> np.ndarray:
     or ``f * 255`` (computed so that an unresized 16-bit expansion of ``p8`` is ``p8``)."""
     values = planes.astype(np.float64)
     values = values * 255 if floating else values / 257
-    return np.clip(np.nan_to_num(values), 0.0, 255.0)
+    return np.clip(np.nan_to_num(values), 0.0, 255.0) + 0.0  # -0.0 (a float file's) as 0
 
 
 def store_values(pixels: np.ndarray, rescale: float, offset: float, out: np.ndarray) -> None:

@@ -56,3 +56,14 @@ def test_a_corrupt_sixteen_bit_png_is_a_quiet_skip(tmp_path, capfd, kind):
     with pytest.raises(SkipImage):
         load_pixels(path, BuildConfig(size=(6, 10)))
     assert capfd.readouterr().err == ""
+
+
+def test_a_negative_zero_in_a_float_tiff_is_stored_as_zero(tmp_path):
+    """-0.0 (a float TIFF's, as computed images hold) was stored with its sign bit: equal, but
+    not the bytes of 0, so the same picture's shard, checksum and dataset_id differed."""
+    values = np.array([[[-0.0], [0.0], [-1.0]]], dtype=np.float32)
+    path = write(tmp_path / "zero.tif", tiff(values))
+    config = BuildConfig(size=(1, 3), dtype="float32", interpolation="nearest",
+                         color="grayscale")
+    pixels = load_pixels(path, config)
+    assert not np.signbit(pixels).any(), pixels.ravel()
