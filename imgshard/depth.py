@@ -194,10 +194,11 @@ def _tiff_unturned(data: bytes) -> tuple[bytes, int]:
         first, size = offset + (8 if big else 2), 20 if big else 12
         for entry in range(min(count, 4096)):
             at = first + entry * size
-            tag, kind = struct.unpack_from(f"{order}HH", data, at)
+            tag, kind, values = struct.unpack_from(f"{order}HH{'Q' if big else 'I'}", data, at)
             if tag == ORIENTATION_TAG and kind == 3:  # SHORT, its value in the entry
                 value_at = at + (12 if big else 8)
-                orientation = struct.unpack_from(f"{order}H", data, value_at)[0]
+                # no values (count 0): no orientation, as Pillow reads it
+                orientation = struct.unpack_from(f"{order}H", data, value_at)[0] if values else 1
                 patched = bytearray(data)
                 struct.pack_into(f"{order}H", patched, value_at, 1)
                 return bytes(patched), orientation if orientation in range(1, 9) else 1

@@ -67,3 +67,16 @@ def test_a_negative_zero_in_a_float_tiff_is_stored_as_zero(tmp_path):
                          color="grayscale")
     pixels = load_pixels(path, config)
     assert not np.signbit(pixels).any(), pixels.ravel()
+
+
+def test_an_orientation_tag_of_no_values_turns_nothing(tmp_path):
+    """An Orientation entry whose count is 0 holds no value (Pillow reads none, and so the
+    8-bit path and a deep grayscale TIFF stay unturned); the 16-bit colour path read the unused
+    value field (6) and turned the image."""
+    values = np.random.default_rng(4).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    data = bytearray(tiff(values, 6))
+    at = data.find(struct.pack("<HHI", 274, 3, 1))
+    struct.pack_into("<HHIHH", data, at, 274, 3, 0, 6, 0)
+    path = write(tmp_path / "no-values.tif", bytes(data))
+    config = BuildConfig(size=(6, 10), dtype="float32", interpolation="nearest")
+    np.testing.assert_array_equal(load_pixels(path, config), values / 257)
