@@ -18,7 +18,6 @@ file is skipped with a reason naming the extra and ``--bit-depth 8``, never sile
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 from typing import BinaryIO
@@ -74,8 +73,7 @@ def _raw_mode(image: Image.Image) -> str:
     return mode if isinstance(mode, str) else ""
 
 
-def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
-           orientation: int = 1) -> np.ndarray:
+def decode(image: Image.Image, source: str | BinaryIO, orientation: int = 1) -> np.ndarray:
     """The values of a deep ``image`` (opened from ``source``; loaded by Pillow unless
     :func:`needs_opencv`; its EXIF says ``orientation``), upright, shaped (H, W, C) in the
     file's own units: uint16 or int32 (white 65535), float32 (white 1), C = 1, 3 or 4 (RGBA).
@@ -85,7 +83,7 @@ def decode(image: Image.Image, source: str | BinaryIO, max_pixels: int,
     """
     if not needs_opencv(image):  # Pillow's own pixels, turned as far as Pillow did
         return upright(np.asarray(image)[:, :, np.newaxis], orientation)
-    cv2 = _opencv(max_pixels)
+    cv2 = _opencv()
     width, height = image.size
     data = _read_whole(source, width * height * 4 * 2 + SLACK_BYTES)
     if image.format == "TIFF":  # the file's own tag, whatever Pillow makes of it
@@ -118,10 +116,10 @@ def _unpremultiplied(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _opencv(max_pixels: int):
-    """OpenCV, imported on first use (it costs every start-up ~100 ms), bounded to
-    ``max_pixels`` as Pillow is, unless the environment already says otherwise."""
-    os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(max_pixels))
+def _opencv():
+    """OpenCV, imported on first use (it costs every start-up ~100 ms). Its pixel limit is left
+    alone: it is read once a process (so it could not follow each build's ``max_pixels``), and
+    the file's header has already been held to ``max_pixels`` (OpenCV must read the same size)."""
     try:
         import cv2
     except ImportError:
@@ -137,6 +135,8 @@ def _quietly_decoded(cv2, data: bytes) -> np.ndarray | None:
     logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     try:
         return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. more pixels than OPENCV_IO_MAX_IMAGE_PIXELS (2^30 unless set)
+        return None
     finally:
         logging.setLogLevel(level)
 

@@ -178,7 +178,7 @@ def _deep_transform(image: Image.Image, source: str | BinaryIO, orientation: int
                     config: BuildConfig) -> np.ndarray:
     """A deep image as float64 pixel values: each colour plane resized in Pillow's ``F`` mode
     (every filter, the same crop and letterbox as the 8-bit path), rounded to nothing."""
-    values = depth.decode(image, source, config.max_pixels, orientation)
+    values = depth.decode(image, source, orientation)
     region = source_region((values.shape[1], values.shape[0]), config)
     size = _output_size(region, config)
     resized: dict[int, np.ndarray] = {}

@@ -80,3 +80,25 @@ def test_an_orientation_tag_of_no_values_turns_nothing(tmp_path):
     path = write(tmp_path / "no-values.tif", bytes(data))
     config = BuildConfig(size=(6, 10), dtype="float32", interpolation="nearest")
     np.testing.assert_array_equal(load_pixels(path, config), values / 257)
+
+
+def test_a_file_over_opencvs_own_pixel_limit_is_a_plain_skip(tmp_path):
+    """Over OpenCV's pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, here set by the user) imdecode
+    raises cv2.error, not None: the skip reason was OpenCV's assertion with its build path
+    ('cannot decode: error: OpenCV(5.1.0) /io/opencv/modules/imgcodecs/src/loadsave.cpp...')."""
+    import os
+    import subprocess
+    import sys
+
+    import imgshard
+
+    path = write(tmp_path / "a.png", png16(np.ones((8, 8, 3), np.uint16)))
+    script = ("from imgshard import BuildConfig\nfrom imgshard.transform import SkipImage, "
+              f"load_pixels\ntry:\n    load_pixels({path!r}, BuildConfig(size=(8, 8)))\n"
+              "except SkipImage as skip:\n    print(skip)\n")
+    env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "16",
+           "PYTHONPATH": os.path.dirname(os.path.dirname(imgshard.__file__))}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert done.stdout.strip() == ("cannot decode: OpenCV cannot read this 16-bit colour file "
+                                   "(truncated or broken)"), done.stdout + done.stderr
