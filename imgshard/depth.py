@@ -101,7 +101,10 @@ def decode(image: Image.Image, source: str | BinaryIO, orientation: int = 1) -> 
         values = values[:, :, np.newaxis]
     elif values.shape[2] in (3, 4):  # OpenCV's BGR(A)
         values = values[:, :, [2, 1, 0, 3][:values.shape[2]]]
-    if _raw_mode(image).startswith("RGBa"):  # associated alpha: OpenCV keeps it premultiplied
+    raw_mode = _raw_mode(image)
+    if raw_mode.startswith("RGBX") and values.shape[2] == 4:  # an unspecified sample: not alpha
+        values = values[:, :, :3]
+    if raw_mode.startswith("RGBa"):  # associated alpha: OpenCV keeps it premultiplied
         values = _unpremultiplied(values)
     return upright(values, orientation)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -102,3 +103,36 @@ def test_a_file_over_opencvs_own_pixel_limit_is_a_plain_skip(tmp_path):
                           text=True, timeout=120, check=True)
     assert done.stdout.strip() == ("cannot decode: OpenCV cannot read this 16-bit colour file "
                                    "(truncated or broken)"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("color", ["rgb", "rgba"])
+def test_an_unspecified_extra_sample_is_not_alpha(tmp_path, color):
+    """A 16-bit TIFF with a 4th sample that ExtraSamples calls unspecified (0): Pillow opens
+    it as RGB (raw mode RGBX;16L) and the 8-bit path drops the sample; OpenCV returns four
+    channels, and the deep path composited the colour over black by it (off by up to 255)."""
+    values = np.random.default_rng(7).integers(0, 65536, (6, 10, 4), dtype=np.uint16)
+    data = bytearray(tiff(values))
+    at = data.find(struct.pack("<HHI", 338, 3, 1))
+    struct.pack_into("<HHIHH", data, at, 338, 3, 1, 0, 0)
+    path = write(tmp_path / "rgbx.tif", bytes(data))
+    config = BuildConfig(size=(6, 10), dtype="float32", interpolation="nearest", color=color)
+    want = values[:, :, :3] / 257
+    if color == "rgba":
+        want = np.concatenate([want, np.full((6, 10, 1), 255.0)], axis=2)
+    np.testing.assert_array_equal(load_pixels(path, config), want)
+
+
+def test_a_sixteen_bit_png_transparent_colour_stays_transparent(tmp_path):
+    """Guard for the RGBX fix: a 16-bit RGB PNG with a tRNS colour is Pillow's RGB too, but
+    OpenCV's fourth channel is then a real alpha: the transparent pixel is black."""
+    values = np.random.default_rng(8).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    values[0, 0] = (1000, 2000, 3000)
+    data = png16(values)
+    trns = struct.pack(">HHH", 1000, 2000, 3000)
+    chunk = struct.pack(">I", 6) + b"tRNS" + trns + struct.pack(">I", zlib.crc32(b"tRNS" + trns))
+    at = data.find(b"IDAT") - 4
+    path = write(tmp_path / "trns.png", data[:at] + chunk + data[at:])
+    want = values / 257
+    want[0, 0] = 0
+    config = BuildConfig(size=(6, 10), dtype="float32", interpolation="nearest")
+    np.testing.assert_array_equal(load_pixels(path, config), want)
