@@ -1,0 +1,127 @@
+"""Duplicates: the per-image hashes (against numpy references computed here) and the grouping
+of a large set of hashes (against a brute-force reference)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imgshard.duplicates import NEAR_DISTANCE, find_groups, near_components
+from imgshard.image_hash import dhash, pixel_digest
+
+
+def reference_dhash(pixels: np.ndarray) -> int:
+    """The difference hash by its definition, with float64 block means and explicit loops:
+    the channel sum averaged over an 8x9 grid of blocks (edges floor(i*H/8), floor(j*W/9));
+    bit 8*r+c (from the most significant) is set when block (r, c+1) is brighter than (r, c)."""
+    gray = pixels.astype(np.float64).sum(axis=2)
+    height, width = gray.shape
+    rows = [height * i // 8 for i in range(9)]
+    cols = [width * j // 9 for j in range(10)]
+    means = np.array([[gray[rows[r]:rows[r + 1], cols[c]:cols[c + 1]].mean() for c in range(9)]
+                      for r in range(8)])
+    bits = [means[r, c + 1] > means[r, c] for r in range(8) for c in range(8)]
+    return sum(1 << (63 - i) for i, bit in enumerate(bits) if bit)
+
+
+@pytest.mark.parametrize("shape", [(72, 72, 3), (30, 40, 3), (17, 23, 1), (224, 160, 4)])
+def test_dhash_is_the_block_mean_difference_hash(shape):
+    rng = np.random.default_rng(shape[0])
+    for _ in range(5):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert dhash(pixels) == reference_dhash(pixels)
+
+
+def test_dhash_of_an_image_smaller_than_the_grid_is_that_of_its_enlargement():
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(small, 8, axis=0), 9, axis=1)  # 24x36: every block whole
+    assert dhash(small) == reference_dhash(big)
+
+
+def test_dhash_is_robust_to_a_small_change_and_the_digest_is_not():
+    rng = np.random.default_rng(2)
+    pixels = (rng.integers(0, 256, (8, 9, 1), dtype=np.uint8).repeat(20, 0).repeat(20, 1))
+    changed = pixels.copy()
+    changed[0, 0, 0] ^= 1
+    assert dhash(pixels) == dhash(changed)
+    assert pixel_digest(pixels) != pixel_digest(changed)
+    assert pixel_digest(pixels) == hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
+
+
+def brute_components(hashes: list[int], distance: int) -> list[frozenset[int]]:
+    """Connected components of 'Hamming distance <= distance', by comparing every pair."""
+    parent = list(range(len(hashes)))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    for i, j in itertools.combinations(range(len(hashes)), 2):
+        if bin(hashes[i] ^ hashes[j]).count("1") <= distance:
+            parent[root(i)] = root(j)
+    groups: dict[int, set[int]] = {}
+    for i in range(len(hashes)):
+        groups.setdefault(root(i), set()).add(i)
+    return sorted((frozenset(g) for g in groups.values()), key=min)
+
+
+def as_components(labels: np.ndarray) -> list[frozenset[int]]:
+    groups: dict[int, set[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        groups.setdefault(label, set()).add(i)
+    return sorted((frozenset(g) for g in groups.values()), key=min)
+
+
+def clustered_hashes(seed: int, count: int, centres: int, flips: int) -> list[int]:
+    """``count`` hashes near ``centres`` random 64-bit hashes (0..``flips`` bits flipped)."""
+    rng = np.random.default_rng(seed)
+    bases = [int(x) for x in rng.integers(0, 2**63, centres, dtype=np.int64)] + [0, 2**64 - 1]
+    out = []
+    for _ in range(count):
+        value = bases[int(rng.integers(len(bases)))]
+        for bit in rng.choice(64, int(rng.integers(0, flips + 1)), replace=False):
+            value ^= 1 << int(bit)
+        out.append(value)
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(0, 400),
+       centres=st.integers(1, 60), flips=st.integers(0, 8), distance=st.integers(0, 8))
+def test_near_components_equal_the_brute_force_components(seed, count, centres, flips, distance):
+    hashes = clustered_hashes(seed, count, centres, flips)
+    labels = near_components(np.array(hashes, dtype=np.uint64), distance)
+    assert as_components(labels) == brute_components(hashes, distance)
+
+
+def test_a_large_set_is_grouped_as_brute_force_would():
+    hashes = clustered_hashes(7, 3000, 300, 6)
+    labels = near_components(np.array(hashes, dtype=np.uint64), NEAR_DISTANCE)
+    assert as_components(labels) == brute_components(hashes, NEAR_DISTANCE)
+
+
+def test_find_groups_names_exact_and_near_groups_with_their_splits():
+    digest = [bytes([n]) * 16 for n in range(6)]
+    rows = [  # path, split, digest, dhash
+        ("b.png", "val", digest[0], 0b1111),
+        ("a.png", "train", digest[0], 0b1111),      # exact copy of b.png, across splits
+        ("c.png", "train", digest[1], 0b1110),      # one bit from a/b: near, not exact
+        ("d.png", "train", digest[2], 0xF0F0F0F0 << 32),  # alone: 20 bits or more from all
+        ("e.png", "val", digest[3], 0xFFFF0000),     # e, f: exact, both in val
+        ("f.png", "val", digest[3], 0xFFFF0000),
+    ]
+    groups = find_groups([r[0] for r in rows], [r[1] for r in rows],
+                         np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(-1, 16),
+                         np.array([r[3] for r in rows], np.uint64))
+    assert [g.to_json() for g in groups] == [
+        {"kind": "exact", "paths": ["a.png", "b.png"], "splits": ["train", "val"]},
+        {"kind": "near", "paths": ["a.png", "b.png", "c.png"], "splits": ["train", "val"]},
+        {"kind": "exact", "paths": ["e.png", "f.png"], "splits": ["val"]},
+    ]
+    assert [g.leaks for g in groups] == [True, True, False]
