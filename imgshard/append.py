@@ -25,10 +25,12 @@ import numpy as np
 from .append_plan import AppendPlan, plan_append
 from .build import BuildPlan, plan_of, run_tasks
 from .config import BuildConfig, ConfigError, changed_options
+from .duplicates import DuplicateGroup
 from .executors import executor_named
 from .executors.interface import Executor
 from .errors import ImgshardError
 from .layout import SOURCES_KEPT
+from .leakage import duplicates_in, duplicates_record
 from .manifest import Manifest, ManifestError, SplitInfo, read_manifest, write_manifest
 from .outdir import check_apart, locked
 from .resume import finish_log
@@ -206,7 +208,8 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
     else:
         new_skips = []
     _keep_record(out, start)
-    manifest = _manifest(start, splits, new_skips)
+    found = duplicates_in(out, sum(split.num_samples for split in splits.values()))
+    manifest = _manifest(start, splits, new_skips, found)
     write_manifest(out, manifest)
     if holds_log(out):  # an append of new skips alone runs no task and writes no log
         finish_log(out)
@@ -223,7 +226,8 @@ def _finished_before(out: Location, manifest: Manifest) -> bool:
     return True
 
 
-def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list) -> Manifest:
+def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list,
+              duplicates: list[DuplicateGroup] | None) -> Manifest:
     old, plan = start.manifest, start.plan
     names = plan.class_names
     ordered = {name: _with_classes(splits[name], names)
@@ -231,8 +235,9 @@ def _manifest(start: AppendStart, splits: dict[str, SplitInfo], new_skips: list)
                if name in splits}
     report = {"changed": None if plan.changed is None else plan.changed.to_json(),
               "disappeared": plan.disappeared.to_json(), "new_classes": plan.new_classes}
-    extra = {**old.extra, "decoder": decoder_versions(start.config), "sources": SOURCES_KEPT,
-             "append": report}
+    extra = {**{k: v for k, v in old.extra.items() if k != "duplicates"},  # found again
+             "decoder": decoder_versions(start.config), "sources": SOURCES_KEPT, "append": report,
+             **duplicates_record(duplicates)}
     grown = Manifest(
         imgshard_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -32,13 +32,18 @@ import numpy as np
 from .config import BuildConfig
 from .errors import ImgshardError
 from .formats import RowWriter, ShardFormat, shard_format
+from .image_hash import HASHES_BYTES, hash_cells
 from .labels_file import LABEL_SEPARATOR
 from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name, targets_name
 from .manifest import ShardInfo, Skip, SplitInfo
 from .samples import Label, Sample
-from .samples_csv import open_samples_csv
+from .samples_csv import has_hash_columns, open_samples_csv
 from .storage import Location
 from .worker import ShardResult, ShardTask
+
+
+#: A kept sample and the hash cells of its ``samples.csv`` row (empty: no hash columns).
+Row = tuple[Sample, tuple[str, ...]]
 
 
 @dataclass
@@ -49,7 +54,7 @@ class _JoinedShard:
     expected_rows: int
     writer: RowWriter
     file: contextlib.ExitStack
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[Row] = field(default_factory=list)
 
 
 @dataclass
@@ -57,7 +62,9 @@ class SplitAssembler:
     """Turns one split's :class:`ShardResult` objects, fed in task order, into final shards.
 
     ``num_inputs`` (the split's input files) tells how big its last shard will be before the
-    last part arrives, so that a joined shard's header can be written first.
+    last part arrives, so that a joined shard's header can be written first. ``hash_columns``:
+    the rows of ``samples.csv`` carry each sample's hashes (not when an append continues a
+    file written before they existed).
     """
 
     split: str
@@ -66,6 +73,7 @@ class SplitAssembler:
     class_names: list[str] | None
     samples_writer: "csv._writer"
     num_inputs: int
+    hash_columns: bool = True
     file_format: ShardFormat = field(default_factory=shard_format)
     shards: list[ShardInfo] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
@@ -78,7 +86,8 @@ class SplitAssembler:
         """Take the result of the next task of this split (``inputs``: the task's samples)."""
         failed = dict(result.skipped)
         self.skipped += [Skip(inputs[i].path, reason) for i, reason in failed.items()]
-        kept = [sample for i, sample in enumerate(inputs) if i not in failed]
+        kept = list(zip([sample for i, sample in enumerate(inputs) if i not in failed],
+                        self._cells(result.hashes)))
         self._inputs_seen += len(inputs)
         whole_shard = kept and len(kept) == self._next_shard_rows(len(kept))
         # A piece's part is never hashed by its worker (sha256 None), so it is always joined.
@@ -127,6 +136,13 @@ class SplitAssembler:
             failure = RuntimeError("the build failed")
             joined.file.__exit__(type(failure), failure, None)  # atomic_file removes it
 
+    def _cells(self, hashes: bytes) -> list[tuple[str, ...]]:
+        """The hash cells of each row of a part (see :data:`Row`)."""
+        if not self.hash_columns:
+            return [()] * (len(hashes) // HASHES_BYTES)
+        return [hash_cells(hashes[at:at + HASHES_BYTES])
+                for at in range(0, len(hashes), HASHES_BYTES)]
+
     def _next_shard_rows(self, pending: int) -> int:
         """Rows of the next shard if no more files are skipped: full, or all the split has left."""
         return min(self.config.shard_size, pending + self.num_inputs - self._inputs_seen)
@@ -134,18 +150,18 @@ class SplitAssembler:
     def _images_name(self, index: int) -> str:
         return images_name(self.split, index, self.file_format.SUFFIX)
 
-    def _rename_part(self, result: ShardResult, kept: list[Sample]) -> None:
+    def _rename_part(self, result: ShardResult, kept: list[Row]) -> None:
         index = len(self.shards)
         name = self._images_name(index)
         self.out.replace_durably(result.part, name)
         self.bytes_written += self.out.size(name)
         self.shards.append(self._finish_shard(index, result.sha256, kept))
 
-    def _join_part(self, part: str, kept: list[Sample]) -> None:
+    def _join_part(self, part: str, kept: list[Row]) -> None:
         with self.out.local_copy(part) as part_path:
             self._join_rows(part_path, kept)
 
-    def _join_rows(self, part_path: str, kept: list[Sample]) -> None:
+    def _join_rows(self, part_path: str, kept: list[Row]) -> None:
         done = 0
         while done < len(kept):
             if self._joined is None:
@@ -175,11 +191,12 @@ class SplitAssembler:
         self.bytes_written += self.out.size(self._images_name(joined.index))
         self.shards.append(self._finish_shard(joined.index, digest, joined.samples))
 
-    def _finish_shard(self, index: int, digest: str, samples: list[Sample]) -> ShardInfo:
+    def _finish_shard(self, index: int, digest: str, rows: list[Row]) -> ShardInfo:
         shard_file = self._images_name(index)
-        for row, sample in enumerate(samples):
+        for row, (sample, cells) in enumerate(rows):
             self.samples_writer.writerow((sample.path, self.split, shard_file, row,
-                                          label_cell(sample.label)))
+                                          label_cell(sample.label), *cells))
+        samples = [sample for sample, _ in rows]
         info = ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest)
         if self.class_names is not None:
             labels = label_rows(samples, len(self.class_names))
@@ -265,7 +282,9 @@ class StagedSamples:
 
     An interrupted build's rows are kept: cut after its last checkpoint (``samples_bytes``)
     where the staged file outlived it, else written again from the checkpoints' rows. An
-    append (``continues``) starts from the rows of OUT's ``samples.csv``.
+    append (``continues``) starts from the rows of OUT's ``samples.csv``. ``hash_columns``:
+    whether its rows carry the samples' hashes (its header says; an append to a dataset built
+    before they existed writes none, so that every row has the header's columns).
     """
 
     def __init__(self, out: Location, samples_bytes: int, samples_rows: list[str], *,
@@ -273,16 +292,22 @@ class StagedSamples:
         self.out = out
         self.folder = out.staging_folder()
         path = os.path.join(self.folder, SAMPLES_PARTIAL)
+        self.hash_columns = True
         if samples_rows or not samples_bytes:
             self.stream, self.writer = open_samples_csv(path, header=not continues)
             if continues:
                 with out.open_listed(SAMPLES_NAME) as earlier:
-                    shutil.copyfileobj(io.TextIOWrapper(earlier, encoding="utf-8",
-                                                        errors="surrogateescape", newline=""),
-                                       self.stream)
+                    text = io.TextIOWrapper(earlier, encoding="utf-8", errors="surrogateescape",
+                                            newline="")
+                    header = text.readline()
+                    self.hash_columns = has_hash_columns(header)
+                    self.stream.write(header)
+                    shutil.copyfileobj(text, self.stream)
             self.stream.write("".join(samples_rows))
             self.stream.flush()
         else:
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="") as staged:
+                self.hash_columns = has_hash_columns(staged.readline())
             self.stream, self.writer = open_samples_csv(path, samples_bytes)
 
     def publish(self) -> None:

@@ -24,7 +24,9 @@ from .errors import ImgshardError
 from .executors import executor_named
 from .executors.interface import Executor
 from .formats import shard_format
+from .duplicates import DuplicateGroup
 from .layout import MANIFEST_NAME, SAMPLES_NAME, SOURCES_KEPT, SOURCES_NAME
+from .leakage import duplicates_in, duplicates_record
 from .manifest import Manifest, Skip, SplitInfo, write_manifest
 from .outdir import check_apart, locked, remove_leftovers
 from .resume import (
@@ -181,7 +183,8 @@ def _build(src: Location, out: Location, build_plan: BuildPlan, executor: Execut
     kept = start.out.exists(SOURCES_NAME)
     if kept:
         keep_sources(start.out)
-    manifest = _manifest(src, build_plan, assembled, sources_kept=kept)
+    found = duplicates_in(start.out, sum(s.num_samples for s in assembled.splits.values()))
+    manifest = _manifest(src, build_plan, assembled, sources_kept=kept, duplicates=found)
     write_manifest(start.out, manifest)
     finish_log(start.out)
     bytes_written = assembled.bytes_written + start.out.size(MANIFEST_NAME)
@@ -217,9 +220,9 @@ def plan_of(build_plan: BuildPlan, workers: int) -> dict:
 
 
 def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
-              sources_kept: bool) -> Manifest:
+              sources_kept: bool, duplicates: list[DuplicateGroup] | None) -> Manifest:
     config = build_plan.config
-    extra: dict[str, object] = {"decoder": decoder_versions(config)}
+    extra: dict[str, object] = {"decoder": decoder_versions(config), **duplicates_record(duplicates)}
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     return Manifest(
@@ -293,7 +296,8 @@ def execute_tasks(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, e
                             continues=base is not None)
     try:
         assemblers = {split: SplitAssembler(split, out, build_plan.config,
-                                            build_plan.scan.class_names, samples.writer, len(inputs))
+                                            build_plan.scan.class_names, samples.writer,
+                                            len(inputs), hash_columns=samples.hash_columns)
                       for split, inputs in build_plan.scan.splits.items()}
         splits = _restore_splits(assemblers, restored, base or {}, build_plan.scan.class_names)
         checkpoint = Checkpointer(log, samples.stream, assemblers, restored.tasks_done,

@@ -26,11 +26,12 @@ from .cli_options import LazyProgressBar, build_options, resolve_options, storag
 from .config import DTYPES, ConfigError
 from .executors import executor_kind, executor_named
 from .interrupts import sigterm_as_interrupt
+from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
 from .outdir import check_apart
 from .resources import check_memory, default_workers
 from .source_depth import source_depth
 from .storage import Location
-from .summary import label_lines
+from .summary import label_lines, printable
 from .version import __version__
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,11 +127,16 @@ def echo_skips(skipped, verb: str) -> None:
 def summarize(result: BuildResult, out: str) -> None:
     """The end-of-build summary: images per split, skips by reason, time, speed and bytes."""
     manifest = result.manifest
+    duplicates = summarize_duplicates(manifest.extra.get("duplicates"))
+    for line in leakage_lines(duplicates):  # first: the one thing not to miss
+        click.echo(printable(line))
     splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
     click.echo(f"Built {out}: {splits} images")
     for line in label_lines(manifest.label_kind, manifest.target_names):
         click.echo(line[0].upper() + line[1:])
     echo_skips(manifest.skipped, "Skipped")
+    for line in duplicate_lines(duplicates):
+        click.echo(printable(line))
     click.echo(f"{result.elapsed:.1f} s, {result.images_per_second:,.0f} images/s, "
                f"{human_bytes(result.bytes_written)} written")
 

@@ -16,7 +16,9 @@ from .cli_options import LazyProgressBar, build_options, given_options, storage_
 from .config import ConfigError
 from .executors import executor_kind
 from .interrupts import sigterm_as_interrupt
+from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
 from .storage import Location
+from .summary import printable
 
 #: What an append does rather than what it writes (its options are the dataset's).
 APPEND_RUN_FLAGS = {
@@ -71,13 +73,18 @@ def describe(start: AppendStart) -> None:
 
 def summarize(result: AppendResult, out: str) -> None:
     plan = result.plan
+    duplicates = summarize_duplicates(result.manifest.extra.get("duplicates"))
     if result.nothing_new:
         click.echo(f"{out}: nothing new to append")
     else:
+        for line in leakage_lines(duplicates):  # first: the grown dataset's, old and new
+            click.echo(printable(line))
         added = ", ".join(f"{split} {len(samples):,}" for split, samples in plan.splits.items())
         click.echo(f"Appended to {out}: {added or 'no'} images, {len(plan.skipped):,} new "
                    f"file{'' if len(plan.skipped) == 1 else 's'} "
                    f"skipped ({result.elapsed:.1f} s)")
+        for line in duplicate_lines(duplicates):
+            click.echo(printable(line))
     _echo_changes(plan, plan.class_names)
 
 

@@ -72,6 +72,8 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
     _expect(decoder is None or isinstance(decoder, dict) and all(
         isinstance(value, str) or value is None for value in decoder.values()), "decoder",
         "an object of library name to version (text or null)", decoder)
+    if "duplicates" in document:  # absent from manifests written before duplicates were found
+        check_duplicates(document["duplicates"], set(fields["splits"]))
     skipped = fields["skipped"]
     _expect(isinstance(skipped, list), "skipped", "a list", skipped)
     for index, skip in enumerate(skipped):
@@ -79,6 +81,26 @@ def check_manifest(document: dict[str, Any]) -> dict[str, Any]:
                 and isinstance(skip.get("reason"), str), f"skipped[{index}]",
                 "an object with a text path and reason", skip)
     return fields
+
+
+def check_duplicates(groups: Any, split_names: set[str]) -> None:
+    """``duplicates``: groups of two or more distinct paths, of a known kind, in splits the
+    manifest has, each named once (``inspect`` counts leakage from these)."""
+    _expect(isinstance(groups, list), "duplicates", "a list of groups", groups)
+    for index, group in enumerate(groups):
+        field = f"duplicates[{index}]"
+        _expect(isinstance(group, dict) and set(group) == {"kind", "paths", "splits"}, field,
+                "an object of kind, paths and splits", group)
+        _expect(group["kind"] in ("exact", "near"), f"{field}.kind", "'exact' or 'near'",
+                group["kind"])
+        paths, splits = group["paths"], group["splits"]
+        _expect(isinstance(paths, list) and len(paths) >= 2
+                and all(isinstance(p, str) for p in paths) and len(set(paths)) == len(paths),
+                f"{field}.paths", "a list of two or more distinct paths", paths)
+        _expect(isinstance(splits, list) and splits
+                and all(isinstance(n, str) and n in split_names for n in splits)
+                and len(set(splits)) == len(splits),
+                f"{field}.splits", "a list of the manifest's split names, each once", splits)
 
 
 def check_class_names(names: Any) -> None:

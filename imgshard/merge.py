@@ -62,6 +62,10 @@ MAX_SHARD_SIZE = 1 << 40
 MAX_THREADS = 32
 #: Keys of an input's manifest extras that describe that input's own merge, not the output.
 MERGE_KEYS = ("merged_from", "duplicate_paths")
+#: Keys of an input's manifest extras true of that input's samples alone: a merge's union has
+#: duplicates across its inputs that no input's record names (a reshard keeps them: the same
+#: samples, paths and splits). A merge's ``samples.csv`` has no hash columns to find them.
+INPUT_ONLY_KEYS = ("duplicates",)
 #: Keys of an input's manifest extras naming files of the input that a merge does not hold (the
 #: record of the input's source files, which ``imgshard append`` reads: a reshard copies it).
 INPUT_FILE_KEYS = ("sources",)
@@ -231,7 +235,8 @@ def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | No
     merge's classes are the union's, so its ``classes`` option is cleared)."""
     first = manifests[0]
     extra = {key: value for key, value in first.extra.items()
-             if key not in INPUT_FILE_KEYS and not (merged and key in MERGE_KEYS)}
+             if key not in INPUT_FILE_KEYS
+             and not (merged and key in (*MERGE_KEYS, *INPUT_ONLY_KEYS))}
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     if merged:

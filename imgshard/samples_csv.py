@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .layout import SAMPLES_COLUMNS, SOURCE_COLUMN
+from .layout import HASH_COLUMNS, SAMPLES_COLUMNS, SOURCE_COLUMN
 from .manifest import ManifestError
 
 #: The longest row of ``samples.csv`` read (1 MiB, in characters): a row names one source file
@@ -28,9 +28,10 @@ def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = Fa
     """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
 
     ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
-    checkpoint; otherwise the file starts anew with its header (with ``source_column``, the
-    column :data:`SOURCE_COLUMN` after the others: a merge's; without ``header``, none: the
-    caller copies an earlier file's rows, header included).
+    checkpoint; otherwise the file starts anew with its header: a build's, with the
+    :data:`HASH_COLUMNS`, or with ``source_column`` a merge's (the column :data:`SOURCE_COLUMN`
+    after the first five); without ``header``, none: the caller copies an earlier file's rows,
+    header included.
     """
     if keep_bytes:
         with open(path, "r+b") as partial:
@@ -40,8 +41,15 @@ def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = Fa
     stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
     writer = csv.writer(stream)
     if header:
-        writer.writerow((*SAMPLES_COLUMNS, SOURCE_COLUMN) if source_column else SAMPLES_COLUMNS)
+        writer.writerow((*SAMPLES_COLUMNS, SOURCE_COLUMN) if source_column
+                        else (*SAMPLES_COLUMNS, *HASH_COLUMNS))
     return stream, writer
+
+
+def has_hash_columns(header_line: str) -> bool:
+    """Whether a ``samples.csv`` header line names the :data:`HASH_COLUMNS`."""
+    names = next(csv.reader([header_line]), [])
+    return all(column in names for column in HASH_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class SampleRow:
     index: int
     label: int | tuple[int, ...] | None  # a multi-label dataset's: its class indices
     source: str | None = None  # the dataset a merged sample came from (None: not merged)
+    hashes: tuple[str, str] | None = None  # the HASH_COLUMNS' cells, as written (None: no such)
 
 
 def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
@@ -81,6 +90,8 @@ def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
             raise ManifestError(f"lacks the columns {', '.join(missing)}")
         columns = [header.index(c) for c in SAMPLES_COLUMNS]
         source = header.index(SOURCE_COLUMN) if SOURCE_COLUMN in header else None
+        hashes = ([header.index(c) for c in HASH_COLUMNS]
+                  if all(c in header for c in HASH_COLUMNS) else None)
         rows = 0
         for values in reader:
             lines.row_done()
@@ -95,7 +106,9 @@ def read_samples(stream: BinaryIO, max_rows: int) -> Iterator[SampleRow]:
             yield SampleRow(reader.line_num, path, split, shard,
                             _whole_number(index, "index", reader.line_num),
                             _label(label, reader.line_num),
-                            None if source is None else _cell(values, source))
+                            None if source is None else _cell(values, source),
+                            None if hashes is None else (_cell(values, hashes[0]),
+                                                         _cell(values, hashes[1])))
     except csv.Error as error:
         raise ManifestError(f"line {reader.line_num}: not CSV: {error}") from None
     except RowTooLong:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
 from .manifest import Manifest, read_manifest
 from .storage import Location
 
@@ -38,6 +39,7 @@ def summarize_directory(directory: str | Location) -> dict[str, Any]:
         "splits": {name: _split_summary(sizes, manifest, name) for name in manifest.splits},
         "skipped": _skips_by_reason(manifest),
         "num_skipped": len(manifest.skipped),
+        "duplicates": summarize_duplicates(manifest.extra.get("duplicates")),
     }
 
 
@@ -64,9 +66,9 @@ def _skips_by_reason(manifest: Manifest) -> dict[str, dict[str, Any]]:
 
 
 def render(summary: dict[str, Any], human_bytes) -> list[str]:
-    """The readable form of :func:`summarize_directory`, as lines."""
+    """The readable form of :func:`summarize_directory`, as lines: leakage first."""
     height, width, channels = summary["image_shape"]
-    lines = [
+    lines = leakage_lines(summary["duplicates"]) + [
         f"{summary['directory']}: imgshard format 1, built by imgshard "
         f"{summary['imgshard_version']} at {summary['created']}",
         f"source: {summary['source']}",
@@ -87,6 +89,7 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
     lines.append(f"skipped: {summary['num_skipped']:,} files")
     for reason, group in summary["skipped"].items():
         lines.append(f"  {group['count']:>7,}  {reason}  (e.g. {', '.join(group['examples'])})")
+    lines += duplicate_lines(summary["duplicates"])
     return [printable(line) for line in lines]
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from .config import BuildConfig
 from .depth import store_values
 from .formats import shard_format
+from .image_hash import image_hashes
 from .layout import part_name
 from .libc import release_freed_memory
 from .storage import Location
@@ -52,8 +53,9 @@ class ShardTask:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What a worker reports: which inputs were skipped (by position) and the part it wrote
-    (with its sha256, None for a piece)."""
+    """What a worker reports: which inputs were skipped (by position), the part it wrote
+    (with its sha256, None for a piece) and the hashes of its rows (``image_hash.py``:
+    24 bytes a row, in order), from which the build finds duplicates."""
 
     split: str
     index: int
@@ -61,6 +63,7 @@ class ShardResult:
     skipped: tuple[tuple[int, str], ...]
     part: str
     sha256: str | None
+    hashes: bytes = b""
 
 
 def run_shard_task(task: ShardTask) -> ShardResult:
@@ -74,6 +77,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
     table = file_format.cast_table(config)
     row = np.empty((1, *config.image_shape), dtype=config.dtype)
     skipped: list[tuple[int, str]] = []
+    hashes = bytearray()
     with task.out.atomic_file(task.part, durable=False) as stream:
         part = file_format.RowStream(stream, expected_rows=len(task.paths),
                                      row_shape=config.image_shape, dtype=np.dtype(config.dtype),
@@ -85,6 +89,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             except SkipImage as skip:
                 skipped.append((position, str(skip)))
                 continue
+            hashes += image_hashes(pixels)
             if pixels.dtype == np.uint8:
                 file_format.store_pixels(pixels, table, row[0])
             else:  # a deep image's float pixel values (see transform.load_pixels)
@@ -92,4 +97,5 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             part.append(row)
         digest = part.finish()
     release_freed_memory()
-    return ShardResult(task.split, task.index, part.rows, tuple(skipped), task.part, digest)
+    return ShardResult(task.split, task.index, part.rows, tuple(skipped), task.part, digest,
+                       bytes(hashes))

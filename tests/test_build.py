@@ -135,8 +135,12 @@ def test_no_labels_writes_no_label_files(tmp_path):
     assert manifest.splits["train"].shards[0].labels is None
     assert sorted(os.listdir(out)) == ["manifest.json", "samples.csv", "sources.jsonl.gz",
                                        "train-00000.npy"]
+    flat = np.full((4, 4, 3), (1, 2, 3), dtype=np.uint8)  # the stored pixels, as uint8
     assert read_samples(out) == [{"path": "x.png", "split": "train", "shard": "train-00000.npy",
-                                  "index": "0", "label": ""}]
+                                  "index": "0", "label": "",
+                                  "pixel_hash": hashlib.blake2b(flat.tobytes(),
+                                                                digest_size=16).hexdigest(),
+                                  "dhash": "0" * 16}]  # flat: no block brighter than another
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "uint8"])

@@ -167,7 +167,7 @@ def test_shuffle_quality(tmp_path):
     shard_of = {}
     images = {}
     for line in samples_csv:
-        _, _, shard, index, _ = line.split(",")
+        _, _, shard, index = line.split(",")[:4]
         if shard not in images:
             images[shard] = np.load(os.path.join(out, shard))
         r = images[shard][int(index)]

@@ -1,0 +1,115 @@
+"""The duplicates of a shard directory: found from its ``samples.csv`` once a build or an
+append has published it, recorded in the manifest's ``duplicates``, and reported, leakage
+first (the build's summary, ``inspect`` and ``inspect --json``).
+
+The hashes come from the workers through ``samples.csv`` (its ``pixel_hash`` and ``dhash``
+columns), which a resumed build keeps exactly as it keeps the rows' places, so the groups are
+the same whatever the interruptions, the worker count or the executor. Reading them back costs
+one pass over ``samples.csv``; memory holds 24 bytes and the path of each sample.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .duplicates import DuplicateGroup, find_groups
+from .image_hash import DIGEST_BYTES
+from .layout import SAMPLES_NAME
+from .samples_csv import SampleRow, read_samples
+from .storage import Location
+
+#: How many groups the reports name (the manifest lists them all).
+EXAMPLES = 3
+
+
+def duplicates_in(out: Location, max_rows: int) -> list[DuplicateGroup] | None:
+    """The duplicate groups of the samples OUT's ``samples.csv`` lists (``max_rows``: the
+    samples the shards hold); None when its rows carry no hashes (written before they existed).
+    """
+    with out.open_listed(SAMPLES_NAME) as stream:
+        return groups_of_rows(read_samples(stream, max_rows))
+
+
+def groups_of_rows(rows: Iterable[SampleRow]) -> list[DuplicateGroup] | None:
+    """The groups of the rows' hashes; a row whose hash cells are not what a build writes (an
+    edited file) is left out of the search rather than trusted."""
+    paths: list[str] = []
+    splits: list[str] = []
+    digests, dhashes = bytearray(), array("Q")
+    for row in rows:
+        if row.hashes is None:
+            return None
+        digest, difference = row.hashes
+        if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16:
+            continue
+        try:
+            digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
+        except ValueError:
+            continue
+        paths.append(row.path)
+        splits.append(row.split)
+        digests += digest_bytes
+        dhashes.append(value)
+    return find_groups(paths, splits, np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16),
+                       np.frombuffer(dhashes, np.uint64) if dhashes else np.zeros(0, np.uint64))
+
+
+def duplicates_record(groups: list[DuplicateGroup] | None) -> dict[str, Any]:
+    """The manifest's ``duplicates`` key for ``groups`` (none when nothing was searched)."""
+    return {} if groups is None else {"duplicates": [group.to_json() for group in groups]}
+
+
+def summarize_duplicates(groups: list[dict] | None) -> dict[str, Any] | None:
+    """What ``inspect --json`` says under ``duplicates`` (None: the manifest has no record):
+    counts of groups by kind, of the paths in them, and of those that leak (docs/check.md)."""
+    if groups is None:
+        return None
+    leaking = [group for group in groups if len(group["splits"]) > 1]
+    return {
+        "exact_groups": sum(group["kind"] == "exact" for group in groups),
+        "near_groups": sum(group["kind"] == "near" for group in groups),
+        "extra_exact_copies": sum(len(g["paths"]) - 1 for g in groups if g["kind"] == "exact"),
+        "leakage": {
+            "groups": len(leaking),
+            "exact": sum(group["kind"] == "exact" for group in leaking),
+            "near": sum(group["kind"] == "near" for group in leaking),
+            "examples": leaking[:EXAMPLES],
+        },
+        "examples": [group for group in groups if len(group["splits"]) == 1][:EXAMPLES],
+    }
+
+
+def leakage_lines(summary: dict[str, Any] | None) -> list[str]:
+    """The warning said first, when duplicate groups span more than one split."""
+    leakage = None if summary is None else summary["leakage"]
+    if not leakage or not leakage["groups"]:
+        return []
+    groups = leakage["groups"]
+    lines = [f"LEAKAGE: {groups:,} duplicate group{'s' if groups != 1 else ''} span more than "
+             f"one split ({leakage['exact']:,} exact, {leakage['near']:,} near), e.g.:"]
+    lines += [_example(group) for group in leakage["examples"]]
+    return lines
+
+
+def duplicate_lines(summary: dict[str, Any] | None) -> list[str]:
+    """One line counting the duplicates (none when the dataset has no record of them)."""
+    if summary is None:
+        return []
+    exact, near = summary["exact_groups"], summary["near_groups"]
+    if not exact and not near:
+        return ["duplicates: none found"]
+    across = summary["leakage"]["groups"]
+    lines = [f"duplicates: {exact:,} exact group{'s' if exact != 1 else ''} "
+             f"({summary['extra_exact_copies']:,} extra copies), {near:,} near "
+             f"group{'s' if near != 1 else ''}; "
+             + (f"{across:,} across splits (above)" if across else "none across splits")]
+    return lines + [_example(group) for group in summary["examples"]]
+
+
+def _example(group: dict) -> str:
+    shown = ", ".join(group["paths"][:4]) + (", ..." if len(group["paths"]) > 4 else "")
+    return f"  {group['kind']:<5}  {shown}  ({', '.join(group['splits'])})"
