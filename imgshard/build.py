@@ -24,6 +24,7 @@ from .errors import ImgshardError
 from .executors import executor_named
 from .executors.interface import Executor
 from .formats import shard_format
+from .dedupe import duplicates_dropper
 from .duplicates import DuplicateGroup
 from .layout import MANIFEST_NAME, SAMPLES_NAME, SOURCES_KEPT, SOURCES_NAME
 from .leakage import duplicates_in, duplicates_record
@@ -108,8 +109,10 @@ class Assembled:
     bytes_written: int
 
 
-def plan(src: str | Location, config: BuildConfig) -> BuildPlan:
-    return BuildPlan(scan=scan(_location(src), config), config=config)
+def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None) -> BuildPlan:
+    """The scan; ``--dedupe exact`` first hashes the files on ``executor`` (see dedupe.py)."""
+    return BuildPlan(scan(_location(src), config, dedupe=duplicates_dropper(
+        _location(src), config, executor)), config)
 
 
 def build(src: str | Location, out: str | Location, config: BuildConfig | None = None, *,
@@ -160,8 +163,8 @@ def build(src: str | Location, out: str | Location, config: BuildConfig | None =
         if finished is not None:
             return BuildResult(finished, time.perf_counter() - started, 0, already_complete=True)
         owned.enter_context(locked(out))
-        return _build(src, out, build_plan or plan(src, config), executor, overwrite=overwrite,
-                      resume=resume, progress=progress, started=started)
+        return _build(src, out, build_plan or plan(src, config, executor), executor,
+                      overwrite=overwrite, resume=resume, progress=progress, started=started)
 
 
 def one_config(config: BuildConfig | None, build_plan: BuildPlan | None) -> BuildConfig:

@@ -67,7 +67,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
                                                     reaches=(source, target)))
         if not dry_run:
             runner.start(config)  # before the scan: see there
-        build_plan = make_plan(source, config)
+        build_plan = make_plan(source, config, None if dry_run else runner)
         if dry_run:
             describe_plan(build_plan, source)
             check_memory(config, runner.workers_here or 1)
@@ -103,6 +103,9 @@ def describe_plan(build_plan: BuildPlan, source: Location) -> None:
     empty = scan.empty_samples()
     click.echo(f"Not opened: {scan.num_samples:,} image files (a dry run decodes nothing)"
                + (f"; {empty:,} of them are empty and will be skipped" if empty else ""))
+    if config.dedupe == "exact":
+        click.echo("--dedupe exact: exact duplicates are found when the build decodes (each "
+                   "file twice); the counts above still hold them")
     height, width, channels = config.image_shape
     click.echo(f"Each image: {height}x{width}x{channels} {config.dtype}, "
                f"{build_plan.bytes_per_image():,} bytes")

@@ -10,6 +10,7 @@ import click
 
 from .config import (
     COLOR_CHANNELS,
+    DEDUPE_MODES,
     DTYPES,
     INTERPOLATIONS,
     RESIZE_MODES,
@@ -92,6 +93,8 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
     "--classes": (str, "Comma-separated class names: their order sets the labels."),
     "--follow-links": (None, "Follow symbolic links."),
     "--max-pixels": (int, "Skip images with more pixels (decompression bombs). [89478485]"),
+    "--dedupe": (click.Choice(DEDUPE_MODES), "exact: skip every file whose stored pixels "
+                 "repeat an earlier path's (sorted), before the val split. [none]"),
 }
 #: What a build does rather than what it writes: flag -> help (on/off flags).
 RUN_FLAGS = {

@@ -32,6 +32,9 @@ BIT_DEPTHS = (8, 16)
 #: The bit depth of a recorded config that names none: builds from before full depth existed,
 #: ``--bit-depth 8`` builds and uint8 builds (see :meth:`BuildConfig.to_dict`).
 RECORDED_BIT_DEPTH = 8
+#: ``none``: keep every file; ``exact``: keep the first path (sorted) of each group of files
+#: whose stored pixels are identical, and skip the others (see ``dedupe.py``).
+DEDUPE_MODES = ("none", "exact")
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels): a larger image is skipped.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -75,6 +78,7 @@ class BuildConfig:
     follow_links: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     bit_depth: int = 16
+    dedupe: str = "none"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -108,6 +112,8 @@ class BuildConfig:
             del values["targets"]
         if not self.full_depth:
             del values["bit_depth"]
+        if self.dedupe == "none":  # left out: a build without it keeps the dataset_id it had
+            del values["dedupe"]
         return values
 
     @classmethod
@@ -174,6 +180,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "follow_links": (lambda v: isinstance(v, bool), "true or false"),
     "max_pixels": (is_whole_number, "a whole number"),
     "bit_depth": (is_whole_number, "8 or 16"),
+    "dedupe": (lambda v: isinstance(v, str), "a string"),
 }
 
 
@@ -214,6 +221,7 @@ def validate(config: BuildConfig) -> None:
         "interpolation": (config.interpolation, INTERPOLATIONS),
         "dtype": (config.dtype, DTYPES),
         "bit depth": (config.bit_depth, BIT_DEPTHS),
+        "dedupe": (config.dedupe, DEDUPE_MODES),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,8 +101,14 @@ class ScanResult:
         return sum(s.path in empty for samples in self.splits.values() for s in samples)
 
 
-def scan(src: str | Location, config: BuildConfig) -> ScanResult:
+def scan(src: str | Location, config: BuildConfig, *,
+         dedupe: Callable[[dict[str, list[Sample]]],
+                          tuple[dict[str, list[Sample]], list[Skip]]] | None = None
+         ) -> ScanResult:
     """List the samples and skips of ``src`` for ``config`` (see the module docstring).
+
+    ``dedupe``: called with the labelled samples before the val split is drawn; returns those
+    to keep and a skip for each one dropped (``--dedupe exact``, see ``dedupe.py``).
 
     Raises:
         ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent.
@@ -128,6 +134,9 @@ def scan(src: str | Location, config: BuildConfig) -> ScanResult:
         data = read_targets_bytes(config.targets)
         targets = parse_targets_csv(data, config.targets), hashlib.sha256(data).hexdigest()
         labelled, skipped = _with_targets(src, config, entries, labelled, skipped, targets[0])
+    if dedupe is not None:  # after targets: a file without them is no sample to keep
+        labelled, dropped = dedupe(labelled)
+        skipped = skipped + dropped
     reasons = {skip.path: skip.reason for skip in skipped}
     for entry in entries:
         if entry.reason is not None:

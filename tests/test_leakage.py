@@ -30,7 +30,8 @@ def make_source(root) -> str:
     for number in range(8):
         write_image(os.path.join(src, "train", f"c{number % 2}", f"{number}.png"), seed=number)
     os.makedirs(os.path.join(src, "val", "c0"))
-    shutil.copy(os.path.join(src, "train", "c0", "0.png"), os.path.join(src, "val", "c0", "0.png"))
+    shutil.copy(os.path.join(src, "train", "c0", "0.png"),
+                os.path.join(src, "val", "c0", "0.png"))
     brighter = np.clip(np.asarray(Image.open(os.path.join(src, "train", "c1", "1.png")),
                                   dtype=np.int16) + 6, 0, 255).astype(np.uint8)
     os.makedirs(os.path.join(src, "test", "c1"))
