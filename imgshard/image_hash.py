@@ -1,6 +1,6 @@
 """The two hashes of one stored image that duplicates are found by.
 
-* :func:`pixel_digest`: blake2b-128 of the image's uint8 pixels as stored (after decoding,
+* :func:`pixel_digest`: 128 bits of the sha256 of the image's uint8 pixels as stored (after decoding,
   orientation, colour and resizing). Two samples with the same digest hold identical stored
   pixels: the cast to a float dtype is one-to-one (``config.py`` refuses a rescale and offset
   that give two pixel values one stored value), so equal uint8 pixels are equal stored values
@@ -12,7 +12,7 @@
   Integer arithmetic throughout, so the bits are the same on every machine.
 
 Both are computed by the worker from the pixels it decodes (a few tenths of a millisecond an
-image, against milliseconds to decode) and travel to the build process as 24 bytes a sample.
+image at 224x224, against milliseconds to decode) and travel to the build process as 24 bytes a sample.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ HASHES_BYTES = DIGEST_BYTES + 8
 
 
 def pixel_digest(pixels: np.ndarray) -> bytes:
-    """blake2b-128 of the image's pixels (its shape is the build's, the same for every image)."""
-    return hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=DIGEST_BYTES).digest()
+    """The first 128 bits of the sha256 of the image's pixels (its shape is the build's, the
+    same for every image). sha256, not blake2b: CPUs with SHA extensions hash 2x faster."""
+    return hashlib.sha256(np.ascontiguousarray(pixels).data).digest()[:DIGEST_BYTES]
 
 
 def dhash(pixels: np.ndarray) -> int:
@@ -42,14 +43,17 @@ def dhash(pixels: np.ndarray) -> int:
     is first enlarged 8 x 9 times by repeating its pixels (its blocks then average exactly the
     areas of the original that they cover).
     """
-    gray = pixels.sum(axis=2, dtype=np.int64)
-    height, width = gray.shape
+    height, width, channels = pixels.shape
     if height < GRID_ROWS or width < GRID_COLUMNS:
-        gray = np.repeat(np.repeat(gray, GRID_ROWS, axis=0), GRID_COLUMNS, axis=1)
-        height, width = gray.shape
+        pixels = np.repeat(np.repeat(pixels, GRID_ROWS, axis=0), GRID_COLUMNS, axis=1)
+        height, width = height * GRID_ROWS, width * GRID_COLUMNS
     row_edges = np.arange(GRID_ROWS) * height // GRID_ROWS
     column_edges = np.arange(GRID_COLUMNS) * width // GRID_COLUMNS
-    sums = np.add.reduceat(np.add.reduceat(gray, row_edges, axis=0), column_edges, axis=1)
+    # rows first, over contiguous memory (summing the channels first is 5x slower)
+    rows = np.add.reduceat(np.ascontiguousarray(pixels).reshape(height, -1), row_edges, axis=0,
+                           dtype=np.int64)
+    sums = np.add.reduceat(rows.reshape(GRID_ROWS, width, channels).sum(axis=2), column_edges,
+                           axis=1)
     widths = np.diff(np.append(column_edges, width))
     # mean right > mean left, without dividing: the blocks of a row share their height
     brighter = sums[:, 1:] * widths[:-1] > sums[:, :-1] * widths[1:]

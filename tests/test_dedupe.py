@@ -11,10 +11,13 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import disk_full_at, run, write_image
 from PIL import Image
 
 from imgshard import BuildConfig, build
+from imgshard.dedupe import first_of_each
 
 CONFIG = BuildConfig(size=(16, 16), shard_size=4, dtype="uint8", val_split=0.3, dedupe="exact")
 PLAIN = BuildConfig(size=(16, 16), shard_size=4, dtype="uint8", val_split=0.3)
@@ -146,3 +149,29 @@ def test_dedupe_none_is_the_default_and_writes_what_a_plain_build_writes(sources
     assert shards(tmp_path / "a") == shards(tmp_path / "b") and "dedupe" not in manifest.config
     with pytest.raises(Exception, match="dedupe must be one of none, exact"):
         BuildConfig(dedupe="near")
+
+
+def test_a_dask_cluster_dedupes_as_local_processes_do(sources, tmp_path):
+    pytest.importorskip("dask.distributed")
+    src, _ = sources
+    local = build(src, str(tmp_path / "local"), CONFIG, workers=2).manifest
+    dask = build(src, str(tmp_path / "dask"), CONFIG, workers=2, executor="dask",
+                 scheduler="local").manifest
+    assert shards(tmp_path / "dask") == shards(tmp_path / "local")
+    assert dask.skipped == local.skipped and dask.extra["duplicates"] == local.extra["duplicates"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=60))
+def test_each_duplicate_points_at_the_first_file_with_its_pixels(files):
+    """Against a dictionary, file by file in sorted order (what the docstring promises)."""
+    digests = np.array([[value] * 16 for value, _ in files], np.uint8).reshape(-1, 16)
+    decoded = np.array([ok for _, ok in files], bool)
+    expected, first = {}, {}
+    for index, (value, ok) in enumerate(files):
+        if ok:
+            if value in first:
+                expected[index] = first[value]
+            else:
+                first[value] = index
+    assert first_of_each(digests, decoded) == expected

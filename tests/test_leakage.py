@@ -94,8 +94,7 @@ def test_the_groups_are_those_of_the_stored_pixels(source, tmp_path, dtype):
     for path, _, image in samples:  # the hash cells of samples.csv are the stored image's
         row = next(r for r in csv.DictReader(open(os.path.join(out, "samples.csv")))
                    if r["path"] == path)
-        assert row["pixel_hash"] == hashlib.blake2b(as_uint8(image).tobytes(),
-                                                    digest_size=16).hexdigest()
+        assert row["pixel_hash"] == hashlib.sha256(as_uint8(image).tobytes()).hexdigest()[:32]
         assert int(row["dhash"], 16) == reference_dhash(as_uint8(image))
 
 

@@ -1,0 +1,109 @@
+"""What finding duplicates costs a build: at most 5% of its time.
+
+Usage: python benchmarks/bench_duplicates.py --corpus /work/corpus [--repeat 3]
+
+For each set (``small``: 1,500 ImageNet-sized photos, ``large``: 200 of 3 megapixels), in this
+process, alternating, best of ``repeat`` each: ``imgshard.build(SET, OUT, workers=2)`` with
+default options, against the same build without the search: its workers' hashing replaced by
+24 constant bytes (the same ``samples.csv`` size) and the grouping at the end left out. The
+ratio is the search's whole cost in the build's wall time: hashing every image in the workers
+(blake2b-128 of its pixels, the difference hash), the hash columns of ``samples.csv``, reading
+them back and grouping them.
+
+Two context rows: the search's own time, measured apart (every image decoded first, then only
+``image_hashes`` timed; plus ``duplicates_in`` on the built output), as a share of the build;
+and ``--dedupe exact``, which decodes every file a second time before the split, against the
+plain build.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+
+from harness import (Figure, at_most, benchmark_command, corpus_option, corpus_set,
+                     print_figures, remove_tree, repeat_option, scratch_option)
+
+GOAL = 1.05
+WORKERS = 2
+
+
+def _no_hashes(pixels) -> bytes:
+    return bytes(24)
+
+
+def timed_build(src: str, out: str, *, search: bool, dedupe: str = "none") -> float:
+    """Seconds of one build of ``src`` into an empty ``out`` (workers forked after patching)."""
+    from imgshard import BuildConfig
+
+    # the modules (``imgshard.build`` the attribute is the function)
+    builder = importlib.import_module("imgshard.build")
+    worker = importlib.import_module("imgshard.worker")
+    remove_tree(out)
+    real = worker.image_hashes, builder.duplicates_in
+    if not search:
+        worker.image_hashes = _no_hashes
+        builder.duplicates_in = lambda out, rows: None
+    try:
+        started = time.perf_counter()
+        builder.build(src, out, BuildConfig(dedupe=dedupe), workers=WORKERS)
+        return time.perf_counter() - started
+    finally:
+        worker.image_hashes, builder.duplicates_in = real
+
+
+def search_seconds(src: str, out: str) -> float:
+    """The search's own time apart from the build: hashing every image of ``src`` as the
+    workers do, shared by the workers, plus grouping the hashes of the built ``out``."""
+    from imgshard import BuildConfig
+    from imgshard.image_hash import image_hashes
+    from imgshard.leakage import duplicates_in
+    from imgshard.manifest import read_manifest
+    from imgshard.storage import Location
+    from imgshard.transform import load_pixels
+
+    config, hashing = BuildConfig(), 0.0
+    for folder, _, files in os.walk(src):
+        for name in sorted(files):
+            pixels = load_pixels(os.path.join(folder, name), config)
+            started = time.perf_counter()
+            image_hashes(pixels)
+            hashing += time.perf_counter() - started
+    location = Location.of(out)
+    started = time.perf_counter()
+    duplicates_in(location, read_manifest(location).shard_samples)
+    return hashing / WORKERS + time.perf_counter() - started
+
+
+def duplicate_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure], list[str]]:
+    figures = []
+    for name in ("small", "large"):
+        src, out = corpus_set(corpus, name), os.path.join(scratch, name)
+        with_search, without = [], []
+        for _ in range(repeat):
+            with_search.append(timed_build(src, out, search=True))
+            without.append(timed_build(src, out, search=False))
+        plain = min(without)
+        figures.append(Figure("build with duplicate search vs without", name, min(with_search),
+                              plain, "s", f"<= {GOAL}x", at_most(GOAL)))
+        timed_build(src, out, search=True)
+        figures.append(Figure("duplicate search alone vs build without it", name,
+                              search_seconds(src, out), plain, "s", "context", None))
+        deduped = min(timed_build(src, out, search=True, dedupe="exact") for _ in range(repeat))
+        figures.append(Figure("build --dedupe exact vs build", name, deduped, min(with_search),
+                              "s", "context", None))
+    return figures, []
+
+
+@benchmark_command
+@corpus_option
+@repeat_option
+@scratch_option
+def main(corpus: str, repeat: int, scratch: str | None) -> None:
+    """Print what the duplicate search costs a build."""
+    print_figures(scratch, lambda folder: duplicate_figures(corpus, repeat, folder))
+
+
+if __name__ == "__main__":
+    main()
