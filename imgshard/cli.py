@@ -26,7 +26,7 @@ from .cli_options import LazyProgressBar, build_options, resolve_options, storag
 from .config import DTYPES, ConfigError
 from .executors import executor_kind, executor_named
 from .interrupts import sigterm_as_interrupt
-from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
+from .leakage import duplicate_lines, leakage_lines, reason_group, summarize_duplicates
 from .outdir import check_apart
 from .resources import check_memory, default_workers
 from .source_depth import source_depth
@@ -120,10 +120,11 @@ def describe_plan(build_plan: BuildPlan, source: Location) -> None:
 def echo_skips(skipped, verb: str) -> None:
     if not skipped:
         return
-    by_reason = Counter(skip.reason for skip in skipped)
+    by_reason = Counter(reason_group(skip.reason) for skip in skipped)
     click.echo(f"{verb} {len(skipped):,} files:")
     for reason, count in by_reason.most_common():
-        example = next(skip.path for skip in skipped if skip.reason == reason)
+        example = next(skip.path if skip.reason == reason else f"{skip.path}: {skip.reason}"
+                       for skip in skipped if reason_group(skip.reason) == reason)
         click.echo(f"  {count:>7,}  {reason}  (e.g. {example})")
 
 

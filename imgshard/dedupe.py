@@ -23,6 +23,7 @@ import numpy as np
 from .config import BuildConfig
 from .executors.interface import Executor
 from .image_hash import DIGEST_BYTES, pixel_digest
+from .leakage import DUPLICATE_REASON
 from .libc import release_freed_memory
 from .manifest import Skip
 from .samples import Sample
@@ -86,7 +87,7 @@ def drop_exact_duplicates(labelled: Labelled, src: Location, config: BuildConfig
     paths = sorted(sample.path for samples in labelled.values() for sample in samples)
     digests, decoded = hash_files(paths, src, config, executor)
     dropped = first_of_each(digests, decoded)
-    skips = [Skip(paths[i], f"duplicate of {paths[first]}") for i, first in dropped.items()]
+    skips = [Skip(paths[i], DUPLICATE_REASON + paths[first]) for i, first in dropped.items()]
     gone = {skip.path for skip in skips}
     kept = {split: [sample for sample in samples if sample.path not in gone]
             for split, samples in labelled.items()}

@@ -24,6 +24,15 @@ from .storage import Location
 
 #: How many groups the reports name (the manifest lists them all).
 EXAMPLES = 3
+#: The skip reason of a file ``--dedupe exact`` leaves out, followed by the path it repeats.
+DUPLICATE_REASON = "duplicate of "
+#: How summaries count those skips: as one reason, not one per kept path.
+DUPLICATES_SKIPPED = "duplicate of an earlier path (--dedupe exact)"
+
+
+def reason_group(reason: str) -> str:
+    """The reason a summary groups a skip under: its own, but one for every duplicate."""
+    return DUPLICATES_SKIPPED if reason.startswith(DUPLICATE_REASON) else reason
 
 
 def duplicates_in(out: Location, max_rows: int) -> list[DuplicateGroup] | None:
@@ -89,8 +98,8 @@ def leakage_lines(summary: dict[str, Any] | None) -> list[str]:
     if not leakage or not leakage["groups"]:
         return []
     groups = leakage["groups"]
-    lines = [f"LEAKAGE: {groups:,} duplicate group{'s' if groups != 1 else ''} span more than "
-             f"one split ({leakage['exact']:,} exact, {leakage['near']:,} near), e.g.:"]
+    lines = [f"LEAKAGE: {groups:,} duplicate group{'s span' if groups != 1 else ' spans'} more "
+             f"than one split ({leakage['exact']:,} exact, {leakage['near']:,} near), e.g.:"]
     lines += [_example(group) for group in leakage["examples"]]
     return lines
 
@@ -103,13 +112,14 @@ def duplicate_lines(summary: dict[str, Any] | None) -> list[str]:
     if not exact and not near:
         return ["duplicates: none found"]
     across = summary["leakage"]["groups"]
-    lines = [f"duplicates: {exact:,} exact group{'s' if exact != 1 else ''} "
-             f"({summary['extra_exact_copies']:,} extra copies), {near:,} near "
-             f"group{'s' if near != 1 else ''}; "
+    copies = f" ({summary['extra_exact_copies']:,} extra copies)" if exact else ""
+    lines = [f"duplicates: {exact:,} exact group{'s' if exact != 1 else ''}{copies}, {near:,} "
+             f"near group{'s' if near != 1 else ''}; "
              + (f"{across:,} across splits (above)" if across else "none across splits")]
     return lines + [_example(group) for group in summary["examples"]]
 
 
 def _example(group: dict) -> str:
-    shown = ", ".join(group["paths"][:4]) + (", ..." if len(group["paths"]) > 4 else "")
+    paths = group["paths"]
+    shown = ", ".join(paths[:4]) + (f", ... ({len(paths):,} in all)" if len(paths) > 4 else "")
     return f"  {group['kind']:<5}  {shown}  ({', '.join(group['splits'])})"

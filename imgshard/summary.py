@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
+from .leakage import duplicate_lines, leakage_lines, reason_group, summarize_duplicates
 from .manifest import Manifest, read_manifest
 from .storage import Location
 
@@ -59,7 +59,7 @@ def _split_summary(sizes: dict[str, int], manifest: Manifest, name: str) -> dict
 def _skips_by_reason(manifest: Manifest) -> dict[str, dict[str, Any]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for skip in manifest.skipped:
-        grouped[skip.reason].append(skip.path)
+        grouped[reason_group(skip.reason)].append(skip.path)
     ordered = sorted(grouped.items(), key=lambda item: (-len(item[1]), item[0]))
     return {reason: {"count": len(paths), "examples": paths[:EXAMPLES_PER_REASON]}
             for reason, paths in ordered}

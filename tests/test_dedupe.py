@@ -132,7 +132,12 @@ def test_the_command_line_dedupes_and_a_dry_run_says_it_decodes_nothing(sources,
     result = run("build", src, tmp_path / "out", "--size", "16", "--dedupe", "exact",
                  "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert "3  duplicate of" not in result.output  # reasons differ by path: one line each
+    # one line for every duplicate, not a line per kept path; an example names what it repeats
+    assert "      3  duplicate of an earlier path (--dedupe exact)  (e.g. c0/00z.png: " \
+           "duplicate of c0/00.png)" in result.output
+    skipped = json.loads(run("inspect", tmp_path / "out", "--json").output)["skipped"]
+    assert skipped["duplicate of an earlier path (--dedupe exact)"] == {
+        "count": 3, "examples": ["c0/00z.png", "c1/05z.png", "c1/07z.png"]}
     document = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert document["config"]["dedupe"] == "exact"
     assert {s["path"] for s in document["skipped"]} >= set(COPIES)
