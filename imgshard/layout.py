@@ -50,7 +50,8 @@ its 64-bit difference hash (``imgshard/image_hash.py``), from which the manifest
   columns of each shard's ``targets`` file), absent without.
 - ``config``: every effective build option (``size``, ``color``, ``resize``, ``interpolation``,
   ``dtype``, ``rescale``, ``offset``, ``shard_size``, ``val_split``, ``seed``, ``shuffle``,
-  ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``, and ``bit_depth``:
+  ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``, ``dedupe`` (only when
+  ``"exact"``: absent means ``"none"``) and ``bit_depth``:
   ``16`` in a full-depth float build, absent in an 8-bit one, which is how every build before
   it existed, ``--bit-depth 8`` builds and ``uint8`` builds read: 16-bit and float images are
   stored at full depth exactly when it is 16). A ``uint8`` dataset stores the pixels; its
@@ -73,6 +74,9 @@ its 64-bit difference hash (``imgshard/image_hash.py``), from which the manifest
   data is, not when or where it was built (absent in manifests written before it existed; a
   reader computes it and trusts only that); ``parent_id``: the ``dataset_id`` this dataset grew
   from (a reshard's input), ``null`` for a build or a merge.
+- ``duplicates``: every group of duplicate samples, ``[{"kind": "exact"|"near", "paths": [...],
+  "splits": [...]}]`` (see ``imgshard/duplicates.py``); a group in two or more splits is leakage.
+  Absent: not searched (written before it existed, a merge).
 - A merge's only: ``merged_from`` (``[{"source", "dataset_id"}]``, its inputs in order) and
   ``duplicate_paths`` (``{"count", "examples": [{"path", "sources"}]}``).
 
