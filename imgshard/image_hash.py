@@ -47,17 +47,27 @@ def dhash(pixels: np.ndarray) -> int:
     if height < GRID_ROWS or width < GRID_COLUMNS:
         pixels = np.repeat(np.repeat(pixels, GRID_ROWS, axis=0), GRID_COLUMNS, axis=1)
         height, width = height * GRID_ROWS, width * GRID_COLUMNS
-    row_edges = np.arange(GRID_ROWS) * height // GRID_ROWS
     column_edges = np.arange(GRID_COLUMNS) * width // GRID_COLUMNS
-    # rows first, over contiguous memory (summing the channels first is 5x slower)
-    rows = np.add.reduceat(np.ascontiguousarray(pixels).reshape(height, -1), row_edges, axis=0,
-                           dtype=np.int64)
-    sums = np.add.reduceat(rows.reshape(GRID_ROWS, width, channels).sum(axis=2), column_edges,
-                           axis=1)
+    rows = _row_block_sums(np.ascontiguousarray(pixels).reshape(height, -1))
+    sums = np.add.reduceat(rows.reshape(GRID_ROWS, width, channels).sum(axis=2, dtype=np.int64),
+                           column_edges, axis=1)
     widths = np.diff(np.append(column_edges, width))
     # mean right > mean left, without dividing: the blocks of a row share their height
     brighter = sums[:, 1:] * widths[:-1] > sums[:, :-1] * widths[1:]
     return int.from_bytes(np.packbits(brighter.ravel()).tobytes(), "big")
+
+
+def _row_block_sums(rows: np.ndarray) -> np.ndarray:
+    """The sums of the 8 blocks of rows (edges ``floor(r*H/8)``) of a (H, W*C) uint8 array.
+
+    Rows first, over contiguous memory (summing the channels first is 5x slower); equal blocks
+    of at most 257 rows fit uint16 and sum 6x faster than ``reduceat``, which takes the rest.
+    """
+    height = rows.shape[0]
+    if height % GRID_ROWS == 0 and height // GRID_ROWS <= 257:
+        return rows.reshape(GRID_ROWS, height // GRID_ROWS, -1).sum(axis=1, dtype=np.uint16)
+    return np.add.reduceat(rows, np.arange(GRID_ROWS) * height // GRID_ROWS, axis=0,
+                           dtype=np.int64)
 
 
 def image_hashes(pixels: np.ndarray) -> bytes:
