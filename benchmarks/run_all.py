@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/run_all.py --corpus /work/corpus [--repeat 3] [--scratch DIR]
 
-Builds, then peak memory, appends, merges, then the reader, a uint8 dataset read as floats,
-and several processes reading together (when ``imgshard.reader`` exists; its figures that need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
+Builds, then peak memory, appends, merges, the cost of finding duplicates, then the reader, a
+uint8 dataset read as floats, and several processes reading together (when ``imgshard.reader`` exists; its figures that need Keras or TensorFlow are left out, with a note, when those are not installed). Needs the
 ``bench`` extra (psutil) and the corpus made by ``make_corpus.py``; see docs/performance.md
 for what each figure means.
 """
@@ -15,6 +15,7 @@ import os
 
 from bench_append import append_figures
 from bench_build import build_figures
+from bench_duplicates import duplicate_figures
 from bench_memory import build_memory_figures
 from bench_merge import merge_figures
 from harness import (Figure, benchmark_command, corpus_option, print_figures, repeat_option,
@@ -27,6 +28,7 @@ def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], li
     figures = build_figures(corpus, repeat, folder) + build_memory_figures(corpus, folder)
     figures += append_figures(corpus, repeat, os.path.join(folder, "append"))[0]
     figures += merge_figures(corpus, repeat, os.path.join(folder, "merge"))[0]
+    figures += duplicate_figures(corpus, repeat, os.path.join(folder, "duplicates"))[0]
     if importlib.util.find_spec("imgshard.reader") is None:
         return figures, ["reader figures: not measured (imgshard.reader does not exist yet)"]
     from bench_distributed import distributed_figures

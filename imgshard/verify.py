@@ -28,6 +28,7 @@ from .config import BuildConfig
 from .errors import ImgshardError, MissingShardError, ShardError
 from .formats import check_labels, check_targets, shard_format
 from .layout import MANIFEST_NAME, is_own_file
+from .leakage import groups_of_rows
 from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
 from .processes import stoppable_pool
 from .samples_csv import SampleRow, read_samples
@@ -212,7 +213,17 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
                                         f"labels of {shard.images} disagree with {shard.labels}"))
     problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
                  for name in by_shard]
-    return problems
+    return problems + _check_duplicates(manifest, rows)
+
+
+def _check_duplicates(manifest: Manifest, rows: list[SampleRow]) -> list[Problem]:
+    """The manifest's ``duplicates`` must be the groups of the hashes ``samples.csv`` holds."""
+    recorded = manifest.extra.get("duplicates")
+    found = None if recorded is None else groups_of_rows(rows)
+    if found is None or [group.to_json() for group in found] == recorded:
+        return []
+    return [Problem(MANIFEST_NAME, f"its duplicates are not those of the hashes in "
+                    f"{manifest.samples} ({len(found)} groups found, {len(recorded)} listed)")]
 
 
 def _labels_disagree(location: Location, manifest: Manifest, shard: ShardInfo,

@@ -170,7 +170,7 @@ def test_a_manifest_written_before_duplicates_reads_as_before(source, tmp_path):
     ([{"kind": "exact", "paths": ["a"], "splits": ["train"]}], "duplicates[0].paths"),
     ([{"kind": "exact", "paths": ["a", "a"], "splits": ["train"]}], "duplicates[0].paths"),
     ([{"kind": "exact", "paths": ["a", 7], "splits": ["train"]}], "duplicates[0].paths"),
-    ([{"kind": "near", "paths": ["a", "b"], "splits": ["holdout"]}], "duplicates[0].splits"),
+    ([{"kind": "near", "paths": ["a", "b"], "splits": ["val", "val"]}], "duplicates[0].splits"),
     ([{"kind": "near", "paths": ["a", "b"], "splits": [["train"]]}], "duplicates[0].splits"),
     ([{"kind": "near", "paths": ["a", "b"], "splits": []}], "duplicates[0].splits"),
 ])
@@ -232,3 +232,16 @@ def test_pairs_of_every_group_really_are_close(source, tmp_path):
         else:
             hashes = [reference_dhash(image[p]) for p in group["paths"]]
             assert len(brute_components(hashes, NEAR_DISTANCE)) == 1
+
+
+def test_verify_reports_groups_that_are_not_those_of_the_hashes(source, tmp_path):
+    out = tmp_path / "out"
+    build(source, str(out), CONFIG, workers=1)
+    assert run("verify", out).exit_code == 0
+    edit_manifest(out, lambda document: document["duplicates"].pop())  # a group hidden
+    result = run("verify", out)
+    assert result.exit_code == 1
+    assert "manifest.json: its duplicates are not those of the hashes in samples.csv " \
+           "(3 groups found, 2 listed)" in result.output
+    edit_manifest(out, lambda document: document.pop("duplicates"))  # none recorded: no claim
+    assert run("verify", out).exit_code == 0
