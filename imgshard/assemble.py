@@ -294,7 +294,8 @@ class StagedSamples:
         path = os.path.join(self.folder, SAMPLES_PARTIAL)
         self.hash_columns = True
         if samples_rows or not samples_bytes:
-            self.stream, self.writer = open_samples_csv(path, header=not continues)
+            self.stream, self.writer = open_samples_csv(path, header=not continues,
+                                                        hash_columns=True)
             if continues:
                 with out.open_listed(SAMPLES_NAME) as earlier:
                     text = io.TextIOWrapper(earlier, encoding="utf-8", errors="surrogateescape",

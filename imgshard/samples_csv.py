@@ -24,14 +24,14 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,18}")
 
 
 def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = False,
-                     header: bool = True):
+                     hash_columns: bool = False, header: bool = True):
     """Open ``samples.csv`` for writing (non-UTF-8 names kept byte for byte).
 
     ``keep_bytes`` > 0 continues a file an interrupted build wrote, cut after its last
-    checkpoint; otherwise the file starts anew with its header: a build's, with the
-    :data:`HASH_COLUMNS`, or with ``source_column`` a merge's (the column :data:`SOURCE_COLUMN`
-    after the first five); without ``header``, none: the caller copies an earlier file's rows,
-    header included.
+    checkpoint; otherwise the file starts anew with its header: with ``hash_columns`` a
+    build's (the :data:`HASH_COLUMNS` after the first five), with ``source_column`` a merge's
+    (the column :data:`SOURCE_COLUMN` after them); without ``header``, none: the caller copies
+    an earlier file's rows, header included.
     """
     if keep_bytes:
         with open(path, "r+b") as partial:
@@ -41,8 +41,8 @@ def open_samples_csv(path: str, keep_bytes: int = 0, *, source_column: bool = Fa
     stream = open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
     writer = csv.writer(stream)
     if header:
-        writer.writerow((*SAMPLES_COLUMNS, SOURCE_COLUMN) if source_column
-                        else (*SAMPLES_COLUMNS, *HASH_COLUMNS))
+        writer.writerow((*SAMPLES_COLUMNS, *(HASH_COLUMNS if hash_columns else ()),
+                         *((SOURCE_COLUMN,) if source_column else ())))
     return stream, writer
 
 

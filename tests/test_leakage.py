@@ -245,3 +245,14 @@ def test_verify_reports_groups_that_are_not_those_of_the_hashes(source, tmp_path
            "(3 groups found, 2 listed)" in result.output
     edit_manifest(out, lambda document: document.pop("duplicates"))  # none recorded: no claim
     assert run("verify", out).exit_code == 0
+
+
+def test_a_reshard_and_a_merge_write_no_hash_columns_they_do_not_fill(source, tmp_path):
+    a = tmp_path / "a"
+    build(source, str(a), CONFIG, workers=1)
+    assert run("reshard", a, tmp_path / "re", "--shard-size", "5", "-q").exit_code == 0
+    assert run("merge", a, a, "-o", tmp_path / "merged", "-q").exit_code == 0
+    for name, header in (("re", "path,split,shard,index,label"),
+                         ("merged", "path,split,shard,index,label,source")):
+        assert (tmp_path / name / "samples.csv").read_text().splitlines()[0] == header
+        assert run("verify", tmp_path / name).exit_code == 0
