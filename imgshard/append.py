@@ -136,7 +136,7 @@ def prepare_append(src: str | Location, out: str | Location,
     check_appendable(out, manifest)
     config = dataset_config(manifest, given or {})
     check_apart(src, out, config.labels)
-    scanned = scan(src, config)
+    scanned = scan(src, config, dedupe=False)  # new duplicates are reported, never dropped
     if scanned.label_kind != "single":  # the labels file now gives a file several labels
         raise AppendError(f"the labels file {config.labels} gives a file several labels "
                           f"(multi-label), and {out} is a single-label dataset: build the "

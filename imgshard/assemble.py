@@ -34,7 +34,8 @@ from .errors import ImgshardError
 from .formats import RowWriter, ShardFormat, shard_format
 from .image_hash import HASHES_BYTES, hash_cells
 from .labels_file import LABEL_SEPARATOR
-from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name, targets_name
+from .layout import (HASH_COLUMNS, SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name,
+                     targets_name)
 from .manifest import ShardInfo, Skip, SplitInfo
 from .samples import Label, Sample
 from .samples_csv import has_hash_columns, open_samples_csv
@@ -62,9 +63,8 @@ class SplitAssembler:
     """Turns one split's :class:`ShardResult` objects, fed in task order, into final shards.
 
     ``num_inputs`` (the split's input files) tells how big its last shard will be before the
-    last part arrives, so that a joined shard's header can be written first. ``hash_columns``:
-    the rows of ``samples.csv`` carry each sample's hashes (not when an append continues a
-    file written before they existed).
+    last part arrives, so that a joined shard's header can be written first. Each row given
+    to ``samples_writer`` ends with the sample's hash cells (see :class:`StagedSamples`).
     """
 
     split: str
@@ -73,7 +73,6 @@ class SplitAssembler:
     class_names: list[str] | None
     samples_writer: "csv._writer"
     num_inputs: int
-    hash_columns: bool = True
     file_format: ShardFormat = field(default_factory=shard_format)
     shards: list[ShardInfo] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
@@ -138,8 +137,6 @@ class SplitAssembler:
 
     def _cells(self, hashes: bytes) -> list[tuple[str, ...]]:
         """The hash cells of each row of a part (see :data:`Row`)."""
-        if not self.hash_columns:
-            return [()] * (len(hashes) // HASHES_BYTES)
         return [hash_cells(hashes[at:at + HASHES_BYTES])
                 for at in range(0, len(hashes), HASHES_BYTES)]
 
@@ -282,9 +279,9 @@ class StagedSamples:
 
     An interrupted build's rows are kept: cut after its last checkpoint (``samples_bytes``)
     where the staged file outlived it, else written again from the checkpoints' rows. An
-    append (``continues``) starts from the rows of OUT's ``samples.csv``. ``hash_columns``:
-    whether its rows carry the samples' hashes (its header says; an append to a dataset built
-    before they existed writes none, so that every row has the header's columns).
+    append (``continues``) starts from the rows of OUT's ``samples.csv``. Its ``writer``
+    keeps a row's hash cells where its header names the hash columns (an append to a dataset
+    built before they existed writes none, so that every row has the header's columns).
     """
 
     def __init__(self, out: Location, samples_bytes: int, samples_rows: list[str], *,
@@ -292,7 +289,7 @@ class StagedSamples:
         self.out = out
         self.folder = out.staging_folder()
         path = os.path.join(self.folder, SAMPLES_PARTIAL)
-        self.hash_columns = True
+        hashes = True
         if samples_rows or not samples_bytes:
             self.stream, self.writer = open_samples_csv(path, header=not continues,
                                                         hash_columns=True)
@@ -301,15 +298,17 @@ class StagedSamples:
                     text = io.TextIOWrapper(earlier, encoding="utf-8", errors="surrogateescape",
                                             newline="")
                     header = text.readline()
-                    self.hash_columns = has_hash_columns(header)
+                    hashes = has_hash_columns(header)
                     self.stream.write(header)
                     shutil.copyfileobj(text, self.stream)
             self.stream.write("".join(samples_rows))
             self.stream.flush()
         else:
             with open(path, encoding="utf-8", errors="surrogateescape", newline="") as staged:
-                self.hash_columns = has_hash_columns(staged.readline())
+                hashes = has_hash_columns(staged.readline())
             self.stream, self.writer = open_samples_csv(path, samples_bytes)
+        if not hashes:
+            self.writer = _WithoutHashes(self.writer)
 
     def publish(self) -> None:
         """Give the finished file its name in OUT."""
@@ -319,6 +318,16 @@ class StagedSamples:
     def close(self) -> None:
         self.stream.close()
         self.out.end_staging(self.folder)
+
+
+class _WithoutHashes:
+    """A ``samples.csv`` writer that leaves out the hash cells rows end with."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+
+    def writerow(self, row: tuple) -> None:
+        self.writer.writerow(row[:-len(HASH_COLUMNS)])
 
 
 def no_sample(images: int, skipped: list[Skip]) -> str:

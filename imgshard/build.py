@@ -24,10 +24,8 @@ from .errors import ImgshardError
 from .executors import executor_named
 from .executors.interface import Executor
 from .formats import shard_format
-from .dedupe import duplicates_dropper
-from .duplicates import DuplicateGroup
 from .layout import MANIFEST_NAME, SAMPLES_NAME, SOURCES_KEPT, SOURCES_NAME
-from .leakage import duplicates_in, duplicates_record
+from .leakage import found_duplicates
 from .manifest import Manifest, Skip, SplitInfo, write_manifest
 from .outdir import check_apart, locked, remove_leftovers
 from .resume import (
@@ -110,9 +108,7 @@ class Assembled:
 
 
 def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None) -> BuildPlan:
-    """The scan; ``--dedupe exact`` first hashes the files on ``executor`` (see dedupe.py)."""
-    return BuildPlan(scan(_location(src), config, dedupe=duplicates_dropper(
-        _location(src), config, executor)), config)
+    return BuildPlan(scan=scan(_location(src), config, executor=executor), config=config)
 
 
 def build(src: str | Location, out: str | Location, config: BuildConfig | None = None, *,
@@ -186,8 +182,7 @@ def _build(src: Location, out: Location, build_plan: BuildPlan, executor: Execut
     kept = start.out.exists(SOURCES_NAME)
     if kept:
         keep_sources(start.out)
-    found = duplicates_in(start.out, sum(s.num_samples for s in assembled.splits.values()))
-    manifest = _manifest(src, build_plan, assembled, sources_kept=kept, duplicates=found)
+    manifest = _manifest(src, build_plan, assembled, sources_kept=kept, out=start.out)
     write_manifest(start.out, manifest)
     finish_log(start.out)
     bytes_written = assembled.bytes_written + start.out.size(MANIFEST_NAME)
@@ -223,9 +218,9 @@ def plan_of(build_plan: BuildPlan, workers: int) -> dict:
 
 
 def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
-              sources_kept: bool, duplicates: list[DuplicateGroup] | None) -> Manifest:
+              sources_kept: bool, out: Location) -> Manifest:
     config = build_plan.config
-    extra: dict[str, object] = {"decoder": decoder_versions(config), **duplicates_record(duplicates)}
+    extra: dict[str, object] = {"decoder": decoder_versions(config), **found_duplicates(out)}
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     return Manifest(
@@ -299,8 +294,7 @@ def execute_tasks(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, e
                             continues=base is not None)
     try:
         assemblers = {split: SplitAssembler(split, out, build_plan.config,
-                                            build_plan.scan.class_names, samples.writer,
-                                            len(inputs), hash_columns=samples.hash_columns)
+                                            build_plan.scan.class_names, samples.writer, len(inputs))
                       for split, inputs in build_plan.scan.splits.items()}
         splits = _restore_splits(assemblers, restored, base or {}, build_plan.scan.class_names)
         checkpoint = Checkpointer(log, samples.stream, assemblers, restored.tasks_done,

@@ -15,7 +15,6 @@ one's duplicate: the build skips it later with its own reason. Memory: 16 bytes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,14 +69,6 @@ def run_hash_task(task: HashTask) -> HashResult:
         decoded.append(True)
     release_freed_memory()
     return HashResult(task.index, bytes(digests), tuple(decoded))
-
-
-def duplicates_dropper(src: Location, config: BuildConfig, executor: Executor | None
-                       ) -> Callable[[Labelled], tuple[Labelled, list[Skip]]] | None:
-    """What the scan calls before the val split when ``config.dedupe`` asks (else None)."""
-    if config.dedupe == "none":
-        return None
-    return lambda labelled: drop_exact_duplicates(labelled, src, config, executor)
 
 
 def drop_exact_duplicates(labelled: Labelled, src: Location, config: BuildConfig,

@@ -19,6 +19,7 @@ import numpy as np
 from .duplicates import DuplicateGroup, find_groups
 from .image_hash import DIGEST_BYTES
 from .layout import SAMPLES_NAME
+from .manifest_check import MAX_COUNT
 from .samples_csv import SampleRow, read_samples
 from .storage import Location
 
@@ -41,6 +42,12 @@ def duplicates_in(out: Location, max_rows: int) -> list[DuplicateGroup] | None:
     """
     with out.open_listed(SAMPLES_NAME) as stream:
         return groups_of_rows(read_samples(stream, max_rows))
+
+
+def found_duplicates(out: Location) -> dict[str, Any]:
+    """The manifest's ``duplicates`` key for the ``samples.csv`` a build just published in OUT
+    (none when its rows carry no hashes: an append to a dataset built before them)."""
+    return duplicates_record(duplicates_in(out, MAX_COUNT))
 
 
 def groups_of_rows(rows: Iterable[SampleRow]) -> list[DuplicateGroup] | None:

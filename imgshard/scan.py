@@ -1,6 +1,8 @@
 """Scan a source folder into labelled samples per split, accounting for every file.
 
-The scan only lists and classifies files; it decodes nothing. Its result is deterministic: the
+The scan lists and classifies files; it decodes nothing (but with ``--dedupe exact``, which
+decodes every file once to find exact duplicates before the val split: ``dedupe.py``, on the
+build's executor). Its result is deterministic: the
 walk is sorted by name at every level, and the order of samples inside a split is a pure function
 of the file list and the seed, never of the file system's listing order.
 
@@ -18,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .config import BuildConfig
+from .dedupe import drop_exact_duplicates
 from .errors import ImgshardError
+from .executors.interface import Executor
 from .labels_file import parse_labels_csv, read_labels_bytes
 from .targets_file import Targets, parse_targets_csv, read_targets_bytes
 from .manifest import Skip
@@ -101,14 +105,13 @@ class ScanResult:
         return sum(s.path in empty for samples in self.splits.values() for s in samples)
 
 
-def scan(src: str | Location, config: BuildConfig, *,
-         dedupe: Callable[[dict[str, list[Sample]]],
-                          tuple[dict[str, list[Sample]], list[Skip]]] | None = None
-         ) -> ScanResult:
+def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
+         executor: Executor | None = None) -> ScanResult:
     """List the samples and skips of ``src`` for ``config`` (see the module docstring).
 
-    ``dedupe``: called with the labelled samples before the val split is drawn; returns those
-    to keep and a skip for each one dropped (``--dedupe exact``, see ``dedupe.py``).
+    With ``config.dedupe`` ``exact`` (and ``dedupe``: an append, which never drops a file,
+    says False), the labelled files are hashed on ``executor`` (in this process without one)
+    and exact duplicates dropped before the val split is drawn (see ``dedupe.py``).
 
     Raises:
         ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent.
@@ -134,8 +137,8 @@ def scan(src: str | Location, config: BuildConfig, *,
         data = read_targets_bytes(config.targets)
         targets = parse_targets_csv(data, config.targets), hashlib.sha256(data).hexdigest()
         labelled, skipped = _with_targets(src, config, entries, labelled, skipped, targets[0])
-    if dedupe is not None:  # after targets: a file without them is no sample to keep
-        labelled, dropped = dedupe(labelled)
+    if dedupe and config.dedupe == "exact":  # after targets: a file without is no sample
+        labelled, dropped = drop_exact_duplicates(labelled, src, config, executor)
         skipped = skipped + dropped
     reasons = {skip.path: skip.reason for skip in skipped}
     for entry in entries:

@@ -256,3 +256,24 @@ def test_a_reshard_and_a_merge_write_no_hash_columns_they_do_not_fill(source, tm
                          ("merged", "path,split,shard,index,label,source")):
         assert (tmp_path / name / "samples.csv").read_text().splitlines()[0] == header
         assert run("verify", tmp_path / name).exit_code == 0
+
+
+def test_an_append_to_a_dataset_built_before_hashes_writes_rows_like_its_old_ones(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for number in range(4):
+        write_image(str(src / "c" / f"{number}.png"), seed=number)
+    build(str(src), str(out), CONFIG, workers=1)
+    with open(out / "samples.csv", newline="") as stream:  # as an older imgshard wrote it
+        rows = [row[:5] for row in csv.reader(stream)]
+    with open(out / "samples.csv", "w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    edit_manifest(out, lambda document: document.pop("duplicates"))
+    shutil.copy(src / "c" / "1.png", src / "c" / "1-again.png")
+    write_image(str(src / "c" / "9.png"), seed=9)
+    result = run("append", src, out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    with open(out / "samples.csv", newline="") as stream:
+        grown = list(csv.reader(stream))
+    assert grown[:5] == rows and len(grown) == 7 and {len(row) for row in grown} == {5}
+    assert "duplicates" not in json.loads((out / "manifest.json").read_text())
+    assert run("verify", out).exit_code == 0
