@@ -50,16 +50,16 @@ def timed_build(src: str, out: str, *, search: bool, dedupe: str = "none") -> tu
     builder = importlib.import_module("imgshard.build")
     worker = importlib.import_module("imgshard.worker")
     remove_tree(out)
-    real = worker.image_hashes, builder.duplicates_in
+    real = worker.image_hashes, builder.found_duplicates
     if not search:
         worker.image_hashes = _no_hashes
-        builder.duplicates_in = lambda out, rows: None
+        builder.found_duplicates = lambda out: {}
     try:
         started, cpu = time.perf_counter(), cpu_seconds()
         builder.build(src, out, BuildConfig(dedupe=dedupe), workers=WORKERS)
         return time.perf_counter() - started, cpu_seconds() - cpu
     finally:
-        worker.image_hashes, builder.duplicates_in = real
+        worker.image_hashes, builder.found_duplicates = real
 
 
 def search_seconds(src: str, out: str) -> float:

@@ -10,6 +10,7 @@ one pass over ``samples.csv``; memory holds 24 bytes and the path of each sample
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from collections.abc import Iterable
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .duplicates import DuplicateGroup, find_groups
+from .formats import shard_format
 from .image_hash import DIGEST_BYTES
 from .layout import SAMPLES_NAME
 from .manifest_check import MAX_COUNT
@@ -36,12 +38,13 @@ def reason_group(reason: str) -> str:
     return DUPLICATES_SKIPPED if reason.startswith(DUPLICATE_REASON) else reason
 
 
-def duplicates_in(out: Location, max_rows: int) -> list[DuplicateGroup] | None:
+def duplicates_in(out: Location, max_rows: int,
+                  shards: set[str] | None = None) -> list[DuplicateGroup] | None:
     """The duplicate groups of the samples OUT's ``samples.csv`` lists (``max_rows``: the
     samples the shards hold); None when its rows carry no hashes (written before they existed).
     """
     with out.open_listed(SAMPLES_NAME) as stream:
-        return groups_of_rows(read_samples(stream, max_rows))
+        return groups_of_rows(read_samples(stream, max_rows), out, shards)
 
 
 def found_duplicates(out: Location) -> dict[str, Any]:
@@ -50,17 +53,21 @@ def found_duplicates(out: Location) -> dict[str, Any]:
     return duplicates_record(duplicates_in(out, MAX_COUNT))
 
 
-def groups_of_rows(rows: Iterable[SampleRow]) -> list[DuplicateGroup] | None:
-    """The groups of the rows' hashes; a row whose hash cells are not what a build writes (an
-    edited file) is left out of the search rather than trusted."""
+def groups_of_rows(rows: Iterable[SampleRow], out: Location,
+                   shards: set[str] | None = None) -> list[DuplicateGroup] | None:
+    """The groups of the rows' hashes, exact ones confirmed from OUT's shards (see
+    :func:`confirm_exact`). A row whose hash cells are not what a build writes (an edited file),
+    or that names a shard not in ``shards`` (when given), is left out rather than trusted."""
     paths: list[str] = []
     splits: list[str] = []
+    places: list[tuple[str, int]] = []
     digests, dhashes = bytearray(), array("Q")
     for row in rows:
         if row.hashes is None:
             return None
         digest, difference = row.hashes
-        if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16:
+        if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or (
+                shards is not None and row.shard not in shards):
             continue
         try:
             digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
@@ -68,10 +75,39 @@ def groups_of_rows(rows: Iterable[SampleRow]) -> list[DuplicateGroup] | None:
             continue
         paths.append(row.path)
         splits.append(row.split)
+        places.append((row.shard, row.index))
         digests += digest_bytes
         dhashes.append(value)
-    return find_groups(paths, splits, np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16),
+    confirmed = confirm_exact(np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16), places, out)
+    return find_groups(paths, splits, confirmed,
                        np.frombuffer(dhashes, np.uint64) if dhashes else np.zeros(0, np.uint64))
+
+
+def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
+                  out: Location) -> np.ndarray:
+    """The samples' digests: each fingerprint that only one sample has, as it is; a shared one
+    replaced by the digest of the sample's whole stored row (sha256, first 128 bits), read from
+    its shard (``places``: shard name and row), so that equal digests are identical pixels.
+
+    Only samples that share a fingerprint are read: exact duplicates, nearly always, so a
+    dataset without any costs no read. Raises ShardError or OSError for a row it cannot read.
+    """
+    digests = fingerprints.copy()
+    if not len(digests):
+        return digests
+    keys = np.ascontiguousarray(digests).view(np.dtype((np.void, DIGEST_BYTES))).ravel()
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    by_shard: dict[str, list[int]] = {}
+    for sample in np.flatnonzero(counts[inverse.ravel()] > 1).tolist():
+        by_shard.setdefault(places[sample][0], []).append(sample)
+    file_format = shard_format()
+    for shard, samples in sorted(by_shard.items()):
+        with out.local_copy(shard) as path:
+            for sample in samples:
+                row = next(iter(file_format.read_rows(path, places[sample][1], 1)))
+                digests[sample] = np.frombuffer(hashlib.sha256(row.tobytes()).digest(),
+                                                np.uint8)[:DIGEST_BYTES]
+    return digests
 
 
 def duplicates_record(groups: list[DuplicateGroup] | None) -> dict[str, Any]:

@@ -213,13 +213,18 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
                                         f"labels of {shard.images} disagree with {shard.labels}"))
     problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
                  for name in by_shard]
-    return problems + _check_duplicates(manifest, rows)
+    return problems + _check_duplicates(location, manifest, rows)
 
 
-def _check_duplicates(manifest: Manifest, rows: list[SampleRow]) -> list[Problem]:
+def _check_duplicates(location: Location, manifest: Manifest,
+                      rows: list[SampleRow]) -> list[Problem]:
     """The manifest's ``duplicates`` must be the groups of the hashes ``samples.csv`` holds."""
     recorded = manifest.extra.get("duplicates")
-    found = None if recorded is None else groups_of_rows(rows)
+    shards = {shard.images for split in manifest.splits.values() for shard in split.shards}
+    try:
+        found = None if recorded is None else groups_of_rows(rows, location, shards)
+    except (ShardError, OSError):  # a shard that cannot be read: reported already
+        return []
     if found is None or [group.to_json() for group in found] == recorded:
         return []
     return [Problem(MANIFEST_NAME, f"its duplicates are not those of the hashes in "

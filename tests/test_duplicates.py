@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgshard.duplicates import NEAR_DISTANCE, find_groups, near_components
-from imgshard.image_hash import dhash, pixel_digest
+from imgshard.image_hash import dhash, pixel_digest, pixel_fingerprint
 
 
 def reference_dhash(pixels: np.ndarray) -> int:
@@ -48,10 +48,13 @@ def test_dhash_is_robust_to_a_small_change_and_the_digest_is_not():
     rng = np.random.default_rng(2)
     pixels = (rng.integers(0, 256, (8, 9, 1), dtype=np.uint8).repeat(20, 0).repeat(20, 1))
     changed = pixels.copy()
-    changed[0, 0, 0] ^= 1
+    changed[1, 0, 0] ^= 1  # row 1: not in the fingerprint
     assert dhash(pixels) == dhash(changed)
     assert pixel_digest(pixels) != pixel_digest(changed)
     assert pixel_digest(pixels) == hashlib.sha256(pixels.tobytes()).digest()[:16]
+    rows = np.concatenate([pixels[row:row + 1] for row in range(0, len(pixels), 8)])
+    assert pixel_fingerprint(pixels) == hashlib.sha256(rows.tobytes()).digest()[:16]
+    assert pixel_fingerprint(pixels) == pixel_fingerprint(changed)
 
 
 def brute_components(hashes: list[int], distance: int) -> list[frozenset[int]]:
