@@ -32,8 +32,9 @@ path relative to SRC, the split, the shard's file name, the row inside it, and t
 (empty without labels; a multi-label dataset's: the indices joined by ``|``, as ``0|3``).
 Names that are not valid UTF-8 are written byte for byte (Python's ``surrogateescape``). A
 build's (since duplicates are found) adds ``pixel_hash,dhash`` (:data:`HASH_COLUMNS`): 32
-hexadecimal digits of the sha256 (its first 128 bits) of the sample's stored pixels and 16 of
-its 64-bit difference hash (``imgshard/image_hash.py``), from which the manifest's
+hexadecimal digits of the sha256 (its first 128 bits) of every 8th row of the sample's stored
+pixels as uint8 (a fingerprint: samples sharing one are compared in full) and 16 of its 64-bit
+difference hash (``imgshard/image_hash.py``), from which the manifest's
 ``duplicates`` are found. A merged dataset's has a sixth column, ``source``
 (:data:`SOURCE_COLUMN`): the input each sample came from (and no hash columns).
 
@@ -133,8 +134,9 @@ MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.csv"
 #: The columns of ``samples.csv``, in order.
 SAMPLES_COLUMNS = ("path", "split", "shard", "index", "label")
-#: The columns a build's ``samples.csv`` adds after those: each sample's sha256 (first 128 bits) of
-#: its stored pixels and its 64-bit difference hash, in hexadecimal (see ``image_hash.py``).
+#: The columns a build's ``samples.csv`` adds after those: each sample's fingerprint (the sha256
+#: of every 8th row of its pixels, first 128 bits) and its 64-bit difference hash, in hexadecimal
+#: (see ``image_hash.py``).
 HASH_COLUMNS = ("pixel_hash", "dhash")
 #: The column a merged dataset's ``samples.csv`` adds: the input dataset each sample came from.
 SOURCE_COLUMN = "source"
