@@ -5,7 +5,8 @@ Checks, each problem reported with the file it concerns: every listed file exist
 processes); counts add up (shards, splits, class counts against the label files); ``samples.csv``
 agrees with the shards; no unlisted shard file lies in the directory. ``deep`` also reads every
 value, chunk by chunk: no NaN or inf, floats inside the range ``rescale``/``offset`` allow,
-labels inside ``[0, num_classes)``. A flipped byte, a truncated, deleted, extra or swapped shard
+labels inside ``[0, num_classes)``; and the manifest's ``duplicates`` are the groups of
+``samples.csv``'s hashes (reading the stored rows of the samples that share a fingerprint). A flipped byte, a truncated, deleted, extra or swapped shard
 and a hand-edited count are all caught.
 
 A URL is verified as it is: checksums are streamed from the store and an image file's header is
@@ -59,7 +60,7 @@ def verify_directory(directory: str | Location, *, deep: bool = False, workers: 
     problems = _check_identity(manifest)
     problems += _check_files(location, manifest)
     problems += _check_checksums(location, manifest, workers, progress)
-    problems += _check_samples_csv(location, manifest)
+    problems += _check_samples_csv(location, manifest, deep=deep)
     if deep:
         problems += _check_values(location, manifest)
     return problems
@@ -188,7 +189,8 @@ def _track(digests: Iterator[str | None], progress: Callable[[int], None] | None
     return done
 
 
-def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
+def _check_samples_csv(location: Location, manifest: Manifest, *,
+                       deep: bool = False) -> list[Problem]:
     try:
         with location.open_listed(manifest.samples) as stream:
             rows = list(read_samples(stream, max_rows=manifest.shard_samples))
@@ -213,7 +215,7 @@ def _check_samples_csv(location: Location, manifest: Manifest) -> list[Problem]:
                                         f"labels of {shard.images} disagree with {shard.labels}"))
     problems += [Problem(manifest.samples, f"rows name {name!r}, which the manifest does not list")
                  for name in by_shard]
-    return problems + _check_duplicates(location, manifest, rows)
+    return problems + (_check_duplicates(location, manifest, rows) if deep else [])
 
 
 def _check_duplicates(location: Location, manifest: Manifest,
