@@ -23,11 +23,13 @@ from .config import BuildConfig
 from .executors.interface import Executor
 from .image_hash import DIGEST_BYTES, pixel_digest
 from .leakage import DUPLICATE_REASON
+from .formats import shard_format
 from .libc import release_freed_memory
 from .manifest import Skip
 from .samples import Sample
 from .storage import Location
 from .transform import SkipImage, load_pixels, read_source
+from .worker import store_row
 
 #: Files hashed per task: enough to make a task's overhead small, few enough to balance workers.
 FILES_PER_TASK = 64
@@ -55,7 +57,10 @@ class HashResult:
 
 
 def run_hash_task(task: HashTask) -> HashResult:
-    """Decode the task's files and hash their pixels; a bad file is marked, never raised."""
+    """Decode the task's files and hash their stored values; a bad file is marked, never
+    raised."""
+    table = shard_format().cast_table(task.config)
+    row = np.empty(task.config.image_shape, dtype=task.config.dtype)
     digests, decoded = bytearray(), []
     for rel in task.paths:
         try:
@@ -65,7 +70,8 @@ def run_hash_task(task: HashTask) -> HashResult:
             digests += bytes(DIGEST_BYTES)
             decoded.append(False)
             continue
-        digests += pixel_digest(pixels)
+        store_row(pixels, task.config, table, row)
+        digests += pixel_digest(row)
         decoded.append(True)
     release_freed_memory()
     return HashResult(task.index, bytes(digests), tuple(decoded))

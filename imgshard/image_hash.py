@@ -1,16 +1,16 @@
 """The hashes of one stored image that duplicates are found by.
 
-* :func:`pixel_digest`: 128 bits of the sha256 of the image's uint8 pixels as stored (after
-  decoding, orientation, colour and resizing). Two samples with the same digest hold identical
-  stored pixels: the cast to a float dtype is one-to-one (``config.py`` refuses a rescale and
-  offset that give two pixel values one stored value), so equal uint8 pixels are equal stored
-  values and the other way round; 128 bits make an accidental collision negligible (about
-  10^-20 for ten million images). ``--dedupe exact`` hashes every file so.
+* :func:`pixel_digest`: 128 bits of the sha256 of the image's values as the shard stores them
+  (after decoding, orientation, colour, resizing and the cast to the stored dtype), so two
+  samples with the same digest hold identical stored pixels; 128 bits make an accidental
+  collision negligible (about 10^-20 for ten million images). ``--dedupe exact`` hashes every
+  file so.
 * :func:`pixel_fingerprint`: the same of every 8th row only, which is what a build's workers
   compute (a full digest would cost them 6 % of a build): identical images share it, and the
   samples that share one are compared by the digest of their whole stored rows, read back from
   the shards, before they are called exact duplicates (``leakage.py``).
-* :func:`dhash`: a 64-bit difference hash, robust to small changes (re-encoding, slight
+* :func:`dhash`: a 64-bit difference hash of the decoded 8-bit pixels (a deep image's values
+  rounded to 8 bits), robust to small changes (re-encoding, slight
   brightness changes, another resize filter): the sum over the channels is averaged over an
   8x9 grid of blocks, and each bit says whether a block is brighter than its left neighbour.
   Integer arithmetic throughout, so the bits are the same on every machine.
@@ -38,8 +38,9 @@ HASHES_BYTES = DIGEST_BYTES + 8
 
 
 def pixel_digest(pixels: np.ndarray) -> bytes:
-    """The first 128 bits of the sha256 of the image's pixels (its shape is the build's, the
-    same for every image). sha256, not blake2b: CPUs with SHA extensions hash 2x faster."""
+    """The first 128 bits of the sha256 of the image's stored values (its shape and dtype are
+    the build's, the same for every image). sha256, not blake2b: CPUs with SHA extensions hash
+    2x faster."""
     return hashlib.sha256(np.ascontiguousarray(pixels).data).digest()[:DIGEST_BYTES]
 
 
@@ -94,9 +95,18 @@ def pixel_fingerprint(pixels: np.ndarray) -> bytes:
                           ).digest()[:DIGEST_BYTES]
 
 
-def image_hashes(pixels: np.ndarray) -> bytes:
-    """The fingerprint and the difference hash of one image, as :data:`HASHES_BYTES` bytes."""
-    return pixel_fingerprint(pixels) + dhash(pixels).to_bytes(8, "big")
+def image_hashes(pixels: np.ndarray, stored: np.ndarray) -> bytes:
+    """The fingerprint of one image as stored (``stored``: its row of the shard) and the
+    difference hash of its pixels, as :data:`HASHES_BYTES` bytes."""
+    return pixel_fingerprint(stored) + dhash(as_uint8(pixels)).to_bytes(8, "big")
+
+
+def as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Pixels as 8-bit values for the difference hash: a deep image's float values (0..255)
+    rounded, an 8-bit image's as they are."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def hash_cells(record: bytes) -> tuple[str, str]:

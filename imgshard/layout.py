@@ -33,7 +33,7 @@ path relative to SRC, the split, the shard's file name, the row inside it, and t
 Names that are not valid UTF-8 are written byte for byte (Python's ``surrogateescape``). A
 build's (since duplicates are found) adds ``pixel_hash,dhash`` (:data:`HASH_COLUMNS`): 32
 hexadecimal digits of the sha256 (its first 128 bits) of every 8th row of the sample's stored
-pixels as uint8 (a fingerprint: samples sharing one are compared in full) and 16 of its 64-bit
+values (a fingerprint: samples sharing one are compared in full) and 16 of its 64-bit
 difference hash (``imgshard/image_hash.py``), from which the manifest's
 ``duplicates`` are found. A merged dataset's has a sixth column, ``source``
 (:data:`SOURCE_COLUMN`): the input each sample came from (and no hash columns).

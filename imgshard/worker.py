@@ -66,6 +66,14 @@ class ShardResult:
     hashes: bytes = b""
 
 
+def store_row(pixels: np.ndarray, config: BuildConfig, table: np.ndarray, row: np.ndarray) -> None:
+    """Cast one image's pixels into ``row`` as the shard stores them."""
+    if pixels.dtype == np.uint8:
+        shard_format().store_pixels(pixels, table, row)
+    else:  # a deep image's float pixel values (see transform.load_pixels)
+        store_values(pixels, config.rescale, config.offset, row)
+
+
 def run_shard_task(task: ShardTask) -> ShardResult:
     """Decode the task's files into one part file; bad files are skipped, never raised.
 
@@ -89,11 +97,8 @@ def run_shard_task(task: ShardTask) -> ShardResult:
             except SkipImage as skip:
                 skipped.append((position, str(skip)))
                 continue
-            hashes += image_hashes(pixels)
-            if pixels.dtype == np.uint8:
-                file_format.store_pixels(pixels, table, row[0])
-            else:  # a deep image's float pixel values (see transform.load_pixels)
-                store_values(pixels, config.rescale, config.offset, row[0])
+            store_row(pixels, config, table, row[0])
+            hashes += image_hashes(pixels, row[0])
             part.append(row)
         digest = part.finish()
     release_freed_memory()

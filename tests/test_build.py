@@ -135,10 +135,12 @@ def test_no_labels_writes_no_label_files(tmp_path):
     assert manifest.splits["train"].shards[0].labels is None
     assert sorted(os.listdir(out)) == ["manifest.json", "samples.csv", "sources.jsonl.gz",
                                        "train-00000.npy"]
-    flat = np.full((4, 4, 3), (1, 2, 3), dtype=np.uint8)  # the stored pixels, as uint8
+    stored = np.load(os.path.join(out, "train-00000.npy"))[0]  # float16: rows 0 of 4 hashed
+    assert np.array_equal(stored, (np.full((4, 4, 3), (1, 2, 3)) / 255).astype(np.float16))
     assert read_samples(out) == [{"path": "x.png", "split": "train", "shard": "train-00000.npy",
                                   "index": "0", "label": "",
-                                  "pixel_hash": hashlib.sha256(flat[::8].tobytes()).hexdigest()[:32],
+                                  "pixel_hash":
+                                      hashlib.sha256(stored[:1].tobytes()).hexdigest()[:32],
                                   "dhash": "0" * 16}]  # flat: no block brighter than another
 
 

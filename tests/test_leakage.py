@@ -4,6 +4,7 @@ the stored pixels, whatever the worker count, executor or interruptions; leakage
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import importlib
 import itertools
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import disk_full_at, edit_manifest, one_error_line, run, write_image
 from PIL import Image
+from test_depth import png16
 from test_duplicates import brute_components, reference_dhash
 
 from imgshard import BuildConfig, build
@@ -94,8 +96,8 @@ def test_the_groups_are_those_of_the_stored_pixels(source, tmp_path, dtype):
     for path, _, image in samples:  # the hash cells of samples.csv are the stored image's
         row = next(r for r in csv.DictReader(open(os.path.join(out, "samples.csv")))
                    if r["path"] == path)
-        assert row["pixel_hash"] == hashlib.sha256(  # every 8th row: the fingerprint
-            np.ascontiguousarray(as_uint8(image)[::8]).tobytes()).hexdigest()[:32]
+        assert row["pixel_hash"] == hashlib.sha256(  # every 8th stored row: the fingerprint
+            np.ascontiguousarray(image[::8]).tobytes()).hexdigest()[:32]
         assert int(row["dhash"], 16) == reference_dhash(as_uint8(image))
 
 
@@ -304,3 +306,23 @@ def test_images_alike_in_every_8th_row_are_told_apart_by_their_whole_pixels(tmp_
     assert {"kind": "near", "paths": ["k/a.png", "k/b.png", "k/c.png"],
             "splits": ["train"]} in manifest.extra["duplicates"]
     assert run("verify", out, "--deep").exit_code == 0
+
+
+def test_16_bit_images_are_found_by_their_stored_values(tmp_path):
+    """A deep image's worker hashes its stored float values (fingerprint) and its pixel values
+    rounded to 8 bits (difference hash); --dedupe hashes the stored values too."""
+    ramp = (np.arange(24 * 32, dtype=np.uint32).reshape(24, 32) * 83 % 65536).astype(np.uint16)
+    src = tmp_path / "src" / "k"
+    src.mkdir(parents=True)
+    (src / "a.png").write_bytes(png16(ramp[:, :, None]))
+    shutil.copy(src / "a.png", src / "b.png")
+    (src / "c.png").write_bytes(png16((ramp // 2 + 1000)[:, :, None]))
+    config = BuildConfig(size=(24, 32), color="grayscale", dtype="float32")
+    manifest = build(str(tmp_path / "src"), str(tmp_path / "out"), config, workers=1).manifest
+    images = {path: pixels for path, _, pixels in stored(tmp_path / "out")}
+    assert len(np.unique(images["k/a.png"])) > 256  # kept at full depth
+    assert [g for g in manifest.extra["duplicates"] if g["kind"] == "exact"] == [
+        {"kind": "exact", "paths": ["k/a.png", "k/b.png"], "splits": ["train"]}]
+    deduped = build(str(tmp_path / "src"), str(tmp_path / "deduped"),
+                    dataclasses.replace(config, dedupe="exact"), workers=1).manifest
+    assert [(s.path, s.reason) for s in deduped.skipped] == [("k/b.png", "duplicate of k/a.png")]
