@@ -209,7 +209,13 @@ def _tree_pss(process) -> int:
     return total
 
 
-benchmark_command = click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def benchmark_command(function: Callable) -> click.Command:
+    """A benchmark's command line (a new ``click.command`` each: one shared decorator kept the
+    help text of the first script it made, so run_all.py's --help was bench_append.py's)."""
+    return click.command(context_settings={"help_option_names": ["-h", "--help"]})(function)
+
+
+
 corpus_option = click.option(
     "--corpus", required=True, type=click.Path(file_okay=False),
     help="Folder made by make_corpus.py (holds small/ and large/).")
