@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from unittest import mock
 
-from bench_reader import BATCH, build_shards, warm_page_cache
+from bench_reader import build_shards, reader_epoch, warm_page_cache
 from harness import (Figure, at_least, benchmark_command, corpus_option, corpus_set,
                      print_figures, repeat_option, scratch_option)
 
@@ -26,14 +25,8 @@ GOAL = 0.75
 
 def epoch_rate(shards: str, dtype: str, seed: int) -> float:
     """Images per second of one shuffled epoch of ``dtype`` batches."""
-    from imgshard import ShardReader
-
-    images = 0
-    started = time.perf_counter()
-    with ShardReader(shards, batch_size=BATCH, shuffle=True, seed=seed, dtype=dtype) as reader:
-        for x, _ in reader:
-            images += len(x)
-    return images / (time.perf_counter() - started)
+    epoch = reader_epoch(shards, seed, dtype=dtype)
+    return epoch.images / epoch.seconds
 
 
 def numpy_only_rate(shards: str, seed: int) -> float:

@@ -71,11 +71,13 @@ def warm_page_cache(shards: str) -> None:
                 pass
 
 
-def reader_epoch(shards: str, seed: int, verify: bool = False) -> Epoch:
+def reader_epoch(shards: str, seed: int, **options) -> Epoch:
+    """One shuffled epoch of ``shards``' train split (``options``: more ShardReader options,
+    e.g. ``verify`` or ``dtype``)."""
     from imgshard import ShardReader
 
     reader = ShardReader(shards, split="train", batch_size=BATCH, shuffle=True, seed=seed,
-                         verify=verify)
+                         **options)
     images = moved = 0
     started = time.perf_counter()
     for x, _ in reader:

@@ -14,27 +14,12 @@ warm, batches of 32, in one run, best of ``repeat`` each, taken in turn:
 from __future__ import annotations
 
 import os
-import time
 
-from bench_reader import BATCH, Epoch, build_shards, mmap_copy_epoch, warm_page_cache
+from bench_reader import Epoch, build_shards, mmap_copy_epoch, reader_epoch, warm_page_cache
 from harness import (Figure, at_least, benchmark_command, corpus_option, corpus_set,
                      print_figures, repeat_option, scratch_option)
 
 UINT8_GOAL = 0.7
-
-
-def served_epoch(shards: str, seed: int, dtype: str) -> Epoch:
-    """One shuffled epoch of ``shards`` served as ``dtype``."""
-    from imgshard import ShardReader
-
-    reader = ShardReader(shards, split="train", batch_size=BATCH, shuffle=True, seed=seed,
-                         dtype=dtype)
-    images = moved = 0
-    started = time.perf_counter()
-    for x, _ in reader:
-        images += len(x)
-        moved += x.nbytes
-    return Epoch(images, moved, time.perf_counter() - started)
 
 
 def disk_bytes(shards: str) -> int:
@@ -51,9 +36,9 @@ def uint8_figures(corpus: str, repeat: int, scratch: str) -> tuple[list[Figure],
     runs: dict[str, list[Epoch]] = {}
     for seed in range(repeat):  # in turn, so that a slow spell of the machine hits all alike
         runs.setdefault("copy", []).append(mmap_copy_epoch(halves))
-        runs.setdefault("float16 reader", []).append(served_epoch(halves, seed, "float16"))
+        runs.setdefault("float16 reader", []).append(reader_epoch(halves, seed, dtype="float16"))
         for dtype in ("float16", "float32"):
-            runs.setdefault(f"uint8 as {dtype}", []).append(served_epoch(bytes_, seed, dtype))
+            runs.setdefault(f"uint8 as {dtype}", []).append(reader_epoch(bytes_, seed, dtype=dtype))
     best = {name: max(e.images / e.seconds for e in epochs) for name, epochs in runs.items()}
     figures = [Figure(f"uint8 read as {dtype} vs copying float16 mmaps", "small",
                       best[f"uint8 as {dtype}"], best["copy"], "images/s",
