@@ -107,8 +107,11 @@ class Assembled:
     bytes_written: int
 
 
-def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None) -> BuildPlan:
-    return BuildPlan(scan=scan(_location(src), config, executor=executor), config=config)
+def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None, *,
+         dedupe: bool = True) -> BuildPlan:
+    """``dedupe`` False: a dry run's plan, which decodes nothing (``--dedupe exact`` would)."""
+    return BuildPlan(scan=scan(_location(src), config, dedupe=dedupe, executor=executor),
+                     config=config)
 
 
 def build(src: str | Location, out: str | Location, config: BuildConfig | None = None, *,

@@ -67,7 +67,7 @@ def build(ctx: click.Context, src: str, out: str, config_file: str | None, dry_r
                                                     reaches=(source, target)))
         if not dry_run:
             runner.start(config)  # before the scan: see there
-        build_plan = make_plan(source, config, None if dry_run else runner)
+        build_plan = make_plan(source, config, None if dry_run else runner, dedupe=not dry_run)
         if dry_run:
             describe_plan(build_plan, source)
             check_memory(config, runner.workers_here or 1)

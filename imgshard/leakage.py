@@ -10,7 +10,6 @@ one pass over ``samples.csv``; memory holds 24 bytes and the path of each sample
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from collections.abc import Iterable
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 
 from .duplicates import DuplicateGroup, find_groups
 from .formats import shard_format
-from .image_hash import DIGEST_BYTES
+from .image_hash import DIGEST_BYTES, pixel_digest
 from .layout import SAMPLES_NAME
 from .manifest_check import MAX_COUNT
 from .samples_csv import SampleRow, read_samples
@@ -100,13 +99,12 @@ def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
     by_shard: dict[str, list[int]] = {}
     for sample in np.flatnonzero(counts[inverse.ravel()] > 1).tolist():
         by_shard.setdefault(places[sample][0], []).append(sample)
-    file_format = shard_format()
     for shard, samples in sorted(by_shard.items()):
         with out.local_copy(shard) as path:
+            rows = shard_format().open_shard(path)  # mapped once, a row read at a time
             for sample in samples:
-                row = next(iter(file_format.read_rows(path, places[sample][1], 1)))
-                digests[sample] = np.frombuffer(hashlib.sha256(row.tobytes()).digest(),
-                                                np.uint8)[:DIGEST_BYTES]
+                digests[sample] = np.frombuffer(pixel_digest(rows[places[sample][1]]), np.uint8)
+            del rows
     return digests
 
 

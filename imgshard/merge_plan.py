@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import RECORDED_BIT_DEPTH
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo
 
@@ -61,7 +62,7 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
 def _recorded(config: dict, option: str):
     """A pixel option as a build reads its record: ``bit_depth`` absent is 8 (every build before
     the option existed, and every 8-bit build, writes none)."""
-    return config.get(option, 8 if option == "bit_depth" else None)
+    return config.get(option, RECORDED_BIT_DEPTH if option == "bit_depth" else None)
 
 
 def class_union(manifests: list[Manifest]) -> list[str] | None:

@@ -180,3 +180,20 @@ def test_each_duplicate_points_at_the_first_file_with_its_pixels(files):
             else:
                 first[value] = index
     assert first_of_each(digests, decoded) == expected
+
+
+def test_a_dry_run_with_dedupe_exact_decodes_nothing(tmp_path, monkeypatch):
+    """It decoded and hashed every file in this process (the plan ran --dedupe's first pass),
+    then said 'a dry run decodes nothing'."""
+    dedupe = importlib.import_module("imgshard.dedupe")
+
+    src = tmp_path / "src"
+    for number in range(3):
+        write_image(str(src / "a" / f"{number}.png"), size=(6, 5), seed=0)  # the same image
+    decoded = []
+    real = dedupe.load_pixels
+    monkeypatch.setattr(dedupe, "load_pixels",
+                        lambda *args, **kwargs: decoded.append(1) or real(*args, **kwargs))
+    result = run("build", src, tmp_path / "out", "--dedupe", "exact", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert not decoded and "Would build 3 images" in result.output
