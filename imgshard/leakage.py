@@ -10,6 +10,7 @@ one pass over ``samples.csv``; memory holds 24 bytes and the path of each sample
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,9 @@ EXAMPLES = 3
 DUPLICATE_REASON = "duplicate of "
 #: How summaries count those skips: as one reason, not one per kept path.
 DUPLICATES_SKIPPED = "duplicate of an earlier path (--dedupe exact)"
+#: The hash cells a build writes: lowercase hexadecimal digits only (``bytes.fromhex`` and
+#: ``int(cell, 16)`` would also take spaces, a sign, ``0x`` or ``_``).
+_HASH_CELL = re.compile(r"[0-9a-f]*")
 
 
 def reason_group(reason: str) -> str:
@@ -65,13 +69,11 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location,
         if row.hashes is None:
             return None
         digest, difference = row.hashes
-        if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or (
+        if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or not (
+                _HASH_CELL.fullmatch(digest) and _HASH_CELL.fullmatch(difference)) or (
                 shards is not None and row.shard not in shards):
             continue
-        try:
-            digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
-        except ValueError:
-            continue
+        digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
         paths.append(row.path)
         splits.append(row.split)
         places.append((row.shard, row.index))
