@@ -208,7 +208,9 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
     else:
         new_skips = []
     _keep_record(out, start)
-    found = duplicates_in(out, sum(split.num_samples for split in splits.values()))
+    found = duplicates_in(out, sum(split.num_samples for split in splits.values()),
+                          {shard.images: shard.num_samples for split in splits.values()
+                           for shard in split.shards})
     manifest = _manifest(start, splits, new_skips, found)
     write_manifest(out, manifest)
     if holds_log(out):  # an append of new skips alone runs no task and writes no log

@@ -42,9 +42,10 @@ def reason_group(reason: str) -> str:
 
 
 def duplicates_in(out: Location, max_rows: int,
-                  shards: set[str] | None = None) -> list[DuplicateGroup] | None:
+                  shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
     """The duplicate groups of the samples OUT's ``samples.csv`` lists (``max_rows``: the
-    samples the shards hold); None when its rows carry no hashes (written before they existed).
+    samples the shards hold; ``shards``: the manifest's shards and their sample counts, see
+    :func:`groups_of_rows`); None when its rows carry no hashes (written before they existed).
     """
     with out.open_listed(SAMPLES_NAME) as stream:
         return groups_of_rows(read_samples(stream, max_rows), out, shards)
@@ -57,10 +58,11 @@ def found_duplicates(out: Location) -> dict[str, Any]:
 
 
 def groups_of_rows(rows: Iterable[SampleRow], out: Location,
-                   shards: set[str] | None = None) -> list[DuplicateGroup] | None:
+                   shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
     """The groups of the rows' hashes, exact ones confirmed from OUT's shards (see
     :func:`confirm_exact`). A row whose hash cells are not what a build writes (an edited file),
-    or that names a shard not in ``shards`` (when given), is left out rather than trusted."""
+    or that names a shard not in ``shards`` (when given: name -> sample count) or a row outside
+    it, is left out rather than trusted (nor read: an edited ``../x.npy`` lies outside OUT)."""
     paths: list[str] = []
     splits: list[str] = []
     places: list[tuple[str, int]] = []
@@ -71,7 +73,7 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location,
         digest, difference = row.hashes
         if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or not (
                 _HASH_CELL.fullmatch(digest) and _HASH_CELL.fullmatch(difference)) or (
-                shards is not None and row.shard not in shards):
+                shards is not None and not 0 <= row.index < shards.get(row.shard, 0)):
             continue
         digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
         paths.append(row.path)

@@ -222,7 +222,8 @@ def _check_duplicates(location: Location, manifest: Manifest,
                       rows: list[SampleRow]) -> list[Problem]:
     """The manifest's ``duplicates`` must be the groups of the hashes ``samples.csv`` holds."""
     recorded = manifest.extra.get("duplicates")
-    shards = {shard.images for split in manifest.splits.values() for shard in split.shards}
+    shards = {shard.images: shard.num_samples for split in manifest.splits.values()
+              for shard in split.shards}
     try:
         found = None if recorded is None else groups_of_rows(rows, location, shards)
     except (ShardError, OSError):  # a shard that cannot be read: reported already

@@ -6,7 +6,7 @@ import csv
 import os
 
 import pytest
-from conftest import run
+from conftest import run, write_image
 from test_leakage import CONFIG, make_source
 
 from imgshard import build
@@ -45,3 +45,19 @@ def test_hash_cells_python_parses_but_a_build_never_writes_are_left_out(source, 
     result = run("verify", out, "--deep")
     assert "Traceback" not in result.output
     assert result.exit_code in (0, 1)
+
+
+@pytest.mark.parametrize("edit", [{"index": "-1"}, {"index": "999999"}, {"shard": "../../x.npy"}])
+def test_an_append_leaves_out_rows_that_name_no_stored_sample(tmp_path, edit):
+    """An edited old row (sharing another's fingerprint, so it would be read back) that names a
+    row or shard the manifest does not hold: the append finishes, its groups without that row."""
+    src = make_source(tmp_path)
+    out = tmp_path / "out"
+    build(src, str(out), CONFIG, workers=1)
+
+    def change(rows):
+        rows[0].update(pixel_hash=rows[1]["pixel_hash"], **edit)
+    edit_hashes(out, change)
+    write_image(os.path.join(src, "train", "c0", "new.png"), seed=100)
+    result = run("append", src, out, "--workers", "1")
+    assert result.exit_code == 0, result.output
