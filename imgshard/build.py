@@ -108,10 +108,8 @@ class Assembled:
 
 
 def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None, *,
-         dedupe: bool = True) -> BuildPlan:
-    """``dedupe`` False: a dry run's plan, which decodes nothing (``--dedupe exact`` would)."""
-    return BuildPlan(scan=scan(_location(src), config, dedupe=dedupe, executor=executor),
-                     config=config)
+         dedupe: bool = True) -> BuildPlan:  # dedupe False: a dry run's, which decodes nothing
+    return BuildPlan(scan(_location(src), config, dedupe=dedupe, executor=executor), config)
 
 
 def build(src: str | Location, out: str | Location, config: BuildConfig | None = None, *,
@@ -277,8 +275,7 @@ def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
 
 def piece_starts(start: int, length: int, pieces: int) -> list[int]:
     """Where each of ``pieces`` near-equal pieces of ``length`` samples from ``start`` begins."""
-    pieces = min(pieces, length)
-    return [start + length * piece // pieces for piece in range(pieces)]
+    return [start + length * piece // min(pieces, length) for piece in range(min(pieces, length))]
 
 
 def execute_tasks(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, executor: Executor,
