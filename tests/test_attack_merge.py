@@ -302,20 +302,7 @@ def test_class_counts_take_memory_per_split_not_per_output_shard(tmp_path, monke
         del document["dataset_id"]
 
     edit_manifest(many, more_classes)
-    real = merge_module.copy_splits
-    peaks = []
-
-    def measured(*args, **kwargs):
-        tracemalloc.start()
-        try:
-            start = tracemalloc.get_traced_memory()[0]
-            result = real(*args, **kwargs)
-            peaks.append(tracemalloc.get_traced_memory()[1] - start)
-        finally:
-            tracemalloc.stop()
-        return result
-
-    monkeypatch.setattr(merge_module, "copy_splits", measured)
+    peaks = copy_peaks(merge_module, monkeypatch)
     reshard(many, str(tmp_path / "re"), shard_size=1, workers=2)
     one_count = 8 * (len(names) + 2)
     assert peaks[0] < 8 * one_count + 1_000_000, peaks  # 90 shards' counts: 14.4 MB
@@ -346,20 +333,7 @@ def test_copying_holds_no_future_for_every_output_shard(tmp_path, monkeypatch):
     manifest needs and the plan take a third of that (a million output shards: 3 GB)."""
     merge_module = importlib.import_module("imgshard.merge")  # (not the function merge)
     tiny = build_classes(tmp_path, {"a": 45, "b": 45}, size=(2, 2))
-    real = merge_module.copy_splits
-    peaks = []
-
-    def measured(*args, **kwargs):
-        tracemalloc.start()
-        try:
-            start = tracemalloc.get_traced_memory()[0]
-            result = real(*args, **kwargs)
-            peaks.append(tracemalloc.get_traced_memory()[1] - start)
-        finally:
-            tracemalloc.stop()
-        return result
-
-    monkeypatch.setattr(merge_module, "copy_splits", measured)
+    peaks = copy_peaks(merge_module, monkeypatch)
     merge([tiny] * 10, str(tmp_path / "merged"), shard_size=1, workers=4)
     assert peaks[0] < 900 * 2_000, peaks  # every future held: 2.7 MB
 
@@ -382,3 +356,21 @@ def test_the_default_workers_are_the_usable_cores_at_most_32(pair, tmp_path, mon
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     merge(list(pair), str(tmp_path / "two"))
     assert sizes == [32, 2]
+
+
+def copy_peaks(merge_module, monkeypatch) -> list[int]:
+    """The Python heap's peak over each call of the merge's copy_splits, appended as it ends."""
+    real, peaks = merge_module.copy_splits, []
+
+    def measured(*args, **kwargs):
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            result = real(*args, **kwargs)
+            peaks.append(tracemalloc.get_traced_memory()[1] - start)
+        finally:
+            tracemalloc.stop()
+        return result
+
+    monkeypatch.setattr(merge_module, "copy_splits", measured)
+    return peaks

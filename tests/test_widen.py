@@ -18,6 +18,22 @@ from imgshard.reader.widen import widen
 EVERY_FLOAT16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
 
 
+def float16_dataset(tmp_path, images: int, first_bits) -> tuple[str, np.ndarray]:
+    """A float16 dataset of ``images`` 4x4 images in shards of 4, its first shard's first values
+    set to the float16 bit patterns ``first_bits`` (same size: read without verify); the
+    directory and that shard's values."""
+    src = tmp_path / "src"
+    for number in range(images):
+        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
+    out = str(tmp_path / "out")
+    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
+    shard = os.path.join(out, read_manifest(out).splits["train"].shards[0].images)
+    pixels = np.load(shard)
+    pixels.reshape(-1)[:len(first_bits)].view(np.uint16)[:] = first_bits
+    np.save(shard, pixels)
+    return out, pixels
+
+
 @pytest.fixture(params=["opencv", "numpy"])
 def converter(request):
     """Widen with OpenCV (where installed) or with numpy alone."""
@@ -54,15 +70,7 @@ def test_finite_rows_take_opencv_and_equal_numpy(converter):
 def test_the_reader_serves_float32_batches_equal_to_the_float16_ones_cast(tmp_path, converter):
     """Through both of the reader's paths (a run of one shard, and rows of several), with a
     shard edited to hold infinities, NaNs (signalling too) and subnormals."""
-    src = tmp_path / "src"
-    for number in range(10):
-        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
-    out = str(tmp_path / "out")
-    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
-    shard = os.path.join(out, read_manifest(out).splits["train"].shards[0].images)
-    pixels = np.load(shard)
-    pixels.reshape(-1)[:6].view(np.uint16)[:] = [0x7C00, 0xFC00, 0x7E01, 0x7C01, 0x0001, 0x8000]
-    np.save(shard, pixels)  # same size: read without verify
+    out, _ = float16_dataset(tmp_path, 10, [0x7C00, 0xFC00, 0x7E01, 0x7C01, 0x0001, 0x8000])
     for shuffle in (False, True):
         with ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float16",
                          label_mode=None) as half, \
@@ -80,11 +88,7 @@ def test_the_reader_widens_float16_batches_through_widen(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(batches, "widen", lambda rows, out: calls.append(rows.dtype) or
                         widen(rows, out))
-    src = tmp_path / "src"
-    for number in range(10):
-        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
-    out = str(tmp_path / "out")
-    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
+    out, _ = float16_dataset(tmp_path, 10, [])
     for shuffle in (False, True):
         with ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float32") as reader:
             assert sum(len(x) for x, _ in reader) == 10
@@ -95,15 +99,7 @@ def test_float32_batches_through_tf_data_keep_float16_subnormals(tmp_path, conve
     """TensorFlow runs the reader on a thread that flushes subnormal floats to zero: a float16
     subnormal (a normal float32) must still come out as numpy casts it."""
     pytest.importorskip("tensorflow")
-    src = tmp_path / "src"
-    for number in range(4):
-        write_image(str(src / "a" / f"{number}.png"), size=(9, 7), seed=number)
-    out = str(tmp_path / "out")
-    build(str(src), out, BuildConfig(size=(4, 4), shard_size=4), workers=1)
-    shard = os.path.join(out, read_manifest(out).splits["train"].shards[0].images)
-    pixels = np.load(shard)
-    pixels.reshape(-1)[:48].view(np.uint16)[:] = np.arange(1, 49)  # subnormal float16s
-    np.save(shard, pixels)
+    out, pixels = float16_dataset(tmp_path, 4, np.arange(1, 49))  # subnormal float16s
     reader = ShardReader(out, batch_size=4, shuffle=False, dtype="float32", label_mode=None)
     served = np.concatenate([x.numpy() for x in reader.to_tf_dataset()])
     assert np.array_equal(served.view(np.uint32), pixels.astype(np.float32).view(np.uint32))
