@@ -55,7 +55,7 @@ def timed_build(src: str, out: str, *, search: bool, dedupe: str = "none") -> tu
     real = worker.image_hashes, builder.found_duplicates
     if not search:
         worker.image_hashes = _no_hashes
-        builder.found_duplicates = lambda out: {}
+        builder.found_duplicates = lambda out, config: {}
     try:
         started, cpu = time.perf_counter(), cpu_seconds()
         builder.build(src, out, BuildConfig(dedupe=dedupe), workers=WORKERS)
@@ -88,7 +88,8 @@ def search_seconds(src: str, out: str) -> float:
             hashing += time.perf_counter() - started
     location = Location.of(out)
     started = time.perf_counter()
-    duplicates_in(location, read_manifest(location).shard_samples)
+    manifest = read_manifest(location)
+    duplicates_in(location, BuildConfig.from_dict(manifest.config), manifest.shard_samples)
     return hashing / WORKERS + time.perf_counter() - started
 
 

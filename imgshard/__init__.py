@@ -1,7 +1,8 @@
 """imgshard: turn an image folder into float16 ``.npy`` shards once, then stream them to Keras."""
 
 from .append import AppendResult, append
-from .build import BuildResult, build, plan
+from .build import BuildResult, build
+from .build_plan import plan
 from .config import BuildConfig
 from .errors import ImgshardError
 from .manifest import Manifest, read_manifest

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .append_plan import AppendPlan, plan_append
-from .build import BuildPlan, plan_of, run_tasks
+from .build import run_tasks
+from .build_plan import BuildPlan, plan_of
 from .config import BuildConfig, ConfigError, changed_options
 from .duplicates import DuplicateGroup
 from .executors import executor_named
@@ -208,9 +209,8 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
     else:
         new_skips = []
     _keep_record(out, start)
-    found = duplicates_in(out, sum(split.num_samples for split in splits.values()),
-                          {shard.images: shard.num_samples for split in splits.values()
-                           for shard in split.shards})
+    held = {shard.images: shard.num_samples for split in splits.values() for shard in split.shards}
+    found = duplicates_in(out, start.config, sum(held.values()), held)
     manifest = _manifest(start, splits, new_skips, found)
     write_manifest(out, manifest)
     if holds_log(out):  # an append of new skips alone runs no task and writes no log

@@ -16,14 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from .assemble import SplitAssembler, StagedSamples, assemble_in_order, no_sample
 from .config import BuildConfig
 from .errors import ImgshardError
 from .executors import executor_named
 from .executors.interface import Executor
-from .formats import shard_format
 from .layout import MANIFEST_NAME, SAMPLES_NAME, SOURCES_KEPT, SOURCES_NAME
 from .leakage import found_duplicates
 from .manifest import Manifest, Skip, SplitInfo, write_manifest
@@ -35,53 +32,18 @@ from .resume import (
     finish_log,
     finished_build,
     open_log,
-    plan_record,
     start_or_resume,
 )
+from .build_plan import BuildPlan, make_tasks, plan, plan_of
 from .resume_log import Checkpointer
 from .sources_record import keep_sources
-from .scan import ScanResult, scan
 from .storage import Location
 from .transform import decoder_versions
 from .version import __version__
 from .worker import ShardTask, run_shard_task
 
-#: Below this many shards per worker, shards are cut into pieces (see :func:`pieces_per_shard`).
-MIN_SHARDS_PER_WORKER = 2
-#: Pieces per worker when shards are cut: every piece is joined by the build process anyway,
-#: so small pieces cost little more, and a worker never waits long for the other's last one.
-PIECES_PER_WORKER = 4
-
-
 class BuildError(ImgshardError):
     """The build cannot finish; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class BuildPlan:
-    """What a build will do, known before any pixel is decoded (also what ``--dry-run`` shows)."""
-
-    scan: ScanResult
-    config: BuildConfig
-
-    def bytes_per_image(self, dtype: str | None = None) -> int:
-        height, width, channels = self.config.image_shape
-        return height * width * channels * np.dtype(dtype or self.config.dtype).itemsize
-
-    def num_shards(self, split: str) -> int:
-        return -(-len(self.scan.splits[split]) // self.config.shard_size)
-
-    def estimated_bytes(self, dtype: str | None = None) -> int:
-        """Bytes on disk if every image decodes (stored as ``dtype``): pixels, labels (int32, or
-        a byte per class multi-hot), targets (float32), headers."""
-        scan = self.scan
-        labels = 0 if scan.class_names is None else (
-            len(scan.class_names) if scan.label_kind == "multi" else 4)
-        labels += 4 * len(scan.target_names or ())
-        shards = sum(self.num_shards(split) for split in self.scan.splits)
-        files_per_shard = 1 + (scan.class_names is not None) + (scan.target_names is not None)
-        per_shard_headers = shard_format().ESTIMATED_HEADER_BYTES * files_per_shard
-        return self.scan.num_samples * (self.bytes_per_image(dtype) + labels) + shards * per_shard_headers
 
 
 @dataclass(frozen=True)
@@ -105,11 +67,6 @@ class Assembled:
     splits: dict[str, SplitInfo]
     skipped: list[Skip]
     bytes_written: int
-
-
-def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None, *,
-         dedupe: bool = True) -> BuildPlan:  # dedupe False: a dry run's, which decodes nothing
-    return BuildPlan(scan(_location(src), config, dedupe=dedupe, executor=executor), config)
 
 
 def build(src: str | Location, out: str | Location, config: BuildConfig | None = None, *,
@@ -212,16 +169,11 @@ def run_tasks(src: Location, out: Location, build_plan: BuildPlan, executor: Exe
     return start, assembled
 
 
-def plan_of(build_plan: BuildPlan, workers: int) -> dict:
-    files = ((split, s.path) for split, samples in build_plan.scan.splits.items() for s in samples)
-    return plan_record(build_plan.config.to_dict(), files, pieces_per_shard(build_plan, workers),
-                       build_plan.scan.labels_sha256, build_plan.scan.targets_sha256)
-
-
 def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
               sources_kept: bool, out: Location) -> Manifest:
     config = build_plan.config
-    extra: dict[str, object] = {"decoder": decoder_versions(config), **found_duplicates(out)}
+    extra: dict[str, object] = {"decoder": decoder_versions(config),
+                                **found_duplicates(out, config)}
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     return Manifest(
@@ -242,40 +194,6 @@ def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
 
 def _location(path: str | Location) -> Location:
     return path if isinstance(path, Location) else Location.of(path)
-
-
-def pieces_per_shard(build_plan: BuildPlan, workers: int) -> int:
-    """Into how many tasks each shard is cut: 1, unless the build has fewer shards than
-    ``MIN_SHARDS_PER_WORKER`` per worker; then enough pieces to keep every worker busy to the end.
-    """
-    shards = sum(build_plan.num_shards(split) for split in build_plan.scan.splits)
-    if workers > 1 and shards < workers * MIN_SHARDS_PER_WORKER:
-        return -(-workers * PIECES_PER_WORKER // max(shards, 1))
-    return 1
-
-
-def make_tasks(build_plan: BuildPlan, src: Location, out: Location,
-               pieces: int = 1) -> list[ShardTask]:
-    """One task per shard-sized run of each split's samples (or per piece of one, see
-    :func:`pieces_per_shard`), in split then shard order; pieces are joined by the assembler
-    into the same shard bytes.
-    """
-    size = build_plan.config.shard_size
-    tasks = []
-    for split, samples in build_plan.scan.splits.items():
-        starts = [start for shard_start in range(0, len(samples), size)
-                  for start in piece_starts(shard_start, min(size, len(samples) - shard_start),
-                                            pieces)]
-        for index, (start, end) in enumerate(zip(starts, [*starts[1:], len(samples)])):
-            paths = tuple(s.path for s in samples[start:end])
-            tasks.append(ShardTask(split, index, paths, src, out, build_plan.config, start=start,
-                                   whole=pieces == 1))
-    return tasks
-
-
-def piece_starts(start: int, length: int, pieces: int) -> list[int]:
-    """Where each of ``pieces`` near-equal pieces of ``length`` samples from ``start`` begins."""
-    return [start + length * piece // min(pieces, length) for piece in range(min(pieces, length))]
 
 
 def execute_tasks(build_plan: BuildPlan, tasks: list[ShardTask], start: Start, executor: Executor,

@@ -16,9 +16,10 @@ from typing import Any
 
 import click
 
-from .build import BuildPlan, BuildResult
+from .build import BuildResult
 from .build import build as run_build
-from .build import plan as make_plan
+from .build_plan import BuildPlan
+from .build_plan import plan as make_plan
 from .cli_errors import Group, user_errors
 from .cli_merge import merge, reshard
 from .cli_append import append

@@ -2,16 +2,23 @@
 every pair.
 
 * **exact**: samples whose stored pixels are identical (equal 128-bit digests);
-* **near**: the connected components of "difference hashes within :data:`NEAR_DISTANCE` bits
-  of each other" (a chain a~b~c is one group even when a and c lie further apart), unless the
-  component is one exact group and nothing else (then it is reported once, as exact).
+* **near**: the connected components of "near pairs" (a chain a~b~c is one group even when a
+  and c lie further apart), unless the component is one exact group and nothing else (then it
+  is reported once, as exact). A pair is near when its difference hashes lie within
+  :data:`NEAR_DISTANCE` bits of each other *and* its thumbnails (16x16 block means of the
+  stored pixels, per channel) differ by at most :data:`NEAR_PIXELS` 8-bit levels on average.
+  The hash finds the candidates; the thumbnails confirm them, because a difference hash only
+  records which blocks are brighter than their left neighbours: flat shapes of any colour
+  with edges in the same blocks (a yellow disc and a blue square) share most of their bits.
 
-The near search is a multi-index hash: the 64 bits are cut into ``d + 1`` blocks, and two
-hashes within ``d`` bits agree on at least one whole block (pigeonhole), so only hashes sharing
-a block's value are compared. Equal hashes are merged first (a thousand copies of a blank image
-cost one comparison, not half a million). Expected cost: n log n to sort, plus the pairs that
-share a block; with random hashes and d = 4 (13-bit blocks) that is about n^2 / 2^13 / 2 * 5
-pair tests, done by numpy in vectorised steps, and exactly the true near pairs otherwise.
+The candidate search is a multi-index hash: the 64 bits are cut into ``d + 1`` blocks, and
+two hashes within ``d`` bits agree on at least one whole block (pigeonhole), so only hashes
+sharing a block's value are compared. Exact copies are represented by one of them. Expected
+cost: n log n to sort, plus the pairs that share a block; with random hashes and d = 4 (13-bit
+blocks) that is about n^2 / 2^13 / 2 * 5 pair tests, done by numpy in vectorised steps. Each
+candidate pair then costs one thumbnail comparison (about a microsecond); the thumbnails are
+read from the shards for the samples in candidate pairs only. The pairs of k distinct images
+sharing one difference hash are all compared: k^2 / 2.
 
 A group whose paths lie in more than one split is *leakage*: the same image (or nearly) in
 train and val makes a validation score lie.
@@ -19,6 +26,7 @@ train and val makes a validation score lie.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +36,17 @@ from .samples import SPLIT_ORDER
 #: Near duplicates: difference hashes at most this many bits apart (of 64). Re-encoding,
 #: resizing or a slight brightness change move a few bits; unrelated photos differ in ~32.
 NEAR_DISTANCE = 4
+#: ... and thumbnails at most this many 8-bit levels apart on average. Measured on photos
+#: resized to 64 and 224 pixels: re-encoding at JPEG quality 40, halving, blurring, 10 % less
+#: saturation moved them by at most 7; 6 % more brightness by at most 10.5; a 2 % crop by at
+#: most 10, but once by 21 (a crop moves every block). Different shapes or colours whose
+#: hashes were close: 20.5 and more.
+NEAR_PIXELS = 12
 KINDS = ("exact", "near")
+#: Candidate pairs compared at a time: bounds the memory of a comparison to a few MB.
+PAIRS_AT_ONCE = 1 << 13
+#: The thumbnails (flat uint8 rows) of the samples at the given indices.
+Thumbnails = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -48,12 +66,15 @@ class DuplicateGroup:
         return {"kind": self.kind, "paths": list(self.paths), "splits": list(self.splits)}
 
 
-def find_groups(paths: list[str], splits: list[str], digests: np.ndarray,
-                dhashes: np.ndarray, distance: int = NEAR_DISTANCE) -> list[DuplicateGroup]:
+def find_groups(paths: list[str], splits: list[str], digests: np.ndarray, dhashes: np.ndarray,
+                thumbnails: Thumbnails, distance: int = NEAR_DISTANCE) -> list[DuplicateGroup]:
     """The exact and near groups of the samples (``digests``: (n, 16) uint8; ``dhashes``: (n,)
-    uint64), sorted by first path, exact before near; a pure function of the samples."""
+    uint64; ``thumbnails``: see :data:`Thumbnails`), sorted by first path, exact before near;
+    a pure function of the samples."""
     exact = _runs_of_equal(np.ascontiguousarray(digests).view(np.dtype((np.void, 16))).ravel())
-    near = near_components(dhashes, distance)
+    _, first = np.unique(exact, return_index=True)  # one sample stands for its exact copies
+    near = near_components(dhashes[first], distance,
+                           lambda samples: thumbnails(first[samples]))[exact]
     groups = [_group("exact", members, paths, splits) for members in _members(exact)]
     for members in _members(near):
         if len(set(exact[members].tolist())) > 1:  # else it is one exact group, said already
@@ -61,14 +82,88 @@ def find_groups(paths: list[str], splits: list[str], digests: np.ndarray,
     return sorted(groups, key=lambda g: (g.paths[0], KINDS.index(g.kind), g.paths))
 
 
-def near_components(hashes: np.ndarray, distance: int) -> np.ndarray:
-    """A component number for each hash: hashes within ``distance`` bits (and chains of
-    such) share one. Multi-index search over the distinct hashes (module docstring)."""
+def near_components(hashes: np.ndarray, distance: int, thumbnails: Thumbnails) -> np.ndarray:
+    """A component number for each hash: the components of the near pairs (hashes within
+    ``distance`` bits, thumbnails within :data:`NEAR_PIXELS`; module docstring)."""
     unique, inverse = np.unique(hashes.astype(np.uint64), return_inverse=True)
-    parent = np.arange(len(unique))
-    for left, right in _close_pairs(unique, distance):
-        parent = _join(parent, left, right)
-    return parent[inverse.ravel()]
+    values = _ValueMembers(inverse.ravel(), len(unique))
+    shared = np.flatnonzero(values.counts > 1)  # a value held twice: its holders are candidates
+    close = [(shared, shared)] + list(_close_pairs(unique, distance))
+    involved = values.members_of(np.unique(np.concatenate([np.concatenate(p) for p in close])))
+    parent = np.arange(len(hashes))
+    if not len(involved):
+        return parent
+    table = _ThumbnailTable(involved, thumbnails(involved), len(hashes))
+    for left_values, right_values in close:
+        for left, right in values.pairs(left_values, right_values):
+            alike = table.alike(left, right)
+            if alike.any():
+                parent = _join(parent, left[alike], right[alike])
+    return parent
+
+
+class _ValueMembers:
+    """The samples holding each distinct hash value (``inverse``: each sample's value)."""
+
+    def __init__(self, inverse: np.ndarray, values: int):
+        self.order = np.argsort(inverse, kind="stable")
+        self.counts = np.bincount(inverse, minlength=values)
+        self.starts = np.cumsum(self.counts) - self.counts
+
+    def members_of(self, values: np.ndarray) -> np.ndarray:
+        """The samples holding any of ``values``."""
+        return self.order[_ranges(self.starts[values], self.counts[values])]
+
+    def pairs(self, left: np.ndarray, right: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+        """The sample pairs of each value pair (left[i], right[i]): every holder of one with
+        every holder of the other, or, for a value paired with itself, each pair of its
+        holders once; a few thousand pairs at a time."""
+        products = self.counts[left] * self.counts[right]
+        ends = np.cumsum(products)
+        first = 0
+        while first < len(left):  # slices of value pairs with about PAIRS_AT_ONCE products
+            last = max(first + 1, int(np.searchsorted(ends, ends[first] - products[first]
+                                                     + PAIRS_AT_ONCE, side="right")))
+            yield self._pairs_of(left[first:last], right[first:last])
+            first = last
+
+    def _pairs_of(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        left_count, right_count = self.counts[left], self.counts[right]
+        pair = np.repeat(np.arange(len(left)), left_count * right_count)
+        product = _ranges(np.zeros(len(left), np.int64), left_count * right_count)
+        i, j = product // right_count[pair], product % right_count[pair]
+        keep = (left[pair] != right[pair]) | (i < j)
+        left_samples = self.order[self.starts[left[pair]] + i]
+        right_samples = self.order[self.starts[right[pair]] + j]
+        return left_samples[keep], right_samples[keep]
+
+
+class _ThumbnailTable:
+    """The thumbnails of the samples in candidate pairs, and the test of a pair."""
+
+    def __init__(self, samples: np.ndarray, thumbnails: np.ndarray, count: int):
+        self.rows = np.asarray(thumbnails, dtype=np.uint8).reshape(len(samples), -1)
+        self.row_of = np.zeros(count, np.int64)
+        self.row_of[samples] = np.arange(len(samples))
+
+    def alike(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Whether each pair's thumbnails differ by at most NEAR_PIXELS on average (in
+        integers: the sum of the differences at most NEAR_PIXELS times their number)."""
+        width = self.rows.shape[1]
+        result = np.zeros(len(left), bool)
+        for start in range(0, len(left), PAIRS_AT_ONCE):
+            a = self.rows[self.row_of[left[start:start + PAIRS_AT_ONCE]]].astype(np.int16)
+            b = self.rows[self.row_of[right[start:start + PAIRS_AT_ONCE]]]
+            difference = np.abs(a - b).sum(axis=1, dtype=np.int64)
+            result[start:start + PAIRS_AT_ONCE] = difference <= NEAR_PIXELS * width
+        return result
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenated ranges ``starts[i] .. starts[i] + lengths[i] - 1``."""
+    total = int(lengths.sum())
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + offsets
 
 
 def _close_pairs(unique: np.ndarray, distance: int):

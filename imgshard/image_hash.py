@@ -15,6 +15,12 @@
   8x9 grid of blocks, and each bit says whether a block is brighter than its left neighbour.
   Integer arithmetic throughout, so the bits are the same on every machine.
 
+* :func:`thumbnail`: the image's means over a 16x16 grid of blocks, per channel, in 8-bit
+  units (768 bytes for RGB), computed from the stored row of a sample whose difference hash is
+  close to another's, when the two are compared (``duplicates.py``): a difference hash only
+  sees which blocks are brighter than their neighbours, so flat shapes of other colours, or
+  other shapes with the same edges, can share one; the thumbnails tell them apart.
+
 The worker computes the fingerprint and the difference hash from the pixels it decodes (about
 0.05 ms an image at 224x224, against 2-3 ms to decode and resize one) and they travel to the
 build process as 24 bytes a sample, in ``samples.csv``.
@@ -32,6 +38,8 @@ DIGEST_BYTES = 16
 GRID_ROWS, GRID_COLUMNS = 8, 9
 #: Rows of an image a fingerprint hashes: the first, then every 8th.
 FINGERPRINT_STEP = 8
+#: The side of the grid a thumbnail averages over.
+THUMBNAIL_SIDE = 16
 #: Bytes per sample of :func:`image_hashes`: the fingerprint, then the difference hash
 #: (big-endian).
 HASHES_BYTES = DIGEST_BYTES + 8
@@ -84,6 +92,26 @@ def _row_block_sums(rows: np.ndarray) -> np.ndarray:
         return rows.reshape(GRID_ROWS, height // GRID_ROWS, -1).sum(axis=1, dtype=np.uint16)
     return np.add.reduceat(rows, np.arange(GRID_ROWS) * height // GRID_ROWS, axis=0,
                            dtype=np.int64)
+
+
+def thumbnail(stored: np.ndarray, rescale: float, offset: float) -> np.ndarray:
+    """The block means of a stored (H, W, C) row over a :data:`THUMBNAIL_SIDE` grid (edges
+    ``floor(i*H/side)``, as :func:`dhash`'s), as the 8-bit values they store
+    (``(mean - offset) / rescale``), rounded and clipped to 0..255: a flat uint8 array of
+    ``side * side * C`` values. An image smaller than the grid is enlarged first by repeating
+    its pixels, as in :func:`dhash`."""
+    height, width = stored.shape[:2]
+    if height < THUMBNAIL_SIDE or width < THUMBNAIL_SIDE:
+        stored = np.repeat(np.repeat(stored, THUMBNAIL_SIDE, axis=0), THUMBNAIL_SIDE, axis=1)
+        height, width = height * THUMBNAIL_SIDE, width * THUMBNAIL_SIDE
+    row_edges = np.arange(THUMBNAIL_SIDE) * height // THUMBNAIL_SIDE
+    column_edges = np.arange(THUMBNAIL_SIDE) * width // THUMBNAIL_SIDE
+    sums = np.add.reduceat(np.add.reduceat(stored, row_edges, axis=0, dtype=np.float64),
+                           column_edges, axis=1)
+    areas = (np.diff(np.append(row_edges, height))[:, None, None]
+             * np.diff(np.append(column_edges, width))[None, :, None])
+    values = (sums / areas - offset) / rescale
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8).ravel()
 
 
 def pixel_fingerprint(pixels: np.ndarray) -> bytes:

@@ -19,7 +19,9 @@ import numpy as np
 
 from .duplicates import DuplicateGroup, find_groups
 from .formats import shard_format
-from .image_hash import DIGEST_BYTES, pixel_digest
+from .config import BuildConfig
+from .errors import ShardError
+from .image_hash import DIGEST_BYTES, pixel_digest, thumbnail
 from .layout import SAMPLES_NAME
 from .manifest_check import MAX_COUNT
 from .samples_csv import SampleRow, read_samples
@@ -41,28 +43,29 @@ def reason_group(reason: str) -> str:
     return DUPLICATES_SKIPPED if reason.startswith(DUPLICATE_REASON) else reason
 
 
-def duplicates_in(out: Location, max_rows: int,
+def duplicates_in(out: Location, config: BuildConfig, max_rows: int,
                   shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
-    """The duplicate groups of the samples OUT's ``samples.csv`` lists (``max_rows``: the
-    samples the shards hold; ``shards``: the manifest's shards and their sample counts, see
-    :func:`groups_of_rows`); None when its rows carry no hashes (written before they existed).
-    """
+    """The duplicate groups of the samples OUT's ``samples.csv`` lists (``config``: the
+    dataset's; ``max_rows``: the samples the shards hold; ``shards``: the manifest's shards and
+    their sample counts, see :func:`groups_of_rows`); None when its rows carry no hashes
+    (written before they existed)."""
     with out.open_listed(SAMPLES_NAME) as stream:
-        return groups_of_rows(read_samples(stream, max_rows), out, shards)
+        return groups_of_rows(read_samples(stream, max_rows), out, config, shards)
 
 
-def found_duplicates(out: Location) -> dict[str, Any]:
+def found_duplicates(out: Location, config: BuildConfig) -> dict[str, Any]:
     """The manifest's ``duplicates`` key for the ``samples.csv`` a build just published in OUT
     (none when its rows carry no hashes: an append to a dataset built before them)."""
-    return duplicates_record(duplicates_in(out, MAX_COUNT))
+    return duplicates_record(duplicates_in(out, config, MAX_COUNT))
 
 
-def groups_of_rows(rows: Iterable[SampleRow], out: Location,
+def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig,
                    shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
-    """The groups of the rows' hashes, exact ones confirmed from OUT's shards (see
-    :func:`confirm_exact`). A row whose hash cells are not what a build writes (an edited file),
-    or that names a shard not in ``shards`` (when given: name -> sample count) or a row outside
-    it, is left out rather than trusted (nor read: an edited ``../x.npy`` lies outside OUT)."""
+    """The groups of the rows' hashes, exact ones confirmed and near ones compared on
+    thumbnails of OUT's shards (:func:`confirm_exact`, :class:`StoredThumbnails`). A row whose
+    hash cells are not what a build writes (an edited file), or that names a shard not in
+    ``shards`` (when given: name -> sample count) or a row outside it, is left out rather than
+    trusted (nor read: an edited ``../x.npy`` lies outside OUT)."""
     paths: list[str] = []
     splits: list[str] = []
     places: list[tuple[str, int]] = []
@@ -83,7 +86,8 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location,
         dhashes.append(value)
     confirmed = confirm_exact(np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16), places, out)
     return find_groups(paths, splits, confirmed,
-                       np.frombuffer(dhashes, np.uint64) if dhashes else np.zeros(0, np.uint64))
+                       np.frombuffer(dhashes, np.uint64) if dhashes else np.zeros(0, np.uint64),
+                       StoredThumbnails(places, out, config))
 
 
 def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
@@ -110,6 +114,35 @@ def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
                 digests[sample] = np.frombuffer(pixel_digest(rows[places[sample][1]]), np.uint8)
             del rows
     return digests
+
+
+class StoredThumbnails:
+    """The thumbnails (``image_hash.thumbnail``) of samples, from their stored rows in OUT's
+    shards (``places``: each sample's shard name and row), each shard opened once a call.
+
+    A float build stores ``pixel * rescale + offset``; a uint8 build the pixel itself
+    (``rescale`` applies when it is read), so its thumbnails take (1, 0)."""
+
+    def __init__(self, places: list[tuple[str, int]], out: Location, config: BuildConfig):
+        self.places, self.out = places, out
+        self.scale = (1.0, 0.0) if config.dtype == "uint8" else (config.rescale, config.offset)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        by_shard: dict[str, list[int]] = {}
+        for position, sample in enumerate(samples.tolist()):
+            by_shard.setdefault(self.places[sample][0], []).append(position)
+        found: list[np.ndarray | None] = [None] * len(samples)
+        for shard, positions in sorted(by_shard.items()):
+            with self.out.local_copy(shard) as path:
+                rows = shard_format().open_shard(path)
+                for position in positions:
+                    row = self.places[samples[position]][1]
+                    found[position] = thumbnail(rows[row], *self.scale)
+                del rows
+        if len({thumb.shape for thumb in found if thumb is not None}) > 1:
+            raise ShardError(f"{SAMPLES_NAME}: its rows name shards holding images of "
+                             "different shapes")
+        return np.stack(found) if found else np.zeros((0, 1), np.uint8)
 
 
 def duplicates_record(groups: list[DuplicateGroup] | None) -> dict[str, Any]:

@@ -225,7 +225,8 @@ def _check_duplicates(location: Location, manifest: Manifest,
     shards = {shard.images: shard.num_samples for split in manifest.splits.values()
               for shard in split.shards}
     try:
-        found = None if recorded is None else groups_of_rows(rows, location, shards)
+        found = None if recorded is None else groups_of_rows(
+            rows, location, BuildConfig.from_dict(manifest.config), shards)
     except (ShardError, OSError):  # a shard that cannot be read: reported already
         return []
     if found is None or [group.to_json() for group in found] == recorded:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imgshard import BuildConfig, build, plan
-from imgshard.build import make_tasks, piece_starts, pieces_per_shard
+from imgshard.build_plan import make_tasks, piece_starts, pieces_per_shard
 from imgshard.storage import Location
 from imgshard.worker import run_shard_task
 

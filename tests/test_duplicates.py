@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgshard.duplicates import NEAR_DISTANCE, find_groups, near_components
-from imgshard.image_hash import dhash, pixel_digest, pixel_fingerprint
+from imgshard.duplicates import NEAR_DISTANCE, NEAR_PIXELS, find_groups, near_components
+from imgshard.image_hash import THUMBNAIL_SIDE, dhash, pixel_digest, pixel_fingerprint, thumbnail
 
 
 def reference_dhash(pixels: np.ndarray) -> int:
@@ -99,13 +99,14 @@ def clustered_hashes(seed: int, count: int, centres: int, flips: int) -> list[in
        centres=st.integers(1, 60), flips=st.integers(0, 8), distance=st.integers(0, 8))
 def test_near_components_equal_the_brute_force_components(seed, count, centres, flips, distance):
     hashes = clustered_hashes(seed, count, centres, flips)
-    labels = near_components(np.array(hashes, dtype=np.uint64), distance)
+    labels = near_components(np.array(hashes, dtype=np.uint64), distance, alike_thumbnails())
     assert as_components(labels) == brute_components(hashes, distance)
 
 
 def test_a_large_set_is_grouped_as_brute_force_would():
     hashes = clustered_hashes(7, 3000, 300, 6)
-    labels = near_components(np.array(hashes, dtype=np.uint64), NEAR_DISTANCE)
+    labels = near_components(np.array(hashes, dtype=np.uint64), NEAR_DISTANCE,
+                             alike_thumbnails())
     assert as_components(labels) == brute_components(hashes, NEAR_DISTANCE)
 
 
@@ -121,10 +122,95 @@ def test_find_groups_names_exact_and_near_groups_with_their_splits():
     ]
     groups = find_groups([r[0] for r in rows], [r[1] for r in rows],
                          np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(-1, 16),
-                         np.array([r[3] for r in rows], np.uint64))
+                         np.array([r[3] for r in rows], np.uint64), alike_thumbnails())
     assert [g.to_json() for g in groups] == [
         {"kind": "exact", "paths": ["a.png", "b.png"], "splits": ["train", "val"]},
         {"kind": "near", "paths": ["a.png", "b.png", "c.png"], "splits": ["train", "val"]},
         {"kind": "exact", "paths": ["e.png", "f.png"], "splits": ["val"]},
     ]
     assert [g.leaks for g in groups] == [True, True, False]
+
+
+def alike_thumbnails():
+    """Thumbnails that confirm every candidate pair: all equal."""
+    return lambda samples: np.zeros((len(samples), 4), np.uint8)
+
+
+def brute_near(hashes: list[int], thumbs: np.ndarray, distance: int) -> list[frozenset[int]]:
+    """Components of 'hashes within ``distance`` bits and thumbnails within NEAR_PIXELS on
+    average', comparing every pair."""
+    parent = list(range(len(hashes)))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+    for i, j in itertools.combinations(range(len(hashes)), 2):
+        mean_difference = np.abs(thumbs[i].astype(float) - thumbs[j].astype(float)).mean()
+        if bin(hashes[i] ^ hashes[j]).count("1") <= distance and mean_difference <= NEAR_PIXELS:
+            parent[root(i)] = root(j)
+    groups: dict[int, set[int]] = {}
+    for i in range(len(hashes)):
+        groups.setdefault(root(i), set()).add(i)
+    return sorted((frozenset(g) for g in groups.values()), key=min)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(0, 120), centres=st.integers(1, 8),
+       flips=st.integers(0, 6), looks=st.integers(1, 4), spread=st.integers(0, 30))
+def test_near_pairs_are_confirmed_by_their_thumbnails(seed, count, centres, flips, looks, spread):
+    """Few hash values and a few 'looks' (thumbnail centres, each value moved by up to
+    ``spread``): many candidate pairs that only some thumbnails confirm."""
+    hashes = clustered_hashes(seed, count, centres, flips)
+    rng = np.random.default_rng(seed)
+    centre_thumbs = rng.integers(0, 256, (looks, 12), dtype=np.int16)
+    thumbs = np.clip(centre_thumbs[rng.integers(0, looks, count)]
+                     + rng.integers(-spread, spread + 1, (count, 12)), 0, 255).astype(np.uint8)
+    labels = near_components(np.array(hashes, dtype=np.uint64), NEAR_DISTANCE,
+                             lambda samples: thumbs[samples])
+    assert as_components(labels) == brute_near(hashes, thumbs, NEAR_DISTANCE)
+
+
+def test_images_with_one_difference_hash_but_other_pixels_are_not_near_duplicates():
+    digests = np.arange(4 * 16, dtype=np.uint8).reshape(4, 16)  # all different: no exact group
+    thumbs = np.array([[10] * 4, [14] * 4, [200] * 4, [14, 14, 14, 50]], np.uint8)
+    groups = find_groups(["a", "b", "c", "d"], ["train", "val", "val", "val"], digests,
+                         np.zeros(4, np.uint64), lambda samples: thumbs[samples])
+    # a~b: 4 levels apart on average; c: 190 from a; d: 13 from a (over NEAR_PIXELS), 9 from b:
+    # one group by the chain a~b~d
+    assert NEAR_PIXELS == 12
+    assert [g.to_json() for g in groups] == [
+        {"kind": "near", "paths": ["a", "b", "d"], "splits": ["train", "val"]}]
+
+
+def reference_thumbnail(stored: np.ndarray, rescale: float, offset: float) -> np.ndarray:
+    """Block means over a THUMBNAIL_SIDE grid (edges floor(i*H/side)) of the stored values,
+    as 8-bit values ``(mean - offset) / rescale``, rounded, by explicit loops."""
+    side = THUMBNAIL_SIDE
+    height, width, channels = stored.shape
+    rows = [height * i // side for i in range(side + 1)]
+    cols = [width * j // side for j in range(side + 1)]
+    means = np.zeros((side, side, channels))
+    for r in range(side):
+        for c in range(side):
+            block = stored[rows[r]:rows[r + 1], cols[c]:cols[c + 1]].astype(np.float64)
+            means[r, c] = block.mean(axis=(0, 1))
+    return np.clip(np.rint((means - offset) / rescale), 0, 255).astype(np.uint8).ravel()
+
+
+@pytest.mark.parametrize("shape,dtype,rescale,offset", [
+    ((64, 64, 3), np.float16, 1 / 255, 0.0), ((50, 37, 1), np.float32, 2 / 255, -1.0),
+    ((224, 160, 3), np.uint8, 1.0, 0.0), ((33, 200, 3), np.float32, -0.5, 3.0)])
+def test_thumbnail_is_the_block_mean_of_the_pixel_values(shape, dtype, rescale, offset):
+    rng = np.random.default_rng(shape[0])
+    pixels = rng.integers(0, 256, shape).astype(np.float64)
+    stored = (pixels * rescale + offset).astype(dtype)
+    assert np.array_equal(thumbnail(stored, rescale, offset),
+                          reference_thumbnail(stored, rescale, offset))
+
+
+def test_the_thumbnail_of_an_image_smaller_than_its_grid_is_that_of_its_enlargement():
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(small, THUMBNAIL_SIDE, axis=0), THUMBNAIL_SIDE, axis=1)
+    assert np.array_equal(thumbnail(small, 1.0, 0.0), reference_thumbnail(big, 1.0, 0.0))

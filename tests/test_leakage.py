@@ -11,13 +11,15 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import disk_full_at, edit_manifest, one_error_line, run, write_image
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 from test_depth import png16
-from test_duplicates import brute_components, reference_dhash
+from test_duplicates import brute_components, brute_near, reference_dhash, reference_thumbnail
 
 from imgshard import BuildConfig, build
 from imgshard.duplicates import NEAR_DISTANCE
@@ -57,9 +59,10 @@ def stored(out) -> list[tuple[str, str, np.ndarray]]:
             for row in rows]
 
 
-def reference_groups(samples, as_uint8) -> list[dict]:
-    """The groups by the definitions: equal stored bytes; components of reference dHashes
-    within NEAR_DISTANCE bits that are not one exact group."""
+def reference_groups(samples, as_uint8, rescale: float) -> list[dict]:
+    """The groups by the definitions: equal stored bytes; components of 'reference dHashes
+    within NEAR_DISTANCE bits and reference thumbnails within NEAR_PIXELS' that are not one
+    exact group."""
     def group(kind, members):
         splits = {samples[i][1] for i in members}
         return {"kind": kind, "paths": sorted(samples[i][0] for i in members),
@@ -69,8 +72,10 @@ def reference_groups(samples, as_uint8) -> list[dict]:
         by_bytes.setdefault(image.tobytes(), []).append(i)
     exact = [members for members in by_bytes.values() if len(members) > 1]
     exact_of = {i: n for n, members in enumerate(by_bytes.values()) for i in members}
-    near = [sorted(c) for c in brute_components(
-        [reference_dhash(as_uint8(image)) for _, _, image in samples], NEAR_DISTANCE)
+    near = [sorted(c) for c in brute_near(
+        [reference_dhash(as_uint8(image)) for _, _, image in samples],
+        np.array([reference_thumbnail(image, rescale, 0.0) for _, _, image in samples]),
+        NEAR_DISTANCE)
         if len(c) > 1 and len({exact_of[i] for i in c}) > 1]
     groups = [group("exact", m) for m in exact] + [group("near", m) for m in near]
     return sorted(groups, key=lambda g: (g["paths"][0], g["kind"] != "exact", g["paths"]))
@@ -84,7 +89,7 @@ def test_the_groups_are_those_of_the_stored_pixels(source, tmp_path, dtype):
     samples = stored(out)
     as_uint8 = (lambda x: x) if dtype == "uint8" else (
         lambda x: np.rint(x.astype(np.float64) * 255).astype(np.uint8))
-    expected = reference_groups(samples, as_uint8)
+    expected = reference_groups(samples, as_uint8, 1.0 if dtype == "uint8" else 1 / 255)
     assert manifest.extra["duplicates"] == expected
     # the fixture holds what it means to: a leak of each kind and a pair inside one split
     assert {"kind": "exact", "paths": ["train/c0/0.png", "val/c0/0.png"],
@@ -99,6 +104,47 @@ def test_the_groups_are_those_of_the_stored_pixels(source, tmp_path, dtype):
         assert row["pixel_hash"] == hashlib.sha256(  # every 8th stored row: the fingerprint
             np.ascontiguousarray(image[::8]).tobytes()).hexdigest()[:32]
         assert int(row["dhash"], 16) == reference_dhash(as_uint8(image))
+
+
+def test_the_bundled_example_holds_no_duplicates(tmp_path):
+    """The README's quickstart example: coloured shapes on plain backgrounds, each drawn at
+    random, none a copy. Their difference hashes (edges of flat shapes) lie within
+    NEAR_DISTANCE bits for a dozen pairs (a yellow circle and a blue square among them); the
+    stored pixels tell them apart."""
+    examples = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "make_shapes.py")
+    assert subprocess.run([sys.executable, examples, str(tmp_path / "shapes")],
+                          capture_output=True).returncode == 0
+    manifest = build(str(tmp_path / "shapes"), str(tmp_path / "out"),
+                     BuildConfig(size=(64, 64), val_split=0.2), workers=1).manifest
+    assert manifest.extra["duplicates"] == []
+
+
+def photo_variants(src: str) -> list[str]:
+    """A smooth photo-like image and what happens to photos on the web: re-encoded at JPEG
+    quality 40, brightened by 6 %, halved in size, blurred, and cropped by 2 % on each side."""
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    photo = Image.fromarray(small).resize((320, 240), Image.Resampling.BICUBIC)
+    os.makedirs(os.path.join(src, "c0"))
+    os.makedirs(os.path.join(src, "c1"))
+    photo.save(os.path.join(src, "c0", "photo.jpg"), quality=95)
+    photo.save(os.path.join(src, "c1", "q40.jpg"), quality=40)
+    ImageEnhance.Brightness(photo).enhance(1.06).save(os.path.join(src, "c1", "bright.png"))
+    photo.resize((160, 120), Image.Resampling.BICUBIC).save(os.path.join(src, "c1", "half.png"))
+    photo.filter(ImageFilter.GaussianBlur(1)).save(os.path.join(src, "c1", "blur.png"))
+    photo.crop((6, 5, 314, 235)).save(os.path.join(src, "c1", "crop.png"))
+    for seed in range(4):
+        write_image(os.path.join(src, "c0", f"other{seed}.png"), size=(320, 240), seed=seed + 20)
+    return ["c0/photo.jpg", "c1/blur.png", "c1/bright.png", "c1/crop.png", "c1/half.png",
+            "c1/q40.jpg"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "uint8"])
+def test_a_photo_and_its_web_copies_are_one_near_group(tmp_path, dtype):
+    variants = photo_variants(str(tmp_path / "src"))
+    manifest = build(str(tmp_path / "src"), str(tmp_path / "out"),
+                     BuildConfig(size=(64, 64), dtype=dtype, val_split=0.3), workers=1).manifest
+    assert [group["paths"] for group in manifest.extra["duplicates"]] == [variants]
 
 
 def test_any_worker_count_and_a_resume_find_the_same_groups(source, tmp_path, monkeypatch):
