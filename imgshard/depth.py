@@ -54,7 +54,7 @@ def is_deep(image: Image.Image) -> bool:
     if image.mode in DEEP_GRAY_MODES:
         return True
     return image.mode in DEEP_COLOUR_MODES and image.format in DEEP_COLOUR_FORMATS \
-        and ";16" in _raw_mode(image)
+        and ";16" in raw_mode(image)
 
 
 def needs_opencv(image: Image.Image) -> bool:
@@ -63,8 +63,9 @@ def needs_opencv(image: Image.Image) -> bool:
     return image.mode not in DEEP_GRAY_MODES
 
 
-def _raw_mode(image: Image.Image) -> str:
-    """The raw mode of the file's first tile (e.g. ``RGB;16B``), '' when Pillow names none."""
+def raw_mode(image: Image.Image) -> str:
+    """The raw mode of the file's first tile (how its bytes are laid out, e.g. ``RGB;16B``),
+    '' when Pillow names none."""
     if not image.tile:
         return ""
     args = image.tile[0].args
@@ -101,10 +102,10 @@ def decode(image: Image.Image, source: str | BinaryIO, orientation: int = 1) -> 
         values = values[:, :, np.newaxis]
     elif values.shape[2] in (3, 4):  # OpenCV's BGR(A)
         values = values[:, :, [2, 1, 0, 3][:values.shape[2]]]
-    raw_mode = _raw_mode(image)
-    if raw_mode.startswith("RGBX") and values.shape[2] == 4:  # an unspecified sample: not alpha
+    layout = raw_mode(image)
+    if layout.startswith("RGBX") and values.shape[2] == 4:  # an unspecified sample: not alpha
         values = values[:, :, :3]
-    if raw_mode.startswith("RGBa"):  # associated alpha: OpenCV keeps it premultiplied
+    if layout.startswith("RGBa"):  # associated alpha: OpenCV keeps it premultiplied
         values = _unpremultiplied(values)
     return upright(values, orientation)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .depth import raw_mode
 from .storage import Location
 from .storage.location import is_url
 
@@ -89,20 +90,11 @@ def header_bits(location: Location, path: str) -> int | None:
         return None
 
 
-def raw_mode(image) -> str | None:
-    """The raw mode of the image's first tile (how its bytes are laid out), if it says one."""
-    tiles = getattr(image, "tile", None) or []
-    args = tiles[0][3] if tiles else None
-    if isinstance(args, tuple) and args:
-        args = args[0]
-    return args if isinstance(args, str) else None
-
-
-def bits_per_channel(mode: str, raw: str | None) -> int:
+def bits_per_channel(mode: str, raw: str) -> int:
     """Bits per channel of an image of Pillow ``mode`` whose bytes have the raw mode ``raw``."""
     from PIL import Image
 
-    match = RAW_BITS.fullmatch(raw or "")
+    match = RAW_BITS.fullmatch(raw)
     if match is not None:
         bits, endianness = int(match.group(1)), match.group(2)
         try:

@@ -289,7 +289,7 @@ def test_dry_run_samples_the_headers_of_a_large_source(source, monkeypatch):
 
 @pytest.mark.parametrize("mode, raw, bits", [
     ("RGB", "RGB", 8), ("RGB", "RGB;16B", 16), ("RGBA", "RGBA;16L", 16), ("I;16", "I;16", 16),
-    ("I", "I;32S", 32), ("I", None, 32), ("F", "F;32F", 32), ("L", "L", 8), ("P", "P;4", 4),
+    ("I", "I;32S", 32), ("I", "", 32), ("F", "F;32F", 32), ("L", "L", 8), ("P", "P;4", 4),
     ("RGB", "BGR;16", 5), ("LA", "LA;16B", 16), ("1", "1;I", 8), ("CMYK", "CMYK", 8),
 ])
 def test_bits_per_channel_from_a_header(mode, raw, bits):
