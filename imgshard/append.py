@@ -123,9 +123,8 @@ def check_appendable(out: Location, manifest: Manifest) -> None:
     if manifest.extra.get("merged_from") is not None:
         raise AppendError(f"{out} holds a merge of several datasets, whose paths are relative "
                           "to different sources: append to an input and merge again")
-    if manifest.label_kind != "single" or manifest.target_names is not None:
-        kind = "a multi-label dataset" if manifest.label_kind != "single" else "targets"
-        raise AppendError(f"{out} holds {kind}, which imgshard append does not grow yet: "
+    if manifest.richer_labels is not None:
+        raise AppendError(f"{out} holds {manifest.richer_labels}, which imgshard append does not grow yet: "
                           "build the grown folder with --overwrite")
 
 

@@ -105,6 +105,15 @@ class Manifest:
         return (rows, len(self.target_names or ())), "float32"
 
     @property
+    def richer_labels(self) -> str | None:
+        """What the dataset holds beyond one class per image, in words ("a multi-label
+        dataset", "a dataset with targets"); None when nothing: merge, reshard and append only
+        copy one class per image so far."""
+        if self.label_kind != "single":
+            return "a multi-label dataset"
+        return None if self.target_names is None else "a dataset with targets"
+
+    @property
     def shard_samples(self) -> int:
         """The samples the shards of every split hold: the rows ``samples.csv`` should have
         (a split's own ``num_samples`` may disagree; ``verify`` reports that)."""

@@ -33,12 +33,10 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
         MergeError: naming the option and the two inputs that disagree.
     """
     for name, manifest in zip(names, manifests):
-        if manifest.label_kind != "single" or manifest.target_names is not None:
-            kind = "a multi-label dataset" if manifest.label_kind != "single" \
-                else "a dataset with targets"
+        if manifest.richer_labels is not None:
             instead = "build the folders together" if len(manifests) > 1 \
                 else "build the folder again with --shard-size"
-            raise MergeError(f"{name} holds {kind}, which merge and reshard do not copy yet: "
+            raise MergeError(f"{name} holds {manifest.richer_labels}, which merge and reshard do not copy yet: "
                              f"{instead} instead")
     first, first_name = manifests[0], names[0]
     for name, manifest in zip(names[1:], manifests[1:]):

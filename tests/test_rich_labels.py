@@ -400,11 +400,12 @@ def test_a_changed_targets_file_is_not_resumed(aged, tmp_path):
                        "4", "--resume"), "targets file")
 
 
-def test_merge_refuses_targets_and_overwrite_removes_them(aged, tmp_path):
-    _, out, _ = aged
-    one_error_line(run("merge", out, "-o", str(tmp_path / "m")), "targets")
+def test_merge_and_append_refuse_targets_and_overwrite_removes_them(aged, tmp_path):
+    src, out, _ = aged
+    one_error_line(run("merge", out, "-o", str(tmp_path / "m")), "a dataset with targets")
     copy = str(tmp_path / "copy")
     shutil.copytree(out, copy)
+    one_error_line(run("append", src, copy), "a dataset with targets")
     src = str(tmp_path / "other")
     write_image(os.path.join(src, "a", "1.png"), size=(6, 6))
     result = run("build", src, copy, "--overwrite")
