@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError
-from .formats import RowWriter, ShardFormat, shard_format
+from .formats import RowWriter, ShardFormat, class_counts, shard_format
 from .image_hash import HASHES_BYTES, hash_cells
 from .labels_file import LABEL_SEPARATOR
 from .layout import (HASH_COLUMNS, SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name,
@@ -197,8 +197,9 @@ class SplitAssembler:
         info = ShardInfo(images=shard_file, num_samples=len(samples), sha256=digest)
         if self.class_names is not None:
             labels = label_rows(samples, len(self.class_names))
-            for label, count in label_counts(labels).items():
-                self._counts[label] = self._counts.get(label, 0) + count
+            counts = class_counts(labels, len(self.class_names))
+            for label in np.flatnonzero(counts).tolist():
+                self._counts[label] = self._counts.get(label, 0) + int(counts[label])
             name = labels_name(self.split, index, self.file_format.SUFFIX)
             info = dataclasses.replace(info, labels=name, labels_sha256=self._write(name, labels))
         if self.config.targets is not None:
@@ -235,13 +236,6 @@ def label_rows(samples: list[Sample], num_classes: int) -> np.ndarray:
     for row, sample in enumerate(samples):
         rows[row, list(sample.label)] = 1
     return rows
-
-
-def label_counts(labels: np.ndarray) -> dict[int, int]:
-    """How many samples carry each label (a multi-hot row counts each of its labels)."""
-    if labels.ndim == 2:
-        return {int(i): int(n) for i, n in enumerate(labels.sum(axis=0, dtype=np.int64)) if n}
-    return dict(Counter(labels.tolist()))
 
 
 def assemble_in_order(results: Iterable[ShardResult], tasks: list[ShardTask],

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ShardError
-from .formats import ShardFormat, check_labels
+from .formats import ShardFormat, check_labels, class_counts
 from .layout import images_name, labels_name
 from .manifest import Manifest, ShardInfo, SplitInfo
 from .merge_plan import Piece, SplitLayout, shard_pieces
@@ -192,7 +192,7 @@ class Writer:
             digest = writer.finish()
         info = ShardInfo(images=info.images, num_samples=info.num_samples, sha256=info.sha256,
                          labels=name, labels_sha256=digest)
-        return info, np.bincount(labels, minlength=self.num_classes)
+        return info, class_counts(labels, self.num_classes)
 
     def _name(self, make: Callable[..., str], job: OutputShard) -> str:
         return make(job.layout.split, job.index, self.file_format.SUFFIX)

@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import ImgshardError, MissingShardError, ShardError
-from .formats import check_labels, check_targets, shard_format
+from .formats import check_labels, check_targets, class_counts, shard_format
 from .layout import MANIFEST_NAME, is_own_file
 from .leakage import groups_of_rows
 from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
@@ -37,8 +37,6 @@ from .storage import Location
 
 #: Rows read at a time by the deep check, so memory stays flat whatever the shard size.
 DEEP_CHUNK_ROWS = 64
-#: Labels counted at a time.
-LABEL_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
                     with _opened(location, shard.labels,
                                  *manifest.labels_layout(shard.num_samples)) as labels:
                         check_labels(shard.labels, labels, manifest.num_classes)
-                        labels_seen += _count_labels(labels, manifest.num_classes or 0)
+                        labels_seen += class_counts(labels, manifest.num_classes or 0)
                 except ShardError as error:
                     yield Problem(shard.labels, str(error).split(": ", 1)[-1])
             if shard.targets:
@@ -154,18 +152,6 @@ def _check_files(location: Location, manifest: Manifest) -> Iterator[Problem]:
     for name in sorted(location.listdir()):
         if is_own_file(name, shard_format().SUFFIX) and name not in listed:
             yield Problem(name, "shard file not listed in the manifest")
-
-
-def _count_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """How many of ``labels`` (each checked inside ``[0, num_classes)``, or multi-hot rows) are
-    of each class, counted a chunk at a time: memory stays flat however many labels a file
-    holds."""
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for start in range(0, len(labels) if num_classes else 0, LABEL_CHUNK):
-        chunk = labels[start:start + LABEL_CHUNK]
-        counts += chunk.sum(axis=0, dtype=np.int64) if chunk.ndim == 2 else np.bincount(
-            chunk, minlength=num_classes)
-    return counts
 
 
 def _check_checksums(location: Location, manifest: Manifest, workers: int,

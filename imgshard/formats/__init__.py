@@ -112,3 +112,19 @@ def check_labels(path: str, labels: np.ndarray, num_classes: int | None) -> None
         bad = low if low < 0 else high
         raise ShardError(f"{path}: label {bad} outside [0, {num_classes}) (the manifest has "
                          f"{num_classes} classes)")
+
+
+#: Labels counted at a time by :func:`class_counts` (4 MB of int32).
+LABEL_CHUNK = 1 << 20
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """How many samples of ``labels`` (int32 indices checked inside ``[0, num_classes)``, or
+    multi-hot rows, which count each of their labels) carry each class, counted a chunk at a
+    time, so that memory stays flat however many a (mapped) file holds."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for start in range(0, len(labels) if num_classes else 0, LABEL_CHUNK):
+        chunk = labels[start:start + LABEL_CHUNK]
+        counts += chunk.sum(axis=0, dtype=np.int64) if chunk.ndim == 2 else np.bincount(
+            chunk, minlength=num_classes)
+    return counts
