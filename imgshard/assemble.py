@@ -37,7 +37,7 @@ from .labels_file import LABEL_SEPARATOR
 from .layout import (HASH_COLUMNS, SAMPLES_NAME, SAMPLES_PARTIAL, images_name, labels_name,
                      targets_name)
 from .manifest import ShardInfo, Skip, SplitInfo
-from .samples import Label, Sample
+from .samples import Label, Sample, is_multi_label
 from .samples_csv import has_hash_columns, open_samples_csv
 from .storage import Location
 from .worker import ShardResult, ShardTask
@@ -230,7 +230,7 @@ def label_cell(label: Label) -> str | int:
 
 def label_rows(samples: list[Sample], num_classes: int) -> np.ndarray:
     """The labels file's rows: int32 indices, or a multi-label dataset's uint8 multi-hot rows."""
-    if not any(isinstance(s.label, tuple) for s in samples):
+    if not is_multi_label(samples):
         return np.array([s.label for s in samples], dtype=np.int32)
     rows = np.zeros((len(samples), num_classes), dtype=np.uint8)
     for row, sample in enumerate(samples):

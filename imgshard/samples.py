@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import BuildConfig
@@ -29,12 +30,17 @@ class Sample:
     targets: tuple[float, ...] | None = None
 
 
+def is_multi_label(samples: Iterable[Sample]) -> bool:
+    """Whether the samples are a multi-label dataset's: their labels are tuples of class
+    indices (the scan makes every label of a dataset one, or every label an index)."""
+    return any(isinstance(sample.label, tuple) for sample in samples)
+
+
 def split_and_order(splits: dict[str, list[Sample]], config: BuildConfig) -> dict[str, list[Sample]]:
     if config.val_split is not None and "val" not in splits:
         samples = splits.get("train", [])
-        multi = any(isinstance(sample.label, tuple) for sample in samples)
-        train, val = (hold_out_multi if multi else hold_out)(samples, config.val_split,
-                                                             config.seed)
+        hold = hold_out_multi if is_multi_label(samples) else hold_out
+        train, val = hold(samples, config.val_split, config.seed)
         splits = {**splits, "train": train, "val": val}
     return {name: order(splits[name], seed=config.seed, shuffle=config.shuffle)
             for name in SPLIT_ORDER if splits.get(name)}

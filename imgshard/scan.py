@@ -32,7 +32,7 @@ from .executors.interface import Executor
 from .labels_file import parse_labels_csv, read_labels_bytes
 from .targets_file import Targets, parse_targets_csv, read_targets_bytes
 from .manifest import Skip
-from .samples import Sample, split_and_order
+from .samples import Sample, is_multi_label, split_and_order
 from .storage import Location, MissingDirectory
 from .storage.tree import Entry
 
@@ -149,7 +149,7 @@ def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
     splits = split_and_order(_one_label_each(labelled), config)
     if not any(splits.values()):
         raise ScanError(f"no images found in {src} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    multi = any(isinstance(s.label, tuple) for samples in splits.values() for s in samples)
+    multi = is_multi_label(s for samples in splits.values() for s in samples)
     return ScanResult(class_names, splits, [Skip(p, reasons[p]) for p in sorted(reasons)],
                       stamps.sources(entries), labels_sha256, "multi" if multi else "single",
                       None if targets is None else targets[0].names,
