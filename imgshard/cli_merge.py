@@ -9,6 +9,7 @@ import click
 from .cli_errors import Command, user_errors
 from .cli_options import LazyProgressBar, storage_option
 from .interrupts import sigterm_as_interrupt
+from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
 from .manifest import read_manifest
 from .merge import MergeResult
 from .merge import merge as run_merge
@@ -81,12 +82,19 @@ def _samples(inputs: tuple[str, ...], storage_options: dict[str, Any]) -> int:
 
 
 def _summarize(result: MergeResult, out: str, verb: str) -> None:
+    """Leakage first (an image of one input's train split in another's val), then what was
+    written, the duplicate groups and the paths found in two inputs."""
     manifest = result.manifest
+    groups = summarize_duplicates(manifest.extra.get("duplicates"))
+    for line in leakage_lines(groups):
+        click.echo(line)
     splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
     shards = sum(len(split.shards) for split in manifest.splits.values())
     classes = "" if manifest.class_names is None else f", {len(manifest.class_names)} classes"
     click.echo(f"{verb} {out}: {splits} images in {shards} shards of "
                f"{manifest.config['shard_size']}{classes} ({result.seconds:.1f} s)")
+    for line in duplicate_lines(groups):
+        click.echo(line)
     if result.num_inputs < 2:
         return
     duplicates = result.duplicates

@@ -70,6 +70,7 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig
     splits: list[str] = []
     places: list[tuple[str, int]] = []
     digests, dhashes = bytearray(), array("Q")
+    named: dict[str, int] = {}
     for row in rows:
         if row.hashes is None:
             return None
@@ -79,7 +80,7 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig
                 shards is not None and not 0 <= row.index < shards.get(row.shard, 0)):
             continue
         digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
-        paths.append(row.path)
+        paths.append(_sample_name(row, named))
         splits.append(row.split)
         places.append((row.shard, row.index))
         digests += digest_bytes
@@ -114,6 +115,16 @@ def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
                 digests[sample] = np.frombuffer(pixel_digest(rows[places[sample][1]]), np.uint8)
             del rows
     return digests
+
+
+def _sample_name(row: SampleRow, named: dict[str, int]) -> str:
+    """How a group names the row's sample: its path; a merged dataset's, after its input
+    (``INPUT: PATH``). A name already given (an input merged twice) is followed by ``#2``,
+    ``#3``... in the order of the rows: a group never names one sample twice."""
+    name = row.path if not row.source else f"{row.source}: {row.path}"
+    seen = named.get(name, 0)
+    named[name] = seen + 1
+    return name if not seen else f"{name} #{seen + 1}"
 
 
 class StoredThumbnails:

@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from .config import BuildConfig
 from .errors import ImgshardError
 from .formats import shard_format
 from .layout import SAMPLES_NAME, SAMPLES_PARTIAL, SOURCES_KEPT
+from .leakage import duplicates_in, duplicates_record
 from .manifest import Manifest, SplitInfo, read_manifest, write_manifest
 from .merge_copy import Input, Writer, copy_splits
 from .merge_plan import (
@@ -62,9 +64,9 @@ MAX_SHARD_SIZE = 1 << 40
 MAX_THREADS = 32
 #: Keys of an input's manifest extras that describe that input's own merge, not the output.
 MERGE_KEYS = ("merged_from", "duplicate_paths")
-#: Keys of an input's manifest extras true of that input's samples alone: a merge's union has
-#: duplicates across its inputs that no input's record names (a reshard keeps them: the same
-#: samples, paths and splits). A merge's ``samples.csv`` has no hash columns to find them.
+#: Keys of an input's manifest extras true of that input's samples alone: the groups of
+#: duplicates are found again in the output (a merge's union has duplicates across its inputs
+#: that no input's record names), or left out when an input's rows carry no hashes.
 INPUT_ONLY_KEYS = ("duplicates",)
 #: Keys of an input's manifest extras naming files of the input that a merge does not hold (the
 #: record of the input's source files, which ``imgshard append`` reads: a reshard copies it).
@@ -146,12 +148,13 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
                                  inputs, union, workers=workers, progress=progress)
             duplicates = _write_samples(out, inputs, names, layouts,
                                         source_column=merged or _holds_merges(manifests))
+            groups = _groups(out, manifests, splits)
             _check_unchanged(locations, names, manifests)
             kept = not merged and _copy_record(inputs[0], out)
         finally:
             log.close()
         manifest = _manifest(names, manifests, union, size, splits, duplicates, merged,
-                             sources_kept=kept)
+                             sources_kept=kept, groups=groups)
         write_manifest(out, manifest)
         finish_log(out)
     return MergeResult(manifest, duplicates, time.perf_counter() - started, len(inputs))
@@ -207,14 +210,17 @@ def _holds_merges(manifests: list[Manifest]) -> bool:
 
 def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts: dict, *,
                    source_column: bool) -> Duplicates:
-    """Stage the output's ``samples.csv`` (with ``source_column``, each row's input), find the
-    paths in two inputs, publish it."""
+    """Stage the output's ``samples.csv`` (with ``source_column``, each row's input; with the
+    hash columns when every input was searched for duplicates), find the paths in two inputs,
+    publish it."""
     folder = out.staging_folder()
     path = os.path.join(folder, SAMPLES_PARTIAL)
+    hashed = _searched([given.manifest for given in inputs])
     try:
-        stream, writer = open_samples_csv(path, source_column=source_column)
+        stream, writer = open_samples_csv(path, source_column=source_column, hash_columns=hashed)
         with stream:
-            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=source_column)
+            hashes = rewrite_samples(inputs, names, layouts, writer, source_column=source_column,
+                                     hash_columns=hashed)
         duplicated = duplicated_hashes(hashes)
         duplicates = Duplicates()
         if len(duplicated):
@@ -228,15 +234,32 @@ def _write_samples(out: Location, inputs: list[Input], names: list[str], layouts
     return duplicates
 
 
+def _searched(manifests: list[Manifest]) -> bool:
+    """Whether every input was searched for duplicates (its ``samples.csv`` rows carry the
+    hashes: its manifest has a ``duplicates`` list)."""
+    return all(isinstance(manifest.extra.get("duplicates"), list) for manifest in manifests)
+
+
+def _groups(out: Location, manifests: list[Manifest], splits: dict[str, SplitInfo]) -> dict:
+    """The output's ``duplicates`` key: the groups of its published ``samples.csv`` (none when
+    an input was not searched: a search of part of the samples would pass for the whole)."""
+    if not _searched(manifests):
+        return {}
+    held = {shard.images: shard.num_samples for split in splits.values() for shard in split.shards}
+    config = BuildConfig.from_dict(manifests[0].config)
+    return duplicates_record(duplicates_in(out, config, sum(held.values()), held))
+
+
 def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | None,
               shard_size: int, splits: dict[str, SplitInfo], duplicates: Duplicates,
-              merged: bool, *, sources_kept: bool) -> Manifest:
+              merged: bool, *, sources_kept: bool, groups: dict) -> Manifest:
     """The output's manifest: the first input's config (with the output's shard size; a
     merge's classes are the union's, so its ``classes`` option is cleared)."""
     first = manifests[0]
     extra = {key: value for key, value in first.extra.items()
-             if key not in INPUT_FILE_KEYS
-             and not (merged and key in (*MERGE_KEYS, *INPUT_ONLY_KEYS))}
+             if key not in (*INPUT_FILE_KEYS, *INPUT_ONLY_KEYS)
+             and not (merged and key in MERGE_KEYS)}
+    extra.update(groups)
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     if merged:

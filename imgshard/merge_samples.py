@@ -49,9 +49,10 @@ def path_hash(path: str) -> int:
 
 
 def rewrite_samples(inputs: list[Input], names: list[str], layouts: dict[str, SplitLayout],
-                    writer, *, source_column: bool) -> np.ndarray:
-    """Write every input's rows to ``writer`` at their output places; return each distinct
-    path hash once per input it occurs in (for :func:`duplicated_hashes`)."""
+                    writer, *, source_column: bool, hash_columns: bool) -> np.ndarray:
+    """Write every input's rows to ``writer`` at their output places (with ``hash_columns``,
+    each row's hash cells as its input has them: its pixels are copied byte for byte); return
+    each distinct path hash once per input it occurs in (for :func:`duplicated_hashes`)."""
     seen = []
     for source, (given, name) in enumerate(zip(inputs, names)):
         hashes = array("Q")
@@ -59,7 +60,8 @@ def rewrite_samples(inputs: list[Input], names: list[str], layouts: dict[str, Sp
             layout = layouts[row.split]
             shard, index = layout.place(source, row.shard, row.index)
             label = "" if given.table is None else int(given.table[row.label])
-            written = (row.path, row.split, shard_name(layout, shard), index, label)
+            written = (row.path, row.split, shard_name(layout, shard), index, label,
+                       *((row.hashes or ("", "")) if hash_columns else ()))
             writer.writerow((*written, row.source or name) if source_column else written)
             hashes.append(path_hash(row.path))
         seen.append(np.unique(np.frombuffer(hashes, dtype=np.uint64)))

@@ -241,13 +241,17 @@ def test_a_huge_duplicates_list_is_summarised_quickly(source, tmp_path):
     assert len(shown.output.splitlines()) < 40
 
 
-def test_merge_drops_the_inputs_groups_and_reshard_keeps_them(source, tmp_path):
+def test_merge_finds_the_unions_groups_and_reshard_keeps_them(source, tmp_path):
+    """Two builds of one source merged: every sample of one is an exact copy of the other's
+    (the inputs' own groups join them), named with its input."""
     a, b = tmp_path / "a", tmp_path / "b"
     kept = build(source, str(a), CONFIG, workers=1).manifest.extra["duplicates"]
     build(source, str(b), CONFIG, workers=1)
     assert run("merge", a, b, "-o", tmp_path / "merged", "-q").exit_code == 0
-    merged = json.loads((tmp_path / "merged" / "manifest.json").read_text())
-    assert "duplicates" not in merged  # the union's duplicates are no input's record
+    merged = json.loads((tmp_path / "merged" / "manifest.json").read_text())["duplicates"]
+    paths = [path for path, _, _ in stored(str(a))]
+    assert sorted(p for g in merged if g["kind"] == "exact" for p in g["paths"]) == sorted(
+        f"{name}: {path}" for name in (a, b) for path in paths)
     assert run("reshard", a, tmp_path / "re", "--shard-size", "5", "-q").exit_code == 0
     assert json.loads((tmp_path / "re" / "manifest.json").read_text())["duplicates"] == kept
 
@@ -297,13 +301,13 @@ def test_verify_reports_groups_that_are_not_those_of_the_hashes(source, tmp_path
     assert run("verify", out, "--deep").exit_code == 0
 
 
-def test_a_reshard_and_a_merge_write_no_hash_columns_they_do_not_fill(source, tmp_path):
+def test_a_reshard_and_a_merge_carry_the_hash_columns(source, tmp_path):
     a = tmp_path / "a"
     build(source, str(a), CONFIG, workers=1)
     assert run("reshard", a, tmp_path / "re", "--shard-size", "5", "-q").exit_code == 0
     assert run("merge", a, a, "-o", tmp_path / "merged", "-q").exit_code == 0
-    for name, header in (("re", "path,split,shard,index,label"),
-                         ("merged", "path,split,shard,index,label,source")):
+    for name, header in (("re", "path,split,shard,index,label,pixel_hash,dhash"),
+                         ("merged", "path,split,shard,index,label,pixel_hash,dhash,source")):
         assert (tmp_path / name / "samples.csv").read_text().splitlines()[0] == header
         assert run("verify", tmp_path / name).exit_code == 0
 
