@@ -277,12 +277,12 @@ def echo_table(figures: Sequence[Figure], facts: dict[str, str]) -> None:
     """Print the machine's facts and one row per figure."""
     click.echo("  ".join(f"{key}: {value}" for key, value in facts.items()))
     header = ("figure", "set", "imgshard", "baseline", "unit", "ratio", "goal", "met")
-    rows = [(f.name, f.corpus_set, _number(f.measured), _number(f.baseline), f.unit,
+    rows = [(f.name, f.corpus_set, number(f.measured), number(f.baseline), f.unit,
              f"{f.ratio:.2f}x", f.goal, {True: "yes", False: "NO", None: "-"}[f.met]) for f in figures]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, tuple("-" * w for w in widths), *rows):
         click.echo(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
