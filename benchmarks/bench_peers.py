@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_peers.py --corpus /work/corpus [--repeat 3]
 
 On the ``small`` set (1,500 ImageNet-sized photos), each tool writes every image as a float16
 array of 224x224x3 with its label, then serves shuffled batches of 32 (see each peer script's
-docstring for its recipe, each at its best as /work/shared/PEERS.md describes):
+docstring for its recipe, each at its best; docs/performance.md says why each choice):
 - ``imgshard``: ``imgshard.build(SRC, OUT, workers=2)``, then ``ShardReader`` (peer_imgshard.py);
 - ``tf-cache``: ``image_dataset_from_directory`` + ``.cache(file)``; ``tfrecord``: TFRecords
   written and read with tf.data (peer_tf.py; need TensorFlow here);
