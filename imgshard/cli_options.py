@@ -10,6 +10,7 @@ import click
 
 from .config import (
     COLOR_CHANNELS,
+    DECODERS,
     DEDUPE_MODES,
     DTYPES,
     INTERPOLATIONS,
@@ -74,6 +75,8 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
                  "stretch (as Keras), crop (centred, target aspect) or pad (letterbox). [stretch]"),
     "--interpolation": (click.Choice(INTERPOLATIONS),
                         "Resampling filter, antialiased when shrinking. [bilinear]"),
+    "--decoder": (click.Choice(DECODERS), "fast: JPEGs by simplejpeg + OpenCV (pip install "
+                  "'imgshard[fast]'; bilinear/area, >= 40 dB of pillow's). [pillow]"),
     "--dtype": (click.Choice(DTYPES), "Stored dtype. [float16]"),
     "--bit-depth": (click.Choice(["8", "16"]),
                     "16: 16-bit and float images keep their precision in float dtypes; 8: "

@@ -27,7 +27,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import depth
+from . import depth, fast_decode
 from .config import BuildConfig
 from .storage import Location
 from .storage.files import NotRegularFile
@@ -165,6 +165,12 @@ def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) 
     width, height = image.size
     upright = (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
     region = source_region(upright, config)
+    if config.decoder == "fast" and fast_decode.decodes(image.format, image.mode):
+        pixels = fast_decode.load(source, image.size, orientation, region.as_tuple(),
+                                  _output_size(region, config), config.color,
+                                  config.interpolation)
+        if pixels is not None:  # else simplejpeg refused it: Pillow decodes it (or says why not)
+            return _padded(pixels, (pixels.shape[1], pixels.shape[0]), config)
     _draft(image, upright, region, orientation, config)
     image.load()
     if orientation != 1:
@@ -337,4 +343,6 @@ def decoder_versions(config: BuildConfig) -> dict[str, str | None]:
                 "numpy": np.__version__}
     if config.full_depth:
         versions["opencv"] = depth.opencv_version()
+    if config.decoder == "fast":
+        versions.update(fast_decode.versions())
     return versions
