@@ -76,7 +76,7 @@ BUILD_FLAGS: dict[str, tuple[Any, str]] = {
     "--interpolation": (click.Choice(INTERPOLATIONS),
                         "Resampling filter, antialiased when shrinking. [bilinear]"),
     "--decoder": (click.Choice(DECODERS), "fast: JPEGs by simplejpeg + OpenCV (pip install "
-                  "'imgshard[fast]'; bilinear/area, >= 40 dB of pillow's). [pillow]"),
+                  "'imgshard[fast]'; bilinear only; >= 40 dB of pillow's). [pillow]"),
     "--dtype": (click.Choice(DTYPES), "Stored dtype. [float16]"),
     "--bit-depth": (click.Choice(["8", "16"]),
                     "16: 16-bit and float images keep their precision in float dtypes; 8: "

@@ -36,9 +36,8 @@ RECORDED_BIT_DEPTH = 8
 #: whose stored pixels are identical, and skip the others (see ``dedupe.py``).
 DEDUPE_MODES = ("none", "exact")
 #: ``pillow``: every image through Pillow; ``fast``: JPEGs through simplejpeg and OpenCV (the
-#: ``imgshard[fast]`` extra, ``bilinear`` and ``area`` only; see ``fast_decode.py``).
+#: ``imgshard[fast]`` extra, ``bilinear`` only; see ``fast_decode.py``).
 DECODERS = ("pillow", "fast")
-FAST_INTERPOLATIONS = ("bilinear", "area")
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels): a larger image is skipped.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -236,9 +235,9 @@ def validate(config: BuildConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}, "
                               f"got {value!r}")
-    if config.decoder == "fast" and config.interpolation not in FAST_INTERPOLATIONS:
-        raise ConfigError(f"--decoder fast resizes with {' or '.join(FAST_INTERPOLATIONS)} "
-                          f"only, got {config.interpolation!r}")
+    if config.decoder == "fast" and config.interpolation != "bilinear":
+        raise ConfigError(f"--decoder fast resizes with bilinear only, got "
+                          f"{config.interpolation!r}")
     if config.shard_size < 1:
         raise ConfigError(f"shard size must be a whole number >= 1, got {config.shard_size!r}")
     if config.val_split is not None and not 0 < config.val_split < 1:

@@ -3,12 +3,12 @@ simplejpeg and resized by OpenCV, everything else by the Pillow path of ``transf
 
 Why it is faster at the same quality: Pillow's antialiased ``bilinear`` is a triangle filter as
 wide as the scale, computed exactly; OpenCV has no antialiased bilinear, and its ``INTER_AREA``
-is slow at fractional scales and too sharp (below 40 dB on real photos). A Gaussian blur of the
-triangle's variance (less what bilinear interpolation itself adds), then bilinear interpolation,
-matches Pillow's filter within 40 dB PSNR at about twice its speed; ``area`` (Pillow's box) is
-matched the same way with the box's variance. Other filters have no such match, so the config
-refuses them with this decoder. Large JPEGs are first scaled in the DCT domain (simplejpeg's
-``min_width``/``min_height``, by M/8) to no less than 2-4x the output, as ``draft()`` does.
+is slow at fractional scales and too sharp (35-40 dB against it on real photos). A Gaussian blur
+of about the triangle's variance (less what bilinear interpolation itself adds), then bilinear
+interpolation, matches Pillow's filter within 40 dB PSNR at about twice its speed. No other
+filter has such a match (Pillow's box, ``area``, is neither a Gaussian nor ``INTER_AREA``: 29 dB
+on photos for either), so the config refuses them with this decoder. Large JPEGs are first scaled in the DCT domain (simplejpeg's
+``min_width``/``min_height``, by M/8) to no less than twice the output, as ``draft()`` does.
 simplejpeg's ``fastdct``/``fastupsample`` are left off: they cost 1-3 dB on real photos.
 
 A JPEG that simplejpeg refuses (CMYK, or damage its strict mode reports) goes the Pillow way,
@@ -18,23 +18,25 @@ the file, so shards stay byte-identical for any worker count.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
 
 from .errors import ImgshardError
 
-#: Variance of each filter's kernel, in units of the scale squared: Pillow's triangle (half-width
-#: = the scale) and box (width = the scale).
-FILTER_VARIANCES = {"bilinear": 1 / 6, "area": 1 / 12}
+#: The variance of the Gaussian that stands for Pillow's triangle (half-width = the scale), in
+#: units of the scale squared: the triangle's own 1/6, times 1.2, which the kernel's cut at 2
+#: sigma and the photos call for (over 150 photos of the corpus: min PSNR 39.2 dB at 1.0, 41.8
+#: at 1.2, 41.8 at 1.3; the mean 49.0, 50.1, 49.2).
+TRIANGLE_VARIANCE = 1.2 / 6
 #: What bilinear interpolation adds to the variance, in output-sized source pixels squared (the
 #: mean over sampling phases of the triangle of half-width 1).
 INTERPOLATION_VARIANCE = 1 / 6
-#: The decoded size, as a multiple of the output, that DCT scaling may reduce a JPEG to, per
-#: filter: the box passes more of the high frequencies in which DCT scaling differs from a full
-#: decode (as for Pillow's ``draft()``, see ``transform.DRAFT_MARGINS``).
-DCT_MARGINS = {"bilinear": 2, "area": 4}
+#: The decoded size, as a multiple of the output, that DCT scaling may reduce a JPEG to.
+DCT_MARGIN = 2
 #: Pillow modes of the JPEGs simplejpeg decodes here (a CMYK one goes the Pillow way).
 JPEG_MODES = frozenset({"L", "RGB"})
 ORIENTED = {2: ("flip", 1), 3: ("rotate", 1), 4: ("flip", 0), 5: ("transpose", None),
@@ -72,6 +74,24 @@ def versions() -> dict[str, str]:
     return {"simplejpeg": simplejpeg.__version__, "opencv": cv2.__version__}
 
 
+@contextlib.contextmanager
+def one_thread(decoder: str) -> Iterator[None]:
+    """OpenCV on this thread alone while a task decodes (then as before): a build already runs
+    a worker per core, and OpenCV's pool of threads, idle between two small images, spins
+    (measured: ~20% more CPU time per image in a 2-worker build)."""
+    if decoder != "fast":
+        yield
+        return
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def decodes(image_format: str | None, mode: str) -> bool:
     """Whether a file Pillow opened as ``image_format`` in ``mode`` is this decoder's."""
     return image_format == "JPEG" and mode in JPEG_MODES
@@ -79,15 +99,16 @@ def decodes(image_format: str | None, mode: str) -> bool:
 
 def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
          region: tuple[float, float, float, float], size: tuple[int, int],
-         color: str, interpolation: str) -> np.ndarray | None:
+         color: str) -> np.ndarray | None:
     """The JPEG in ``stream`` (``stored``: its (W, H) as stored) turned upright by its EXIF
     ``orientation``, its ``region`` (of the upright image) resized to ``size`` (W, H): uint8
-    (H, W, C) for ``color``; None when simplejpeg refuses the file (the caller decodes it)."""
+    (H, W, C) for ``color``, resized as Pillow's ``bilinear``; None when simplejpeg refuses the
+    file (the caller decodes it)."""
     import simplejpeg
 
     stream.seek(0)
     data = stream.read()
-    min_w, min_h = _dct_request(stored, orientation, region, size, DCT_MARGINS[interpolation])
+    min_w, min_h = _dct_request(stored, orientation, region, size)
     try:
         decoded = simplejpeg.decode_jpeg(data, colorspace="GRAY" if color == "grayscale"
                                          else "RGB", min_width=min_w, min_height=min_h)
@@ -99,7 +120,7 @@ def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
     left, top, right, bottom = region
     box = ((left + shift_x) * scale, (top + shift_y) * scale, (right + shift_x) * scale,
            (bottom + shift_y) * scale)
-    pixels = _resized(upright, box, size, FILTER_VARIANCES[interpolation])
+    pixels = _resized(upright, box, size)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if color == "rgba":  # a JPEG is opaque, as Pillow's RGB -> RGBA makes it
@@ -109,12 +130,12 @@ def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
 
 def _dct_request(stored: tuple[int, int], orientation: int,
                  region: tuple[float, float, float, float],
-                 size: tuple[int, int], margin: int) -> tuple[int, int]:
-    """simplejpeg's ``min_width``/``min_height`` (0: no scaling) for ``margin`` x the output."""
+                 size: tuple[int, int]) -> tuple[int, int]:
+    """simplejpeg's ``min_width``/``min_height`` (0: no scaling) for DCT_MARGIN x the output."""
     left, top, right, bottom = region
     upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored
-    request = (math.ceil(upright[0] * size[0] / (right - left) * margin),
-               math.ceil(upright[1] * size[1] / (bottom - top) * margin))
+    request = (math.ceil(upright[0] * size[0] / (right - left) * DCT_MARGIN),
+               math.ceil(upright[1] * size[1] / (bottom - top) * DCT_MARGIN))
     if orientation in (5, 6, 7, 8):
         request = request[::-1]
     if request[0] < stored[0] and request[1] < stored[1]:
@@ -160,10 +181,9 @@ def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
-def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int],
-             variance: float) -> np.ndarray:
-    """The ``box`` of ``pixels`` resized to ``size`` (W, H): blurred by a Gaussian of the
-    filter's variance at this scale, then sampled bilinearly at Pillow's pixel centres.
+def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int]) -> np.ndarray:
+    """The ``box`` of ``pixels`` resized to ``size`` (W, H): blurred by a Gaussian of about
+    Pillow's triangle's variance at this scale, then sampled bilinearly at its pixel centres.
 
     The box is first cut to whole pixels, so that nothing outside it is blurred in.
     """
@@ -173,10 +193,11 @@ def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int],
     right, bottom = math.ceil(box[2]), math.ceil(box[3])
     pixels = pixels[top:bottom, left:right]
     scale_x, scale_y = (box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]
-    sigmas = [math.sqrt(max(variance * s * s - INTERPOLATION_VARIANCE, 0.0))
+    sigmas = [math.sqrt(max(TRIANGLE_VARIANCE * s * s - INTERPOLATION_VARIANCE, 0.0))
               for s in (scale_x, scale_y)]
-    if max(sigmas) > 0.1:
-        pixels = cv2.GaussianBlur(pixels, (0, 0), sigmaX=max(sigmas[0], 0.01),
+    if max(sigmas) > 0.1:  # cut at 2 sigma (OpenCV's own size for uint8 is 3: 40% slower)
+        kernel = [2 * math.ceil(2 * sigma) + 1 for sigma in sigmas]
+        pixels = cv2.GaussianBlur(pixels, kernel, sigmaX=max(sigmas[0], 0.01),
                                   sigmaY=max(sigmas[1], 0.01), borderType=cv2.BORDER_REFLECT)
     shift_x, shift_y = box[0] - left, box[1] - top
     if (shift_x, shift_y) == (0, 0) and (right - left, bottom - top) == (box[2] - box[0],

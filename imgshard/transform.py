@@ -167,8 +167,7 @@ def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) 
     region = source_region(upright, config)
     if config.decoder == "fast" and fast_decode.decodes(image.format, image.mode):
         pixels = fast_decode.load(source, image.size, orientation, region.as_tuple(),
-                                  _output_size(region, config), config.color,
-                                  config.interpolation)
+                                  _output_size(region, config), config.color)
         if pixels is not None:  # else simplejpeg refused it: Pillow decodes it (or says why not)
             return _padded(pixels, (pixels.shape[1], pixels.shape[0]), config)
     _draft(image, upright, region, orientation, config)

@@ -188,8 +188,6 @@ fast = pytest.mark.skipif(
     ("pad", (224, 224), "bilinear"),
     ("crop", (160, 224), "bilinear"),
     ("stretch", (64, 64), "bilinear"),
-    ("stretch", (224, 224), "area"),
-    ("crop", (160, 224), "area"),
     ("stretch", (1800, 1800), "bilinear"),  # enlarged: no blur, plain bilinear
 ])
 def test_the_fast_decoder_is_within_40_db_of_a_full_pillow_decode(photos, photo, resize, size,
