@@ -8,7 +8,8 @@ of about the triangle's variance (less what bilinear interpolation itself adds),
 interpolation, matches Pillow's filter within 40 dB PSNR at about twice its speed. No other
 filter has such a match (Pillow's box, ``area``, is neither a Gaussian nor ``INTER_AREA``: 29 dB
 on photos for either), so the config refuses them with this decoder. Large JPEGs are first scaled in the DCT domain (simplejpeg's
-``min_width``/``min_height``, by M/8) to no less than twice the output, as ``draft()`` does.
+``min_width``/``min_height``, by 1/2, 1/4 or 1/8) to no less than twice the output, as
+``draft()`` does.
 simplejpeg's ``fastdct``/``fastupsample`` are left off: they cost 1-3 dB on real photos.
 
 A JPEG that simplejpeg refuses (CMYK, or damage its strict mode reports) goes the Pillow way,
@@ -131,16 +132,23 @@ def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
 def _dct_request(stored: tuple[int, int], orientation: int,
                  region: tuple[float, float, float, float],
                  size: tuple[int, int]) -> tuple[int, int]:
-    """simplejpeg's ``min_width``/``min_height`` (0: no scaling) for DCT_MARGIN x the output."""
+    """simplejpeg's ``min_width``/``min_height`` (0: no scaling): the size at 1/2, 1/4 or 1/8
+    that stays >= DCT_MARGIN x the output. Not 3/8, 5/8...: libjpeg-turbo has no SIMD inverse
+    DCT for those, and they are slower than the next power of two up (measured: 3/8 made large
+    photos decode slower than Pillow's ``draft()`` to 1/2)."""
     left, top, right, bottom = region
     upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored
     request = (math.ceil(upright[0] * size[0] / (right - left) * DCT_MARGIN),
                math.ceil(upright[1] * size[1] / (bottom - top) * DCT_MARGIN))
     if orientation in (5, 6, 7, 8):
         request = request[::-1]
-    if request[0] < stored[0] and request[1] < stored[1]:
-        return request
-    return 0, 0
+    eighths = 8
+    while eighths > 1 and all(-(-side * (eighths // 2) // 8) >= need
+                              for side, need in zip(stored, request)):
+        eighths //= 2
+    if eighths == 8:
+        return 0, 0
+    return -(-stored[0] * eighths // 8), -(-stored[1] * eighths // 8)
 
 
 def _dct_scale(stored_width: int, decoded_width: int) -> float:
@@ -185,25 +193,44 @@ def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int]) 
     """The ``box`` of ``pixels`` resized to ``size`` (W, H): blurred by a Gaussian of about
     Pillow's triangle's variance at this scale, then sampled bilinearly at its pixel centres.
 
-    The box is first cut to whole pixels, so that nothing outside it is blurred in.
+    The box is first cut to whole pixels, so that nothing outside it is blurred in, and when it
+    is more than 4x the output, averaged in k x k blocks (the blur then makes up the rest of
+    the variance): a blur runs over every input pixel, where Pillow computes only the outputs.
     """
     import cv2
 
     left, top = math.floor(box[0]), math.floor(box[1])
     right, bottom = math.ceil(box[2]), math.ceil(box[3])
     pixels = pixels[top:bottom, left:right]
+    box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+    pixels, box, block = _block_means(pixels, box, size)
     scale_x, scale_y = (box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]
-    sigmas = [math.sqrt(max(TRIANGLE_VARIANCE * s * s - INTERPOLATION_VARIANCE, 0.0))
+    sigmas = [math.sqrt(max(TRIANGLE_VARIANCE * s * s - INTERPOLATION_VARIANCE
+                            - (block * block - 1) / 12 / (block * block), 0.0))
               for s in (scale_x, scale_y)]
     if max(sigmas) > 0.1:  # cut at 2 sigma (OpenCV's own size for uint8 is 3: 40% slower)
         kernel = [2 * math.ceil(2 * sigma) + 1 for sigma in sigmas]
         pixels = cv2.GaussianBlur(pixels, kernel, sigmaX=max(sigmas[0], 0.01),
                                   sigmaY=max(sigmas[1], 0.01), borderType=cv2.BORDER_REFLECT)
-    shift_x, shift_y = box[0] - left, box[1] - top
-    if (shift_x, shift_y) == (0, 0) and (right - left, bottom - top) == (box[2] - box[0],
-                                                                          box[3] - box[1]):
+    if box == (0, 0, pixels.shape[1], pixels.shape[0]):
         return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR)
-    matrix = np.array([[scale_x, 0, shift_x + 0.5 * scale_x - 0.5],
-                       [0, scale_y, shift_y + 0.5 * scale_y - 0.5]])
+    matrix = np.array([[scale_x, 0, box[0] + 0.5 * scale_x - 0.5],
+                       [0, scale_y, box[1] + 0.5 * scale_y - 0.5]])
     return cv2.warpAffine(pixels, matrix, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+def _block_means(pixels: np.ndarray, box: tuple[float, ...],
+                 size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, ...], int]:
+    """``pixels`` averaged in k x k blocks (OpenCV's exact ``INTER_AREA`` at a whole factor),
+    k = the box's scale // 2 (1: as they are), the box in the averaged pixels, and k. A last
+    partial block is left out: it lies in the box's last half output pixel at most."""
+    import cv2
+
+    block = int(min((box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]) // 2)
+    if block < 2:
+        return pixels, box, 1
+    height, width = pixels.shape[0] // block, pixels.shape[1] // block
+    pixels = cv2.resize(pixels[:height * block, :width * block], (width, height),
+                        interpolation=cv2.INTER_AREA)
+    return pixels, tuple(edge / block for edge in box), block
