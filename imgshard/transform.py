@@ -330,8 +330,8 @@ def _padded(pixels: np.ndarray, size: tuple[int, int], config: BuildConfig) -> n
 
 def decoder_versions(config: BuildConfig) -> dict[str, str | None]:
     """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy,
-    and for a full-depth build OpenCV, which decodes its 16-bit colour files (None: not
-    installed, so such files were skipped).
+    OpenCV for a full-depth build, which decodes its 16-bit colour files (None: not installed,
+    so such files were skipped), and OpenCV and simplejpeg for ``--decoder fast``.
 
     libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
     so shards are byte-identical only for the same versions.
@@ -340,8 +340,8 @@ def decoder_versions(config: BuildConfig) -> dict[str, str | None]:
 
     versions = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
                 "numpy": np.__version__}
-    if config.full_depth:
+    if config.full_depth or config.decoder == "fast":
         versions["opencv"] = depth.opencv_version()
     if config.decoder == "fast":
-        versions.update(fast_decode.versions())
+        versions["simplejpeg"] = fast_decode.simplejpeg_version()
     return versions
