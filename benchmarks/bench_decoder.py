@@ -85,7 +85,7 @@ def fast_psnr(src: str) -> str:
     return f"min {min(values):.1f} dB, mean {np.mean(values):.1f} dB over {len(values)} images"
 
 
-def measure(corpus: str, repeat: int) -> tuple[list[Figure], list[str]]:
+def decoder_figures(corpus: str, repeat: int) -> tuple[list[Figure], list[str]]:
     figures, notes = [], []
     for name in SETS:
         figures += set_figures(corpus, name, repeat)
@@ -101,7 +101,7 @@ def measure(corpus: str, repeat: int) -> tuple[list[Figure], list[str]]:
 @scratch_option
 def main(corpus: str, repeat: int, scratch: str | None) -> None:
     """Print the decoder figures as a table."""
-    print_figures(scratch, lambda folder: measure(corpus, repeat))
+    print_figures(scratch, lambda folder: decoder_figures(corpus, repeat))
 
 
 if __name__ == "__main__":
