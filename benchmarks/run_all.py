@@ -15,6 +15,7 @@ import os
 
 from bench_append import append_figures
 from bench_build import build_figures
+from bench_decoder import decoder_figures
 from bench_duplicates import duplicate_figures
 from bench_memory import build_memory_figures
 from bench_merge import merge_figures
@@ -29,8 +30,11 @@ def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], li
     figures += append_figures(corpus, repeat, os.path.join(folder, "append"))[0]
     figures += merge_figures(corpus, repeat, os.path.join(folder, "merge"))[0]
     figures += duplicate_figures(corpus, repeat, os.path.join(folder, "duplicates"))[0]
+    decoder, decoder_notes = decoder_figures(corpus, repeat)
+    figures += decoder
     if importlib.util.find_spec("imgshard.reader") is None:
-        return figures, ["reader figures: not measured (imgshard.reader does not exist yet)"]
+        return figures, [*decoder_notes,
+                         "reader figures: not measured (imgshard.reader does not exist yet)"]
     from bench_distributed import distributed_figures
     from bench_reader import reader_figures
 
@@ -42,7 +46,7 @@ def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], li
     reader += float32_figures(corpus, repeat, os.path.join(folder, "float32"))[0]
     uint8, _ = uint8_figures(corpus, repeat, folder)
     distributed, more_notes = distributed_figures(corpus, repeat, folder)
-    return figures + reader + uint8 + distributed, notes + more_notes
+    return figures + reader + uint8 + distributed, decoder_notes + notes + more_notes
 
 
 @benchmark_command

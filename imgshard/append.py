@@ -30,6 +30,7 @@ from .duplicates import DuplicateGroup
 from .executors import executor_named
 from .executors.interface import Executor
 from .errors import ImgshardError
+from .fast_decode import require_decoder
 from .layout import SOURCES_KEPT
 from .leakage import duplicates_in, duplicates_record
 from .manifest import Manifest, ManifestError, SplitInfo, read_manifest, write_manifest
@@ -135,6 +136,7 @@ def prepare_append(src: str | Location, out: str | Location,
     manifest = read_manifest(out)
     check_appendable(out, manifest)
     config = dataset_config(manifest, given or {})
+    require_decoder(config.decoder)
     check_apart(src, out, config.labels)
     scanned = scan(src, config, dedupe=False)  # new duplicates are reported, never dropped
     if scanned.label_kind != "single":  # the labels file now gives a file several labels

@@ -10,6 +10,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .executors.interface import Executor
+from .fast_decode import require_decoder
 from .formats import shard_format
 from .resume import plan_record
 from .scan import ScanResult, scan
@@ -52,6 +53,7 @@ class BuildPlan:
 
 def plan(src: str | Location, config: BuildConfig, executor: Executor | None = None, *,
          dedupe: bool = True) -> BuildPlan:  # dedupe False: a dry run's, which decodes nothing
+    require_decoder(config.decoder)  # before anything is written
     src = src if isinstance(src, Location) else Location.of(src)
     return BuildPlan(scan(src, config, dedupe=dedupe, executor=executor), config)
 

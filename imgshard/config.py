@@ -35,6 +35,9 @@ RECORDED_BIT_DEPTH = 8
 #: ``none``: keep every file; ``exact``: keep the first path (sorted) of each group of files
 #: whose stored pixels are identical, and skip the others (see ``dedupe.py``).
 DEDUPE_MODES = ("none", "exact")
+#: ``pillow``: every image through Pillow; ``fast``: JPEGs through simplejpeg and OpenCV (the
+#: ``imgshard[fast]`` extra, ``bilinear`` only; see ``fast_decode.py``).
+DECODERS = ("pillow", "fast")
 
 #: Pillow's own decompression-bomb threshold (about 89.5 megapixels): a larger image is skipped.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -79,6 +82,7 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     bit_depth: int = 16
     dedupe: str = "none"
+    decoder: str = "pillow"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -114,6 +118,8 @@ class BuildConfig:
             del values["bit_depth"]
         if self.dedupe == "none":  # left out: a build without it keeps the dataset_id it had
             del values["dedupe"]
+        if self.decoder == "pillow":  # likewise: the default keeps the dataset_id it had
+            del values["decoder"]
         return values
 
     @classmethod
@@ -181,6 +187,7 @@ OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_pixels": (is_whole_number, "a whole number"),
     "bit_depth": (is_whole_number, "8 or 16"),
     "dedupe": (lambda v: isinstance(v, str), "a string"),
+    "decoder": (lambda v: isinstance(v, str), "a string"),
 }
 
 
@@ -222,11 +229,15 @@ def validate(config: BuildConfig) -> None:
         "dtype": (config.dtype, DTYPES),
         "bit depth": (config.bit_depth, BIT_DEPTHS),
         "dedupe": (config.dedupe, DEDUPE_MODES),
+        "decoder": (config.decoder, DECODERS),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}, "
                               f"got {value!r}")
+    if config.decoder == "fast" and config.interpolation != "bilinear":
+        raise ConfigError(f"--decoder fast resizes with bilinear only, got "
+                          f"{config.interpolation!r}")
     if config.shard_size < 1:
         raise ConfigError(f"shard size must be a whole number >= 1, got {config.shard_size!r}")
     if config.val_split is not None and not 0 < config.val_split < 1:

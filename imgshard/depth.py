@@ -17,7 +17,9 @@ file is skipped with a reason naming the extra and ``--bit-depth 8``, never sile
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 import struct
 import zlib
 from typing import BinaryIO
@@ -270,13 +272,17 @@ def store_values(pixels: np.ndarray, rescale: float, offset: float, out: np.ndar
 
 
 def opencv_version() -> str | None:
-    """The installed OpenCV's version (from its package metadata: no import), None without it."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
-                 "opencv-contrib-python"):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
+    """The installed OpenCV's version, None without it: from the name of its package's
+    ``.dist-info`` folder beside ``cv2``, found without importing either OpenCV (~100 ms) or
+    ``importlib.metadata`` (~6 ms of every build's start-up)."""
+    spec = importlib.util.find_spec("cv2")
+    if spec is None or spec.origin is None:
+        return None
+    folder = os.path.dirname(os.path.dirname(spec.origin))
+    installed = os.listdir(folder)
+    for name in ("opencv_python_headless", "opencv_python", "opencv_contrib_python_headless",
+                 "opencv_contrib_python"):
+        for entry in installed:
+            if entry.startswith(name + "-") and entry.endswith(".dist-info"):
+                return entry[len(name) + 1:-len(".dist-info")]
     return None

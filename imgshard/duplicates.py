@@ -92,7 +92,7 @@ def near_components(hashes: np.ndarray, distance: int, thumbnails: Thumbnails) -
     values = _ValueMembers(inverse.ravel(), len(unique))
     shared = np.flatnonzero(values.counts > 1)  # a value held twice: its holders are candidates
     close = [(shared, shared)] + list(_close_pairs(unique, distance))
-    involved = values.members_of(np.unique(np.concatenate([np.concatenate(p) for p in close])))
+    involved = values.members_of(_distinct(np.concatenate([np.concatenate(p) for p in close])))
     parent = np.arange(len(hashes))
     if not len(involved):
         return parent
@@ -231,14 +231,22 @@ def _runs_of_equal(values: np.ndarray) -> np.ndarray:
     return inverse.ravel()
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values: np.unique's, which imports numpy.ma when it returns nothing
+    else (13 ms of every build's start-up)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
 def _members(labels: np.ndarray) -> list[np.ndarray]:
     """The indices of each label held by two or more."""
     if not len(labels):
         return []
     order = np.argsort(labels, kind="stable")
-    ends = _run_ends(labels[order])
-    starts = np.concatenate(([0], np.unique(ends)[:-1]))
-    return [order[s:e] for s, e in zip(starts, np.unique(ends)) if e - s > 1]
+    # the runs' ends directly (np.unique of them would import numpy.ma: see _distinct)
+    ends = np.append(np.flatnonzero(np.diff(labels[order])) + 1, len(labels))
+    starts = np.concatenate(([0], ends[:-1]))
+    return [order[s:e] for s, e in zip(starts, ends) if e - s > 1]
 
 
 def _group(kind: str, members: np.ndarray, paths: list[str], splits: list[str]) -> DuplicateGroup:

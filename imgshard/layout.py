@@ -52,7 +52,8 @@ difference hash (``imgshard/image_hash.py``), from which the manifest's
 - ``config``: every effective build option (``size``, ``color``, ``resize``, ``interpolation``,
   ``dtype``, ``rescale``, ``offset``, ``shard_size``, ``val_split``, ``seed``, ``shuffle``,
   ``labels``, ``no_labels``, ``classes``, ``follow_links``, ``max_pixels``, ``dedupe`` (only when
-  ``"exact"``: absent means ``"none"``) and ``bit_depth``:
+  ``"exact"``: absent means ``"none"``), ``decoder`` (only when ``"fast"``: absent means
+  ``"pillow"``) and ``bit_depth``:
   ``16`` in a full-depth float build, absent in an 8-bit one, which is how every build before
   it existed, ``--bit-depth 8`` builds and ``uint8`` builds read: 16-bit and float images are
   stored at full depth exactly when it is 16). A ``uint8`` dataset stores the pixels; its
@@ -66,7 +67,8 @@ difference hash (``imgshard/image_hash.py``), from which the manifest's
 - ``samples``: the provenance file's name, ``samples.csv``.
 - ``decoder``: the versions of the libraries that made the pixels (``pillow``,
   ``libjpeg_turbo``, ``numpy``; a full-depth build's also ``opencv``, which decodes its 16-bit
-  colour PNGs and TIFFs, ``null`` when it was not installed and such files were skipped);
+  colour PNGs and TIFFs, ``null`` when it was not installed and such files were skipped; a
+  ``--decoder fast`` build's also ``simplejpeg`` and ``opencv``);
   text or ``null`` each (absent in manifests written before it existed).
 - ``dataset_id``: the sha256 of the canonical JSON (sorted keys, no spaces, ASCII) of
   ``{"class_names", "config", "splits": {name: [[sha256, labels_sha256], ...]}}`` (a

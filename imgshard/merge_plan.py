@@ -19,7 +19,9 @@ from .manifest import Manifest, ShardInfo
 
 #: The options that make the pixels what they are: inputs must agree on every one.
 PIXEL_OPTIONS = ("size", "color", "resize", "interpolation", "dtype", "rescale", "offset",
-                 "bit_depth")
+                 "bit_depth", "decoder")
+#: What a recorded config without the option means (every build before the option existed).
+RECORDED_DEFAULTS = {"bit_depth": RECORDED_BIT_DEPTH, "decoder": "pillow"}
 
 
 class MergeError(ImgshardError):
@@ -59,8 +61,8 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
 
 def _recorded(config: dict, option: str):
     """A pixel option as a build reads its record: ``bit_depth`` absent is 8 (every build before
-    the option existed, and every 8-bit build, writes none)."""
-    return config.get(option, RECORDED_BIT_DEPTH if option == "bit_depth" else None)
+    the option existed, and every 8-bit build, writes none), ``decoder`` absent is pillow."""
+    return config.get(option, RECORDED_DEFAULTS.get(option))
 
 
 def class_union(manifests: list[Manifest]) -> list[str] | None:

@@ -27,7 +27,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import depth
+from . import depth, fast_decode
 from .config import BuildConfig
 from .storage import Location
 from .storage.files import NotRegularFile
@@ -165,6 +165,11 @@ def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) 
     width, height = image.size
     upright = (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
     region = source_region(upright, config)
+    if config.decoder == "fast" and fast_decode.decodes(image.format, image.mode):
+        pixels = fast_decode.load(source, image.size, orientation, region.as_tuple(),
+                                  _output_size(region, config), config.color)
+        if pixels is not None:  # else simplejpeg refused it: Pillow decodes it (or says why not)
+            return _padded(pixels, (pixels.shape[1], pixels.shape[0]), config)
     _draft(image, upright, region, orientation, config)
     image.load()
     if orientation != 1:
@@ -325,8 +330,8 @@ def _padded(pixels: np.ndarray, size: tuple[int, int], config: BuildConfig) -> n
 
 def decoder_versions(config: BuildConfig) -> dict[str, str | None]:
     """The libraries whose versions decide the pixels: Pillow, the JPEG codec inside it, numpy,
-    and for a full-depth build OpenCV, which decodes its 16-bit colour files (None: not
-    installed, so such files were skipped).
+    OpenCV for a full-depth build, which decodes its 16-bit colour files (None: not installed,
+    so such files were skipped), and OpenCV and simplejpeg for ``--decoder fast``.
 
     libjpeg-turbo's DCT scaling (``draft()``) and IDCT may round differently across versions,
     so shards are byte-identical only for the same versions.
@@ -335,6 +340,8 @@ def decoder_versions(config: BuildConfig) -> dict[str, str | None]:
 
     versions = {"pillow": PIL.__version__, "libjpeg_turbo": features.version("libjpeg_turbo"),
                 "numpy": np.__version__}
-    if config.full_depth:
+    if config.full_depth or config.decoder == "fast":
         versions["opencv"] = depth.opencv_version()
+    if config.decoder == "fast":
+        versions["simplejpeg"] = fast_decode.simplejpeg_version()
     return versions

@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import BuildConfig
 from .depth import store_values
+from .fast_decode import one_thread
 from .formats import shard_format
 from .image_hash import image_hashes
 from .layout import part_name
@@ -86,7 +87,7 @@ def run_shard_task(task: ShardTask) -> ShardResult:
     row = np.empty((1, *config.image_shape), dtype=config.dtype)
     skipped: list[tuple[int, str]] = []
     hashes = bytearray()
-    with task.out.atomic_file(task.part, durable=False) as stream:
+    with one_thread(config.decoder), task.out.atomic_file(task.part, durable=False) as stream:
         part = file_format.RowStream(stream, expected_rows=len(task.paths),
                                      row_shape=config.image_shape, dtype=np.dtype(config.dtype),
                                      checksum=task.whole)

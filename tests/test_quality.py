@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from importlib.metadata import version
+from importlib.util import find_spec
 
 import numpy as np
 import PIL
@@ -172,3 +173,40 @@ def test_a_sixteen_bit_downscale_is_the_exact_block_mean(tmp_path, dtype):
     assert np.abs(stored - truth).max() <= float(np.finfo(dtype).eps) * 0.5 + 1e-7
     assert np.abs(eight - truth).max() > 1e-3  # what 8 bits lose
     assert len(np.unique(stored)) > 2 * 256 > 2 * len(np.unique(eight))
+
+
+fast = pytest.mark.skipif(
+    not all(find_spec(name) for name in ("simplejpeg", "cv2")),
+    reason="--decoder fast needs simplejpeg and OpenCV (pip install 'imgshard[fast]')")
+
+
+@fast
+@pytest.mark.parametrize("photo", list(PHOTOS))
+@pytest.mark.parametrize("resize, size, interpolation", [
+    ("stretch", (224, 224), "bilinear"),
+    ("crop", (224, 224), "bilinear"),
+    ("pad", (224, 224), "bilinear"),
+    ("crop", (160, 224), "bilinear"),
+    ("stretch", (64, 64), "bilinear"),
+    ("stretch", (1800, 1800), "bilinear"),  # enlarged: no blur, plain bilinear
+])
+def test_the_fast_decoder_is_within_40_db_of_a_full_pillow_decode(photos, photo, resize, size,
+                                                                  interpolation):
+    """simplejpeg (DCT-scaled) and OpenCV against a full Pillow decode and Pillow's own
+    antialiased filter at the same size."""
+    config = BuildConfig(size=size, resize=resize, interpolation=interpolation, decoder="fast")
+    pixels = load_pixels(photos[photo], config)
+    reference = full_decode_reference(photos[photo], config)
+    assert pixels.shape == reference.shape == (*size, 3)
+    assert psnr(pixels, reference) >= MIN_PSNR
+
+
+@fast
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_fast_decoder_turns_every_exif_orientation(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = str(tmp_path / "turned.jpg")
+    photo_like((803, 611), orientation).save(path, quality=90, exif=exif.tobytes())
+    config = BuildConfig(size=(96, 128), resize="crop", decoder="fast")
+    assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR

@@ -1,0 +1,236 @@
+"""The ``fast`` decoder (``--decoder fast``, from the ``imgshard[fast]`` extra): JPEGs decoded by
+simplejpeg and resized by OpenCV, everything else by the Pillow path of ``transform.py``.
+
+Why it is faster at the same quality: Pillow's antialiased ``bilinear`` is a triangle filter as
+wide as the scale, computed exactly; OpenCV has no antialiased bilinear, and its ``INTER_AREA``
+is slow at fractional scales and too sharp (35-40 dB against it on real photos). A Gaussian blur
+of about the triangle's variance (less what bilinear interpolation itself adds), then bilinear
+interpolation, matches Pillow's filter within 40 dB PSNR at about twice its speed. No other
+filter has such a match (Pillow's box, ``area``, is neither a Gaussian nor ``INTER_AREA``: 29 dB
+on photos for either), so the config refuses them with this decoder. Large JPEGs are first scaled in the DCT domain (simplejpeg's
+``min_width``/``min_height``, by 1/2, 1/4 or 1/8) to no less than twice the output, as
+``draft()`` does.
+simplejpeg's ``fastdct``/``fastupsample`` are left off: they cost 1-3 dB on real photos.
+
+A JPEG that simplejpeg refuses (CMYK, or damage its strict mode reports) goes the Pillow way,
+which records the skip reason every build gives; either way the pixels of a file depend only on
+the file, so shards stay byte-identical for any worker count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import ImgshardError
+
+#: The variance of the Gaussian that stands for Pillow's triangle (half-width = the scale), in
+#: units of the scale squared: the triangle's own 1/6, times 1.2, which the kernel's cut at 2
+#: sigma and the photos call for (over 150 photos of the corpus: min PSNR 39.2 dB at 1.0, 41.8
+#: at 1.2, 41.8 at 1.3; the mean 49.0, 50.1, 49.2).
+TRIANGLE_VARIANCE = 1.2 / 6
+#: What bilinear interpolation adds to the variance, in output-sized source pixels squared (the
+#: mean over sampling phases of the triangle of half-width 1).
+INTERPOLATION_VARIANCE = 1 / 6
+#: The decoded size, as a multiple of the output, that DCT scaling may reduce a JPEG to.
+DCT_MARGIN = 2
+#: Pillow modes of the JPEGs simplejpeg decodes here (a CMYK one goes the Pillow way).
+JPEG_MODES = frozenset({"L", "RGB"})
+ORIENTED = {2: ("flip", 1), 3: ("rotate", 1), 4: ("flip", 0), 5: ("transpose", None),
+            6: ("rotate", 0), 7: ("transverse", None), 8: ("rotate", 2)}
+#: Which stored axis (0: x, 1: y) ends up reversed along the upright x and y, per orientation.
+REVERSED_AXES = {2: (0, None), 3: (0, 1), 4: (None, 1), 6: (1, None), 7: (1, 0), 8: (None, 0)}
+
+
+class MissingExtra(ImgshardError):
+    """``--decoder fast`` without its libraries installed."""
+
+
+def require_decoder(decoder: str) -> None:
+    """Refuse a ``fast`` build (or append) where simplejpeg or OpenCV is missing, before
+    anything is written.
+
+    Raises:
+        MissingExtra: one line naming the extra to install.
+    """
+    if decoder != "fast":
+        return
+    try:
+        import cv2  # noqa: F401
+        import simplejpeg  # noqa: F401
+    except ImportError:
+        raise MissingExtra("--decoder fast needs the imgshard[fast] extra: "
+                           "pip install 'imgshard[fast]'") from None
+
+
+def simplejpeg_version() -> str:
+    """simplejpeg's version, for the manifest (OpenCV's: ``depth.opencv_version``, without
+    importing it: ~100 ms of the build process's own start-up)."""
+    import simplejpeg
+
+    return simplejpeg.__version__
+
+
+@contextlib.contextmanager
+def one_thread(decoder: str) -> Iterator[None]:
+    """OpenCV on this thread alone while a task decodes (then as before): a build already runs
+    a worker per core, and OpenCV's pool of threads, idle between two small images, spins
+    (measured: ~20% more CPU time per image in a 2-worker build)."""
+    if decoder != "fast":
+        yield
+        return
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def decodes(image_format: str | None, mode: str) -> bool:
+    """Whether a file Pillow opened as ``image_format`` in ``mode`` is this decoder's."""
+    return image_format == "JPEG" and mode in JPEG_MODES
+
+
+def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
+         region: tuple[float, float, float, float], size: tuple[int, int],
+         color: str) -> np.ndarray | None:
+    """The JPEG in ``stream`` (``stored``: its (W, H) as stored) turned upright by its EXIF
+    ``orientation``, its ``region`` (of the upright image) resized to ``size`` (W, H): uint8
+    (H, W, C) for ``color``, resized as Pillow's ``bilinear``; None when simplejpeg refuses the
+    file (the caller decodes it)."""
+    import simplejpeg
+
+    stream.seek(0)
+    data = stream.read()
+    min_w, min_h = _dct_request(stored, orientation, region, size)
+    try:
+        decoded = simplejpeg.decode_jpeg(data, colorspace="GRAY" if color == "grayscale"
+                                         else "RGB", min_width=min_w, min_height=min_h)
+    except ValueError:
+        return None
+    scale = _dct_scale(stored[0], decoded.shape[1])
+    upright = _oriented(decoded, orientation)
+    shift_x, shift_y = _reversal_shifts(stored, decoded.shape[1::-1], scale, orientation)
+    left, top, right, bottom = region
+    box = ((left + shift_x) * scale, (top + shift_y) * scale, (right + shift_x) * scale,
+           (bottom + shift_y) * scale)
+    pixels = _resized(upright, box, size)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if color == "rgba":  # a JPEG is opaque, as Pillow's RGB -> RGBA makes it
+        pixels = np.concatenate([pixels, np.full_like(pixels[:, :, :1], 255)], axis=2)
+    return pixels
+
+
+def _dct_request(stored: tuple[int, int], orientation: int,
+                 region: tuple[float, float, float, float],
+                 size: tuple[int, int]) -> tuple[int, int]:
+    """simplejpeg's ``min_width``/``min_height`` (0: no scaling): the size at 1/2, 1/4 or 1/8
+    that stays >= DCT_MARGIN x the output. Not 3/8, 5/8...: libjpeg-turbo has no SIMD inverse
+    DCT for those, and they are slower than the next power of two up (measured: 3/8 made large
+    photos decode slower than Pillow's ``draft()`` to 1/2)."""
+    left, top, right, bottom = region
+    upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored
+    request = (math.ceil(upright[0] * size[0] / (right - left) * DCT_MARGIN),
+               math.ceil(upright[1] * size[1] / (bottom - top) * DCT_MARGIN))
+    if orientation in (5, 6, 7, 8):
+        request = request[::-1]
+    eighths = 8
+    while eighths > 1 and all(-(-side * (eighths // 2) // 8) >= need
+                              for side, need in zip(stored, request)):
+        eighths //= 2
+    if eighths == 8:
+        return 0, 0
+    return -(-stored[0] * eighths // 8), -(-stored[1] * eighths // 8)
+
+
+def _dct_scale(stored_width: int, decoded_width: int) -> float:
+    """Decoded pixels per stored pixel: M/8 for the DCT scaling libjpeg-turbo chose (a decoded
+    pixel i covers stored pixels [8i/M, 8(i+1)/M), whatever the rounding up of the last one)."""
+    for eighths in range(1, 17):
+        if -(-stored_width * eighths // 8) == decoded_width:
+            return eighths / 8
+    return decoded_width / stored_width
+
+
+def _reversal_shifts(stored: tuple[int, int], decoded: tuple[int, int], scale: float,
+                     orientation: int) -> tuple[float, float]:
+    """Where the upright image starts in the decoded one, in stored pixels along x and y.
+
+    A DCT-scaled decode covers a little more than the image (its last pixel stands for a whole
+    M/8 block): reversed by a flip or rotation, that excess comes first.
+    """
+    excess = [decoded[axis] / scale - stored[axis] for axis in (0, 1)]
+    return tuple(0.0 if axis is None else excess[axis]
+                 for axis in REVERSED_AXES.get(orientation, (None, None)))
+
+
+def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``pixels`` turned as Pillow's ``exif_transpose`` turns the image (1: as stored)."""
+    import cv2
+
+    how, code = ORIENTED.get(orientation, (None, None))
+    rotations = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if how == "flip":
+        return cv2.flip(pixels, code)
+    if how == "rotate":
+        return cv2.rotate(pixels, rotations[code])
+    if how == "transpose":
+        return cv2.transpose(pixels)
+    if how == "transverse":
+        return cv2.flip(cv2.transpose(pixels), -1)
+    return pixels
+
+
+def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int]) -> np.ndarray:
+    """The ``box`` of ``pixels`` resized to ``size`` (W, H): blurred by a Gaussian of about
+    Pillow's triangle's variance at this scale, then sampled bilinearly at its pixel centres.
+
+    The box is first cut to whole pixels, so that nothing outside it is blurred in, and when it
+    is more than 4x the output, averaged in k x k blocks (the blur then makes up the rest of
+    the variance): a blur runs over every input pixel, where Pillow computes only the outputs.
+    """
+    import cv2
+
+    left, top = math.floor(box[0]), math.floor(box[1])
+    right, bottom = math.ceil(box[2]), math.ceil(box[3])
+    pixels = pixels[top:bottom, left:right]
+    box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+    pixels, box, block = _block_means(pixels, box, size)
+    scale_x, scale_y = (box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]
+    sigmas = [math.sqrt(max(TRIANGLE_VARIANCE * s * s - INTERPOLATION_VARIANCE
+                            - (block * block - 1) / 12 / (block * block), 0.0))
+              for s in (scale_x, scale_y)]
+    if max(sigmas) > 0.1:  # cut at 2 sigma (OpenCV's own size for uint8 is 3: 40% slower)
+        kernel = [2 * math.ceil(2 * sigma) + 1 for sigma in sigmas]
+        pixels = cv2.GaussianBlur(pixels, kernel, sigmaX=max(sigmas[0], 0.01),
+                                  sigmaY=max(sigmas[1], 0.01), borderType=cv2.BORDER_REFLECT)
+    if box == (0, 0, pixels.shape[1], pixels.shape[0]):
+        return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR)
+    matrix = np.array([[scale_x, 0, box[0] + 0.5 * scale_x - 0.5],
+                       [0, scale_y, box[1] + 0.5 * scale_y - 0.5]])
+    return cv2.warpAffine(pixels, matrix, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _block_means(pixels: np.ndarray, box: tuple[float, ...],
+                 size: tuple[int, int]) -> tuple[np.ndarray, tuple[float, ...], int]:
+    """``pixels`` averaged in k x k blocks (OpenCV's exact ``INTER_AREA`` at a whole factor),
+    k = the box's scale // 2 (1: as they are), the box in the averaged pixels, and k. A last
+    partial block is left out: it lies in the box's last half output pixel at most."""
+    import cv2
+
+    block = int(min((box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]) // 2)
+    if block < 2:
+        return pixels, box, 1
+    height, width = pixels.shape[0] // block, pixels.shape[1] // block
+    pixels = cv2.resize(pixels[:height * block, :width * block], (width, height),
+                        interpolation=cv2.INTER_AREA)
+    return pixels, tuple(edge / block for edge in box), block
