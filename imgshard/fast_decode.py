@@ -27,6 +27,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import ImgshardError
+from .orientation import TRANSPOSING_ORIENTATIONS, reversal_shifts
 
 #: The variance of the Gaussian that stands for Pillow's triangle (half-width = the scale), in
 #: units of the scale squared: the triangle's own 1/6, times 1.2, which the kernel's cut at 2
@@ -42,8 +43,6 @@ DCT_MARGIN = 2
 JPEG_MODES = frozenset({"L", "RGB"})
 ORIENTED = {2: ("flip", 1), 3: ("rotate", 1), 4: ("flip", 0), 5: ("transpose", None),
             6: ("rotate", 0), 7: ("transverse", None), 8: ("rotate", 2)}
-#: Which stored axis (0: x, 1: y) ends up reversed along the upright x and y, per orientation.
-REVERSED_AXES = {2: (0, None), 3: (0, 1), 4: (None, 1), 6: (1, None), 7: (1, 0), 8: (None, 0)}
 
 
 class MissingExtra(ImgshardError):
@@ -117,7 +116,7 @@ def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
         return None
     scale = _dct_scale(stored[0], decoded.shape[1])
     upright = _oriented(decoded, orientation)
-    shift_x, shift_y = _reversal_shifts(stored, decoded.shape[1::-1], scale, orientation)
+    shift_x, shift_y = reversal_shifts(stored, decoded.shape[1::-1], scale, orientation)
     left, top, right, bottom = region
     box = ((left + shift_x) * scale, (top + shift_y) * scale, (right + shift_x) * scale,
            (bottom + shift_y) * scale)
@@ -137,10 +136,10 @@ def _dct_request(stored: tuple[int, int], orientation: int,
     DCT for those, and they are slower than the next power of two up (measured: 3/8 made large
     photos decode slower than Pillow's ``draft()`` to 1/2)."""
     left, top, right, bottom = region
-    upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored
+    upright = stored[::-1] if orientation in TRANSPOSING_ORIENTATIONS else stored
     request = (math.ceil(upright[0] * size[0] / (right - left) * DCT_MARGIN),
                math.ceil(upright[1] * size[1] / (bottom - top) * DCT_MARGIN))
-    if orientation in (5, 6, 7, 8):
+    if orientation in TRANSPOSING_ORIENTATIONS:
         request = request[::-1]
     eighths = 8
     while eighths > 1 and all(-(-side * (eighths // 2) // 8) >= need
@@ -158,18 +157,6 @@ def _dct_scale(stored_width: int, decoded_width: int) -> float:
         if -(-stored_width * eighths // 8) == decoded_width:
             return eighths / 8
     return decoded_width / stored_width
-
-
-def _reversal_shifts(stored: tuple[int, int], decoded: tuple[int, int], scale: float,
-                     orientation: int) -> tuple[float, float]:
-    """Where the upright image starts in the decoded one, in stored pixels along x and y.
-
-    A DCT-scaled decode covers a little more than the image (its last pixel stands for a whole
-    M/8 block): reversed by a flip or rotation, that excess comes first.
-    """
-    excess = [decoded[axis] / scale - stored[axis] for axis in (0, 1)]
-    return tuple(0.0 if axis is None else excess[axis]
-                 for axis in REVERSED_AXES.get(orientation, (None, None)))
 
 
 def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:

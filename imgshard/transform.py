@@ -29,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import depth, fast_decode
 from .config import BuildConfig
+from .orientation import TRANSPOSING_ORIENTATIONS, orientation_of, reversal_shifts
 from .storage import Location
 from .storage.files import NotRegularFile
 
@@ -40,14 +41,11 @@ RESAMPLING = {
     "area": Image.Resampling.BOX,
 }
 PIL_MODES = {"rgb": "RGB", "grayscale": "L", "rgba": "RGBA"}
-#: EXIF orientations that turn the image by 90 degrees, so width and height trade places.
-TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 #: Decoded size, as a multiple of the resized size, that ``draft()`` may reduce a JPEG to, per
 #: filter. The box filter (``area``) passes more of the high frequencies in which DCT scaling
 #: differs from a full decode, so it needs a wider margin to stay within 40 dB PSNR (tested in
 #: tests/test_quality.py); ``nearest`` is never drafted.
 DRAFT_MARGINS = {"bilinear": 2, "bicubic": 2, "lanczos": 2, "area": 4}
-EXIF_ORIENTATION = 0x0112
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
 
@@ -159,7 +157,7 @@ def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) 
         # Pillow turns a TIFF as it loads it (and reports its size upright before); a deep PNG's
         # 8-bit decode (which getexif() does anyway) refuses broken data before libpng prints
         image.load()
-    orientation = _orientation(image)
+    orientation = orientation_of(image)
     if deep:
         return _deep_transform(image, source, orientation, config)
     width, height = image.size
@@ -172,10 +170,13 @@ def _transform(image: Image.Image, config: BuildConfig, source: str | BinaryIO) 
             return _padded(pixels, (pixels.shape[1], pixels.shape[0]), config)
     _draft(image, upright, region, orientation, config)
     image.load()
+    decoded = image.size  # as stored: a DCT-scaled decode may cover a partial last block
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     image = to_color(image, config.color)
-    box = region.scaled(*_draft_scales(upright, image.size))
+    scales = _draft_scales(upright, image.size)
+    box = region.shifted(*reversal_shifts((width, height), decoded, scales[0], orientation))
+    box = box.scaled(*scales)
     return _resize(image, box, _output_size(region, config), config)
 
 
@@ -197,14 +198,6 @@ def _deep_transform(image: Image.Image, source: str | BinaryIO, orientation: int
             resized[id(plane)] = _resize(Image.fromarray(plane), region, size, config)
         channels.append(resized[id(plane)])
     return depth.pixel_units(np.concatenate(channels, axis=2), values.dtype.kind == "f")
-
-
-def _orientation(image: Image.Image) -> int:
-    try:
-        value = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - corrupt EXIF means no orientation, not a lost image
-        return 1
-    return value if value in range(1, 9) else 1
 
 
 def source_region(size: tuple[int, int], config: BuildConfig) -> Box:

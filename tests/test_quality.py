@@ -210,3 +210,18 @@ def test_the_fast_decoder_turns_every_exif_orientation(tmp_path, orientation):
     photo_like((803, 611), orientation).save(path, quality=90, exif=exif.tobytes())
     config = BuildConfig(size=(96, 128), resize="crop", decoder="fast")
     assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("size, scale", [((96, 128), 2), ((32, 24), 8)])
+def test_a_dct_scaled_decode_turns_every_exif_orientation_of_an_odd_sized_photo(
+        tmp_path, drafted_sizes, orientation, size, scale):
+    """An odd-sized JPEG decoded at 1/2 or 1/8 has a partial last block: a flip or a turn puts
+    it first, and the crop box must be moved by it (up to 7 stored pixels at 1/8)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = str(tmp_path / "turned.jpg")
+    photo_like((803, 611), orientation).save(path, quality=90, exif=exif.tobytes())
+    config = BuildConfig(size=size, resize="crop")
+    assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
+    assert drafted_sizes == [(-(-803 // scale), -(-611 // scale))]
