@@ -1,12 +1,14 @@
 """Time per ``model.fit`` step of a small CNN, fed one way, as a process of its own.
 
 Usage: python fit_step.py SHARDS --data numpy|pydataset|reader [--epochs 6] [--batch-size 32]
-                         [--without-heap-pad]
+                         [--dtype float32] [--without-heap-pad]
 
 ``numpy``: the train split's shards loaded into memory as numpy arrays, ``fit(x, y,
 shuffle=True)``; ``pydataset``: the same arrays served by the plainest ``keras.utils.PyDataset``
 (random batches by fancy indexing, 2 worker threads), which is what feeding Keras from Python
-costs whatever the reader; ``reader``: ``ShardReader(...).to_keras()``. Prints one JSON line: the
+costs whatever the reader; ``reader``: ``ShardReader(...).to_keras()``. ``--dtype``: the images
+in that dtype (the arrays cast once when loaded; the reader's ``dtype``), else as stored. Prints
+one JSON line: the
 best seconds per step over the epochs after the first (which compiles), and the process's page
 faults.
 
@@ -50,17 +52,20 @@ def small_cnn(shape: tuple[int, ...], classes: int):
     return model
 
 
-def fit_inputs(shards: str, data: str, batch_size: int) -> tuple[tuple, dict, int]:
+def fit_inputs(shards: str, data: str, batch_size: int, dtype: str | None
+               ) -> tuple[tuple, dict, int]:
     """``fit``'s positional data, its options, and the number of steps in an epoch."""
     import numpy as np
 
     from imgshard import ShardReader
 
     if data == "reader":
-        reader = ShardReader(shards, split="train", batch_size=batch_size, shuffle=True)
+        reader = ShardReader(shards, split="train", batch_size=batch_size, shuffle=True,
+                             dtype=dtype)
         return (reader.to_keras(),), {}, len(reader)
     shard_list = read_manifest(shards).splits["train"].shards
     x = np.concatenate([np.load(os.path.join(shards, s.images)) for s in shard_list])
+    x = x if dtype is None else x.astype(dtype)
     y = np.concatenate([np.load(os.path.join(shards, s.labels)) for s in shard_list])
     steps = -(-len(x) // batch_size)
     if data == "pydataset":
@@ -93,7 +98,8 @@ def in_memory_pydataset(x, y, batch_size: int):
     return InMemory()
 
 
-def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int) -> float:
+def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int,
+                     dtype: str | None) -> float:
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -108,7 +114,7 @@ def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int) -> fl
             self.seconds.append(time.perf_counter() - self.started)
 
     manifest = read_manifest(shards)
-    inputs, options, steps = fit_inputs(shards, data, batch_size)
+    inputs, options, steps = fit_inputs(shards, data, batch_size, dtype)
     timer = EpochTimer()
     model = small_cnn(tuple(manifest.image_shape), len(manifest.class_names))
     model.fit(*inputs, epochs=epochs, verbose=0, callbacks=[timer], **options)
@@ -121,13 +127,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--data", required=True, choices=["numpy", "pydataset", "reader"])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--dtype", default=None)
     parser.add_argument("--without-heap-pad", action="store_true")
     args = parser.parse_args(argv)
     if args.without_heap_pad:
         from imgshard.reader import keras as keras_adapter
 
         keras_adapter.keep_heap_for_keras = lambda: False
-    step = seconds_per_step(args.shards, args.data, args.epochs, args.batch_size)
+    step = seconds_per_step(args.shards, args.data, args.epochs, args.batch_size, args.dtype)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     sys.stdout.write(json.dumps({"seconds_per_step": step, "page_faults": faults}) + "\n")
 

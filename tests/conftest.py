@@ -8,6 +8,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -53,6 +54,22 @@ def build_numbered(root, count: int, classes: int, shard_size: int) -> str:
     build(os.path.join(root, "src"), out,
           BuildConfig(size=(2, 2), shard_size=shard_size, dtype="uint8"), workers=1)
     return out
+
+
+@pytest.fixture(params=["opencv", "numpy"])
+def converter(request):
+    """Convert float pixels with OpenCV (the ``fast`` extra, where installed) or numpy alone."""
+    from imgshard.reader import widen
+
+    if request.param == "opencv":
+        pytest.importorskip("cv2")
+        widen.opencv.cache_clear()
+        yield request.param
+    else:
+        with mock.patch.dict(sys.modules, {"cv2": None}):  # None: not installed
+            widen.opencv.cache_clear()
+            yield request.param
+    widen.opencv.cache_clear()
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def stored_pixels(directory: str) -> np.ndarray:
 @pytest.mark.parametrize("options", [{}, {"rescale": 2 / 255, "offset": -1.0},
                                      {"rescale": 0.5, "offset": 3.0}])
 @pytest.mark.parametrize("batch_size", [3, 4])
-def test_uint8_read_as_floats_is_the_float_build(source, served, options, batch_size):
+def test_uint8_read_as_floats_is_the_float_build(source, served, options, batch_size, converter):
     uint8 = built(source, "uint8", **options)
     images, labels = epoch(uint8, dtype=served, batch_size=batch_size)
     floats, float_labels = epoch(built(source, served, **options), batch_size=batch_size)
@@ -71,6 +71,18 @@ def test_uint8_read_as_floats_is_the_float_build(source, served, options, batch_
     rescale, offset = options.get("rescale", 1 / 255), options.get("offset", 0.0)
     reference = (stored_pixels(uint8).astype(np.float64) * rescale + offset).astype(served)
     np.testing.assert_array_equal(images, reference)
+
+
+@pytest.mark.parametrize("served", ["float16", "float32"])
+def test_uint8_batches_converted_by_two_threads_are_the_float_build(source, served,
+                                                                     monkeypatch):
+    """Batches of many bytes are looked up half in a helper thread: the same values."""
+    from imgshard.reader import batches
+
+    monkeypatch.setattr(batches, "SPLIT_BYTES", 0)
+    for batch_size in (3, 4):
+        images, _ = epoch(built(source, "uint8"), dtype=served, batch_size=batch_size)
+        np.testing.assert_array_equal(images, epoch(built(source, served))[0])
 
 
 def test_float32_of_uint8_is_the_float16_build_within_its_rounding(source):
@@ -232,6 +244,24 @@ def test_the_lookup_is_the_table_for_any_shape_and_alignment(pixels, served, sca
     values.lookup(given, out[:, :, ::-1] if start == 2 else out)  # (written through a view)
     expected = table[given[:, :, ::-1] if start == 2 else given]
     assert np.array_equal(out.view(f"u{out.itemsize}"), expected.view(f"u{out.itemsize}"))
+
+
+@pytest.mark.parametrize("served", ["float16", "float32"])
+@pytest.mark.parametrize("scale", [(1 / 255, 0.0), (2 / 255, -1.0), (0.5, 3.0), (-1 / 255, 1.0),
+                                   (1 / 127.5, -1.0), (0.1, 0.0), (3.0, 0.25)])
+def test_opencv_makes_the_values_bit_for_bit_and_numpy_without_it(converter, served, scale):
+    """With the fast extra every row is written by one OpenCV call (arithmetic where it gives
+    every value of the table, else its table lookup), straight from a map; without it, numpy."""
+    from imgshard.reader.pixel_values import PixelValues
+
+    values = PixelValues.of_scale(*scale, np.dtype(served))
+    assert (values.opencv is not None) == (converter == "opencv")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 37, 11, 3), dtype=np.uint8)
+    pixels.reshape(-1)[:512] = np.arange(512) % 256  # every value, at odd and even places
+    out = np.full(pixels.shape, -5, served)
+    values.lookup(pixels, out)
+    table = (np.arange(256) * scale[0] + scale[1]).astype(served)
+    assert np.array_equal(out.view(f"u{out.itemsize}"), table[pixels].view(f"u{out.itemsize}"))
 
 
 # -- build --dry-run --------------------------------------------------------------------------

@@ -4,8 +4,7 @@ conversion runs (OpenCV's with the fast extra, numpy's without)."""
 from __future__ import annotations
 
 import os
-import sys
-from unittest import mock
+import threading
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from conftest import write_image
 from imgshard import BuildConfig, ShardReader, build, read_manifest
 from imgshard.reader import widen as widen_module
-from imgshard.reader.widen import widen
+from imgshard.reader.widen import widen_rows
 
 EVERY_FLOAT16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
 
@@ -34,26 +33,12 @@ def float16_dataset(tmp_path, images: int, first_bits) -> tuple[str, np.ndarray]
     return out, pixels
 
 
-@pytest.fixture(params=["opencv", "numpy"])
-def converter(request):
-    """Widen with OpenCV (where installed) or with numpy alone."""
-    if request.param == "opencv":
-        pytest.importorskip("cv2")
-        widen_module._opencv.cache_clear()
-        yield request.param
-    else:
-        with mock.patch.dict(sys.modules, {"cv2": None}):  # None: not installed
-            widen_module._opencv.cache_clear()
-            yield request.param
-    widen_module._opencv.cache_clear()
-
-
 @pytest.mark.parametrize("shape", [(1, 65536), (16, 4096), (4, 128, 128), (2, 128, 128, 2)])
 def test_every_float16_widens_bit_for_bit_as_numpy_casts_it(converter, shape):
     """Zeros of both signs, subnormals, infinities, quiet and signalling NaNs included."""
     rows = EVERY_FLOAT16.reshape(shape)
     out = np.empty(shape, np.float32)
-    widen(rows, out)
+    widen_rows(zip(rows, out))
     assert np.array_equal(out.view(np.uint32), rows.astype(np.float32).view(np.uint32))
 
 
@@ -62,9 +47,9 @@ def test_finite_rows_take_opencv_and_equal_numpy(converter):
     rows = np.random.default_rng(0).choice(finite, (8, 64, 64, 3))
     rows = rows[:, :, ::-1]  # not contiguous
     out = np.empty(rows.shape, np.float32)
-    widen(rows, out)
+    widen_rows(zip(rows, out))
     assert np.array_equal(out.view(np.uint32), rows.astype(np.float32).view(np.uint32))
-    assert (widen_module._opencv() is not None) == (converter == "opencv")
+    assert (widen_module.opencv() is not None) == (converter == "opencv")
 
 
 def test_the_reader_serves_float32_batches_equal_to_the_float16_ones_cast(tmp_path, converter):
@@ -81,18 +66,64 @@ def test_the_reader_serves_float32_batches_equal_to_the_float16_ones_cast(tmp_pa
                 assert np.array_equal(x32.view(np.uint32), x16.astype(np.float32).view(np.uint32))
 
 
-def test_the_reader_widens_float16_batches_through_widen(tmp_path, monkeypatch):
-    """Both of the reader's paths hand float16 rows to widen (the fast conversion)."""
+def test_the_reader_widens_float16_rows_straight_from_the_maps(tmp_path, monkeypatch):
+    """Both of the reader's paths hand float16 rows to widen_rows (the fast conversion) as views
+    of the mapped shards: one pass from the map into the batch, no gathered copy first."""
     from imgshard.reader import batches
 
     calls = []
-    monkeypatch.setattr(batches, "widen", lambda rows, out: calls.append(rows.dtype) or
-                        widen(rows, out))
+
+    def recording(rows):
+        rows = list(rows)
+        calls.extend((source.dtype, source.flags.owndata) for source, _ in rows)
+        widen_rows(rows)
+
+    monkeypatch.setattr(batches, "widen_rows", recording)
     out, _ = float16_dataset(tmp_path, 10, [])
     for shuffle in (False, True):
         with ShardReader(out, batch_size=3, shuffle=shuffle, dtype="float32") as reader:
             assert sum(len(x) for x, _ in reader) == 10
-    assert calls and set(calls) == {np.dtype(np.float16)}
+    assert len(calls) == 2 * 10 and set(calls) == {(np.dtype(np.float16), False)}
+
+
+def test_a_batch_is_widened_by_two_threads_with_the_same_values(tmp_path, monkeypatch):
+    """Batches of many bytes are converted half in the reading thread and half in a helper
+    thread (2 cores share the work); the values are those of one thread."""
+    from imgshard.reader import batches
+
+    threads = set()
+
+    def recording(rows):
+        threads.add(threading.current_thread().name)
+        widen_rows(rows)
+
+    monkeypatch.setattr(batches, "widen_rows", recording)
+    monkeypatch.setattr(batches, "SPLIT_BYTES", 0)
+    out, _ = float16_dataset(tmp_path, 10, [0x7C01, 0x0001])
+    for shuffle in (False, True):
+        with ShardReader(out, batch_size=5, shuffle=shuffle, dtype="float16",
+                         label_mode=None) as half, \
+                ShardReader(out, batch_size=5, shuffle=shuffle, dtype="float32",
+                            label_mode=None, prefetch=0) as full:
+            for x16, x32 in zip(half, full):
+                assert np.array_equal(x32.view(np.uint32), x16.astype(np.float32).view(np.uint32))
+    assert threading.current_thread().name in threads and len(threads) == 2
+
+
+def test_widen_rows_from_a_map_into_a_batch_are_numpys_cast(tmp_path, converter):
+    """Row by row from a memory map into rows of a batch, in any order; a row holding an
+    infinity or a NaN among finite rows is numpy's cast too."""
+    finite = EVERY_FLOAT16[np.isfinite(EVERY_FLOAT16)]
+    stored = np.random.default_rng(1).choice(finite, (5, 16, 16, 3))
+    stored[3, 2, 1] = EVERY_FLOAT16[0x7C01]  # a signalling NaN
+    stored[1, 0, 0] = EVERY_FLOAT16[0xFC00]  # -inf
+    np.save(tmp_path / "shard.npy", stored)
+    mapped = np.load(tmp_path / "shard.npy", mmap_mode="r")
+    chosen = [4, 3, 0, 1]
+    batch = np.full((len(chosen), 16, 16, 3), -7, np.float32)
+    widen_rows(zip((mapped[row] for row in chosen), batch))
+    expected = stored[chosen].astype(np.float32)
+    assert np.array_equal(batch.view(np.uint32), expected.view(np.uint32))
 
 
 def test_float32_batches_through_tf_data_keep_float16_subnormals(tmp_path, converter):

@@ -8,7 +8,10 @@ TensorFlow takes it without a copy.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +22,20 @@ from ..libc import drop_file_pages
 from .checks import ReaderError
 from .order import EpochOrder
 from .pixel_values import PixelValues
-from .widen import widen
+from .widen import widen_rows
 
 #: Where the data of every batch the reader allocates starts. TensorFlow takes a numpy array from
 #: a generator (Keras' PyDataset path) without a realigning copy only when it is 64-byte aligned,
 #: which numpy's own arrays (16) are not: through Keras' adapter a batch of 32 224x224 float16
 #: images cost 5.1 ms of CPU aligned against 6.4 ms unaligned.
 BATCH_ALIGNMENT = 64
+
+#: Converted bytes of a batch from which half its rows are converted in a helper thread. The
+#: conversion (OpenCV's and numpy's) lets go of the GIL, and the reading thread alone used one
+#: of 2 cores: uint8 read as float32 went from 0.59x to 0.86x of a copy of the float16 shards,
+#: float16 read as float32 from 0.33x to 0.76x (docs/performance.md). A small batch is not
+#: worth the hand-over.
+SPLIT_BYTES = 1 << 20
 
 #: A shard's memory maps: its images, its labels (None for unlabelled shards) and its targets
 #: (None without).
@@ -113,46 +123,60 @@ class BatchMaker:
         batch = aligned_empty((len(chosen), *self.image_shape), self.dtype)
         label_parts, target_parts = [], []
         bounds = np.flatnonzero(np.diff(shard_of)) + 1
-        looked_up, read = [], []  # a uint8 dataset's rows served as floats; their spans
+        converted, read = [], []  # rows served in another dtype, straight from the map; spans
         for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(chosen)]])):
             images, labels, targets = shard(int(shard_of[lo]))
             if images.dtype == self.dtype:
                 # mode="clip": the rows are in range, and numpy's default "raise" would copy
                 # every row twice (it buffers ``out``), which made the gather 4x slower
                 np.take(images, rows[lo:hi], axis=0, out=batch[lo:hi], mode="clip")
-            elif self.values is not None:  # straight from the map, all rows at once
-                looked_up += zip((images[row] for row in rows[lo:hi]), batch[lo:hi])
             else:
-                widen(images[rows[lo:hi]], batch[lo:hi])
-            if release and self.values is None:
-                release_rows(images, int(rows[lo]), int(rows[hi - 1]) + 1)
-            elif release:  # once its rows are looked up, below
+                converted += zip((images[row] for row in rows[lo:hi]), batch[lo:hi])
+            if release:  # once its rows are copied or converted, below
                 read.append((images, int(rows[lo]), int(rows[hi - 1]) + 1))
             if labels is not None:
                 label_parts.append(labels[rows[lo:hi]])
             if targets is not None:
                 target_parts.append(targets[rows[lo:hi]])
-        if looked_up:
-            self.values.lookup_rows(looked_up)
+        if converted:
+            self.convert_rows(converted)
         for images, first, stop in read:
             release_rows(images, first, stop)
         return (batch, np.concatenate(label_parts) if label_parts else None,
                 np.concatenate(target_parts) if target_parts else None)
 
+    def convert_rows(self, rows: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Write each stored row of ``rows`` into its batch row in the served dtype: a uint8
+        dataset's through its values, else a cast (float16 -> float32: :func:`widen_rows`);
+        half of a batch of :data:`SPLIT_BYTES` or more in a helper thread."""
+        convert = widen_rows if self.values is None else self.values.lookup_rows
+        half = len(rows) // 2
+        if not half or sum(out.nbytes for _, out in rows) < SPLIT_BYTES:
+            convert(rows)
+            return
+        other = helper_thread(os.getpid()).submit(convert, rows[half:])
+        try:
+            convert(rows[:half])
+        finally:
+            other.result()
 
     def served_rows(self, images: np.ndarray, lo: int, hi: int) -> np.ndarray:
         """Rows ``lo:hi`` of a shard's map as served: the map itself (no copy) when it holds
         the served dtype and is aligned, else a new batch (cast, or a uint8 dataset's values)."""
         batch = np.asarray(images[lo:hi])  # a view of the map, no copy
-        if self.values is not None:
+        if self.values is not None or batch.dtype != self.dtype \
+                or batch.ctypes.data % BATCH_ALIGNMENT:
             served = aligned_empty(batch.shape, self.dtype)
-            self.values.lookup(batch, served)
-            return served
-        if batch.dtype != self.dtype or batch.ctypes.data % BATCH_ALIGNMENT:
-            served = aligned_empty(batch.shape, self.dtype)
-            widen(batch, served)
+            self.convert_rows(list(zip(batch, served)))
             return served
         return batch
+
+
+@functools.cache
+def helper_thread(process: int) -> ThreadPoolExecutor:
+    """The thread that converts half of each large batch's rows, one per ``process`` id (a
+    forked child inherits its parent's executor but not its thread)."""
+    return ThreadPoolExecutor(1, thread_name_prefix=f"imgshard-convert-{process}")
 
 
 def release_rows(images: np.ndarray, first: int, stop: int) -> None:

@@ -9,7 +9,12 @@ served dtype, so it yields bit for bit what a float build of the same source sto
 
 The lookup is the reader's own cost, so it is written for speed (see docs/performance.md):
 
-- float32 (and float64) values come from arithmetic when it reproduces all 256 table values bit
+- with OpenCV (the ``fast`` extra), one OpenCV call a row (:class:`OpenCVValues`), with SIMD:
+  ``addWeighted`` (``pixel * rescale + offset``) or ``divide`` (``pixel / (1 / rescale)``) when
+  it gives all 256 table values bit for bit in the served dtype (checked when the reader is
+  made, on rows long and short enough for OpenCV's vector and scalar code), else ``LUT`` (a
+  copy of the table's bits: float16 and subnormal values too);
+- without it, float32 (and float64) values come from arithmetic when it reproduces all 256 table values bit
   for bit (checked when the reader is made): a cast, a multiply or a divide (``p / 255`` for
   the default), and an add unless the offset is 0, which numpy vectorises;
 - otherwise (float16: numpy's float16 arithmetic and casts are not vectorised) the table is
@@ -23,7 +28,7 @@ The lookup is the reader's own cost, so it is written for speed (see docs/perfor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +36,7 @@ import numpy as np
 from ..config import BuildConfig, ConfigError, check_stored_values, stored_values
 from ..manifest import Manifest
 from .checks import ReaderError
+from .widen import opencv
 
 #: Pixel pairs looked up per ``np.take`` (their intp indices are 8 bytes each): a 224x224x3
 #: row (75,264 pairs) in one; 32,768 took 2.6 ms a batch of 32 such rows against 2.4 ms.
@@ -48,11 +54,13 @@ class PixelValues:
     """The served value of each uint8 pixel value (``table``), of each pair of adjacent pixels
     (``pairs``: the uint16 view of two pixels -> their two values, as one item), and the
     ``scale`` (rescale, offset, divide) in the served dtype when arithmetic gives the table
-    bit for bit (``divide``: pixel / rescale is the formula, rescale holding its inverse)."""
+    bit for bit (``divide``: pixel / rescale is the formula, rescale holding its inverse);
+    ``opencv``: the OpenCV call that serves them instead, where OpenCV is installed."""
 
     table: np.ndarray
     pairs: np.ndarray
     scale: tuple[np.generic, np.generic | None, bool] | None
+    opencv: "OpenCVValues | None" = None
 
     @classmethod
     def of_scale(cls, rescale: float, offset: float, served: np.dtype) -> "PixelValues":
@@ -62,7 +70,7 @@ class PixelValues:
         two = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
         pairs = np.ascontiguousarray(table[two])
         return cls(table, pairs.view(pair_dtype(served)).reshape(-1),
-                   exact_scale(table, rescale, offset))
+                   exact_scale(table, rescale, offset), OpenCVValues.of_table(table, rescale, offset))
 
     def lookup(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """Write the value of every uint8 of ``pixels`` into ``out`` (same shape, one row a
@@ -80,6 +88,9 @@ class PixelValues:
                 self._row(pixels, out)
 
     def _row(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        if self.opencv is not None:
+            self.opencv.write(pixels, out)
+            return
         if self.scale is not None:
             factor, offset, divide = self.scale
             np.copyto(out, pixels)
@@ -99,6 +110,61 @@ class PixelValues:
             chunk[...] = pair_pixels[start:start + CHUNK]
             # mode="clip": every index is in range (a uint16), and "raise" would buffer ``out``
             np.take(self.pairs, chunk, out=pair_out[start:start + len(chunk)], mode="clip")
+
+
+@dataclass(frozen=True)
+class OpenCVValues:
+    """The one OpenCV call (``operation``: ``"addWeighted"``, ``"divide"`` or ``"LUT"``) that
+    writes the served values of a row of pixels, bit for bit the table's."""
+
+    operation: str
+    call: Callable[[np.ndarray, np.ndarray], object]
+
+    @classmethod
+    def of_table(cls, table: np.ndarray, rescale: float, offset: float) -> "OpenCVValues | None":
+        """The fastest call that gives every value of ``table`` (float16 or float32), None
+        without OpenCV (or for another dtype). Never arithmetic that meets a subnormal number
+        (see :func:`exact_scale`): the table's bits are copied then."""
+        cv2 = opencv()
+        depth = None if cv2 is None else {"float16": cv2.CV_16F, "float32": cv2.CV_32F}.get(
+            table.dtype.name)
+        if depth is None:
+            return None
+        products = [np.arange(256) * np.array(rescale, float_type) for float_type in
+                    (np.float32, np.float64)]
+        if not any(subnormal(values) for values in [table, np.float32([rescale, offset]),
+                                                   *products]):
+            arithmetic = [("addWeighted", lambda pixels, out: cv2.addWeighted(
+                pixels, rescale, pixels, 0, offset, dst=out, dtype=depth))]
+            if offset == 0 and rescale:
+                arithmetic.append(("divide", lambda pixels, out: cv2.divide(
+                    pixels, 1 / rescale, dst=out, dtype=depth)))
+            for operation, call in arithmetic:
+                if gives_table(cls(operation, call), table):
+                    return cls(operation, call)
+        bits = table.view(f"i{table.itemsize}")  # copied as integers: OpenCV has them all
+        return cls("LUT", lambda pixels, out: cv2.LUT(pixels, bits, dst=out.view(bits.dtype)))
+
+    def write(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """The values of ``pixels`` (uint8) into ``out`` (C-contiguous, their shape)."""
+        source = np.ascontiguousarray(pixels).reshape(1, -1)
+        target = out.reshape(source.shape)
+        written = self.call(source, target)
+        if not np.shares_memory(written, target):  # OpenCV made its own array after all
+            target.view(np.uint8)[...] = np.asarray(written).view(np.uint8)
+
+
+def gives_table(values: OpenCVValues, table: np.ndarray) -> bool:
+    """Whether ``values`` writes ``table[pixel]`` for every pixel value at every place of a
+    long row (OpenCV's vector loop) and of short ones (67 values: its scalar tail too)."""
+    probe = ((np.arange(256)[:, np.newaxis] + np.arange(80)) % 256).astype(np.uint8)
+    bits = f"u{table.itemsize}"
+    for pixels in [probe, *probe[:, :67]]:
+        out = np.empty(pixels.shape, table.dtype)
+        values.write(pixels, out)
+        if not np.array_equal(out.view(bits), table[pixels].view(bits)):
+            return False
+    return True
 
 
 def exact_scale(table: np.ndarray, rescale: float, offset: float
