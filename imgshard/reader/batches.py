@@ -32,9 +32,9 @@ BATCH_ALIGNMENT = 64
 
 #: Converted bytes of a batch from which half its rows are converted in a helper thread. The
 #: conversion (OpenCV's and numpy's) lets go of the GIL, and the reading thread alone used one
-#: of 2 cores: uint8 read as float32 went from 0.59x to 0.86x of a copy of the float16 shards,
-#: float16 read as float32 from 0.33x to 0.76x (docs/performance.md). A small batch is not
-#: worth the hand-over.
+#: of 2 cores: in alternating epochs with a core idle, float16 read as float32 went from 0.33x
+#: to 0.76x of a copy of the float16 shards, uint8 as float16 from 0.65x to 0.98x (with no
+#: core idle it gains nothing: docs/performance.md). A small batch is not worth the hand-over.
 SPLIT_BYTES = 1 << 20
 
 #: A shard's memory maps: its images, its labels (None for unlabelled shards) and its targets
