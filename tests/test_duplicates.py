@@ -59,17 +59,26 @@ def test_dhash_is_robust_to_a_small_change_and_the_digest_is_not():
 
 def brute_components(hashes: list[int], distance: int) -> list[frozenset[int]]:
     """Connected components of 'Hamming distance <= distance', by comparing every pair."""
-    parent = list(range(len(hashes)))
+    return linked_components(len(hashes), lambda i, j: hamming(hashes[i], hashes[j]) <= distance)
+
+
+def hamming(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+def linked_components(count: int, linked) -> list[frozenset[int]]:
+    """The connected components of the pairs (i, j) of ``range(count)`` that are ``linked``."""
+    parent = list(range(count))
 
     def root(i):
         while parent[i] != i:
             i = parent[i]
         return i
-    for i, j in itertools.combinations(range(len(hashes)), 2):
-        if bin(hashes[i] ^ hashes[j]).count("1") <= distance:
+    for i, j in itertools.combinations(range(count), 2):
+        if linked(i, j):
             parent[root(i)] = root(j)
     groups: dict[int, set[int]] = {}
-    for i in range(len(hashes)):
+    for i in range(count):
         groups.setdefault(root(i), set()).add(i)
     return sorted((frozenset(g) for g in groups.values()), key=min)
 
@@ -139,20 +148,10 @@ def alike_thumbnails():
 def brute_near(hashes: list[int], thumbs: np.ndarray, distance: int) -> list[frozenset[int]]:
     """Components of 'hashes within ``distance`` bits and thumbnails within NEAR_PIXELS on
     average', comparing every pair."""
-    parent = list(range(len(hashes)))
-
-    def root(i):
-        while parent[i] != i:
-            i = parent[i]
-        return i
-    for i, j in itertools.combinations(range(len(hashes)), 2):
+    def near(i, j):
         mean_difference = np.abs(thumbs[i].astype(float) - thumbs[j].astype(float)).mean()
-        if bin(hashes[i] ^ hashes[j]).count("1") <= distance and mean_difference <= NEAR_PIXELS:
-            parent[root(i)] = root(j)
-    groups: dict[int, set[int]] = {}
-    for i in range(len(hashes)):
-        groups.setdefault(root(i), set()).add(i)
-    return sorted((frozenset(g) for g in groups.values()), key=min)
+        return hamming(hashes[i], hashes[j]) <= distance and mean_difference <= NEAR_PIXELS
+    return linked_components(len(hashes), near)
 
 
 @settings(max_examples=25, deadline=None)
