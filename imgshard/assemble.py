@@ -327,9 +327,10 @@ class _WithoutHashes:
 def no_sample(images: int, skipped: list[Skip]) -> str:
     """Why a build made no sample: its most frequent skip reason, with an example."""
     reasons = Counter(skip.reason.split(" (")[0] for skip in skipped)
+    files = f"none of the {images:,} image{'s' if images != 1 else ''} became a sample"
     if not reasons:
-        return f"none of the {images} images became a sample"
+        return files
     reason, count = reasons.most_common(1)[0]
     example = next(skip for skip in skipped if skip.reason.split(" (")[0] == reason)
-    return (f"none of the {images} images became a sample: {count} skipped as {reason} "
-            f"(e.g. {example.path}: {example.reason})")
+    detail = example.reason[len(reason):]  # what the example's reason says beyond the group's
+    return f"{files}: {count:,} skipped as {reason}, e.g. {example.path}{detail}"

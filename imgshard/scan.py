@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from array import array
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -148,7 +149,7 @@ def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
             reasons.setdefault(entry.path, "not an image extension")
     splits = split_and_order(_one_label_each(labelled), config)
     if not any(splits.values()):
-        raise ScanError(f"no images found in {src} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise ScanError(_no_images(src, reasons))
     multi = is_multi_label(s for samples in splits.values() for s in samples)
     return ScanResult(class_names, splits, [Skip(p, reasons[p]) for p in sorted(reasons)],
                       stamps.sources(entries), labels_sha256, "multi" if multi else "single",
@@ -239,6 +240,27 @@ def _unlisted(src: Location, listing: str, kind: str, entries: list[Entry], rows
     skipped += [Skip(path, f"listed in the {kind} file but not an image extension")
                 for path in sorted(rows) if path in named and not is_image_name(path)]
     return skipped
+
+
+#: What to do about the reasons a scan finds no image at all.
+_HINTS = {"not in a class folder": "use --no-labels for a folder without class folders",
+          "not in a split folder": "put the images in train/, val/ or test/ class folders",
+          "symbolic link (not followed; use --follow-links)": "use --follow-links"}
+
+
+def _no_images(src: Location, reasons: dict[str, str]) -> str:
+    """Why the scan found no image: the commonest skip reason with an example and what to do,
+    or which extensions it looks for."""
+    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+    if not reasons:
+        return f"no images found in {src} (extensions: {extensions})"
+    counts = Counter(reasons.values())
+    reason, count = counts.most_common(1)[0]
+    example = min(path for path, why in reasons.items() if why == reason)
+    hint = _HINTS.get(reason, f"image extensions: {extensions}")
+    return (f"no images found in {src}: {count:,} of {len(reasons):,} skipped file"
+            f"{'s' if len(reasons) != 1 else ''} {'are' if count != 1 else 'is'} {reason} "
+            f"(e.g. {example}; {hint})")
 
 
 def _one_label_each(labelled: dict[str, list[Sample]]) -> dict[str, list[Sample]]:

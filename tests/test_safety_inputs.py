@@ -484,3 +484,26 @@ def test_an_option_that_would_be_ignored_is_refused(options, expected):
     test_uint8_values.py)."""
     with pytest.raises(ConfigError, match=expected):
         BuildConfig(**options)
+
+
+def test_a_folder_of_images_without_class_folders_says_what_to_do(tmp_path):
+    """It said 'no images found' of a folder holding ten images (they were skipped as not in
+    a class folder), and a folder of linked class folders said the same."""
+    for number in range(3):
+        write_image(str(tmp_path / "flat" / f"{number}.png"), size=(10, 10))
+    one_error_line(run("build", tmp_path / "flat", tmp_path / "out", "-q"),
+                   "3 of 3 skipped files are not in a class folder", "0.png",
+                   "use --no-labels")
+    (tmp_path / "linked").mkdir()
+    os.symlink(tmp_path / "flat", tmp_path / "linked" / "cats")
+    one_error_line(run("build", tmp_path / "linked", tmp_path / "out2", "-q"),
+                   "symbolic link", "use --follow-links")
+
+
+def test_a_build_whose_every_image_fails_names_the_reason_once(tmp_path):
+    write_image(str(tmp_path / "src" / "c" / "0.png"), size=(10, 10))
+    result = run("build", tmp_path / "src", tmp_path / "out", "--size", "8", "--max-pixels", "10",
+                 "-q", "--workers", "1")
+    one_error_line(result, "none of the 1 image became a sample: 1 skipped as too many pixels, "
+                   "e.g. c/0.png (10x10 > 10)")
+    assert result.output.count("too many pixels") == 1, result.output
