@@ -201,7 +201,8 @@ def duplicate_lines(summary: dict[str, Any] | None) -> list[str]:
     if not exact and not near:
         return ["duplicates: none found"]
     across = summary["leakage"]["groups"]
-    copies = f" ({summary['extra_exact_copies']:,} extra copies)" if exact else ""
+    extra = summary["extra_exact_copies"]
+    copies = f" ({extra:,} extra cop{'ies' if extra != 1 else 'y'})" if exact else ""
     lines = [f"duplicates: {exact:,} exact group{'s' if exact != 1 else ''}{copies}, {near:,} "
              f"near group{'s' if near != 1 else ''}; "
              + (f"{across:,} across splits (above)" if across else "none across splits")]

@@ -268,7 +268,7 @@ def test_an_append_reports_new_files_that_duplicate_old_samples(tmp_path):
     groups = json.loads((out / "manifest.json").read_text())["duplicates"]
     assert groups == [{"kind": "exact", "paths": ["c/1-again.png", "c/1.png"],
                        "splits": ["train"]}]
-    assert "duplicates: 1 exact group (1 extra copies)" in result.output
+    assert "duplicates: 1 exact group (1 extra copy)" in result.output
     assert all((out / name).read_bytes() == data for name, data in old.items())
 
 
