@@ -42,7 +42,7 @@ from .layout import (
     temp_prefix,
 )
 from .manifest import MAX_MANIFEST_BYTES, parse_json
-from .resume_log import log_names, read_plan
+from .resume_log import holds_log, log_names, read_plan
 from .storage import Location
 from .storage.lock import ForeignLockFile, LockHeld
 
@@ -101,7 +101,9 @@ def prepare_out(out: Location, *, overwrite: bool) -> None:
     _check_directory(out)
     names = sorted(set(out.listdir()) - {LOCK_NAME})  # the lock is this build's own
     if names and not overwrite:
-        raise OutputError(f"output {out} is not empty (use --overwrite to replace an earlier build)")
+        resumable = " or --resume to finish the interrupted one" if holds_log(out) else ""
+        raise OutputError(f"output {out} is not empty (use --overwrite to replace an earlier "
+                          f"build{resumable})")
     if names:
         _remove_earlier_build(out, names)
     probe = f"{temp_prefix(out.temp_tag)}probe"

@@ -27,7 +27,7 @@ from imgshard.storage import Location, describe_error
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
-from conftest import one_error_line, run, stop_at_call, write_image
+from conftest import disk_full_at, one_error_line, run, stop_at_call, write_image
 
 build_module = importlib.import_module("imgshard.build")  # imgshard.build is the function
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -507,3 +507,20 @@ def test_a_build_whose_every_image_fails_names_the_reason_once(tmp_path):
     one_error_line(result, "none of the 1 image became a sample: 1 skipped as too many pixels, "
                    "e.g. c/0.png (10x10 > 10)")
     assert result.output.count("too many pixels") == 1, result.output
+
+
+def test_building_again_into_an_interrupted_build_points_to_resume(tmp_path, monkeypatch):
+    for number in range(4):
+        write_image(str(tmp_path / "src" / "c" / f"{number}.png"), size=(10, 10), seed=number)
+    build_module = importlib.import_module("imgshard.build")
+    monkeypatch.setattr(build_module, "run_shard_task", disk_full_at(1))
+    with pytest.raises(OSError):
+        build(str(tmp_path / "src"), str(tmp_path / "out"),
+              BuildConfig(size=(8, 8), shard_size=1), workers=1)
+    monkeypatch.undo()
+    one_error_line(run("build", tmp_path / "src", tmp_path / "out", "--size", "8",
+                       "--shard-size", "1", "-q"), "--overwrite", "or --resume")
+    write_image(str(tmp_path / "other" / "x.png"), size=(4, 4))
+    result = run("build", tmp_path / "src", tmp_path / "other", "-q")
+    one_error_line(result, "is not empty")
+    assert "--resume" not in result.output
