@@ -120,24 +120,25 @@ class _ValueMembers:
     def pairs(self, left: np.ndarray, right: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
         """The sample pairs of each value pair (left[i], right[i]): every holder of one with
         every holder of the other, or, for a value paired with itself, each pair of its
-        holders once; a few thousand pairs at a time."""
+        holders once; at most PAIRS_AT_ONCE at a time, even from one crowded value (k
+        holders make k^2 products: 20,000 flat images of other colours, one hash)."""
         products = self.counts[left] * self.counts[right]
         ends = np.cumsum(products)
-        first = 0
-        while first < len(left):  # slices of value pairs with about PAIRS_AT_ONCE products
-            last = max(first + 1, int(np.searchsorted(ends, ends[first] - products[first]
-                                                     + PAIRS_AT_ONCE, side="right")))
-            yield self._pairs_of(left[first:last], right[first:last])
-            first = last
+        total = int(ends[-1]) if len(ends) else 0
+        for start in range(0, total, PAIRS_AT_ONCE):
+            product = np.arange(start, min(start + PAIRS_AT_ONCE, total))
+            pair = np.searchsorted(ends, product, side="right")
+            yield self._pairs_of(left[pair], right[pair], product - (ends[pair] - products[pair]))
 
-    def _pairs_of(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        left_count, right_count = self.counts[left], self.counts[right]
-        pair = np.repeat(np.arange(len(left)), left_count * right_count)
-        product = _ranges(np.zeros(len(left), np.int64), left_count * right_count)
-        i, j = product // right_count[pair], product % right_count[pair]
-        keep = (left[pair] != right[pair]) | (i < j)
-        left_samples = self.order[self.starts[left[pair]] + i]
-        right_samples = self.order[self.starts[right[pair]] + j]
+    def _pairs_of(self, left: np.ndarray, right: np.ndarray,
+                  product: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sample pairs numbered ``product`` (holder i of ``left`` times holder j of
+        ``right``: i * count + j) of each value pair; a value's pairs with itself once."""
+        right_count = self.counts[right]
+        i, j = product // right_count, product % right_count
+        keep = (left != right) | (i < j)
+        left_samples = self.order[self.starts[left] + i]
+        right_samples = self.order[self.starts[right] + j]
         return left_samples[keep], right_samples[keep]
 
 
