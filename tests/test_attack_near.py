@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgshard.duplicates import PAIRS_AT_ONCE, _ValueMembers
+from imgshard import duplicates
+from imgshard.duplicates import (
+    NEAR_DISTANCE,
+    NEAR_PIXELS,
+    PAIRS_AT_ONCE,
+    _ValueMembers,
+    near_components,
+)
+from imgshard.image_hash import THUMBNAIL_SIDE
 
 
 def test_the_pairs_of_one_crowded_hash_value_come_a_bounded_number_at_a_time():
@@ -20,3 +28,49 @@ def test_the_pairs_of_one_crowded_hash_value_come_a_bounded_number_at_a_time():
     assert {(min(p), max(p)) for p in found} == {(a, b) for a in range(count)
                                                  for b in range(a + 1, count)}
     assert sum(len(left) for left, _ in slices) == count * (count - 1) // 2
+
+
+class CountingRows(np.ndarray):
+    """Thumbnail rows that count how many are fetched to be compared."""
+
+    fetched = 0
+
+    def __getitem__(self, key):
+        if isinstance(key, np.ndarray):
+            CountingRows.fetched += len(key)
+        return super().__getitem__(key)
+
+
+def test_flat_images_of_other_colours_sharing_one_hash_are_not_compared_pixel_by_pixel(
+        monkeypatch):
+    """2,000 flat images of other colours all hash to 0: 2*10^6 candidate pairs. Their channel
+    means alone tell most apart (a mean difference of the sums bounds the mean difference of
+    the pixels from below), so few thumbnails are compared; the components stay exact."""
+    count = 2000
+    rng = np.random.default_rng(1)
+    colours = rng.integers(0, 256, (count, 3), dtype=np.uint8)
+    thumbs = np.repeat(colours[:, None, :], THUMBNAIL_SIDE ** 2, axis=1).reshape(count, -1)
+    made = duplicates._ThumbnailTable.__init__
+
+    def counting(self, *args):
+        made(self, *args)
+        self.rows = self.rows.view(CountingRows)
+    monkeypatch.setattr(duplicates._ThumbnailTable, "__init__", counting)
+    CountingRows.fetched = 0
+    labels = near_components(np.zeros(count, np.uint64), NEAR_DISTANCE,
+                             lambda samples: thumbs[samples])
+    assert CountingRows.fetched < count * (count - 1) // 2 // 20  # was every pair, twice
+    spread = np.abs(colours[:, None, :].astype(int) - colours[None, :, :]).mean(axis=2)
+    near = spread <= NEAR_PIXELS  # flat images: the thumbnails' mean difference
+    expected = np.arange(count)
+    while True:  # the components of `near`: each takes its least neighbour's label
+        smaller = np.where(near, expected[None, :], count).min(axis=1)
+        if np.array_equal(smaller, expected):
+            break
+        expected = smaller
+    assert _same_partition(labels, expected)
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = {(x, y) for x, y in zip(a.tolist(), b.tolist())}
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
