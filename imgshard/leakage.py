@@ -10,9 +10,11 @@ one pass over ``samples.csv``; memory holds 24 bytes and the path of each sample
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -85,14 +87,15 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig
         places.append((row.shard, row.index))
         digests += digest_bytes
         dhashes.append(value)
-    confirmed = confirm_exact(np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16), places, out)
+    confirmed = confirm_exact(np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16), places,
+                              StoredRows(out, config))
     return find_groups(paths, splits, confirmed,
                        np.frombuffer(dhashes, np.uint64) if dhashes else np.zeros(0, np.uint64),
                        StoredThumbnails(places, out, config))
 
 
 def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
-                  out: Location) -> np.ndarray:
+                  stored: StoredRows) -> np.ndarray:
     """The samples' digests: each fingerprint that only one sample has, as it is; a shared one
     replaced by the digest of the sample's whole stored row (sha256, first 128 bits), read from
     its shard (``places``: shard name and row), so that equal digests are identical pixels.
@@ -109,12 +112,29 @@ def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
     for sample in np.flatnonzero(counts[inverse.ravel()] > 1).tolist():
         by_shard.setdefault(places[sample][0], []).append(sample)
     for shard, samples in sorted(by_shard.items()):
-        with out.local_copy(shard) as path:
-            rows = shard_format().open_shard(path)  # mapped once, a row read at a time
+        with stored.open(shard) as row:  # mapped once, a row read at a time
             for sample in samples:
-                digests[sample] = np.frombuffer(pixel_digest(rows[places[sample][1]]), np.uint8)
-            del rows
+                digests[sample] = np.frombuffer(pixel_digest(row(places[sample][1])), np.uint8)
     return digests
+
+
+class StoredRows:
+    """The stored rows of OUT's shards, each checked to hold the dataset's images (``config``'s
+    shape and dtype) and the row asked for: an edited directory's shard of other rows (verify
+    says which) is a ShardError, never thumbnails of what is not an image."""
+
+    def __init__(self, out: Location, config: BuildConfig):
+        self.out, self.config = out, config
+
+    @contextlib.contextmanager
+    def open(self, shard: str) -> Iterator[Callable[[int], np.ndarray]]:
+        """The shard mapped while the context lasts, as a function of a row's index."""
+        with self.out.local_copy(shard) as path:
+            rows = shard_format().open_shard(path)
+            if rows.shape[1:] != self.config.image_shape or rows.dtype != self.config.dtype:
+                raise ShardError(f"{shard}: rows of shape {rows.shape[1:]} and dtype "
+                                 f"{rows.dtype}, not the dataset's images (run imgshard verify)")
+            yield functools.partial(_row, rows, shard)
 
 
 def _sample_name(row: SampleRow, named: dict[str, int]) -> str:
@@ -127,6 +147,12 @@ def _sample_name(row: SampleRow, named: dict[str, int]) -> str:
     return name if not seen else f"{name} #{seen + 1}"
 
 
+def _row(rows: np.ndarray, shard: str, index: int) -> np.ndarray:
+    if not 0 <= index < len(rows):
+        raise ShardError(f"{shard}: holds {len(rows)} rows, not row {index} (run imgshard verify)")
+    return rows[index]
+
+
 class StoredThumbnails:
     """The thumbnails (``image_hash.thumbnail``) of samples, from their stored rows in OUT's
     shards (``places``: each sample's shard name and row), each shard opened once a call.
@@ -135,7 +161,7 @@ class StoredThumbnails:
     (``rescale`` applies when it is read), so its thumbnails take (1, 0)."""
 
     def __init__(self, places: list[tuple[str, int]], out: Location, config: BuildConfig):
-        self.places, self.out = places, out
+        self.places, self.stored = places, StoredRows(out, config)
         self.scale = (1.0, 0.0) if config.dtype == "uint8" else (config.rescale, config.offset)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
@@ -144,15 +170,10 @@ class StoredThumbnails:
             by_shard.setdefault(self.places[sample][0], []).append(position)
         found: list[np.ndarray | None] = [None] * len(samples)
         for shard, positions in sorted(by_shard.items()):
-            with self.out.local_copy(shard) as path:
-                rows = shard_format().open_shard(path)
+            with self.stored.open(shard) as row:
                 for position in positions:
-                    row = self.places[samples[position]][1]
-                    found[position] = thumbnail(rows[row], *self.scale)
-                del rows
-        if len({thumb.shape for thumb in found if thumb is not None}) > 1:
-            raise ShardError(f"{SAMPLES_NAME}: its rows name shards holding images of "
-                             "different shapes")
+                    found[position] = thumbnail(row(self.places[samples[position]][1]),
+                                                *self.scale)
         return np.stack(found) if found else np.zeros((0, 1), np.uint8)
 
 

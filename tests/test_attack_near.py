@@ -3,9 +3,14 @@ hostile inputs of the thumbnail comparison."""
 
 from __future__ import annotations
 
-import numpy as np
+import os
 
-from imgshard import duplicates
+import numpy as np
+import pytest
+from conftest import one_error_line, run, write_image
+from test_leakage import CONFIG, make_source
+
+from imgshard import build, duplicates
 from imgshard.duplicates import (
     NEAR_DISTANCE,
     NEAR_PIXELS,
@@ -14,6 +19,11 @@ from imgshard.duplicates import (
     near_components,
 )
 from imgshard.image_hash import THUMBNAIL_SIDE
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return make_source(tmp_path_factory.mktemp("attack_near"))
 
 
 def test_the_pairs_of_one_crowded_hash_value_come_a_bounded_number_at_a_time():
@@ -74,3 +84,32 @@ def test_flat_images_of_other_colours_sharing_one_hash_are_not_compared_pixel_by
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     pairs = {(x, y) for x, y in zip(a.tolist(), b.tolist())}
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("replacement", [
+    np.zeros((3,), np.uint8),  # rows without an image's shape (the thumbnail unpacked none)
+    np.zeros((2, 16, 16, 3), np.uint8),  # a row too few: its last sample is not there
+    np.zeros((3, 8, 8, 3), np.uint8),  # rows of another size: thumbnails of other images
+])
+def test_verify_deep_of_a_replaced_shard_reports_it_without_a_traceback(source, tmp_path,
+                                                                      replacement):
+    """The shard holding the near pair's and the exact pair's samples is replaced by another
+    array: verify --deep lists problems; the duplicates check neither fails nor compares what
+    is not the dataset's images."""
+    out = tmp_path / "out"
+    build(source, str(out), CONFIG, workers=1)
+    np.save(out / "train-00000.npy", replacement)
+    result = run("verify", out, "--deep", "--workers", "1")
+    assert result.exit_code == 1
+    assert "train-00000.npy" in result.output
+    assert "duplicates" not in result.output  # not a consequence reported as a second problem
+
+
+def test_an_append_to_a_dataset_with_a_replaced_shard_is_one_line(tmp_path):
+    src = make_source(tmp_path)
+    out = tmp_path / "out"
+    build(src, str(out), CONFIG, workers=1)
+    np.save(out / "train-00000.npy", np.zeros((3,), np.uint8))
+    write_image(os.path.join(src, "train", "c0", "new.png"), seed=100)
+    result = run("append", src, out, "--workers", "1", "--quiet")
+    one_error_line(result, "train-00000.npy")
