@@ -215,6 +215,9 @@ def _check_duplicates(location: Location, manifest: Manifest,
             rows, location, BuildConfig.from_dict(manifest.config), shards)
     except (ShardError, OSError):  # a shard that cannot be read: reported already
         return []
+    if found is None and recorded is not None:  # a build that records them writes hashes
+        return [Problem(MANIFEST_NAME, f"it lists duplicates, but the rows of "
+                        f"{manifest.samples} carry no hashes")]
     if found is None or [group.to_json() for group in found] == recorded:
         return []
     return [Problem(MANIFEST_NAME, f"its duplicates are not those of the hashes in "

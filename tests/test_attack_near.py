@@ -3,12 +3,14 @@ hostile inputs of the thumbnail comparison."""
 
 from __future__ import annotations
 
+import csv
 import os
 
 import numpy as np
 import pytest
 from conftest import one_error_line, run, write_image
 from test_leakage import CONFIG, make_source
+from test_merge_duplicates import two_datasets
 
 from imgshard import build, duplicates
 from imgshard.duplicates import (
@@ -113,3 +115,31 @@ def test_an_append_to_a_dataset_with_a_replaced_shard_is_one_line(tmp_path):
     write_image(os.path.join(src, "train", "c0", "new.png"), seed=100)
     result = run("append", src, out, "--workers", "1", "--quiet")
     one_error_line(result, "train-00000.npy")
+
+
+def strip_hash_columns(out) -> None:
+    """samples.csv as a build before duplicates wrote it (its first five columns), the
+    manifest's ``duplicates`` record kept: an edit no build makes."""
+    path = os.path.join(out, "samples.csv")
+    rows = list(csv.reader(open(path, newline="")))
+    with open(path, "w", newline="") as stream:
+        csv.writer(stream).writerows([row[:5] for row in rows])
+
+
+def test_verify_deep_says_a_duplicates_record_without_hashes_to_back_it(source, tmp_path):
+    out = tmp_path / "out"
+    build(source, str(out), CONFIG, workers=1)
+    strip_hash_columns(out)
+    result = run("verify", out, "--deep", "--workers", "1")
+    assert result.exit_code == 1
+    assert "duplicates" in result.output and "no hashes" in result.output
+
+
+def test_a_merge_refuses_an_input_whose_duplicates_record_has_no_hashes(tmp_path):
+    """The leaked copy lies in A and B; A's rows carry no hashes although its manifest lists
+    duplicates: merged, its rows had empty hash cells and the output said 'none across
+    splits', a search that never looked at A."""
+    a, b = two_datasets(tmp_path)
+    strip_hash_columns(a)
+    result = run("merge", a, b, "-o", tmp_path / "merged", "--quiet")
+    one_error_line(result, "samples.csv", "no hashes")
