@@ -16,11 +16,12 @@ two hashes within ``d`` bits agree on at least one whole block (pigeonhole), so 
 sharing a block's value are compared. Exact copies are represented by one of them. Expected
 cost: n log n to sort, plus the pairs that share a block; with random hashes and d = 4 (13-bit
 blocks) that is about n^2 / 2^13 / 2 * 5 pair tests, done by numpy in vectorised steps. Each
-candidate pair then costs a test of its thumbnails' channel sums (a few numbers) and, when
-they are close enough, one thumbnail comparison (about a microsecond); the thumbnails are
-read from the shards for the samples in candidate pairs only. The pairs of k distinct images
-sharing one difference hash are all candidates: k^2 / 2 (flat images of 20,000 colours, all
-hashing to 0: 2*10^8 pairs, 14 s), made a few thousand at a time.
+candidate pair not in one component already then costs a test of its thumbnails' channel
+sums (a few numbers) and, when they are close enough, one thumbnail comparison (about a
+microsecond); the thumbnails are read from the shards for the samples in candidate pairs only.
+The pairs of k distinct images sharing one difference hash are all candidates: k^2 / 2 (flat
+images of 20,000 colours, all hashing to 0: 2*10^8 pairs, 6-8 s), made a few thousand at a
+time.
 
 A group whose paths lie in more than one split is *leakage*: the same image (or nearly) in
 train and val makes a validation score lie.
@@ -102,6 +103,8 @@ def near_components(hashes: np.ndarray, distance: int, thumbnails: Thumbnails) -
     table = _ThumbnailTable(involved, thumbnails(involved), len(hashes))
     for left_values, right_values in close:
         for left, right in values.pairs(left_values, right_values):
+            apart = parent[left] != parent[right]  # a pair in one component already: no test
+            left, right = left[apart], right[apart]
             alike = table.alike(left, right)
             if alike.any():
                 parent = _join(parent, left[alike], right[alike])

@@ -53,6 +53,17 @@ class CountingRows(np.ndarray):
         return super().__getitem__(key)
 
 
+def count_fetched(monkeypatch) -> None:
+    """Count the thumbnail rows near_components fetches to compare, in CountingRows.fetched."""
+    made = duplicates._ThumbnailTable.__init__
+
+    def counting(self, *args):
+        made(self, *args)
+        self.rows = self.rows.view(CountingRows)
+    monkeypatch.setattr(duplicates._ThumbnailTable, "__init__", counting)
+    CountingRows.fetched = 0
+
+
 def test_flat_images_of_other_colours_sharing_one_hash_are_not_compared_pixel_by_pixel(
         monkeypatch):
     """2,000 flat images of other colours all hash to 0: 2*10^6 candidate pairs. Their channel
@@ -62,13 +73,7 @@ def test_flat_images_of_other_colours_sharing_one_hash_are_not_compared_pixel_by
     rng = np.random.default_rng(1)
     colours = rng.integers(0, 256, (count, 3), dtype=np.uint8)
     thumbs = np.repeat(colours[:, None, :], THUMBNAIL_SIDE ** 2, axis=1).reshape(count, -1)
-    made = duplicates._ThumbnailTable.__init__
-
-    def counting(self, *args):
-        made(self, *args)
-        self.rows = self.rows.view(CountingRows)
-    monkeypatch.setattr(duplicates._ThumbnailTable, "__init__", counting)
-    CountingRows.fetched = 0
+    count_fetched(monkeypatch)
     labels = near_components(np.zeros(count, np.uint64), NEAR_DISTANCE,
                              lambda samples: thumbs[samples])
     assert CountingRows.fetched < count * (count - 1) // 2 // 20  # was every pair, twice
@@ -143,3 +148,16 @@ def test_a_merge_refuses_an_input_whose_duplicates_record_has_no_hashes(tmp_path
     strip_hash_columns(a)
     result = run("merge", a, b, "-o", tmp_path / "merged", "--quiet")
     one_error_line(result, "samples.csv", "no hashes")
+
+
+def test_pairs_already_joined_are_not_compared_again(monkeypatch):
+    """2,000 dark flat images a few levels apart (one hash, 0): every pair is near, one
+    component; once the first pairs joined them, the rest need no thumbnail comparison."""
+    count = 2000
+    colours = np.random.default_rng(2).integers(0, 12, (count, 3), dtype=np.uint8)
+    thumbs = np.repeat(colours[:, None, :], THUMBNAIL_SIDE ** 2, axis=1).reshape(count, -1)
+    count_fetched(monkeypatch)
+    labels = near_components(np.zeros(count, np.uint64), NEAR_DISTANCE,
+                             lambda samples: thumbs[samples])
+    assert (labels == 0).all()
+    assert CountingRows.fetched < count * (count - 1) // 2 // 20
