@@ -25,7 +25,7 @@ from .config import BuildConfig
 from .errors import ShardError
 from .image_hash import DIGEST_BYTES, pixel_digest, thumbnail
 from .layout import SAMPLES_NAME
-from .manifest_check import MAX_COUNT
+from .manifest import SplitInfo
 from .samples_csv import SampleRow, read_samples
 from .storage import Location
 
@@ -45,28 +45,31 @@ def reason_group(reason: str) -> str:
     return DUPLICATES_SKIPPED if reason.startswith(DUPLICATE_REASON) else reason
 
 
-def duplicates_in(out: Location, config: BuildConfig, max_rows: int,
-                  shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
+def duplicates_in(out: Location, config: BuildConfig,
+                  splits: dict[str, SplitInfo]) -> list[DuplicateGroup] | None:
     """The duplicate groups of the samples OUT's ``samples.csv`` lists (``config``: the
-    dataset's; ``max_rows``: the samples the shards hold; ``shards``: the manifest's shards and
-    their sample counts, see :func:`groups_of_rows`); None when its rows carry no hashes
-    (written before they existed)."""
+    dataset's; ``splits``: the manifest's, whose shards alone are read, see
+    :func:`groups_of_rows`: a resumed build's staged rows may have been edited); None when its
+    rows carry no hashes (written before they existed)."""
+    shards = {shard.images: shard.num_samples for split in splits.values()
+              for shard in split.shards}
     with out.open_listed(SAMPLES_NAME) as stream:
-        return groups_of_rows(read_samples(stream, max_rows), out, config, shards)
+        return groups_of_rows(read_samples(stream, sum(shards.values())), out, config, shards)
 
 
-def found_duplicates(out: Location, config: BuildConfig) -> dict[str, Any]:
+def found_duplicates(out: Location, config: BuildConfig,
+                     splits: dict[str, SplitInfo]) -> dict[str, Any]:
     """The manifest's ``duplicates`` key for the ``samples.csv`` a build just published in OUT
     (none when its rows carry no hashes: an append to a dataset built before them)."""
-    return duplicates_record(duplicates_in(out, config, MAX_COUNT))
+    return duplicates_record(duplicates_in(out, config, splits))
 
 
 def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig,
-                   shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
+                   shards: dict[str, int]) -> list[DuplicateGroup] | None:
     """The groups of the rows' hashes, exact ones confirmed and near ones compared on
     thumbnails of OUT's shards (:func:`confirm_exact`, :class:`StoredThumbnails`). A row whose
     hash cells are not what a build writes (an edited file), or that names a shard not in
-    ``shards`` (when given: name -> sample count) or a row outside it, is left out rather than
+    ``shards`` (the manifest's: name -> sample count) or a row outside it, is left out rather than
     trusted (nor read: an edited ``../x.npy`` lies outside OUT)."""
     paths: list[str] = []
     splits: list[str] = []
@@ -79,7 +82,7 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig
         digest, difference = row.hashes
         if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or not (
                 _HASH_CELL.fullmatch(digest) and _HASH_CELL.fullmatch(difference)) or (
-                shards is not None and not 0 <= row.index < shards.get(row.shard, 0)):
+                not 0 <= row.index < shards.get(row.shard, 0)):
             continue
         digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
         paths.append(_sample_name(row, named))

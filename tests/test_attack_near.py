@@ -4,11 +4,12 @@ hostile inputs of the thumbnail comparison."""
 from __future__ import annotations
 
 import csv
+import importlib
 import os
 
 import numpy as np
 import pytest
-from conftest import one_error_line, run, write_image
+from conftest import disk_full_at, one_error_line, run, write_image
 from test_leakage import CONFIG, make_source
 from test_merge_duplicates import two_datasets
 
@@ -161,3 +162,27 @@ def test_pairs_already_joined_are_not_compared_again(monkeypatch):
                              lambda samples: thumbs[samples])
     assert (labels == 0).all()
     assert CountingRows.fetched < count * (count - 1) // 2 // 20
+
+
+def test_a_resumed_build_reads_no_shard_its_manifest_does_not_list(tmp_path, monkeypatch):
+    """The staged samples.csv of an interrupted build is edited (the row's length kept, as
+    resume checks): its first row names '../evil0000.npy' and shares another row's fingerprint,
+    so the duplicate search would read it back from outside OUT."""
+    build_module = importlib.import_module("imgshard.build")
+    src = make_source(tmp_path)
+    out = tmp_path / "out"
+    real_task = build_module.run_shard_task
+    monkeypatch.setattr(build_module, "run_shard_task", disk_full_at(2))
+    options = ("--size", "16", "--shard-size", "3", "--dtype", "uint8", "--workers", "1", "-q")
+    assert run("build", src, out, *options).exit_code == 1
+    staged = out / ".samples.csv.partial"
+    lines = staged.read_bytes().decode().splitlines(keepends=True)
+    header, first, second = (line.split(",") for line in lines[:3])
+    assert first[header.index("shard")] == "train-00000.npy"
+    first[header.index("shard")] = "../evil0000.npy"
+    first[header.index("pixel_hash")] = second[header.index("pixel_hash")]
+    staged.write_bytes("".join([lines[0], ",".join(first), *lines[2:]]).encode())
+    np.save(tmp_path / "evil0000.npy", np.zeros((3,), np.uint8))
+    monkeypatch.setattr(build_module, "run_shard_task", real_task)
+    result = run("build", src, out, *options, "--resume")
+    assert result.exit_code == 0, result.output
