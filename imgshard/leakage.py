@@ -51,10 +51,16 @@ def duplicates_in(out: Location, config: BuildConfig,
     dataset's; ``splits``: the manifest's, whose shards alone are read, see
     :func:`groups_of_rows`: a resumed build's staged rows may have been edited); None when its
     rows carry no hashes (written before they existed)."""
-    shards = {shard.images: shard.num_samples for split in splits.values()
-              for shard in split.shards}
+    shards = held_shards(splits)
+    max_rows = sum(rows for _, rows in shards.values())
     with out.open_listed(SAMPLES_NAME) as stream:
-        return groups_of_rows(read_samples(stream, sum(shards.values())), out, config, shards)
+        return groups_of_rows(read_samples(stream, max_rows), out, config, shards)
+
+
+def held_shards(splits: dict[str, SplitInfo]) -> dict[str, tuple[str, int]]:
+    """Each shard the manifest's ``splits`` list: its split and its sample count."""
+    return {shard.images: (name, shard.num_samples) for name, split in splits.items()
+            for shard in split.shards}
 
 
 def found_duplicates(out: Location, config: BuildConfig,
@@ -65,12 +71,13 @@ def found_duplicates(out: Location, config: BuildConfig,
 
 
 def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig,
-                   shards: dict[str, int]) -> list[DuplicateGroup] | None:
+                   shards: dict[str, tuple[str, int]]) -> list[DuplicateGroup] | None:
     """The groups of the rows' hashes, exact ones confirmed and near ones compared on
     thumbnails of OUT's shards (:func:`confirm_exact`, :class:`StoredThumbnails`). A row whose
     hash cells are not what a build writes (an edited file), or that names a shard not in
-    ``shards`` (the manifest's: name -> sample count) or a row outside it, is left out rather than
-    trusted (nor read: an edited ``../x.npy`` lies outside OUT)."""
+    ``shards`` (the manifest's, :func:`held_shards`) or a row outside it, is left out rather than
+    trusted (nor read: an edited ``../x.npy`` lies outside OUT); a row's split is its shard's
+    (an edited split cell would hide leakage)."""
     paths: list[str] = []
     splits: list[str] = []
     places: list[tuple[str, int]] = []
@@ -80,13 +87,14 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig
         if row.hashes is None:
             return None
         digest, difference = row.hashes
+        split, held = shards.get(row.shard, ("", 0))
         if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or not (
                 _HASH_CELL.fullmatch(digest) and _HASH_CELL.fullmatch(difference)) or (
-                not 0 <= row.index < shards.get(row.shard, 0)):
+                not 0 <= row.index < held):
             continue
         digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
         paths.append(_sample_name(row, named))
-        splits.append(row.split)
+        splits.append(split)
         places.append((row.shard, row.index))
         digests += digest_bytes
         dhashes.append(value)

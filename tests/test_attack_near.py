@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import os
 
 import numpy as np
 import pytest
 from conftest import disk_full_at, one_error_line, run, write_image
+from test_attack_dupes import edit_hashes
 from test_leakage import CONFIG, make_source
 from test_merge_duplicates import two_datasets
 
@@ -186,3 +188,31 @@ def test_a_resumed_build_reads_no_shard_its_manifest_does_not_list(tmp_path, mon
     monkeypatch.setattr(build_module, "run_shard_task", real_task)
     result = run("build", src, out, *options, "--resume")
     assert result.exit_code == 0, result.output
+
+
+def hide_val_as_train(out) -> None:
+    """samples.csv's val rows edited to say 'train': the exact copy in train and val would no
+    longer look like leakage."""
+    edit_hashes(out, lambda rows: [row.update(split="train") for row in rows
+                                   if row["split"] == "val"])
+
+
+def test_verify_says_rows_that_name_another_split_than_their_shards(source, tmp_path):
+    out = tmp_path / "out"
+    build(source, str(out), CONFIG, workers=1)
+    hide_val_as_train(out)
+    result = run("verify", out, "--workers", "1")
+    assert result.exit_code == 1
+    assert "val-00000.npy" in result.output and "split" in result.output
+
+
+def test_an_append_finds_leakage_by_the_splits_of_the_shards_not_of_edited_rows(tmp_path):
+    src = make_source(tmp_path)
+    out = tmp_path / "out"
+    build(src, str(out), CONFIG, workers=1)
+    hide_val_as_train(out)
+    write_image(os.path.join(src, "train", "c0", "new.png"), seed=100)
+    assert run("append", src, out, "--workers", "1", "--quiet").exit_code == 0
+    groups = json.load(open(out / "manifest.json"))["duplicates"]
+    assert {"kind": "exact", "paths": ["train/c0/0.png", "val/c0/0.png"],
+            "splits": ["train", "val"]} in groups
