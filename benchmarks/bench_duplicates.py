@@ -55,7 +55,7 @@ def timed_build(src: str, out: str, *, search: bool, dedupe: str = "none") -> tu
     real = worker.image_hashes, builder.found_duplicates
     if not search:
         worker.image_hashes = _no_hashes
-        builder.found_duplicates = lambda out, config: {}
+        builder.found_duplicates = lambda out, config, splits: {}
     try:
         started, cpu = time.perf_counter(), cpu_seconds()
         builder.build(src, out, BuildConfig(dedupe=dedupe), workers=WORKERS)
@@ -89,7 +89,7 @@ def search_seconds(src: str, out: str) -> float:
     location = Location.of(out)
     started = time.perf_counter()
     manifest = read_manifest(location)
-    duplicates_in(location, BuildConfig.from_dict(manifest.config), manifest.shard_samples)
+    duplicates_in(location, BuildConfig.from_dict(manifest.config), manifest.splits)
     return hashing / WORKERS + time.perf_counter() - started
 
 

@@ -210,8 +210,7 @@ def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, 
     else:
         new_skips = []
     _keep_record(out, start)
-    held = {shard.images: shard.num_samples for split in splits.values() for shard in split.shards}
-    found = duplicates_in(out, start.config, sum(held.values()), held)
+    found = duplicates_in(out, start.config, splits)
     manifest = _manifest(start, splits, new_skips, found)
     write_manifest(out, manifest)
     if holds_log(out):  # an append of new skips alone runs no task and writes no log

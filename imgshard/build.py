@@ -173,7 +173,7 @@ def _manifest(src: Location, build_plan: BuildPlan, assembled: Assembled, *,
               sources_kept: bool, out: Location) -> Manifest:
     config = build_plan.config
     extra: dict[str, object] = {"decoder": decoder_versions(config),
-                                **found_duplicates(out, config)}
+                                **found_duplicates(out, config, assembled.splits)}
     if sources_kept:
         extra["sources"] = SOURCES_KEPT
     return Manifest(

@@ -16,9 +16,12 @@ two hashes within ``d`` bits agree on at least one whole block (pigeonhole), so 
 sharing a block's value are compared. Exact copies are represented by one of them. Expected
 cost: n log n to sort, plus the pairs that share a block; with random hashes and d = 4 (13-bit
 blocks) that is about n^2 / 2^13 / 2 * 5 pair tests, done by numpy in vectorised steps. Each
-candidate pair then costs one thumbnail comparison (about a microsecond); the thumbnails are
-read from the shards for the samples in candidate pairs only. The pairs of k distinct images
-sharing one difference hash are all compared: k^2 / 2.
+candidate pair not in one component already then costs a test of its thumbnails' channel
+sums (a few numbers) and, when they are close enough, one thumbnail comparison (about a
+microsecond); the thumbnails are read from the shards for the samples in candidate pairs only.
+The pairs of k distinct images sharing one difference hash are all candidates: k^2 / 2 (flat
+images of 20,000 colours, all hashing to 0: 2*10^8 pairs, 6-8 s), made a few thousand at a
+time.
 
 A group whose paths lie in more than one split is *leakage*: the same image (or nearly) in
 train and val makes a validation score lie.
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .image_hash import THUMBNAIL_SIDE
 from .samples import SPLIT_ORDER
 
 #: Near duplicates: difference hashes at most this many bits apart (of 64). Re-encoding,
@@ -99,6 +103,8 @@ def near_components(hashes: np.ndarray, distance: int, thumbnails: Thumbnails) -
     table = _ThumbnailTable(involved, thumbnails(involved), len(hashes))
     for left_values, right_values in close:
         for left, right in values.pairs(left_values, right_values):
+            apart = parent[left] != parent[right]  # a pair in one component already: no test
+            left, right = left[apart], right[apart]
             alike = table.alike(left, right)
             if alike.any():
                 parent = _join(parent, left[alike], right[alike])
@@ -120,24 +126,25 @@ class _ValueMembers:
     def pairs(self, left: np.ndarray, right: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
         """The sample pairs of each value pair (left[i], right[i]): every holder of one with
         every holder of the other, or, for a value paired with itself, each pair of its
-        holders once; a few thousand pairs at a time."""
+        holders once; at most PAIRS_AT_ONCE at a time, even from one crowded value (k
+        holders make k^2 products: 20,000 flat images of other colours, one hash)."""
         products = self.counts[left] * self.counts[right]
         ends = np.cumsum(products)
-        first = 0
-        while first < len(left):  # slices of value pairs with about PAIRS_AT_ONCE products
-            last = max(first + 1, int(np.searchsorted(ends, ends[first] - products[first]
-                                                     + PAIRS_AT_ONCE, side="right")))
-            yield self._pairs_of(left[first:last], right[first:last])
-            first = last
+        total = int(ends[-1]) if len(ends) else 0
+        for start in range(0, total, PAIRS_AT_ONCE):
+            product = np.arange(start, min(start + PAIRS_AT_ONCE, total))
+            pair = np.searchsorted(ends, product, side="right")
+            yield self._pairs_of(left[pair], right[pair], product - (ends[pair] - products[pair]))
 
-    def _pairs_of(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        left_count, right_count = self.counts[left], self.counts[right]
-        pair = np.repeat(np.arange(len(left)), left_count * right_count)
-        product = _ranges(np.zeros(len(left), np.int64), left_count * right_count)
-        i, j = product // right_count[pair], product % right_count[pair]
-        keep = (left[pair] != right[pair]) | (i < j)
-        left_samples = self.order[self.starts[left[pair]] + i]
-        right_samples = self.order[self.starts[right[pair]] + j]
+    def _pairs_of(self, left: np.ndarray, right: np.ndarray,
+                  product: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sample pairs numbered ``product`` (holder i of ``left`` times holder j of
+        ``right``: i * count + j) of each value pair; a value's pairs with itself once."""
+        right_count = self.counts[right]
+        i, j = product // right_count, product % right_count
+        keep = (left != right) | (i < j)
+        left_samples = self.order[self.starts[left] + i]
+        right_samples = self.order[self.starts[right] + j]
         return left_samples[keep], right_samples[keep]
 
 
@@ -148,19 +155,35 @@ class _ThumbnailTable:
         self.rows = np.asarray(thumbnails, dtype=np.uint8).reshape(len(samples), -1)
         self.row_of = np.zeros(count, np.int64)
         self.row_of[samples] = np.arange(len(samples))
+        self.sums = _channel_sums(self.rows)
 
     def alike(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Whether each pair's thumbnails differ by at most NEAR_PIXELS on average (in
-        integers: the sum of the differences at most NEAR_PIXELS times their number)."""
-        width = self.rows.shape[1]
-        result = np.zeros(len(left), bool)
-        for start in range(0, len(left), COMPARED_AT_ONCE):
-            end = start + COMPARED_AT_ONCE
-            a, b = self.rows[self.row_of[left[start:end]]], self.rows[self.row_of[right[start:end]]]
+        integers: the sum of the differences at most NEAR_PIXELS times their number).
+
+        The differences of the channel sums add up to at most that sum, so a pair whose
+        sums alone exceed the bound is not compared value by value: flat images of k colours
+        (one hash) cost k^2 / 2 tests of three numbers, not of 768 bytes."""
+        limit = NEAR_PIXELS * self.rows.shape[1]
+        a_rows, b_rows = self.row_of[left], self.row_of[right]
+        result = np.abs(self.sums[a_rows] - self.sums[b_rows]).sum(axis=1) <= limit
+        compared = np.flatnonzero(result)
+        for start in range(0, len(compared), COMPARED_AT_ONCE):
+            at = compared[start:start + COMPARED_AT_ONCE]
+            a, b = self.rows[a_rows[at]], self.rows[b_rows[at]]
             difference = np.maximum(a, b)
             difference -= np.minimum(a, b)  # |a - b| in uint8, without a wider copy
-            result[start:end] = difference.sum(axis=1, dtype=np.int64) <= NEAR_PIXELS * width
+            result[at] = difference.sum(axis=1, dtype=np.int64) <= limit
         return result
+
+
+def _channel_sums(rows: np.ndarray) -> np.ndarray:
+    """Each thumbnail's sum per channel (its values at positions i, i + C, i + 2C...: C is
+    the channel count of a THUMBNAIL_SIDE-square thumbnail, else 1): any split of the values
+    bounds the sum of differences from below, a channel's tells colours apart."""
+    width = rows.shape[1]
+    channels = width // THUMBNAIL_SIDE ** 2 if width % THUMBNAIL_SIDE ** 2 == 0 else 1
+    return rows.reshape(len(rows), -1, max(channels, 1)).sum(axis=1, dtype=np.int64)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -10,9 +10,11 @@ one pass over ``samples.csv``; memory holds 24 bytes and the path of each sample
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from .config import BuildConfig
 from .errors import ShardError
 from .image_hash import DIGEST_BYTES, pixel_digest, thumbnail
 from .layout import SAMPLES_NAME
-from .manifest_check import MAX_COUNT
+from .manifest import SplitInfo
 from .samples_csv import SampleRow, read_samples
 from .storage import Location
 
@@ -43,29 +45,39 @@ def reason_group(reason: str) -> str:
     return DUPLICATES_SKIPPED if reason.startswith(DUPLICATE_REASON) else reason
 
 
-def duplicates_in(out: Location, config: BuildConfig, max_rows: int,
-                  shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
+def duplicates_in(out: Location, config: BuildConfig,
+                  splits: dict[str, SplitInfo]) -> list[DuplicateGroup] | None:
     """The duplicate groups of the samples OUT's ``samples.csv`` lists (``config``: the
-    dataset's; ``max_rows``: the samples the shards hold; ``shards``: the manifest's shards and
-    their sample counts, see :func:`groups_of_rows`); None when its rows carry no hashes
-    (written before they existed)."""
+    dataset's; ``splits``: the manifest's, whose shards alone are read, see
+    :func:`groups_of_rows`: a resumed build's staged rows may have been edited); None when its
+    rows carry no hashes (written before they existed)."""
+    shards = held_shards(splits)
+    max_rows = sum(rows for _, rows in shards.values())
     with out.open_listed(SAMPLES_NAME) as stream:
         return groups_of_rows(read_samples(stream, max_rows), out, config, shards)
 
 
-def found_duplicates(out: Location, config: BuildConfig) -> dict[str, Any]:
+def held_shards(splits: dict[str, SplitInfo]) -> dict[str, tuple[str, int]]:
+    """Each shard the manifest's ``splits`` list: its split and its sample count."""
+    return {shard.images: (name, shard.num_samples) for name, split in splits.items()
+            for shard in split.shards}
+
+
+def found_duplicates(out: Location, config: BuildConfig,
+                     splits: dict[str, SplitInfo]) -> dict[str, Any]:
     """The manifest's ``duplicates`` key for the ``samples.csv`` a build just published in OUT
     (none when its rows carry no hashes: an append to a dataset built before them)."""
-    return duplicates_record(duplicates_in(out, config, MAX_COUNT))
+    return duplicates_record(duplicates_in(out, config, splits))
 
 
 def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig,
-                   shards: dict[str, int] | None = None) -> list[DuplicateGroup] | None:
+                   shards: dict[str, tuple[str, int]]) -> list[DuplicateGroup] | None:
     """The groups of the rows' hashes, exact ones confirmed and near ones compared on
     thumbnails of OUT's shards (:func:`confirm_exact`, :class:`StoredThumbnails`). A row whose
     hash cells are not what a build writes (an edited file), or that names a shard not in
-    ``shards`` (when given: name -> sample count) or a row outside it, is left out rather than
-    trusted (nor read: an edited ``../x.npy`` lies outside OUT)."""
+    ``shards`` (the manifest's, :func:`held_shards`) or a row outside it, is left out rather than
+    trusted (nor read: an edited ``../x.npy`` lies outside OUT); a row's split is its shard's
+    (an edited split cell would hide leakage)."""
     paths: list[str] = []
     splits: list[str] = []
     places: list[tuple[str, int]] = []
@@ -75,24 +87,26 @@ def groups_of_rows(rows: Iterable[SampleRow], out: Location, config: BuildConfig
         if row.hashes is None:
             return None
         digest, difference = row.hashes
+        split, held = shards.get(row.shard, ("", 0))
         if len(digest) != 2 * DIGEST_BYTES or len(difference) != 16 or not (
                 _HASH_CELL.fullmatch(digest) and _HASH_CELL.fullmatch(difference)) or (
-                shards is not None and not 0 <= row.index < shards.get(row.shard, 0)):
+                not 0 <= row.index < held):
             continue
         digest_bytes, value = bytes.fromhex(digest), int(difference, 16)
         paths.append(_sample_name(row, named))
-        splits.append(row.split)
+        splits.append(split)
         places.append((row.shard, row.index))
         digests += digest_bytes
         dhashes.append(value)
-    confirmed = confirm_exact(np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16), places, out)
+    confirmed = confirm_exact(np.frombuffer(bytes(digests), np.uint8).reshape(-1, 16), places,
+                              StoredRows(out, config))
     return find_groups(paths, splits, confirmed,
                        np.frombuffer(dhashes, np.uint64) if dhashes else np.zeros(0, np.uint64),
                        StoredThumbnails(places, out, config))
 
 
 def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
-                  out: Location) -> np.ndarray:
+                  stored: StoredRows) -> np.ndarray:
     """The samples' digests: each fingerprint that only one sample has, as it is; a shared one
     replaced by the digest of the sample's whole stored row (sha256, first 128 bits), read from
     its shard (``places``: shard name and row), so that equal digests are identical pixels.
@@ -109,12 +123,29 @@ def confirm_exact(fingerprints: np.ndarray, places: list[tuple[str, int]],
     for sample in np.flatnonzero(counts[inverse.ravel()] > 1).tolist():
         by_shard.setdefault(places[sample][0], []).append(sample)
     for shard, samples in sorted(by_shard.items()):
-        with out.local_copy(shard) as path:
-            rows = shard_format().open_shard(path)  # mapped once, a row read at a time
+        with stored.open(shard) as row:  # mapped once, a row read at a time
             for sample in samples:
-                digests[sample] = np.frombuffer(pixel_digest(rows[places[sample][1]]), np.uint8)
-            del rows
+                digests[sample] = np.frombuffer(pixel_digest(row(places[sample][1])), np.uint8)
     return digests
+
+
+class StoredRows:
+    """The stored rows of OUT's shards, each checked to hold the dataset's images (``config``'s
+    shape and dtype) and the row asked for: an edited directory's shard of other rows (verify
+    says which) is a ShardError, never thumbnails of what is not an image."""
+
+    def __init__(self, out: Location, config: BuildConfig):
+        self.out, self.config = out, config
+
+    @contextlib.contextmanager
+    def open(self, shard: str) -> Iterator[Callable[[int], np.ndarray]]:
+        """The shard mapped while the context lasts, as a function of a row's index."""
+        with self.out.local_copy(shard) as path:
+            rows = shard_format().open_shard(path)
+            if rows.shape[1:] != self.config.image_shape or rows.dtype != self.config.dtype:
+                raise ShardError(f"{shard}: rows of shape {rows.shape[1:]} and dtype "
+                                 f"{rows.dtype}, not the dataset's images (run imgshard verify)")
+            yield functools.partial(_row, rows, shard)
 
 
 def _sample_name(row: SampleRow, named: dict[str, int]) -> str:
@@ -127,6 +158,12 @@ def _sample_name(row: SampleRow, named: dict[str, int]) -> str:
     return name if not seen else f"{name} #{seen + 1}"
 
 
+def _row(rows: np.ndarray, shard: str, index: int) -> np.ndarray:
+    if not 0 <= index < len(rows):
+        raise ShardError(f"{shard}: holds {len(rows)} rows, not row {index} (run imgshard verify)")
+    return rows[index]
+
+
 class StoredThumbnails:
     """The thumbnails (``image_hash.thumbnail``) of samples, from their stored rows in OUT's
     shards (``places``: each sample's shard name and row), each shard opened once a call.
@@ -135,7 +172,7 @@ class StoredThumbnails:
     (``rescale`` applies when it is read), so its thumbnails take (1, 0)."""
 
     def __init__(self, places: list[tuple[str, int]], out: Location, config: BuildConfig):
-        self.places, self.out = places, out
+        self.places, self.stored = places, StoredRows(out, config)
         self.scale = (1.0, 0.0) if config.dtype == "uint8" else (config.rescale, config.offset)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
@@ -144,15 +181,10 @@ class StoredThumbnails:
             by_shard.setdefault(self.places[sample][0], []).append(position)
         found: list[np.ndarray | None] = [None] * len(samples)
         for shard, positions in sorted(by_shard.items()):
-            with self.out.local_copy(shard) as path:
-                rows = shard_format().open_shard(path)
+            with self.stored.open(shard) as row:
                 for position in positions:
-                    row = self.places[samples[position]][1]
-                    found[position] = thumbnail(rows[row], *self.scale)
-                del rows
-        if len({thumb.shape for thumb in found if thumb is not None}) > 1:
-            raise ShardError(f"{SAMPLES_NAME}: its rows name shards holding images of "
-                             "different shapes")
+                    found[position] = thumbnail(row(self.places[samples[position]][1]),
+                                                *self.scale)
         return np.stack(found) if found else np.zeros((0, 1), np.uint8)
 
 

@@ -245,9 +245,8 @@ def _groups(out: Location, manifests: list[Manifest], splits: dict[str, SplitInf
     an input was not searched: a search of part of the samples would pass for the whole)."""
     if not _searched(manifests):
         return {}
-    held = {shard.images: shard.num_samples for split in splits.values() for shard in split.shards}
     config = BuildConfig.from_dict(manifests[0].config)
-    return duplicates_record(duplicates_in(out, config, sum(held.values()), held))
+    return duplicates_record(duplicates_in(out, config, splits))
 
 
 def _manifest(names: list[str], manifests: list[Manifest], union: list[str] | None,

@@ -57,6 +57,10 @@ def rewrite_samples(inputs: list[Input], names: list[str], layouts: dict[str, Sp
     for source, (given, name) in enumerate(zip(inputs, names)):
         hashes = array("Q")
         for row in checked_rows(given):
+            if hash_columns and row.hashes is None:
+                raise MergeError(f"{given.location.display(given.manifest.samples)}: its rows "
+                                 "carry no hashes, but its manifest lists duplicates (run "
+                                 "imgshard verify)")
             layout = layouts[row.split]
             shard, index = layout.place(source, row.shard, row.index)
             label = "" if given.table is None else int(given.table[row.label])

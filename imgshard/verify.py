@@ -29,7 +29,7 @@ from .config import BuildConfig
 from .errors import ImgshardError, MissingShardError, ShardError
 from .formats import check_labels, check_targets, class_counts, shard_format
 from .layout import MANIFEST_NAME, is_own_file
-from .leakage import groups_of_rows
+from .leakage import groups_of_rows, held_shards
 from .manifest import Manifest, ManifestError, ShardInfo, read_manifest
 from .processes import stoppable_pool
 from .samples_csv import SampleRow, read_samples
@@ -188,7 +188,7 @@ def _check_samples_csv(location: Location, manifest: Manifest, *,
     for row in rows:
         by_shard.setdefault(row.shard, []).append(row)
     problems = []
-    for split in manifest.splits.values():
+    for name, split in manifest.splits.items():
         for shard in split.shards:
             shard_rows = by_shard.pop(shard.images, [])
             indices = sorted(row.index for row in shard_rows)
@@ -196,6 +196,9 @@ def _check_samples_csv(location: Location, manifest: Manifest, *,
                 problems.append(Problem(manifest.samples, f"rows for {shard.images} do not cover "
                                         f"its {shard.num_samples} samples exactly once"))
                 continue
+            if any(row.split != name for row in shard_rows):  # leakage is told by the splits
+                problems.append(Problem(manifest.samples, f"rows for {shard.images} name another "
+                                        f"split than {name}"))
             if _labels_disagree(location, manifest, shard, shard_rows):
                 problems.append(Problem(manifest.samples,
                                         f"labels of {shard.images} disagree with {shard.labels}"))
@@ -208,13 +211,14 @@ def _check_duplicates(location: Location, manifest: Manifest,
                       rows: list[SampleRow]) -> list[Problem]:
     """The manifest's ``duplicates`` must be the groups of the hashes ``samples.csv`` holds."""
     recorded = manifest.extra.get("duplicates")
-    shards = {shard.images: shard.num_samples for split in manifest.splits.values()
-              for shard in split.shards}
     try:
         found = None if recorded is None else groups_of_rows(
-            rows, location, BuildConfig.from_dict(manifest.config), shards)
+            rows, location, BuildConfig.from_dict(manifest.config), held_shards(manifest.splits))
     except (ShardError, OSError):  # a shard that cannot be read: reported already
         return []
+    if found is None and recorded is not None:  # a build that records them writes hashes
+        return [Problem(MANIFEST_NAME, f"it lists duplicates, but the rows of "
+                        f"{manifest.samples} carry no hashes")]
     if found is None or [group.to_json() for group in found] == recorded:
         return []
     return [Problem(MANIFEST_NAME, f"its duplicates are not those of the hashes in "
