@@ -88,7 +88,7 @@ class PixelValues:
                 self._row(pixels, out)
 
     def _row(self, pixels: np.ndarray, out: np.ndarray) -> None:
-        if self.opencv is not None:
+        if self.opencv is not None and pixels.size > 1:  # one value: OpenCV takes a scalar
             self.opencv.write(pixels, out)
             return
         if self.scale is not None:

@@ -36,10 +36,11 @@ def widen_rows(rows: Iterable[Row]) -> None:
     numpy's cast)."""
     cv2 = opencv()
     for stored, out in rows:
-        source = np.ascontiguousarray(stored).reshape(1, -1) if stored.size else stored
-        # not finite: an infinity or a NaN, which OpenCV may make quiet: numpy's cast instead
+        source = np.ascontiguousarray(stored).reshape(1, -1) if stored.size > 1 else stored
+        # not finite: an infinity or a NaN, which OpenCV may make quiet: numpy's cast instead;
+        # so is a row of one value, which OpenCV takes for a scalar (and returns four values)
         if cv2 is None or stored.dtype != np.float16 or out.dtype != np.float32 \
-                or not stored.size or not out.flags.c_contiguous \
+                or stored.size < 2 or not out.flags.c_contiguous \
                 or not math.isfinite(cv2.sumElems(source)[0]):
             out[...] = stored
             continue
