@@ -3,6 +3,10 @@ and the fast decoder: each test here failed before the fix it came with."""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -28,3 +32,35 @@ def test_one_value_images_are_served_as_floats(tmp_path, converter, stored, shuf
                 else kept.astype(np.float32)
             assert served.shape == kept.shape == (len(kept), 1, 1, 1)
             assert np.array_equal(served.view(np.uint32), expected.view(np.uint32))
+
+
+def test_threads_asking_first_share_one_helper_thread(monkeypatch):
+    """Keras' worker threads ask for their first large batch together: each must get the one
+    helper of the process, not an executor of its own whose thread then idles until exit."""
+    from imgshard.reader import batches
+
+    made = []
+    started = threading.Barrier(4)
+
+    class Slow(batches.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            time.sleep(0.2)  # widens the window between asking and keeping: no timing asserted
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "ThreadPoolExecutor", Slow)
+    process = -os.getpid()  # an id no real process has: a helper of its own
+    got = []
+
+    def ask():
+        started.wait()
+        got.append(batches.helper_thread(process))
+
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert len({id(executor) for executor in got}) == 1
+    for executor in made:
+        executor.shutdown()

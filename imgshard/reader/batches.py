@@ -8,7 +8,6 @@ TensorFlow takes it without a copy.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,9 @@ BATCH_ALIGNMENT = 64
 #: to 0.76x of a copy of the float16 shards, uint8 as float16 from 0.65x to 0.98x (with no
 #: core idle it gains nothing: docs/performance.md). A small batch is not worth the hand-over.
 SPLIT_BYTES = 1 << 20
+
+#: The helper thread's executor of each process id (see :func:`helper_thread`).
+HELPERS: dict[int, ThreadPoolExecutor] = {}
 
 #: A shard's memory maps: its images, its labels (None for unlabelled shards) and its targets
 #: (None without).
@@ -172,11 +174,19 @@ class BatchMaker:
         return batch
 
 
-@functools.cache
 def helper_thread(process: int) -> ThreadPoolExecutor:
     """The thread that converts half of each large batch's rows, one per ``process`` id (a
-    forked child inherits its parent's executor but not its thread)."""
-    return ThreadPoolExecutor(1, thread_name_prefix=f"imgshard-convert-{process}")
+    forked child inherits its parent's executor but not its thread).
+
+    Threads asking first at once (Keras' workers) all get the executor kept: ``setdefault`` is
+    atomic, and an executor starts no thread until given work (``functools.cache`` returned
+    each its own, whose thread then idled until exit). No lock: a child forked while another
+    thread held it would wait for it forever."""
+    executor = HELPERS.get(process)
+    if executor is None:
+        executor = HELPERS.setdefault(process, ThreadPoolExecutor(
+            1, thread_name_prefix=f"imgshard-convert-{process}"))
+    return executor
 
 
 def release_rows(images: np.ndarray, first: int, stop: int) -> None:
