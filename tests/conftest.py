@@ -64,12 +64,15 @@ def converter(request):
     if request.param == "opencv":
         pytest.importorskip("cv2")
         widen.opencv.cache_clear()
+        widen.float16_arithmetic.cache_clear()
         yield request.param
     else:
         with mock.patch.dict(sys.modules, {"cv2": None}):  # None: not installed
             widen.opencv.cache_clear()
+            widen.float16_arithmetic.cache_clear()
             yield request.param
     widen.opencv.cache_clear()
+    widen.float16_arithmetic.cache_clear()
 
 
 @pytest.fixture
