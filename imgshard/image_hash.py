@@ -106,8 +106,11 @@ def thumbnail(stored: np.ndarray, rescale: float, offset: float) -> np.ndarray:
         height, width = height * THUMBNAIL_SIDE, width * THUMBNAIL_SIDE
     row_edges = np.arange(THUMBNAIL_SIDE) * height // THUMBNAIL_SIDE
     column_edges = np.arange(THUMBNAIL_SIDE) * width // THUMBNAIL_SIDE
-    sums = np.add.reduceat(np.add.reduceat(stored, row_edges, axis=0, dtype=np.float64),
-                           column_edges, axis=1)
+    if height % THUMBNAIL_SIDE == 0:  # equal blocks of rows (224 = 16 x 14): 2x faster
+        rows = stored.reshape(THUMBNAIL_SIDE, -1, *stored.shape[1:]).sum(axis=1, dtype=np.float64)
+    else:
+        rows = np.add.reduceat(stored, row_edges, axis=0, dtype=np.float64)
+    sums = np.add.reduceat(rows, column_edges, axis=1)
     areas = (np.diff(np.append(row_edges, height))[:, None, None]
              * np.diff(np.append(column_edges, width))[None, :, None])
     values = (sums / areas - offset) / rescale
