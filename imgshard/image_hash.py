@@ -98,12 +98,12 @@ def thumbnail(stored: np.ndarray, rescale: float, offset: float) -> np.ndarray:
     """The block means of a stored (H, W, C) row over a :data:`THUMBNAIL_SIDE` grid (edges
     ``floor(i*H/side)``, as :func:`dhash`'s), as the 8-bit values they store
     (``(mean - offset) / rescale``), rounded and clipped to 0..255: a flat uint8 array of
-    ``side * side * C`` values. An image smaller than the grid is enlarged first by repeating
-    its pixels, as in :func:`dhash`."""
+    ``side * side * C`` values. A side shorter than the grid is enlarged first by repeating
+    its pixels 16 times."""
+    for axis in (0, 1):  # only a side shorter than the grid (the means are the same)
+        if stored.shape[axis] < THUMBNAIL_SIDE:
+            stored = np.repeat(stored, THUMBNAIL_SIDE, axis=axis)
     height, width = stored.shape[:2]
-    if height < THUMBNAIL_SIDE or width < THUMBNAIL_SIDE:
-        stored = np.repeat(np.repeat(stored, THUMBNAIL_SIDE, axis=0), THUMBNAIL_SIDE, axis=1)
-        height, width = height * THUMBNAIL_SIDE, width * THUMBNAIL_SIDE
     row_edges = np.arange(THUMBNAIL_SIDE) * height // THUMBNAIL_SIDE
     column_edges = np.arange(THUMBNAIL_SIDE) * width // THUMBNAIL_SIDE
     if height % THUMBNAIL_SIDE == 0:  # equal blocks of rows (224 = 16 x 14): 2x faster
@@ -114,6 +114,8 @@ def thumbnail(stored: np.ndarray, rescale: float, offset: float) -> np.ndarray:
     areas = (np.diff(np.append(row_edges, height))[:, None, None]
              * np.diff(np.append(column_edges, width))[None, :, None])
     values = (sums / areas - offset) / rescale
+    # NaN or inf no build stores (an edited shard): 0, or 255 for +inf, not an undefined cast
+    values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
     return np.clip(np.rint(values), 0, 255).astype(np.uint8).ravel()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -213,3 +214,31 @@ def test_the_thumbnail_of_an_image_smaller_than_its_grid_is_that_of_its_enlargem
     small = rng.integers(0, 256, (5, 3, 3), dtype=np.uint8)
     big = np.repeat(np.repeat(small, THUMBNAIL_SIDE, axis=0), THUMBNAIL_SIDE, axis=1)
     assert np.array_equal(thumbnail(small, 1.0, 0.0), reference_thumbnail(big, 1.0, 0.0))
+
+
+def test_a_long_thin_image_is_enlarged_along_its_short_side_only():
+    """A 4096x8 row was repeated 16 times along both sides (256x its size: 100 MB of float32
+    for one thumbnail); its long side needs no enlarging, and the means are the same."""
+    rng = np.random.default_rng(4)
+    thin = rng.integers(0, 256, (4096, 8, 3)).astype(np.float32)
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        found = thumbnail(thin, 1.0, 0.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(found, reference_thumbnail(np.repeat(thin, THUMBNAIL_SIDE, axis=1),
+                                                     1.0, 0.0))
+    assert peak < 20 * thin.nbytes, peak
+
+
+def test_values_no_build_stores_make_a_defined_thumbnail():
+    """NaN or inf in an edited float shard: the cast to uint8 was undefined (and warned)."""
+    stored = np.full((16, 16, 3), 0.5, np.float32)
+    stored[0, 0, 0], stored[5, 5, 1], stored[9, 9, 2] = np.nan, np.inf, -np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = thumbnail(stored, 1 / 255, 0.0)
+    assert found.tolist() == thumbnail(stored, 1 / 255, 0.0).tolist()
+    assert found[0] == 0 and found[(5 * 16 + 5) * 3 + 1] == 255 and found[(9 * 16 + 9) * 3 + 2] == 0
