@@ -10,8 +10,9 @@ batches (the stored dtype, no conversion); then, where TensorFlow and Keras are 
 same float32 against float16 epochs through ``to_tf_dataset()`` and through ``to_keras()`` (read
 by Keras' own PyDataset adapter, with its 2 worker threads, as ``fit`` reads it), and the
 ``model.fit`` step of a small CNN (``fit_step.py``, each fit a process of its own) fed
-``to_keras()`` float32 batches against the same images held in memory as float32 arrays (and,
-as context, fed the stored float16 batches, which the model casts itself).
+``to_keras()`` float32 batches, and ``to_tf_dataset()`` float32 batches, against the same images
+held in memory as float32 arrays (and, as context, ``to_keras()`` fed the stored float16 batches,
+which the model casts itself).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def framework_figures(shards: str, repeat: int) -> tuple[list[Figure], list[str]
                 rates.setdefault(f"{framework} {dtype}", []).append(
                     framework_rate(shards, dtype, seed, framework))
         for name, data, dtype in (("arrays", "numpy", "float32"), ("float32", "reader", "float32"),
+                                  ("tf float32", "tfdata", "float32"),
                                   ("float16", "reader", "float16")):
             steps.setdefault(name, []).append(
                 1000 * fit_step(shards, data, options=("--dtype", dtype)))
@@ -105,6 +107,9 @@ def framework_figures(shards: str, repeat: int) -> tuple[list[Figure], list[str]
                at_least(GOAL)),
         Figure("model.fit step: to_keras() float32 vs float32 arrays", "small",
                fastest["float32"], fastest["arrays"], "ms/step", f"<= {FIT_GOAL}x",
+               at_most(FIT_GOAL)),
+        Figure("model.fit step: to_tf_dataset() float32 vs float32 arrays", "small",
+               fastest["tf float32"], fastest["arrays"], "ms/step", f"<= {FIT_GOAL}x",
                at_most(FIT_GOAL)),
         Figure("model.fit step: to_keras() float16 vs float32 arrays", "small",
                fastest["float16"], fastest["arrays"], "ms/step", "context", None),

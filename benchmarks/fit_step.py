@@ -1,12 +1,13 @@
 """Time per ``model.fit`` step of a small CNN, fed one way, as a process of its own.
 
-Usage: python fit_step.py SHARDS --data numpy|pydataset|reader [--epochs 6] [--batch-size 32]
+Usage: python fit_step.py SHARDS --data numpy|pydataset|reader|tfdata [--epochs 6] [--batch-size 32]
                          [--dtype float32] [--without-heap-pad]
 
 ``numpy``: the train split's shards loaded into memory as numpy arrays, ``fit(x, y,
 shuffle=True)``; ``pydataset``: the same arrays served by the plainest ``keras.utils.PyDataset``
 (random batches by fancy indexing, 2 worker threads), which is what feeding Keras from Python
-costs whatever the reader; ``reader``: ``ShardReader(...).to_keras()``. ``--dtype``: the images
+costs whatever the reader; ``reader``: ``ShardReader(...).to_keras()``; ``tfdata``:
+``ShardReader(...).to_tf_dataset()`` (on the TensorFlow backend). ``--dtype``: the images
 in that dtype (the arrays cast once when loaded; the reader's ``dtype``), else as stored. Prints
 one JSON line: the
 best seconds per step over the epochs after the first (which compiles), and the process's page
@@ -59,10 +60,11 @@ def fit_inputs(shards: str, data: str, batch_size: int, dtype: str | None
 
     from imgshard import ShardReader
 
-    if data == "reader":
+    if data in ("reader", "tfdata"):
         reader = ShardReader(shards, split="train", batch_size=batch_size, shuffle=True,
                              dtype=dtype)
-        return (reader.to_keras(),), {}, len(reader)
+        fed = reader.to_keras() if data == "reader" else reader.to_tf_dataset()
+        return (fed,), {}, len(reader)
     shard_list = read_manifest(shards).splits["train"].shards
     x = np.concatenate([np.load(os.path.join(shards, s.images)) for s in shard_list])
     x = x if dtype is None else x.astype(dtype)
@@ -124,7 +126,7 @@ def seconds_per_step(shards: str, data: str, epochs: int, batch_size: int,
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Time per model.fit step, fed one way.")
     parser.add_argument("shards")
-    parser.add_argument("--data", required=True, choices=["numpy", "pydataset", "reader"])
+    parser.add_argument("--data", required=True, choices=["numpy", "pydataset", "reader", "tfdata"])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default=None)
