@@ -6,7 +6,8 @@ stored dtype and ``{split}-{index:05d}.labels.npy`` holding int32 labels shaped 
 ``np.load(path, mmap_mode="r")`` opens them without imgshard. A reader accepts numpy format
 versions 1 and 2, C order, numeric dtypes and headers of at most :data:`NPY_MAX_HEADER` bytes,
 checked before numpy reads the header. Pixels are stored through a 256-entry lookup table
-(:func:`cast_table`): exact, and several times faster than ``astype(float16) / 255``.
+(:func:`cast_table`, looked up by :mod:`imgshard.lookup`): exact, and several times faster
+than ``astype(float16) / 255``.
 
 This module is a :class:`~imgshard.formats.ShardFormat`: callers get it from
 :func:`~imgshard.formats.shard_format`, never by importing it.
@@ -19,6 +20,7 @@ import io
 import math
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -27,6 +29,7 @@ from numpy.lib import format as npy_format
 
 from ..config import BuildConfig, stored_values
 from ..errors import ShardError
+from ..lookup import look_up
 from ..storage.files import descriptor_sha256, file_identity, open_regular
 
 #: The sizes of a ``.npy`` header: 16 bytes at least (numpy pads to 64 today); numpy reads at
@@ -243,8 +246,12 @@ def cast_table(config: BuildConfig) -> np.ndarray | None:
 
 
 def store_pixels(pixels: np.ndarray, table: np.ndarray | None, out: np.ndarray) -> None:
-    """Write uint8 ``pixels`` into ``out`` (a row of a shard) in the stored dtype."""
+    """Write uint8 ``pixels`` into ``out`` (a row of a shard) in the stored dtype: by OpenCV's
+    ``LUT`` once the fast decoder has loaded it, else two pixels at a time (see
+    :mod:`imgshard.lookup`)."""
     if table is None:
         out[...] = pixels
+    elif out.flags.c_contiguous:
+        look_up(table, pixels, out, sys.modules.get("cv2"))
     else:
         np.take(table, pixels, out=out)

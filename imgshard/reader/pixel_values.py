@@ -18,10 +18,7 @@ The lookup is the reader's own cost, so it is written for speed (see docs/perfor
   for bit (checked when the reader is made): a cast, a multiply or a divide (``p / 255`` for
   the default), and an add unless the offset is 0, which numpy vectorises;
 - otherwise (float16: numpy's float16 arithmetic and casts are not vectorised) the table is
-  looked up with ``np.take``, two pixels at a time: it costs about the same per index whatever
-  it copies, so a table of 65,536 entries of two values (256 KB for float16), indexed by the
-  uint16 view of two adjacent pixels, halves the indices (converted to intp :data:`CHUNK`
-  pairs at a time, as ``take`` takes no other);
+  looked up two pixels at a time (:class:`~imgshard.lookup.PairTable`);
 - a batch is worked on row by row, straight from the memory maps into the batch: no copy of
   the stored rows, and each row's steps run on data in cache.
 """
@@ -34,13 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import BuildConfig, ConfigError, check_stored_values, stored_values
+from ..lookup import PairTable, opencv_row
 from ..manifest import Manifest
 from .checks import ReaderError
 from .widen import opencv
-
-#: Pixel pairs looked up per ``np.take`` (their intp indices are 8 bytes each): a 224x224x3
-#: row (75,264 pairs) in one; 32,768 took 2.6 ms a batch of 32 such rows against 2.4 ms.
-CHUNK = 1 << 17
 
 #: What a served value is when it is the stored pixel itself (see :func:`describe`).
 RAW = "raw pixels (0..255)"
@@ -52,13 +46,13 @@ Row = tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True, eq=False)
 class PixelValues:
     """The served value of each uint8 pixel value (``table``), of each pair of adjacent pixels
-    (``pairs``: the uint16 view of two pixels -> their two values, as one item), and the
+    (``pairs``), and the
     ``scale`` (rescale, offset, divide) in the served dtype when arithmetic gives the table
     bit for bit (``divide``: pixel / rescale is the formula, rescale holding its inverse);
     ``opencv``: the OpenCV call that serves them instead, where OpenCV is installed."""
 
     table: np.ndarray
-    pairs: np.ndarray
+    pairs: PairTable
     scale: tuple[np.generic, np.generic | None, bool] | None
     opencv: "OpenCVValues | None" = None
 
@@ -66,11 +60,7 @@ class PixelValues:
     def of_scale(cls, rescale: float, offset: float, served: np.dtype) -> "PixelValues":
         """The values ``pixel * rescale + offset`` in the float dtype ``served``."""
         table = stored_values(rescale, offset, served)
-        # the two pixels of each uint16 value, in memory order (any byte order)
-        two = np.arange(1 << 16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
-        pairs = np.ascontiguousarray(table[two])
-        return cls(table, pairs.view(pair_dtype(served)).reshape(-1),
-                   exact_scale(table, rescale, offset), OpenCVValues.of_table(table, rescale, offset))
+        return cls(table, PairTable.of(table), exact_scale(table, rescale, offset), OpenCVValues.of_table(table, rescale, offset))
 
     def lookup(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """Write the value of every uint8 of ``pixels`` into ``out`` (same shape, one row a
@@ -98,18 +88,7 @@ class PixelValues:
             if offset is not None:
                 np.add(out, offset, out=out)
             return
-        flat, target = np.ascontiguousarray(pixels).reshape(-1), out.reshape(-1)
-        even = len(flat) - len(flat) % 2
-        if even != len(flat):
-            target[-1] = self.table[flat[-1]]
-        pair_pixels = flat[:even].view(np.uint16)
-        pair_out = target[:even].view(self.pairs.dtype)
-        indices = np.empty(min(CHUNK, len(pair_pixels)), dtype=np.intp)
-        for start in range(0, len(pair_pixels), CHUNK):
-            chunk = indices[:len(pair_pixels[start:start + CHUNK])]
-            chunk[...] = pair_pixels[start:start + CHUNK]
-            # mode="clip": every index is in range (a uint16), and "raise" would buffer ``out``
-            np.take(self.pairs, chunk, out=pair_out[start:start + len(chunk)], mode="clip")
+        self.pairs.write(pixels, out)
 
 
 @dataclass(frozen=True)
@@ -147,11 +126,7 @@ class OpenCVValues:
 
     def write(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """The values of ``pixels`` (uint8) into ``out`` (C-contiguous, their shape)."""
-        source = np.ascontiguousarray(pixels).reshape(1, -1)
-        target = out.reshape(source.shape)
-        written = self.call(source, target)
-        if not np.shares_memory(written, target):  # OpenCV made its own array after all
-            target.view(np.uint8)[...] = np.asarray(written).view(np.uint8)
+        opencv_row(self.call, pixels, out)
 
 
 def gives_table(values: OpenCVValues, table: np.ndarray) -> bool:
@@ -204,13 +179,6 @@ def subnormal(values: np.ndarray) -> bool:
     normal number of their dtype."""
     magnitudes = np.abs(values)
     return bool(np.any((magnitudes > 0) & (magnitudes < np.finfo(values.dtype).tiny)))
-
-
-def pair_dtype(served: np.dtype) -> np.dtype:
-    """One item of two ``served`` values: an unsigned integer where one is that wide (``take``
-    copies those fastest), else raw bytes."""
-    size = 2 * served.itemsize
-    return np.dtype({4: np.uint32, 8: np.uint64}.get(size, (np.void, size)))
 
 
 def served_values(manifest: Manifest, served: np.dtype, raw: bool) -> PixelValues | None:
