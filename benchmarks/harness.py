@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,10 +59,12 @@ class Figure:
 
 @dataclass(frozen=True)
 class Run:
-    """A timed run of a whole process: its wall time and what it printed on stdout."""
+    """A timed run of a whole process: its wall time, what it printed on stdout, and the CPU
+    time of it and its children (threads included)."""
 
     seconds: float
     stdout: str
+    cpu_seconds: float = 0.0
 
     def report(self) -> dict:
         """The JSON object a benchmark script printed as its last line."""
@@ -150,13 +153,19 @@ def script_command(name: str) -> list[str]:
 
 def run_timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Run:
     """Run ``argv`` as a whole process (in ``env``, default ours) and time it from start to exit."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu_seconds()
     done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=env)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise click.ClickException(f"{' '.join(argv)} failed:\n{done.stderr.strip()}")
-    return Run(seconds, done.stdout)
+    return Run(seconds, done.stdout, children_cpu_seconds() - cpu)
+
+
+def children_cpu_seconds() -> float:
+    """User and system CPU time of this process's ended (and waited for) children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def best_of(repeat: int, run: Callable[[], Run], before: Callable[[], None] = lambda: None) -> Run:
