@@ -43,6 +43,7 @@ from .scan import ScanResult, Sources, scan
 from .sources_record import record_lines, write_sources
 from .storage import Location
 from .transform import decoder_versions
+from .values import option_text
 from .version import __version__
 
 #: Build options that say how to run, not what to write: an append may give its own.
@@ -101,9 +102,9 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
         name = changed[0]
         mine = wanted.to_dict().get(name, getattr(wanted, name))  # bit_depth 8 is unwritten
         theirs = manifest.config.get(name, getattr(recorded, name))
-        raise ConfigError(f"--{name.replace('_', '-')} {mine!r} differs from the dataset's "
-                          f"{theirs!r}: an append takes every option from OUT's manifest "
-                          "(leave it out)")
+        raise ConfigError(f"--{name.replace('_', '-')} {option_text(name, mine)} differs from "
+                          f"the dataset's {option_text(name, theirs)}: an append takes every "
+                          "option from OUT's manifest (leave it out)")
     return wanted
 
 

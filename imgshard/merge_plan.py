@@ -16,6 +16,7 @@ import numpy as np
 from .config import RECORDED_BIT_DEPTH
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo
+from .values import option_text
 
 #: The options that make the pixels what they are: inputs must agree on every one.
 PIXEL_OPTIONS = ("size", "color", "resize", "interpolation", "dtype", "rescale", "offset",
@@ -45,8 +46,9 @@ def check_compatible(names: list[str], manifests: list[Manifest]) -> None:
         for option in PIXEL_OPTIONS:
             mine, theirs = _recorded(first.config, option), _recorded(manifest.config, option)
             if mine != theirs:
-                raise MergeError(f"{name} was built with {option} {theirs!r}, {first_name} with "
-                                 f"{mine!r}: only datasets of the same pixel options merge")
+                raise MergeError(f"{name} was built with {option} {option_text(option, theirs)}, "
+                                 f"{first_name} with {option_text(option, mine)}: only datasets "
+                                 "of the same pixel options merge")
         if tuple(manifest.image_shape) != tuple(first.image_shape) \
                 or manifest.dtype != first.dtype:
             raise MergeError(f"{name} holds {manifest.dtype} images of shape "

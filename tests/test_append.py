@@ -249,3 +249,16 @@ def test_a_new_class_that_sorts_last_is_not_called_unsorted(grown):
     assert read_manifest(out).class_names == ["cat", "dog", "emu"]
     assert "New class emu takes a label after the old ones" in result.output
     assert "no longer sorted" not in result.output
+
+
+def test_a_refused_option_is_shown_as_it_is_typed(tmp_path):
+    """``--size 8x8 differs from the dataset's 6x6``, not ``[8, 8]`` and ``[6, 6]`` (Python's
+    lists), and a string option without quotes."""
+    src = tmp_path / "src"
+    write_image(str(src / "a" / "x.png"), size=(9, 7), seed=0)
+    out = tmp_path / "out"
+    assert run("build", src, out, "--size", "6", "-q").exit_code == 0
+    one_error_line(run("append", src, out, "--size", "8"),
+                   "--size 8x8 differs from the dataset's 6x6: an append takes every option")
+    one_error_line(run("append", src, out, "--resize", "crop"),
+                   "--resize crop differs from the dataset's stretch")

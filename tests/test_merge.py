@@ -366,3 +366,8 @@ def test_a_bit_depth_difference_names_an_unrecorded_bit_depth_as_8(pair, tmp_pat
     assert read_manifest(pair[0]).config["bit_depth"] == 16
     one_error_line(run("merge", pair[0], eight, "-o", str(tmp_path / "m")), "bit_depth 8",
                    "with 16")
+
+
+def test_merge_shows_a_differing_size_as_it_is_typed(pair, tmp_path):
+    other = build_classes(tmp_path, {"dog": 3}, size=(8, 8))
+    one_error_line(run("merge", pair[0], other, "-o", str(tmp_path / "merged")), " 8x8")
