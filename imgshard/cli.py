@@ -33,6 +33,7 @@ from .resources import check_memory, default_workers
 from .source_depth import source_depth
 from .storage import Location
 from .summary import label_lines, printable
+from .values import counted
 from .version import __version__
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,10 +89,10 @@ def describe_plan(build_plan: BuildPlan, source: Location) -> None:
     """Print what a build would write: counts per split and class, skips, shape, disk use in
     each dtype, and whether uint8 would lose anything (the sources' bit depth)."""
     scan, config = build_plan.scan, build_plan.config
-    click.echo(f"Would build {scan.num_samples:,} images:")
+    click.echo(f"Would build {counted(scan.num_samples, 'image')}:")
     for split, samples in scan.splits.items():
-        click.echo(f"  {split}: {len(samples):,} images in {build_plan.num_shards(split):,} shards"
-                   f" of up to {config.shard_size:,}")
+        click.echo(f"  {split}: {counted(len(samples), 'image')} in "
+                   f"{counted(build_plan.num_shards(split), 'shard')} of up to {config.shard_size:,}")
         if scan.class_names is not None:
             counts = Counter(label for sample in samples for label in (
                 sample.label if isinstance(sample.label, tuple) else (sample.label,)))
@@ -102,7 +103,7 @@ def describe_plan(build_plan: BuildPlan, source: Location) -> None:
         click.echo(line[0].upper() + line[1:])
     echo_skips(scan.skipped, "Would skip")
     empty = scan.empty_samples()
-    click.echo(f"Not opened: {scan.num_samples:,} image files (a dry run decodes nothing)"
+    click.echo(f"Not opened: {counted(scan.num_samples, 'image file')} (a dry run decodes nothing)"
                + (f"; {empty:,} of them are empty and will be skipped" if empty else ""))
     if config.dedupe == "exact":
         click.echo("--dedupe exact: exact duplicates are found when the build decodes (each "
@@ -122,7 +123,7 @@ def echo_skips(skipped, verb: str) -> None:
     if not skipped:
         return
     by_reason = Counter(reason_group(skip.reason) for skip in skipped)
-    click.echo(f"{verb} {len(skipped):,} files:")
+    click.echo(f"{verb} {counted(len(skipped), 'file')}:")
     for reason, count in by_reason.most_common():
         example = next(skip.path if skip.reason == reason else f"{skip.path}: {skip.reason}"
                        for skip in skipped if reason_group(skip.reason) == reason)

@@ -19,6 +19,7 @@ from .interrupts import sigterm_as_interrupt
 from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
 from .storage import Location
 from .summary import printable
+from .values import counted
 
 #: What an append does rather than what it writes (its options are the dataset's).
 APPEND_RUN_FLAGS = {
@@ -63,11 +64,14 @@ def append(ctx: click.Context, src: str, out: str, config_file: str | None, dry_
 def describe(start: AppendStart) -> None:
     """What an append would add (a dry run decodes nothing)."""
     plan = start.plan
-    click.echo(f"Would append {plan.num_samples:,} images:")
+    if not plan.num_samples:
+        click.echo("Would append no image: nothing new")
+    else:
+        click.echo(f"Would append {counted(plan.num_samples, 'image')}:")
     for split, samples in plan.splits.items():
         click.echo(f"  {split}: {len(samples):,}")
     if plan.skipped:
-        click.echo(f"Would skip {len(plan.skipped):,} new files")
+        click.echo(f"Would skip {counted(len(plan.skipped), 'new file')}")
     _echo_changes(plan, plan.class_names)
 
 
@@ -80,9 +84,8 @@ def summarize(result: AppendResult, out: str) -> None:
         for line in leakage_lines(duplicates):  # first: the grown dataset's, old and new
             click.echo(printable(line))
         added = ", ".join(f"{split} {len(samples):,}" for split, samples in plan.splits.items())
-        click.echo(f"Appended to {out}: {added or 'no'} images, {len(plan.skipped):,} new "
-                   f"file{'' if len(plan.skipped) == 1 else 's'} "
-                   f"skipped ({result.elapsed:.1f} s)")
+        click.echo(f"Appended to {out}: {added or 'no'} images, "
+                   f"{counted(len(plan.skipped), 'new file')} skipped ({result.elapsed:.1f} s)")
         for line in duplicate_lines(duplicates):
             click.echo(printable(line))
     _echo_changes(plan, plan.class_names)

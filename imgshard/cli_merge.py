@@ -15,6 +15,7 @@ from .merge import MergeResult
 from .merge import merge as run_merge
 from .merge import reshard as run_reshard
 from .storage import Location
+from .values import counted
 
 #: How many duplicated paths the summary names.
 EXAMPLES_SHOWN = 3
@@ -91,7 +92,7 @@ def _summarize(result: MergeResult, out: str, verb: str) -> None:
     splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
     shards = sum(len(split.shards) for split in manifest.splits.values())
     classes = "" if manifest.class_names is None else f", {len(manifest.class_names)} classes"
-    click.echo(f"{verb} {out}: {splits} images in {shards} shards of "
+    click.echo(f"{verb} {out}: {splits} images in {counted(shards, 'shard')} of "
                f"{manifest.config['shard_size']}{classes} ({result.seconds:.1f} s)")
     for line in duplicate_lines(groups):
         click.echo(line)

@@ -24,6 +24,7 @@ import numpy as np
 from .depth import raw_mode
 from .storage import Location
 from .storage.location import is_url
+from .values import counted
 
 #: Headers read at most, of a local source and of a URL's (evenly spread over the samples).
 LOCAL_SAMPLE, REMOTE_SAMPLE = 2000, 200
@@ -49,13 +50,15 @@ class SourceDepth:
     def describe(self) -> str:
         """One line for the dry run: whether uint8 keeps every value of these sources."""
         # a header that cannot be read is not counted, and not a sample either
-        files = f"{self.read:,} image files" + (
+        files = counted(self.read, "image file") + (
             f" with a readable header of {self.tried:,}" if self.read < self.tried else "") + (
             f" sampled of {self.total:,}" if self.tried < self.total else "")
         if not self.read:
             return "Bit depth: not known (no file's header could be read)"
         if not self.deeper:
-            return (f"Bit depth: all {files} are 8 bits per channel (read from their headers): "
+            every = "all " if self.read > 1 else ""
+            return (f"Bit depth: {every}{files} {'is' if self.read == 1 else 'are'} 8 bits per "
+                    "channel (read from their headers): "
                     "uint8 loses nothing (read as float32 it serves a float32 build's values)")
         path, bits = self.deeper[0]
         return (f"Bit depth: {len(self.deeper):,} of {files} have more than 8 bits per channel "

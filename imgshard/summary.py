@@ -13,6 +13,7 @@ from typing import Any
 from .leakage import duplicate_lines, leakage_lines, reason_group, summarize_duplicates
 from .manifest import Manifest, read_manifest
 from .storage import Location
+from .values import counted
 
 EXAMPLES_PER_REASON = 3
 
@@ -80,13 +81,13 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
     ]
     for name, split in summary["splits"].items():
         shards = split["num_shards"]
-        lines.append(f"split {name}: {split['num_samples']:,} samples in {shards:,} "
-                     f"shard{'s' if shards != 1 else ''}, {human_bytes(split['bytes'])}")
+        lines.append(f"split {name}: {counted(split['num_samples'], 'sample')} in "
+                     f"{counted(shards, 'shard')}, {human_bytes(split['bytes'])}")
         classes = split.get("classes", {})
         width_ = max((len(c) for c in classes), default=0)
         for cls, count in classes.items():
             lines.append(f"  {cls:<{width_}}  {count['count']:>9,}  {count['share']:6.1%}")
-    lines.append(f"skipped: {summary['num_skipped']:,} files")
+    lines.append(f"skipped: {counted(summary['num_skipped'], 'file')}")
     for reason, group in summary["skipped"].items():
         lines.append(f"  {group['count']:>7,}  {reason}  (e.g. {', '.join(group['examples'])})")
     lines += duplicate_lines(summary["duplicates"])

@@ -38,6 +38,11 @@ def same_value(saved: Any, value: Any) -> bool:
         return False
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` (with thousands separators) and ``noun``, in the plural unless it is one."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def option_text(name: str, value: Any) -> str:
     """``value`` of the build option ``name`` as it is typed on the command line: a size as
     ``HxW``, a list joined by commas, text without quotes (not Python's ``[8, 8]``, ``'crop'``)."""

@@ -168,3 +168,20 @@ def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "imgshard", "--version"], capture_output=True,
                             text=True, check=True)
     assert result.stdout.startswith("imgshard, version ")
+
+
+def test_one_of_a_thing_is_said_in_the_singular(tmp_path):
+    """``1 image in 1 shard``, ``1 file``: not ``1 images``, ``1 shards``, ``1 files``."""
+    write_image(str(tmp_path / "src" / "a" / "x.png"), size=(9, 7), seed=0)
+    (tmp_path / "src" / "a" / "notes.txt").write_text("x")
+    dry = run("build", tmp_path / "src", tmp_path / "out", "--dry-run", "--size", "4")
+    lines = [line.strip() for line in dry.output.splitlines()]
+    assert "Would build 1 image:" in lines and "Would skip 1 file:" in lines, dry.output
+    assert "train: 1 image in 1 shard of up to 256" in lines, dry.output
+    assert "Not opened: 1 image file (a dry run decodes nothing)" in lines, dry.output
+    built = run("build", tmp_path / "src", tmp_path / "out", "--size", "4")
+    assert "Skipped 1 file:" in built.output, built.output
+    inspected = run("inspect", tmp_path / "out")
+    assert "skipped: 1 file" in inspected.output.splitlines(), inspected.output
+    appended = run("append", tmp_path / "src", tmp_path / "out", "--dry-run")
+    assert "Would append 0 images:" not in appended.output, appended.output
