@@ -33,7 +33,7 @@ APPEND_RUN_FLAGS = {
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=str),
               help="TOML file of options (each must be the dataset's own).")
-@functools.partial(build_options, run_flags=APPEND_RUN_FLAGS)
+@functools.partial(build_options, run_flags=APPEND_RUN_FLAGS, recorded=True)
 @storage_option
 @click.pass_context
 @user_errors

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import os
+import re
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -109,11 +109,21 @@ RUN_FLAGS = {
 }
 
 
-def build_options(command, run_flags: dict[str, str] = RUN_FLAGS):
+#: The build options that say how to run it, not what it writes.
+RUN_OPTIONS = ("--workers",)
+
+
+def build_options(command, run_flags: dict[str, str] = RUN_FLAGS, *, recorded: bool = False):
     """The options of ``build`` (see :data:`BUILD_FLAGS` and ``run_flags``), then
-    ``--quiet``, ``--executor`` and ``--scheduler``."""
-    options = [click.option(flag, type=kind, help=text) if kind is not None
-               else click.option(flag, is_flag=True, default=None, help=text)
+    ``--quiet``, ``--executor`` and ``--scheduler``. ``recorded``: they default to the dataset's
+    own (an append), which the help says instead of a build's defaults."""
+    def text_of(flag: str, text: str) -> str:
+        if not recorded or flag in RUN_OPTIONS:
+            return text
+        return re.sub(r"\s*\[[^\]]*\]$", "", text) + " [the dataset's]"
+
+    options = [click.option(flag, type=kind, help=text_of(flag, text)) if kind is not None
+               else click.option(flag, is_flag=True, default=None, help=text_of(flag, text))
                for flag, (kind, text) in BUILD_FLAGS.items()]
     options += [click.option(flag, is_flag=True, help=text) for flag, text in run_flags.items()]
     options += [

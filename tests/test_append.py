@@ -262,3 +262,12 @@ def test_a_refused_option_is_shown_as_it_is_typed(tmp_path):
                    "--size 8x8 differs from the dataset's 6x6: an append takes every option")
     one_error_line(run("append", src, out, "--resize", "crop"),
                    "--resize crop differs from the dataset's stretch")
+
+
+def test_append_help_says_every_option_defaults_to_the_datasets():
+    """Not a build's defaults ([224], [none]): an append takes them from OUT's manifest."""
+    text = " ".join(run("append", "--help").output.split())
+    assert "[224]" not in text and "[none]" not in text and "[float16]" not in text
+    assert "one number means square. [the dataset's]" in text
+    assert "before the val split. [the dataset's]" in text
+    assert "one per shard task. [all cores]" in text  # how to run, not what to write
