@@ -52,8 +52,11 @@ def _split_summary(sizes: dict[str, int], manifest: Manifest, name: str) -> dict
                                "bytes": size}
     if split.class_counts is not None:
         total = max(1, split.num_samples)
-        summary["classes"] = {cls: {"count": n, "share": n / total}
-                              for cls, n in split.class_counts.items()}
+        # in label order (the manifest's counts may be in any: they are written sorted by name)
+        order = {cls: index for index, cls in enumerate(manifest.class_names or ())}
+        counts = sorted(split.class_counts.items(), key=lambda item: (
+            order.get(item[0], len(order)), item[0]))
+        summary["classes"] = {cls: {"count": n, "share": n / total} for cls, n in counts}
     return summary
 
 

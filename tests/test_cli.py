@@ -185,3 +185,16 @@ def test_one_of_a_thing_is_said_in_the_singular(tmp_path):
     assert "skipped: 1 file" in inspected.output.splitlines(), inspected.output
     appended = run("append", tmp_path / "src", tmp_path / "out", "--dry-run")
     assert "Would append 0 images:" not in appended.output, appended.output
+
+
+def test_inspect_lists_the_classes_in_label_order(tmp_path):
+    """``--classes zebra,apple`` makes zebra label 0: its row comes first, as the model's
+    outputs do (the manifest's counts are written sorted by name)."""
+    for name in ("zebra", "apple"):
+        write_image(str(tmp_path / "src" / name / "x.png"), size=(9, 7), seed=len(name))
+    out = tmp_path / "out"
+    assert run("build", tmp_path / "src", out, "--size", "4", "--classes", "zebra,apple",
+               "-q").exit_code == 0
+    rows = [line.split()[0] for line in run("inspect", out).output.splitlines()
+            if line.startswith("  ") and line.split()[0] in ("zebra", "apple")]
+    assert rows == ["zebra", "apple"]
