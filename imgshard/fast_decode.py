@@ -46,11 +46,18 @@ INTERPOLATION_VARIANCE = 1 / 6
 #: Nearer 1 the triangle is bilinear interpolation itself (at 1, Pillow copies the image).
 CUBIC_VARIANCE = 0.05
 CUBIC_FROM = 1.1
-#: The decoded size, as a multiple of the output, that DCT scaling may reduce a JPEG to: 1.5,
-#: not ``draft()``'s 2, because libjpeg-turbo's 1/2 scale has no SIMD on x86 (a 3-MP photo took
-#: 19 ms at 1/2, 17 in full and 14 at 1/4). With the scaling's smoothing counted as a block
-#: mean's (see :func:`_resized`), the 200 3-MP photos of the corpus stay >= 44 dB (at 2x: 47).
-DCT_MARGIN = 1.5
+#: The decoded size, as a multiple of the output, that DCT scaling by 1/2, 1/4 or 1/8 (keyed by
+#: eighths) may reduce a JPEG to: 1/4 and 1/8 down to 1.5x, not ``draft()``'s 2x (a 3-MP photo
+#: decoded in 14 ms at 1/4, 19 at 1/2: its 4x4 inverse DCT has no SIMD on x86); 1/2 at 2x (at
+#: 1.5x its sharper inverse DCT fell to 38 dB on synthetic photos).
+DCT_MARGINS = {4: 2.0, 2: 1.5, 1: 1.5}
+#: The share of a k x k block mean's variance that DCT scaling by 1/k is counted as: 0.5 made
+#: the worst of 100 3-MP corpus photos 47.5 dB (1: 48.4, 0: 45.1) and of synthetic photos at
+#: 1/4 and 1/8 45.8 (1: 43.8, 0: 46.2): its inverse DCT is sharper than a block mean.
+DCT_SMOOTHING = 0.5
+#: Outputs of at most this many pixels are resized by Pillow (see :func:`_resized`): a 64x64
+#: thumbnail of a noisy photo reduced by 1.3 was 38 dB from Pillow's through OpenCV.
+PILLOW_OUTPUT_PIXELS = 64 * 64
 #: Pillow modes of the JPEGs simplejpeg decodes here (a CMYK one goes the Pillow way).
 JPEG_MODES = frozenset({"L", "RGB"})
 ORIENTED = {2: ("flip", 1), 3: ("rotate", 1), 4: ("flip", 0), 5: ("transpose", None),
@@ -120,19 +127,23 @@ def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
 
     stream.seek(0)
     data = stream.read()
-    min_w, min_h = _dct_request(stored, orientation, region, size)
+    eighths = _dct_eighths(stored, orientation, region, size)
+    expected = [-(-side * eighths // 8) for side in stored]  # libjpeg rounds a partial block up
     try:
         decoded = simplejpeg.decode_jpeg(data, colorspace="GRAY" if color == "grayscale"
-                                         else "RGB", min_width=min_w, min_height=min_h)
+                                         else "RGB", min_width=expected[0] if eighths < 8 else 0,
+                                         min_height=expected[1] if eighths < 8 else 0)
     except ValueError:
         return None
-    scale = _dct_scale(stored[0], decoded.shape[1])
+    if list(decoded.shape[1::-1]) != expected:  # not the scaling asked for: Pillow decodes it
+        return None
+    scale = eighths / 8
     upright = _oriented(decoded, orientation)
     shift_x, shift_y = reversal_shifts(stored, decoded.shape[1::-1], scale, orientation)
     left, top, right, bottom = region
     box = ((left + shift_x) * scale, (top + shift_y) * scale, (right + shift_x) * scale,
            (bottom + shift_y) * scale)
-    pixels = _resized(upright, box, size, 1 / scale)
+    pixels = _resized(upright, box, size, 8 / eighths)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if color == "rgba":  # a JPEG is opaque, as Pillow's RGB -> RGBA makes it
@@ -140,35 +151,22 @@ def load(stream: BinaryIO, stored: tuple[int, int], orientation: int,
     return pixels
 
 
-def _dct_request(stored: tuple[int, int], orientation: int,
-                 region: tuple[float, float, float, float],
-                 size: tuple[int, int]) -> tuple[int, int]:
-    """simplejpeg's ``min_width``/``min_height`` (0: no scaling): the size at 1/2, 1/4 or 1/8
-    that stays >= DCT_MARGIN x the output. Not 3/8, 5/8...: libjpeg-turbo has no SIMD inverse
-    DCT for those, and they are slower than the next power of two up (measured: 3/8 made large
-    photos decode slower than Pillow's ``draft()`` to 1/2)."""
+def _dct_eighths(stored: tuple[int, int], orientation: int,
+                 region: tuple[float, float, float, float], size: tuple[int, int]) -> int:
+    """The DCT scaling to decode at, in eighths: 8 (none), 4, 2 or 1, the smallest whose decoded
+    ``region`` stays >= :data:`DCT_MARGINS` x the output. Not 3/8, 5/8...: libjpeg-turbo has no
+    SIMD inverse DCT for those, and they are slower than the next power of two up (measured: 3/8
+    made large photos decode slower than Pillow's ``draft()`` to 1/2)."""
     left, top, right, bottom = region
-    upright = stored[::-1] if orientation in TRANSPOSING_ORIENTATIONS else stored
-    request = (math.ceil(upright[0] * size[0] / (right - left) * DCT_MARGIN),
-               math.ceil(upright[1] * size[1] / (bottom - top) * DCT_MARGIN))
+    scales = (size[0] / (right - left), size[1] / (bottom - top))  # output per upright pixel
     if orientation in TRANSPOSING_ORIENTATIONS:
-        request = request[::-1]
+        scales = scales[::-1]
     eighths = 8
-    while eighths > 1 and all(-(-side * (eighths // 2) // 8) >= need
-                              for side, need in zip(stored, request)):
+    while eighths > 1 and all(
+            -(-side * (eighths // 2) // 8) >= math.ceil(side * scale * DCT_MARGINS[eighths // 2])
+            for side, scale in zip(stored, scales)):
         eighths //= 2
-    if eighths == 8:
-        return 0, 0
-    return -(-stored[0] * eighths // 8), -(-stored[1] * eighths // 8)
-
-
-def _dct_scale(stored_width: int, decoded_width: int) -> float:
-    """Decoded pixels per stored pixel: M/8 for the DCT scaling libjpeg-turbo chose (a decoded
-    pixel i covers stored pixels [8i/M, 8(i+1)/M), whatever the rounding up of the last one)."""
-    for eighths in range(1, 17):
-        if -(-stored_width * eighths // 8) == decoded_width:
-            return eighths / 8
-    return decoded_width / stored_width
+    return eighths
 
 
 def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -189,11 +187,26 @@ def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int],
-             reduced: float) -> np.ndarray:
-    """The ``box`` of ``pixels`` (decoded at 1/``reduced`` of the stored size) resized to
-    ``size`` (W, H): blurred by a Gaussian of about Pillow's triangle's variance at this scale,
-    less what the DCT scaling already smoothed (as much as a mean of ``reduced`` x ``reduced``
-    blocks), then sampled bilinearly at its pixel centres.
+             dct_reduction: int) -> np.ndarray:
+    """The ``box`` of ``pixels`` (decoded at 1/``dct_reduction`` of the stored size) resized to
+    ``size`` (W, H) as Pillow's ``bilinear`` filter does: by Pillow itself for a thumbnail of at
+    most :data:`PILLOW_OUTPUT_PIXELS` (cheap there, and exact where OpenCV's sampling at the
+    border, most of such an output, is not), else by :func:`_blurred_and_sampled`."""
+    if size[0] * size[1] <= PILLOW_OUTPUT_PIXELS:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.squeeze(pixels, axis=2) if pixels.ndim == 3
+                                          and pixels.shape[2] == 1 else pixels).resize(
+            size, Image.Resampling.BILINEAR, box=box))
+    return _blurred_and_sampled(pixels, box, size, dct_reduction)
+
+
+def _blurred_and_sampled(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int],
+                         dct_reduction: int) -> np.ndarray:
+    """The ``box`` of ``pixels`` blurred by a Gaussian of about Pillow's triangle's variance at
+    this scale, less what the DCT scaling already smoothed (counted as :data:`DCT_SMOOTHING` of
+    a ``dct_reduction`` x ``dct_reduction`` block mean's), then sampled (see
+    :func:`_interpolation`) at Pillow's pixel centres.
 
     The box is first cut to whole pixels, so that nothing outside it is blurred in, and when it
     is more than 4x the output, averaged in k x k blocks (the blur then makes up the rest of
@@ -207,10 +220,11 @@ def _resized(pixels: np.ndarray, box: tuple[float, ...], size: tuple[int, int],
     box = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
     pixels, box, block = _block_means(pixels, box, size)
     scale_x, scale_y = (box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1]
-    averaged = (block * reduced) ** 2  # a mean of a x a pixels: variance (a^2 - 1) / 12
-    interpolation, interpolated = _interpolation(scale_x, scale_y)
-    sigmas = [math.sqrt(max(TRIANGLE_VARIANCE * s * s - interpolated
-                            - (averaged - 1) / 12 / averaged, 0.0))
+    box_pixels = block ** 2  # a mean of a x a pixels: variance (a^2 - 1) / 12
+    dct_variance = DCT_SMOOTHING * (dct_reduction ** 2 - 1) / 12 / (block * dct_reduction) ** 2
+    interpolation, interpolation_variance = _interpolation(scale_x, scale_y)
+    sigmas = [math.sqrt(max(TRIANGLE_VARIANCE * s * s - interpolation_variance
+                            - (box_pixels - 1) / 12 / box_pixels - dct_variance, 0.0))
               for s in (scale_x, scale_y)]
     if max(sigmas) > 0.1:  # cut at 2 sigma (OpenCV's own size for uint8 is 3: 40% slower)
         kernel = [2 * math.ceil(2 * sigma) + 1 for sigma in sigmas]
