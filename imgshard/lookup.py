@@ -70,31 +70,50 @@ def pair_dtype(served: np.dtype) -> np.dtype:
     return np.dtype({4: np.uint32, 8: np.uint64}.get(size, (np.void, size)))
 
 
+def pair_table(table: np.ndarray) -> PairTable:
+    """The :class:`PairTable` of ``table``, made once per table (its arrays read-only: shared
+    by every caller, threads included)."""
+    return _pair_table(table.tobytes(), table.dtype.str)
+
+
 @functools.lru_cache(maxsize=8)
 def _pair_table(table_bits: bytes, dtype: str) -> PairTable:
-    return PairTable.of(np.frombuffer(table_bits, dtype=dtype))
+    made = PairTable.of(np.frombuffer(table_bits, dtype=dtype).copy())
+    for array in (made.table, made.pairs):
+        array.flags.writeable = False
+    return made
+
+
+def opencv_lut(table: np.ndarray, opencv: ModuleType) -> Callable[[np.ndarray, np.ndarray], object]:
+    """The ``cv2.LUT`` call that copies ``table``'s bits (as integers of its width: OpenCV has
+    all of them, float16 or not) for each pixel of a source row into a target row."""
+    bits = table.view(f"i{table.itemsize}")
+    return lambda source, target: opencv.LUT(source, bits, dst=target.view(bits.dtype))
 
 
 def look_up(table: np.ndarray, pixels: np.ndarray, out: np.ndarray,
             opencv: ModuleType | None) -> None:
-    """``table[pixels]`` (uint8 pixels) into ``out`` (their shape, C-contiguous), by ``opencv``'s
-    ``LUT`` when it is given and copies such values, else by the pair table (made once per
-    table; and for a single pixel: OpenCV takes a 1x1 array for a scalar)."""
-    if opencv is not None and pixels.size > 1 and table.itemsize in OPENCV_ITEMSIZES:
-        bits = table.view(f"i{table.itemsize}")
-        opencv_row(lambda source, target: opencv.LUT(source, bits, dst=target.view(bits.dtype)),
-                   pixels, out)
-    else:
-        _pair_table(table.tobytes(), table.dtype.str).write(pixels, out)
+    """``out[...] = table[pixels]`` (uint8 pixels; ``out`` their shape): by ``opencv``'s ``LUT``
+    when it is given, else by the pair table, where ``out`` is the table's own dtype and
+    contiguous (those copy bits); as written otherwise (a cast, another byte order, a strided
+    view), which no build's row is."""
+    if out.dtype != table.dtype or not out.flags.c_contiguous:
+        out[...] = table[pixels]
+    elif opencv is None or table.itemsize not in OPENCV_ITEMSIZES \
+            or not opencv_row(opencv_lut(table, opencv), pixels, out):
+        pair_table(table).write(pixels, out)
 
 
 def opencv_row(call: Callable[[np.ndarray, np.ndarray], object], pixels: np.ndarray,
-               out: np.ndarray) -> None:
+               out: np.ndarray) -> bool:
     """``call(source, target)``, an OpenCV call writing the values of ``pixels`` (uint8) into
-    ``out`` (C-contiguous, their shape), on them as one row (of more than one value: OpenCV
-    takes a 1x1 array for a scalar)."""
+    ``out`` (C-contiguous, their shape), on them as one row; False (nothing written) for a
+    single pixel: OpenCV takes a 1x1 array for a scalar."""
+    if pixels.size <= 1:
+        return False
     source = np.ascontiguousarray(pixels).reshape(1, -1)
     target = out.reshape(source.shape)
     written = call(source, target)
     if not np.shares_memory(written, target):  # OpenCV made its own array after all
         target.view(np.uint8)[...] = np.asarray(written).view(np.uint8)
+    return True

@@ -64,3 +64,20 @@ def test_a_build_casts_by_opencv_once_it_is_loaded(monkeypatch):
 
 
 cv2_lut = cv2.LUT if cv2 is not None else None
+
+
+@pytest.mark.parametrize("opencv", WAYS, ids=lambda way: "opencv" if way else "pairs")
+@pytest.mark.parametrize("out_dtype", ["float32", ">f2", "<f2"])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_an_output_of_another_dtype_or_layout_gets_the_tables_values(opencv, out_dtype,
+                                                                     contiguous):
+    """``out[...] = table[pixels]`` (a cast, the other byte order, a strided view written
+    through): the fast ways copy bits, so they take only outputs that are the
+    table's own dtype, contiguous (review: a float32 output raised, a byte-swapped one got
+    wrong values, a strided one kept its old values)."""
+    table = cast_table(BuildConfig())
+    pixels = np.random.default_rng(1).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    base = np.full((6, 10, 3) if not contiguous else (6, 5, 3), -1, out_dtype)
+    out = base if contiguous else base[:, ::2]
+    look_up(table, pixels, out, opencv)
+    assert np.array_equal(out, table[pixels].astype(out_dtype))

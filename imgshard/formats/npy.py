@@ -251,7 +251,5 @@ def store_pixels(pixels: np.ndarray, table: np.ndarray | None, out: np.ndarray) 
     :mod:`imgshard.lookup`)."""
     if table is None:
         out[...] = pixels
-    elif out.flags.c_contiguous:
-        look_up(table, pixels, out, sys.modules.get("cv2"))
     else:
-        np.take(table, pixels, out=out)
+        look_up(table, pixels, out, sys.modules.get("cv2"))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import BuildConfig, ConfigError, check_stored_values, stored_values
-from ..lookup import PairTable, opencv_row
+from ..lookup import PairTable, opencv_lut, opencv_row, pair_table
 from ..manifest import Manifest
 from .checks import ReaderError
 from .widen import opencv
@@ -46,10 +46,9 @@ Row = tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True, eq=False)
 class PixelValues:
     """The served value of each uint8 pixel value (``table``), of each pair of adjacent pixels
-    (``pairs``), and the
-    ``scale`` (rescale, offset, divide) in the served dtype when arithmetic gives the table
-    bit for bit (``divide``: pixel / rescale is the formula, rescale holding its inverse);
-    ``opencv``: the OpenCV call that serves them instead, where OpenCV is installed."""
+    (``pairs``), and the ``scale`` (rescale, offset, divide) in the served dtype when arithmetic
+    gives the table bit for bit (``divide``: pixel / rescale is the formula, rescale holding its
+    inverse); ``opencv``: the OpenCV call that serves them instead, where OpenCV is installed."""
 
     table: np.ndarray
     pairs: PairTable
@@ -60,7 +59,8 @@ class PixelValues:
     def of_scale(cls, rescale: float, offset: float, served: np.dtype) -> "PixelValues":
         """The values ``pixel * rescale + offset`` in the float dtype ``served``."""
         table = stored_values(rescale, offset, served)
-        return cls(table, PairTable.of(table), exact_scale(table, rescale, offset), OpenCVValues.of_table(table, rescale, offset))
+        return cls(table, pair_table(table), exact_scale(table, rescale, offset),
+                   OpenCVValues.of_table(table, rescale, offset))
 
     def lookup(self, pixels: np.ndarray, out: np.ndarray) -> None:
         """Write the value of every uint8 of ``pixels`` into ``out`` (same shape, one row a
@@ -78,8 +78,7 @@ class PixelValues:
                 self._row(pixels, out)
 
     def _row(self, pixels: np.ndarray, out: np.ndarray) -> None:
-        if self.opencv is not None and pixels.size > 1:  # one value: OpenCV takes a scalar
-            self.opencv.write(pixels, out)
+        if self.opencv is not None and self.opencv.write(pixels, out):
             return
         if self.scale is not None:
             factor, offset, divide = self.scale
@@ -121,12 +120,12 @@ class OpenCVValues:
             for operation, call in arithmetic:
                 if gives_table(cls(operation, call), table):
                     return cls(operation, call)
-        bits = table.view(f"i{table.itemsize}")  # copied as integers: OpenCV has them all
-        return cls("LUT", lambda pixels, out: cv2.LUT(pixels, bits, dst=out.view(bits.dtype)))
+        return cls("LUT", opencv_lut(table, cv2))
 
-    def write(self, pixels: np.ndarray, out: np.ndarray) -> None:
-        """The values of ``pixels`` (uint8) into ``out`` (C-contiguous, their shape)."""
-        opencv_row(self.call, pixels, out)
+    def write(self, pixels: np.ndarray, out: np.ndarray) -> bool:
+        """The values of ``pixels`` (uint8) into ``out`` (C-contiguous, their shape); False
+        (nothing written) for a single pixel, which OpenCV would take for a scalar."""
+        return opencv_row(self.call, pixels, out)
 
 
 def gives_table(values: OpenCVValues, table: np.ndarray) -> bool:
