@@ -3,7 +3,8 @@
 Usage: python floor.py SRC [--size 224] [--workers 2]
 
 What no build can avoid, done as directly as Pillow allows: ``draft()`` (DCT scaling) to no
-less than twice the target for JPEGs, a bilinear resize, and a float16 lookup-table cast, in a
+less than twice the target for JPEGs, a bilinear resize, and a float16 lookup-table cast (numpy's
+fastest: two pixels a lookup, :func:`imgshard.lookup.look_up` without OpenCV), in a
 pool of forked processes that return nothing. Prints one JSON line: images and seconds, timed
 from before the pool starts until it has finished (the interpreter's start-up, imports and the
 file listing are not timed, so every cost of imgshard's own start-up counts against it), and
@@ -23,6 +24,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from imgshard.lookup import look_up
 from naive import list_jpegs
 
 #: Images handed to a worker at a time: small enough to balance the two processes at the end.
@@ -39,7 +41,7 @@ def decode_resize_cast(path: str, size: int) -> None:
         image.draft("RGB", (2 * size, 2 * size))
         image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
     row = _ROWS.setdefault(size, np.empty((size, size, 3), dtype=np.float16))
-    np.take(TABLE, np.asarray(image), out=row)
+    look_up(TABLE, np.asarray(image), row, None)
 
 
 def main(argv: list[str]) -> None:
