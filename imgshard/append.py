@@ -43,11 +43,8 @@ from .scan import ScanResult, Sources, scan
 from .sources_record import record_lines, write_sources
 from .storage import Location
 from .transform import decoder_versions
-from .values import option_text
 from .version import __version__
-
-#: Build options that say how to run, not what to write: an append may give its own.
-RUN_OPTIONS = ("workers",)
+from .wording import differing_option
 
 
 class AppendError(ImgshardError):
@@ -102,8 +99,7 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
         name = changed[0]
         mine = wanted.to_dict().get(name, getattr(wanted, name))  # bit_depth 8 is unwritten
         theirs = manifest.config.get(name, getattr(recorded, name))
-        raise ConfigError(f"--{name.replace('_', '-')} {option_text(name, mine)} differs from "
-                          f"the dataset's {option_text(name, theirs)}: an append takes every "
+        raise ConfigError(f"{differing_option(name, mine, theirs)}: an append takes every "
                           "option from OUT's manifest (leave it out)")
     return wanted
 

@@ -33,7 +33,7 @@ from .resources import check_memory, default_workers
 from .source_depth import source_depth
 from .storage import Location
 from .summary import label_lines, printable
-from .values import counted
+from .wording import counted, split_counts
 from .version import __version__
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,8 +136,8 @@ def summarize(result: BuildResult, out: str) -> None:
     duplicates = summarize_duplicates(manifest.extra.get("duplicates"))
     for line in leakage_lines(duplicates):  # first: the one thing not to miss
         click.echo(printable(line))
-    splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
-    click.echo(f"Built {out}: {splits} images")
+    click.echo(f"Built {out}: "
+               + split_counts({name: split.num_samples for name, split in manifest.splits.items()}))
     for line in label_lines(manifest.label_kind, manifest.target_names):
         click.echo(line[0].upper() + line[1:])
     echo_skips(manifest.skipped, "Skipped")

@@ -19,7 +19,7 @@ from .interrupts import sigterm_as_interrupt
 from .leakage import duplicate_lines, leakage_lines, summarize_duplicates
 from .storage import Location
 from .summary import printable
-from .values import counted
+from .wording import counted, split_counts
 
 #: What an append does rather than what it writes (its options are the dataset's).
 APPEND_RUN_FLAGS = {
@@ -65,7 +65,7 @@ def describe(start: AppendStart) -> None:
     """What an append would add (a dry run decodes nothing)."""
     plan = start.plan
     if not plan.num_samples:
-        click.echo("Would append no image: nothing new")
+        click.echo("Would append nothing: no new files")
     else:
         click.echo(f"Would append {counted(plan.num_samples, 'image')}:")
     for split, samples in plan.splits.items():
@@ -83,8 +83,8 @@ def summarize(result: AppendResult, out: str) -> None:
     else:
         for line in leakage_lines(duplicates):  # first: the grown dataset's, old and new
             click.echo(printable(line))
-        added = ", ".join(f"{split} {len(samples):,}" for split, samples in plan.splits.items())
-        click.echo(f"Appended to {out}: {added or 'no'} images, "
+        added = split_counts({split: len(samples) for split, samples in plan.splits.items()})
+        click.echo(f"Appended to {out}: {added}, "
                    f"{counted(len(plan.skipped), 'new file')} skipped ({result.elapsed:.1f} s)")
         for line in duplicate_lines(duplicates):
             click.echo(printable(line))

@@ -15,7 +15,7 @@ from .merge import MergeResult
 from .merge import merge as run_merge
 from .merge import reshard as run_reshard
 from .storage import Location
-from .values import counted
+from .wording import counted, split_counts
 
 #: How many duplicated paths the summary names.
 EXAMPLES_SHOWN = 3
@@ -89,10 +89,11 @@ def _summarize(result: MergeResult, out: str, verb: str) -> None:
     groups = summarize_duplicates(manifest.extra.get("duplicates"))
     for line in leakage_lines(groups):
         click.echo(line)
-    splits = ", ".join(f"{name} {split.num_samples:,}" for name, split in manifest.splits.items())
+    splits = split_counts({name: split.num_samples for name, split in manifest.splits.items()})
     shards = sum(len(split.shards) for split in manifest.splits.values())
-    classes = "" if manifest.class_names is None else f", {len(manifest.class_names)} classes"
-    click.echo(f"{verb} {out}: {splits} images in {counted(shards, 'shard')} of "
+    classes = "" if manifest.class_names is None \
+        else f", {counted(len(manifest.class_names), 'class', 'classes')}"
+    click.echo(f"{verb} {out}: {splits} in {counted(shards, 'shard')} of "
                f"{manifest.config['shard_size']}{classes} ({result.seconds:.1f} s)")
     for line in duplicate_lines(groups):
         click.echo(line)
@@ -102,6 +103,7 @@ def _summarize(result: MergeResult, out: str, verb: str) -> None:
     if not duplicates.count:
         click.echo("Duplicates: no path in two inputs.")
         return
-    click.echo(f"Duplicates: {duplicates.count:,} paths occur in more than one input:")
+    click.echo(f"Duplicates: {counted(duplicates.count, 'path')} "
+               f"{'occurs' if duplicates.count == 1 else 'occur'} in more than one input:")
     for example in duplicates.examples[:EXAMPLES_SHOWN]:
         click.echo(f"  {example['path']}  (in {', '.join(example['sources'])})")

@@ -111,6 +111,9 @@ RUN_FLAGS = {
 
 #: The build options that say how to run it, not what it writes.
 RUN_OPTIONS = ("--workers",)
+#: The help of a build option an append may give otherwise than recorded.
+APPEND_HELP = {"--labels": "Where the dataset's labels CSV is now, if it moved (its rows are "
+                           "checked against the dataset's). [the dataset's]"}
 
 
 def build_options(command, run_flags: dict[str, str] = RUN_FLAGS, *, recorded: bool = False):
@@ -120,6 +123,8 @@ def build_options(command, run_flags: dict[str, str] = RUN_FLAGS, *, recorded: b
     def text_of(flag: str, text: str) -> str:
         if not recorded or flag in RUN_OPTIONS:
             return text
+        if flag in APPEND_HELP:
+            return APPEND_HELP[flag]
         return re.sub(r"\s*\[[^\]]*\]$", "", text) + " [the dataset's]"
 
     options = [click.option(flag, type=kind, help=text_of(flag, text)) if kind is not None

@@ -16,7 +16,7 @@ import numpy as np
 from .config import RECORDED_BIT_DEPTH
 from .errors import ImgshardError
 from .manifest import Manifest, ShardInfo
-from .values import option_text
+from .wording import option_text
 
 #: The options that make the pixels what they are: inputs must agree on every one.
 PIXEL_OPTIONS = ("size", "color", "resize", "interpolation", "dtype", "rescale", "offset",

@@ -24,7 +24,7 @@ import numpy as np
 from .depth import raw_mode
 from .storage import Location
 from .storage.location import is_url
-from .values import counted
+from .wording import counted
 
 #: Headers read at most, of a local source and of a URL's (evenly spread over the samples).
 LOCAL_SAMPLE, REMOTE_SAMPLE = 2000, 200
@@ -58,10 +58,11 @@ class SourceDepth:
         if not self.deeper:
             every = "all " if self.read > 1 else ""
             return (f"Bit depth: {every}{files} {'is' if self.read == 1 else 'are'} 8 bits per "
-                    "channel (read from their headers): "
+                    f"channel (read from {'its header' if self.read == 1 else 'their headers'}): "
                     "uint8 loses nothing (read as float32 it serves a float32 build's values)")
         path, bits = self.deeper[0]
-        return (f"Bit depth: {len(self.deeper):,} of {files} have more than 8 bits per channel "
+        return (f"Bit depth: {len(self.deeper):,} of {files} "
+                f"{'has' if len(self.deeper) == 1 else 'have'} more than 8 bits per channel "
                 f"(e.g. {path}, {bits} bits): uint8 rounds them to 8 bits")
 
 

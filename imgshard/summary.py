@@ -13,7 +13,7 @@ from typing import Any
 from .leakage import duplicate_lines, leakage_lines, reason_group, summarize_duplicates
 from .manifest import Manifest, read_manifest
 from .storage import Location
-from .values import counted
+from .wording import counted
 
 EXAMPLES_PER_REASON = 3
 

@@ -1,5 +1,4 @@
-"""Checks of values that come from outside (a config, a manifest, a progress log, a caller), and
-how an option's value is shown back to the user.
+"""Checks of values that come from outside (a config, a manifest, a progress log, a caller).
 
 Python counts ``True`` as the int 1, so ``seed = true`` in a config or ``"num_samples": true``
 in a manifest would pass an ``isinstance(value, int)`` check; these checks say what we mean.
@@ -36,20 +35,3 @@ def same_value(saved: Any, value: Any) -> bool:
         return bool(saved == value) and isinstance(saved, bool) == isinstance(value, bool)
     except Exception:  # noqa: BLE001 - a hostile __eq__ raises anything: not the same
         return False
-
-
-def counted(count: int, noun: str) -> str:
-    """``count`` (with thousands separators) and ``noun``, in the plural unless it is one."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
-def option_text(name: str, value: Any) -> str:
-    """``value`` of the build option ``name`` as it is typed on the command line: a size as
-    ``HxW``, a list joined by commas, text without quotes (not Python's ``[8, 8]``, ``'crop'``)."""
-    if name == "size" and isinstance(value, (list, tuple)) and len(value) == 2:
-        return f"{value[0]}x{value[1]}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(item) for item in value)
-    if value is None:
-        return "none"
-    return str(value)

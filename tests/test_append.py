@@ -271,3 +271,9 @@ def test_append_help_says_every_option_defaults_to_the_datasets():
     assert "one number means square. [the dataset's]" in text
     assert "before the val split. [the dataset's]" in text
     assert "one per shard task. [all cores]" in text  # how to run, not what to write
+
+
+def test_append_help_says_labels_may_name_where_the_file_is_now():
+    """The one option an append takes that may differ from the recorded one."""
+    text = " ".join(run("append", "--help").output.split())
+    assert "Where the dataset's labels CSV is now, if it moved" in text

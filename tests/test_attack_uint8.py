@@ -111,7 +111,7 @@ def test_dry_run_does_not_call_unreadable_headers_a_sample(tmp_path):
     result = run("build", src, tmp_path / "never", "--dry-run")
     assert result.exit_code == 0, result.output
     assert ("Bit depth: 1 image file with a readable header of 3 is 8 bits per channel "
-            "(read from their headers): uint8 loses nothing (read as float32 it serves a "
+            "(read from its header): uint8 loses nothing (read as float32 it serves a "
             "float32 build's values)") in [line.strip() for line in result.output.splitlines()]
 
 

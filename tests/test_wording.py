@@ -1,0 +1,57 @@
+"""What the commands print says one of a thing in the singular and options as they are typed
+(the README trial and the review found ``1 images``, ``1 classes``, ``--shuffle False``)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import one_error_line, run, write_image
+
+from imgshard.wording import counted, split_counts
+
+
+@pytest.mark.parametrize("count, text", [(0, "0 classes"), (1, "1 class"), (1000, "1,000 classes")])
+def test_counted_takes_an_irregular_plural(count, text):
+    assert counted(count, "class", "classes") == text
+
+
+@pytest.mark.parametrize("counts, text", [({"train": 1}, "train 1 image"),
+                                          ({"train": 1, "val": 0}, "train 1, val 0 images"),
+                                          ({"train": 1200, "val": 3}, "train 1,200, val 3 images"),
+                                          ({}, "no images")])
+def test_split_counts(counts, text):
+    assert split_counts(counts) == text
+
+
+@pytest.fixture
+def one_image(tmp_path):
+    write_image(str(tmp_path / "src" / "a" / "x.png"), size=(9, 7), seed=0)
+    out = tmp_path / "out"
+    assert run("build", tmp_path / "src", out, "--size", "4", "-q").exit_code == 0
+    return tmp_path / "src", out
+
+
+def test_a_build_and_an_append_of_one_image(one_image, tmp_path):
+    src, out = one_image
+    built = run("build", src, tmp_path / "again", "--size", "4")
+    assert f"Built {tmp_path / 'again'}: train 1 image" in built.output, built.output
+    write_image(str(src / "a" / "y.png"), size=(9, 7), seed=1)
+    appended = run("append", src, out)
+    assert f"Appended to {out}: train 1 image, 0 new files skipped" in appended.output, \
+        appended.output
+
+
+def test_an_append_of_nothing_new_says_so_in_a_dry_run(one_image):
+    src, out = one_image
+    assert "Would append nothing: no new files" in run("append", src, out, "--dry-run").output
+
+
+def test_a_refused_flag_is_shown_as_it_is_typed(one_image):
+    src, out = one_image
+    one_error_line(run("append", src, out, "--no-shuffle"),
+                   "--no-shuffle differs from the dataset's --shuffle")
+
+
+def test_a_merge_of_one_class_in_one_shard(one_image, tmp_path):
+    src, out = one_image
+    merged = run("merge", out, "-o", tmp_path / "merged")
+    assert "1 image in 1 shard of 256, 1 class (" in merged.output, merged.output
