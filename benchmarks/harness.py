@@ -60,11 +60,11 @@ class Figure:
 @dataclass(frozen=True)
 class Run:
     """A timed run of a whole process: its wall time, what it printed on stdout, and the CPU
-    time of it and its children (threads included)."""
+    time of it and its children (threads included; None: not measured)."""
 
     seconds: float
     stdout: str
-    cpu_seconds: float = 0.0
+    cpu_seconds: float | None = None
 
     def report(self) -> dict:
         """The JSON object a benchmark script printed as its last line."""

@@ -91,8 +91,9 @@ def describe_plan(build_plan: BuildPlan, source: Location) -> None:
     scan, config = build_plan.scan, build_plan.config
     click.echo(f"Would build {counted(scan.num_samples, 'image')}:")
     for split, samples in scan.splits.items():
-        click.echo(f"  {split}: {counted(len(samples), 'image')} in "
-                   f"{counted(build_plan.num_shards(split), 'shard')} of up to {config.shard_size:,}")
+        shards = counted(build_plan.num_shards(split), "shard")
+        click.echo(f"  {split}: {counted(len(samples), 'image')} in {shards} of up to "
+                   f"{config.shard_size:,}")
         if scan.class_names is not None:
             counts = Counter(label for sample in samples for label in (
                 sample.label if isinstance(sample.label, tuple) else (sample.label,)))

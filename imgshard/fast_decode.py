@@ -4,12 +4,13 @@ simplejpeg and resized by OpenCV, everything else by the Pillow path of ``transf
 Why it is faster at the same quality: Pillow's antialiased ``bilinear`` is a triangle filter as
 wide as the scale, computed exactly; OpenCV has no antialiased bilinear, and its ``INTER_AREA``
 is slow at fractional scales and too sharp (35-40 dB against it on real photos). A Gaussian blur
-of about the triangle's variance (less what bilinear interpolation itself adds), then bilinear
-interpolation, matches Pillow's filter within 40 dB PSNR at about twice its speed. No other
-filter has such a match (Pillow's box, ``area``, is neither a Gaussian nor ``INTER_AREA``: 29 dB
-on photos for either), so the config refuses them with this decoder. Large JPEGs are first scaled in the DCT domain (simplejpeg's
-``min_width``/``min_height``, by 1/2, 1/4 or 1/8) to no less than 1.5x the output (``draft()``
-keeps 2x), the scaling's own smoothing counted in the blur.
+of about the triangle's variance (less what the interpolation itself adds), then bicubic (or,
+near a scale of 1 and when enlarging, bilinear) interpolation, matches Pillow's filter within
+40 dB PSNR at about twice its speed; a thumbnail of at most 64x64 is resized by Pillow itself.
+No other filter has such a match (Pillow's box, ``area``, is neither a Gaussian nor
+``INTER_AREA``: 29 dB on photos for either), so the config refuses them with this decoder.
+Large JPEGs are first scaled in the DCT domain (by 1/2, 1/4 or 1/8; see :data:`DCT_MARGINS`),
+the scaling's own smoothing counted in the blur.
 simplejpeg's ``fastdct``/``fastupsample`` are left off: they cost 1-3 dB on real photos.
 
 A JPEG that simplejpeg refuses (CMYK, or damage its strict mode reports) goes the Pillow way,
@@ -35,8 +36,9 @@ from .orientation import TRANSPOSING_ORIENTATIONS, reversal_shifts
 #: at 1.2, 41.8 at 1.3; the mean 49.0, 50.1, 49.2).
 TRIANGLE_VARIANCE = 1.2 / 6
 #: What bilinear interpolation adds to the variance, in output-sized source pixels squared (the
-#: mean over sampling phases of the triangle of half-width 1): the interpolation of an enlarged
-#: image, as Pillow's bilinear filter is then.
+#: mean over sampling phases of the triangle of half-width 1): the interpolation of an image
+#: reduced by less than :data:`CUBIC_FROM` along an axis, or enlarged (Pillow's bilinear filter
+#: is then bilinear interpolation itself).
 INTERPOLATION_VARIANCE = 1 / 6
 #: The same for bicubic interpolation, the one of an image reduced by >= :data:`CUBIC_FROM` along
 #: both axes: sharper, and less dependent on the sampling phase, it follows Pillow's triangle
