@@ -1,0 +1,44 @@
+"""Hostile inputs for ``--decoder fast`` since DCT scaling down to 1.5x the output (2835df3):
+JPEGs narrower than a DCT block."""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgshard.config import BuildConfig
+from imgshard.transform import load_pixels
+from test_quality import MIN_PSNR, full_decode_reference, psnr
+
+pytestmark = pytest.mark.skipif(
+    not all(find_spec(name) for name in ("simplejpeg", "cv2")),
+    reason="--decoder fast needs simplejpeg and OpenCV (pip install 'imgshard[fast]')")
+
+
+def ramp(size: tuple[int, int]) -> Image.Image:
+    """Colour ramps down the image, the same across it: any part of it lost or moved along
+    its long side shows (a sharp change across 3 pixels is beyond any 1-pixel-wide output)."""
+    width, height = size
+    y = np.mgrid[0:height, 0:width][0] / max(height - 1, 1)
+    pixels = np.stack([y * 255, 255 - y * 255, 255 - np.abs(2 * y - 1) * 255], axis=-1)
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+@pytest.mark.parametrize("stored, size", [
+    ((1, 9), (16, 16)),   # decoded in full: a width of 1 matched the scale 1/8 (6.0 dB)
+    ((2, 9), (16, 16)),   # ... of 2: 5/8 (10.4 dB)
+    ((4, 64), (32, 32)),  # ... of 4: 4/8 (19.8 dB)
+    ((7, 50), (20, 20)),  # ... of 7: 7/8 (19.9 dB)
+    ((3, 100), (30, 1)),  # decoded at 1/2 (2x50): a width of 2 matched 3/8 first (14.1 dB)
+])
+def test_a_jpeg_narrower_than_a_dct_block_is_neither_cropped_nor_stretched(
+        tmp_path, stored, size):
+    """The scale of the decode is told by both sides: a width under 8 pixels is the same at
+    several scales (the top 1/8 of a 1x9 image was stretched over the whole output)."""
+    path = str(tmp_path / "narrow.jpg")
+    ramp(stored).save(path, quality=95)
+    config = BuildConfig(size=size, decoder="fast")
+    assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
