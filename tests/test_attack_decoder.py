@@ -1,5 +1,6 @@
 """Hostile inputs for ``--decoder fast`` since DCT scaling down to 1.5x the output (2835df3):
-JPEGs narrower than a DCT block."""
+JPEGs narrower than a DCT block, and 4:2:2 chroma, which libjpeg-turbo's square scaled IDCT
+leaves at half the luma's horizontal resolution."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 from imgshard.config import BuildConfig
 from imgshard.transform import load_pixels
-from test_quality import MIN_PSNR, full_decode_reference, psnr
+from test_quality import MIN_PSNR, full_decode_reference, photo_like, psnr
 
 pytestmark = pytest.mark.skipif(
     not all(find_spec(name) for name in ("simplejpeg", "cv2")),
@@ -41,4 +42,23 @@ def test_a_jpeg_narrower_than_a_dct_block_is_neither_cropped_nor_stretched(
     path = str(tmp_path / "narrow.jpg")
     ramp(stored).save(path, quality=95)
     config = BuildConfig(size=size, decoder="fast")
+    assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
+
+
+@pytest.mark.parametrize("stored, orientation, resize, size", [
+    ((1600, 1200), 1, "crop", (160, 224)),     # test_quality's photos at 1/4: 38.1-38.2 dB
+    ((1600, 1200), 6, "crop", (224, 160)),     # the chroma's coarse axis turned upright
+    ((2689, 2687), 1, "stretch", (224, 224)),  # 1/8: 36.5-38.2 dB
+])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_four_two_two_jpeg_keeps_the_bound(tmp_path, stored, orientation, resize, size, seed):
+    """4:2:2 (chroma halved along x only, as many cameras write): libjpeg-turbo scales the
+    chroma by the luma's factor along both axes, so along x it is decoded at half the scale
+    the request asked for (asking twice the width for it: 43.5-52.2 dB; the Pillow decoder
+    44.5-48.9)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = str(tmp_path / "camera.jpg")
+    photo_like(stored, seed + 4).save(path, quality=90, subsampling=1, exif=exif.tobytes())
+    config = BuildConfig(size=size, resize=resize, decoder="fast")
     assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
