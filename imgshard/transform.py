@@ -255,8 +255,12 @@ def _draft_scales(upright: tuple[int, int], decoded: tuple[int, int]) -> tuple[f
 
     DCT scaling by 1/n maps decoded pixel i onto source pixels [i*n, (i+1)*n), whatever the
     rounding up of a partial last block, so the exact factor is 1/n, not decoded/source size.
+    n is the one that rounds both sides up to the decoded ones (a side's ratio alone misleads
+    on a narrow image: 9 pixels drafted at 1/4 to 3 read as 1/3).
     """
-    return (1 / round(upright[0] / decoded[0]), 1 / round(upright[1] / decoded[1]))
+    scale = next(n for n in (1, 2, 4, 8)
+                 if all(-(-side // n) == size for side, size in zip(upright, decoded)))
+    return (1 / scale, 1 / scale)
 
 
 def to_color(image: Image.Image, color: str) -> Image.Image:

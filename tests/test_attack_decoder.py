@@ -77,3 +77,17 @@ def test_fine_detail_reduced_by_little_more_than_cubic_from_keeps_the_bound(
     stripes(stored, period, angle).save(path, quality=90)
     config = BuildConfig(size=(224, 224), decoder="fast")
     assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
+
+
+@pytest.mark.parametrize("stored, orientation", [((13, 400), 1), ((9, 400), 3), ((13, 400), 4)])
+def test_the_pillow_decoder_tells_the_draft_scale_of_a_narrow_jpeg_by_both_sides(
+        tmp_path, stored, orientation):
+    """The same defect in ``transform._draft_scales``: a 9x400 JPEG drafted at 1/4 to 3x100
+    read as 1/round(9/3) = 1/3 along x, and the reversal of a flip (taken from x's scale) moved
+    its box 100 pixels off the image (8.3 dB; 13x400 upright: 22.4)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = str(tmp_path / "narrow.jpg")
+    ramp(stored).save(path, quality=95, exif=exif.tobytes())
+    config = BuildConfig(size=(25, 1))
+    assert psnr(load_pixels(path, config), full_decode_reference(path, config)) >= MIN_PSNR
