@@ -60,6 +60,19 @@ class AppendResult:
     elapsed: float
     #: nothing in SRC was new: the dataset is as it was
     nothing_new: bool = False
+    #: the dataset's manifest before the append (None: the same as now)
+    before: Manifest | None = None
+
+    def added(self) -> dict[str, int]:
+        """Samples added per split: the new files that decoded (the others are skips)."""
+        before = (self.before or self.manifest).splits
+        return {name: split.num_samples - (before[name].num_samples if name in before else 0)
+                for name, split in self.manifest.splits.items()
+                if name in self.plan.splits or name not in before}
+
+    def new_skips(self) -> int:
+        """New files skipped: when scanned, or when they would not decode."""
+        return len(self.manifest.skipped) - len((self.before or self.manifest).skipped)
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,8 @@ def dataset_config(manifest: Manifest, given: dict[str, Any]) -> BuildConfig:
     changed = [name for name in changed_options(recorded.to_dict(), wanted.to_dict())
                if not (name == "labels" and None not in (recorded.labels, wanted.labels))]
     if changed:
-        name = changed[0]
+        # an option given first: another may differ only through it (uint8 records no bit depth)
+        name = min(changed, key=lambda option: option not in given)
         mine = wanted.to_dict().get(name, getattr(wanted, name))  # bit_depth 8 is unwritten
         theirs = manifest.config.get(name, getattr(recorded, name))
         raise ConfigError(f"{differing_option(name, mine, theirs)}: an append takes every "
@@ -189,7 +203,8 @@ def append(src: str | Location, out: str | Location, given: dict[str, Any] | Non
             return AppendResult(start.manifest, start.plan, time.perf_counter() - started,
                                 nothing_new=True)
         manifest = _run(src, out, start, runner, resume=resume, progress=progress)
-    return AppendResult(manifest, start.plan, time.perf_counter() - started)
+    return AppendResult(manifest, start.plan, time.perf_counter() - started,
+                        before=start.manifest)
 
 
 def _run(src: Location, out: Location, start: AppendStart, runner: Executor, *, resume: bool,

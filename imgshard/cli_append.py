@@ -83,9 +83,8 @@ def summarize(result: AppendResult, out: str) -> None:
     else:
         for line in leakage_lines(duplicates):  # first: the grown dataset's, old and new
             click.echo(printable(line))
-        added = split_counts({split: len(samples) for split, samples in plan.splits.items()})
-        click.echo(f"Appended to {out}: {added}, "
-                   f"{counted(len(plan.skipped), 'new file')} skipped ({result.elapsed:.1f} s)")
+        click.echo(f"Appended to {out}: {split_counts(result.added())}, "
+                   f"{counted(result.new_skips(), 'new file')} skipped ({result.elapsed:.1f} s)")
         for line in duplicate_lines(duplicates):
             click.echo(printable(line))
     _echo_changes(plan, plan.class_names)

@@ -53,7 +53,7 @@ def merge(inputs: tuple[str, ...], out: str, shard_size: int | None, workers: in
                            workers=workers, progress=bar.update,
                            storage_options=storage_options)
     if not quiet:
-        _summarize(result, out, f"Merged {len(inputs)} datasets into")
+        _summarize(result, out, f"Merged {counted(len(inputs), 'dataset')} into")
 
 
 @click.command(cls=Command)

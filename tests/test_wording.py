@@ -55,3 +55,23 @@ def test_a_merge_of_one_class_in_one_shard(one_image, tmp_path):
     src, out = one_image
     merged = run("merge", out, "-o", tmp_path / "merged")
     assert "1 image in 1 shard of 256, 1 class (" in merged.output, merged.output
+    assert "Merged 1 dataset into" in merged.output, merged.output
+
+
+def test_an_append_counts_what_it_decoded_not_what_it_planned(one_image):
+    """A new file that fails to decode is a skip, not an image added (README trial: ``train 2
+    images, 0 new files skipped`` for one good PNG and one broken JPEG)."""
+    src, out = one_image
+    write_image(str(src / "a" / "y.png"), size=(9, 7), seed=1)
+    (src / "a" / "junk.jpg").write_bytes(b"not a jpeg")
+    appended = run("append", src, out)
+    assert f"Appended to {out}: train 1 image, 1 new file skipped" in appended.output, \
+        appended.output
+
+
+def test_an_append_names_the_option_that_differs(one_image):
+    """``--dtype uint8`` on a float16 dataset was refused as ``--bit-depth 16 differs from the
+    dataset's 16`` (a uint8 config leaves its bit depth out of the record)."""
+    src, out = one_image
+    one_error_line(run("append", src, out, "--dtype", "uint8"),
+                   "--dtype uint8 differs from the dataset's float16")
