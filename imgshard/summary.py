@@ -13,7 +13,7 @@ from typing import Any
 from .leakage import duplicate_lines, leakage_lines, reason_group, summarize_duplicates
 from .manifest import Manifest, read_manifest
 from .storage import Location
-from .wording import counted
+from .wording import counted, option_text
 
 EXAMPLES_PER_REASON = 3
 
@@ -79,7 +79,8 @@ def render(summary: dict[str, Any], human_bytes) -> list[str]:
         f"dataset: {summary['dataset_id']}"
         + (f" (parent: {summary['parent_id']})" if summary["parent_id"] else ""),
         f"images: {height}x{width}x{channels} {summary['dtype']}",
-        "options: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["config"].items())),
+        "options: " + ", ".join(f"{k}={option_text(k, v)}"
+                                for k, v in sorted(summary["config"].items())),
         *label_lines(summary["label_kind"], summary["target_names"]),
     ]
     for name, split in summary["splits"].items():

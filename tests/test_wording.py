@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import one_error_line, run, write_image
 
-from imgshard.wording import counted, split_counts
+from imgshard.wording import counted, option_text, split_counts
 
 
 @pytest.mark.parametrize("count, text", [(0, "0 classes"), (1, "1 class"), (1000, "1,000 classes")])
@@ -75,3 +75,19 @@ def test_an_append_names_the_option_that_differs(one_image):
     src, out = one_image
     one_error_line(run("append", src, out, "--dtype", "uint8"),
                    "--dtype uint8 differs from the dataset's float16")
+
+
+def test_inspect_shows_the_options_as_they_are_typed(one_image):
+    """Not Python's ``size=[4, 4]``, ``rescale=0.00392156862745098``, ``val_split=None``."""
+    _, out = one_image
+    options = next(line for line in run("inspect", out).output.splitlines()
+                   if line.startswith("options: "))
+    for typed in ("size=4x4", "rescale=1/255", "val_split=none", "shuffle=true"):
+        assert typed in options.split(", ") or f"options: {typed}" in options, options
+
+
+@pytest.mark.parametrize("value, text", [(1 / 255, "1/255"), (2 / 255, "0.00784313725490196"),
+                                         (0.5, "1/2"), (1.0, "1.0"), (-1.0, "-1.0"),
+                                         (True, "true"), (None, "none")])
+def test_option_text_of_a_number(value, text):
+    assert option_text("rescale", value) == text
