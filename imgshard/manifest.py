@@ -228,6 +228,20 @@ def write_manifest(directory: str | os.PathLike[str] | Location, manifest: Manif
     _location(directory).write_bytes(MANIFEST_NAME, text.encode("utf-8"))
 
 
+def _missing_manifest(location: Location, path: str) -> str:
+    """Why ``location`` has no manifest: an interrupted build (its resume log is there), or it
+    is not a shard directory at all (an image folder given as one, say)."""
+    try:
+        sizes = location.sizes()
+        interrupted = any(sizes.get(name) for name in location.record_log().names())
+    except OSError:
+        interrupted = False
+    if interrupted:
+        return (f"{path} is missing: its build did not finish (run `imgshard build ... --resume` "
+                "to complete it)")
+    return f"{path} is missing: {location} is not a shard directory (`imgshard build` makes one)"
+
+
 def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     """Load and check ``manifest.json``; every failure is a one-line :class:`ManifestError`.
 
@@ -243,10 +257,7 @@ def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
     try:
         text = location.read_at_most(MANIFEST_NAME, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        raise ManifestError(
-            f"{path} is missing: not a shard directory, or its build did not finish "
-            "(run `imgshard build ... --resume` to complete it)"
-        ) from None
+        raise ManifestError(_missing_manifest(location, path)) from None
     except ShardError as error:  # a link, FIFO, device or directory
         detail = str(error).removeprefix(f"{location.path(MANIFEST_NAME)}: ")
         raise ManifestError(f"{path} is {detail}" if detail.startswith(("not ", "a "))

@@ -91,3 +91,16 @@ def test_inspect_shows_the_options_as_they_are_typed(one_image):
                                          (True, "true"), (None, "none")])
 def test_option_text_of_a_number(value, text):
     assert option_text("rescale", value) == text
+
+
+def test_a_folder_without_a_manifest_is_not_told_to_resume(one_image, tmp_path):
+    """An image folder given as a dataset is not a build to resume (README trial); an
+    interrupted build's output is."""
+    src, out = one_image
+    result = run("inspect", src)
+    one_error_line(result, "is not a shard directory")
+    assert "--resume" not in result.output
+    (out / "manifest.json").unlink()
+    (out / ".imgshard-progress.jsonl").write_text('{"plan": 1}\n')
+    one_error_line(run("inspect", out), "its build did not finish (run `imgshard build ... "
+                                        "--resume` to complete it)")
