@@ -30,6 +30,8 @@ CAPTION_HEIGHT = 12
 #: The largest contact sheet drawn (Pillow's own limit for an image it opens, doubled): about
 #: 540 MB of RGB, whatever image shape or class count a manifest claims.
 MAX_SHEET_PIXELS = 2 * DEFAULT_MAX_PIXELS
+#: The sheet's file format, by the name's extension.
+SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
 class PreviewError(ImgshardError):
@@ -70,18 +72,21 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
             if caption:
                 pen.text((left + 1, top + manifest.image_shape[0]), caption[:width // 6],
                          fill=(255, 255, 0))
-    sheet.save(output, format="PNG")
+    sheet.save(output, format=SHEET_FORMATS[os.path.splitext(output)[1].lower()])
     return sheet.size
 
 
 def check_output(directory: Location, output: str) -> None:
     """Refuse an ``output`` that would replace a file of the shard directory (its manifest,
-    a shard, a link to one) or is a folder; a local file cannot be in a URL's directory."""
+    a shard, a link to one) or is a folder (a local file cannot be in a URL's directory), or
+    whose name is not a .png or .jpg one: the sheet is written in the format its name says."""
     if os.path.isdir(output):
         raise PreviewError(f"-o {output} is a directory: give the name of the PNG file to write")
     if directory.holds(output):
         raise PreviewError(f"-o {output} is in the shard directory {directory} (or one of its "
                            "files): write the preview elsewhere")
+    if os.path.splitext(output)[1].lower() not in SHEET_FORMATS:
+        raise PreviewError(f"-o: name a .png or .jpg file (the sheet's format), got {output}")
 
 
 def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,

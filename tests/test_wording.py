@@ -104,3 +104,21 @@ def test_a_folder_without_a_manifest_is_not_told_to_resume(one_image, tmp_path):
     (out / ".imgshard-progress.jsonl").write_text('{"plan": 1}\n')
     one_error_line(run("inspect", out), "its build did not finish (run `imgshard build ... "
                                         "--resume` to complete it)")
+
+
+@pytest.mark.parametrize("name, kind", [("p.png", "PNG"), ("p.JPG", "JPEG"), ("p.jpeg", "JPEG")])
+def test_preview_writes_the_format_its_name_says(one_image, tmp_path, name, kind):
+    """``-o p.jpg`` wrote PNG data under a .jpg name (README trial)."""
+    from PIL import Image
+
+    _, out = one_image
+    assert run("preview", out, "-o", tmp_path / name).exit_code == 0
+    with Image.open(tmp_path / name) as image:
+        assert image.format == kind
+
+
+def test_preview_refuses_a_name_of_another_format(one_image, tmp_path):
+    _, out = one_image
+    one_error_line(run("preview", out, "-o", tmp_path / "p.gif"),
+                   "-o: name a .png or .jpg file")
+    assert not (tmp_path / "p.gif").exists()
