@@ -26,12 +26,14 @@ from harness import (Figure, benchmark_command, corpus_option, print_figures, re
 def measure_all(corpus: str, repeat: int, folder: str) -> tuple[list[Figure], list[str]]:
     """Build figures, then memory, then the reader's, one process and several (once
     imgshard.reader exists)."""
-    figures = build_figures(corpus, repeat, folder) + build_memory_figures(corpus, folder)
+    figures, build_notes = build_figures(corpus, None, repeat, folder)
+    figures += build_memory_figures(corpus, folder)
     figures += append_figures(corpus, repeat, os.path.join(folder, "append"))[0]
     figures += merge_figures(corpus, repeat, os.path.join(folder, "merge"))[0]
     figures += duplicate_figures(corpus, repeat, os.path.join(folder, "duplicates"))[0]
     decoder, decoder_notes = decoder_figures(corpus, repeat)
     figures += decoder
+    decoder_notes = build_notes + decoder_notes
     if importlib.util.find_spec("imgshard.reader") is None:
         return figures, [*decoder_notes,
                          "reader figures: not measured (imgshard.reader does not exist yet)"]
