@@ -149,7 +149,8 @@ def prepare_append(src: str | Location, out: str | Location,
     config = dataset_config(manifest, given or {})
     require_decoder(config.decoder)
     check_apart(src, out, config.labels)
-    scanned = scan(src, config, dedupe=False)  # new duplicates are reported, never dropped
+    # new duplicates are reported, never dropped; a class whose folder is gone keeps its samples
+    scanned = scan(src, config, dedupe=False, class_folders=False)
     if scanned.label_kind != "single":  # the labels file now gives a file several labels
         raise AppendError(f"the labels file {config.labels} gives a file several labels "
                           f"(multi-label), and {out} is a single-label dataset: build the "

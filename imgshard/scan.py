@@ -107,7 +107,7 @@ class ScanResult:
 
 
 def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
-         executor: Executor | None = None) -> ScanResult:
+         executor: Executor | None = None, class_folders: bool = True) -> ScanResult:
     """List the samples and skips of ``src`` for ``config`` (see the module docstring).
 
     With ``config.dedupe`` ``exact`` (and ``dedupe``: an append, which never drops a file,
@@ -115,7 +115,9 @@ def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
     and exact duplicates dropped before the val split is drawn (see ``dedupe.py``).
 
     Raises:
-        ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent.
+        ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent
+            (or, with ``class_folders``, --classes names a class that is no folder of SRC; an
+            append's source may have lost one).
     """
     src = src if isinstance(src, Location) else Location.of(src)
     stamps = _Stamps()
@@ -132,7 +134,7 @@ def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
         class_names, labelled, skipped = _from_csv(src, config, entries,
                                                    parse_labels_csv(data, config.labels))
     else:
-        class_names, labelled, skipped = _from_folders(src, config, entries)
+        class_names, labelled, skipped = _from_folders(src, config, entries, class_folders)
     targets = None
     if config.targets is not None:
         data = read_targets_bytes(config.targets)
@@ -169,7 +171,8 @@ def _images(entries: list[Entry]) -> Iterator[Entry]:
     return (e for e in entries if e.reason is None and is_image_name(e.path))
 
 
-def _from_folders(src: Location, config: BuildConfig, entries: list[Entry]):
+def _from_folders(src: Location, config: BuildConfig, entries: list[Entry],
+                  class_folders: bool = True):
     subfolders = src.subfolders(entries, follow_links=config.follow_links)
     top_folders = sorted(subfolders(""))
     is_presplit = bool(top_folders) and all(n in SPLIT_FOLDERS for n in top_folders)
@@ -182,6 +185,10 @@ def _from_folders(src: Location, config: BuildConfig, entries: list[Entry]):
     else:
         found, depth = top_folders, 0
     class_names = list(config.classes) if config.classes is not None else found
+    missing = [name for name in class_names if name not in found]
+    if class_folders and missing:  # a typo would make an empty class
+        raise ScanError(f"--classes names {missing[0]!r}, which is no class folder of SRC "
+                        f"(its folders: {', '.join(found) or 'none'})")
     index = {name: i for i, name in enumerate(class_names)}
     splits: dict[str, list[Sample]] = {}
     skipped: list[Skip] = []

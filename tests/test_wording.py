@@ -122,3 +122,16 @@ def test_preview_refuses_a_name_of_another_format(one_image, tmp_path):
     one_error_line(run("preview", out, "-o", tmp_path / "p.gif"),
                    "-o: name a .png or .jpg file")
     assert not (tmp_path / "p.gif").exists()
+
+
+@pytest.mark.parametrize("classes", ["a,zebra", "zebra"])
+def test_a_class_named_by_classes_without_a_folder_is_refused(one_image, tmp_path, classes):
+    """A typo in --classes made an empty class silently, or (alone) said that the files of the
+    real folders are 'not in --classes' (README trial). An empty folder is still a class."""
+    src, _ = one_image
+    result = run("build", src, tmp_path / "typo", "--size", "4", "--classes", classes)
+    one_error_line(result, "--classes names 'zebra', which is no class folder of SRC (its "
+                           "folders: a)")
+    (src / "zebra").mkdir()
+    assert run("build", src, tmp_path / "empty", "--size", "4", "--classes", "a,zebra",
+               "-q").exit_code == 0
