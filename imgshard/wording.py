@@ -21,8 +21,10 @@ def split_counts(counts: dict[str, int]) -> str:
 
 def option_text(name: str, value: Any) -> str:
     """``value`` of the build option ``name`` as it is typed on the command line: a size as
-    ``HxW``, a list joined by commas, text without quotes, 1/255 as such (not Python's
-    ``[8, 8]``, ``'crop'``, ``0.00392156862745098``)."""
+    ``HxW``, a list joined by commas, text without quotes, the default rescale as 1/255, as
+    ``--help`` writes it (not Python's ``[8, 8]``, ``'crop'``, ``0.00392156862745098``). No other
+    number becomes a fraction: ``--val-split 1/4`` is no valid float, and a subnormal's 1/x
+    overflows."""
     if name == "size" and isinstance(value, (list, tuple)) and len(value) == 2:
         return f"{value[0]}x{value[1]}"
     if isinstance(value, (list, tuple)):
@@ -31,15 +33,9 @@ def option_text(name: str, value: Any) -> str:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"  # as TOML writes it
-    if isinstance(value, float) and 0 < value < 1 and _inverse_of_whole(value):
-        return f"1/{round(1 / value)}"
+    if name == "rescale" and isinstance(value, float) and value == 1 / 255:
+        return "1/255"
     return str(value)
-
-
-def _inverse_of_whole(value: float) -> bool:
-    """Whether ``value`` is the float nearest 1/n for a whole n (1/255, the default rescale)."""
-    whole = round(1 / value)
-    return whole > 1 and 1 / whole == value
 
 
 def differing_option(name: str, given: Any, recorded: Any) -> str:

@@ -87,7 +87,7 @@ def test_inspect_shows_the_options_as_they_are_typed(one_image):
 
 
 @pytest.mark.parametrize("value, text", [(1 / 255, "1/255"), (2 / 255, "0.00784313725490196"),
-                                         (0.5, "1/2"), (1.0, "1.0"), (-1.0, "-1.0"),
+                                         (0.5, "0.5"), (0.2, "0.2"), (1.0, "1.0"), (-1.0, "-1.0"),
                                          (True, "true"), (None, "none")])
 def test_option_text_of_a_number(value, text):
     assert option_text("rescale", value) == text
