@@ -4,6 +4,7 @@ option given."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import one_error_line, run, stop_at_call, write_image
 
 from imgshard import append
-from imgshard.manifest import read_manifest
+from imgshard.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture
@@ -110,3 +111,17 @@ def test_a_resumed_append_counts_what_the_manifest_gained(dataset):
     counts = ", ".join(f"{name} {count}" for name, count in gained.items())
     assert f"Appended to {out}: {counts} images, 1 new file skipped" in result.output, \
         result.output
+
+
+def test_a_refused_option_does_not_print_a_manifests_control_characters(dataset):
+    """A manifest's ``classes`` (checked as a list of strings, its dataset_id recomputed) reached
+    the terminal raw in ``--classes a,b differs from the dataset's ...``: a window-title escape,
+    a bell and a second line."""
+    src, out = dataset
+    manifest = read_manifest(out)
+    hostile = ["a\x1b]0;owned\x07", "b\nsecond line"]
+    write_manifest(out, dataclasses.replace(manifest, config={**manifest.config,
+                                                              "classes": hostile}))
+    result = run("append", src, out, "--classes", "a,b")
+    one_error_line(result, "--classes a,b differs from the dataset's a\\x1b]0;owned\\x07,b\\n")
+    assert "\x1b" not in result.output and "\x07" not in result.output
