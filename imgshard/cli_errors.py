@@ -16,6 +16,7 @@ from .errors import ImgshardError
 from .interrupts import Terminated
 from .resume_log import holds_log
 from .storage import Location
+from .summary import printable
 
 
 def user_errors(command):
@@ -30,8 +31,8 @@ def user_errors(command):
             return command(*args, **kwargs)
         except BrokenPipeError:
             raise
-        except ImgshardError as error:
-            raise click.ClickException(str(error)) from None
+        except ImgshardError as error:  # may quote a manifest's text: no control sequence
+            raise click.ClickException(printable(str(error))) from None
         except KeyboardInterrupt as interrupt:
             click.echo(f"\n{interrupted_message()}", err=True)
             raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
