@@ -9,10 +9,11 @@ import json
 import os
 
 import pytest
-from conftest import one_error_line, run, stop_at_call, write_image
+from conftest import build_numbered, one_error_line, run, stop_at_call, write_image
 
 from imgshard import append
 from imgshard.manifest import read_manifest, write_manifest
+from imgshard.merge import merge, reshard
 
 
 @pytest.fixture
@@ -125,3 +126,22 @@ def test_a_refused_option_does_not_print_a_manifests_control_characters(dataset)
     result = run("append", src, out, "--classes", "a,b")
     one_error_line(result, "--classes a,b differs from the dataset's a\\x1b]0;owned\\x07,b\\n")
     assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+@pytest.mark.parametrize("command", ["merge", "reshard"])
+def test_an_interrupted_merge_is_not_pointed_to_build_resume(tmp_path, where, command):
+    """A merge or reshard stopped midway leaves a resume log: inspect said ``its build did not
+    finish (run imgshard build ... --resume)``, which neither has; they start again with
+    ``--overwrite``, as their Ctrl-C message says."""
+    first = build_numbered(tmp_path / "a", 12, 2, 2)
+    second = build_numbered(tmp_path / "b", 12, 2, 2)
+    out = str(tmp_path / "out") if where == "local" else f"memory://attack-cli/{command}"
+    with pytest.raises(KeyboardInterrupt):
+        if command == "merge":
+            merge([first, second], out, shard_size=2, workers=1, progress=stop_at_call(2))
+        else:
+            reshard(first, out, shard_size=3, workers=1, progress=stop_at_call(2))
+    for args in (["inspect", out], ["verify", out], ["preview", out, "-o", tmp_path / "p.png"]):
+        one_error_line(run(*args), "manifest.json is missing: its merge or reshard did not "
+                                   "finish (run it again with --overwrite)")
