@@ -229,17 +229,30 @@ def write_manifest(directory: str | os.PathLike[str] | Location, manifest: Manif
 
 
 def _missing_manifest(location: Location, path: str) -> str:
-    """Why ``location`` has no manifest: an interrupted build (its resume log is there), or it
-    is not a shard directory at all (an image folder given as one, say)."""
+    """Why ``location`` has no manifest: an interrupted build (its resume log is there), merge
+    or reshard (its log's plan says ``merge``: no ``--resume``, only ``--overwrite``), or it is
+    not a shard directory at all (an image folder given as one)."""
     try:
         sizes = location.sizes()
-        interrupted = any(sizes.get(name) for name in location.record_log().names())
+        logs = [name for name in location.record_log().names() if sizes.get(name)]
     except OSError:
-        interrupted = False
-    if interrupted:
-        return (f"{path} is missing: its build did not finish (run `imgshard build ... --resume` "
-                "to complete it)")
-    return f"{path} is missing: {location} is not a shard directory (`imgshard build` makes one)"
+        logs = []
+    missing = f"{path} is missing:"
+    if not logs:
+        return f"{missing} {location} is not a shard directory (`imgshard build` makes one)"
+    if _plan_merges(location, logs[0]):
+        return f"{missing} its merge or reshard did not finish (run it again with --overwrite)"
+    return f"{missing} its build did not finish (run `imgshard build ... --resume` to complete it)"
+
+
+def _plan_merges(location: Location, first_log: str) -> bool:
+    """Whether the plan (the first record, read alone: the log may be long) is a merge's."""
+    try:
+        with location.open_listed(first_log) as stream:
+            plan = json.loads(stream.readline(MAX_MANIFEST_BYTES))
+    except (OSError, ImgshardError, ValueError, RecursionError):
+        return False  # unreadable: a build's, as most logs are
+    return isinstance(plan, dict) and "merge" in plan
 
 
 def read_manifest(directory: str | os.PathLike[str] | Location) -> Manifest:
