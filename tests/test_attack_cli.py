@@ -145,3 +145,16 @@ def test_an_interrupted_merge_is_not_pointed_to_build_resume(tmp_path, where, co
     for args in (["inspect", out], ["verify", out], ["preview", out, "-o", tmp_path / "p.png"]):
         one_error_line(run(*args), "manifest.json is missing: its merge or reshard did not "
                                    "finish (run it again with --overwrite)")
+
+
+def test_a_merge_over_its_interrupted_output_is_not_told_to_resume(tmp_path):
+    """Run again without --overwrite, the merge said ``use --overwrite ... or --resume to
+    finish the interrupted one``: merge has no --resume."""
+    first = build_numbered(tmp_path / "a", 12, 2, 2)
+    out = str(tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        merge([first, first], out, shard_size=2, workers=1, progress=stop_at_call(2))
+    result = run("merge", first, first, "-o", out, "--shard-size", "2")
+    one_error_line(result, "is not empty (use --overwrite")
+    assert "--resume" not in result.output
+    assert run("merge", first, first, "-o", out, "--resume").exit_code == 2  # no such option
