@@ -139,7 +139,7 @@ def _combine(locations: list[Location], out: Location, *, shard_size: int | None
     layouts = {split: split_layout(split, manifests, size) for split in split_names(manifests)}
     with locked(out):
         out = dataclasses.replace(out, temp_tag=secrets.token_hex(6))
-        prepare_out(out, overwrite=overwrite)
+        prepare_out(out, overwrite=overwrite, resumes=False)  # no --resume: --overwrite
         plan = {"build": out.temp_tag, "merge": [m.dataset_id for m in manifests],
                 "shards": {split: layout.num_shards for split, layout in layouts.items()}}
         log = ResumeLog(out, plan, append=False)

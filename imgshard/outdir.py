@@ -92,16 +92,18 @@ def locked(out: Location) -> Iterator[None]:
 
 # -- what an earlier build wrote ------------------------------------------------------------------
 
-def prepare_out(out: Location, *, overwrite: bool) -> None:
+def prepare_out(out: Location, *, overwrite: bool, resumes: bool = True) -> None:
     """Make ``out`` an empty, writable directory, or raise :class:`OutputError`.
 
     With ``overwrite``, the files an earlier build records having written are deleted (the
     manifest first); anything else in ``out`` makes it refuse before deleting anything.
+    ``resumes``: the command has a ``--resume`` to point to (a merge has not).
     """
     _check_directory(out)
     names = sorted(set(out.listdir()) - {LOCK_NAME})  # the lock is this build's own
     if names and not overwrite:
-        resumable = " or --resume to finish the interrupted one" if holds_log(out) else ""
+        resumable = (" or --resume to finish the interrupted one"
+                     if resumes and holds_log(out) else "")
         raise OutputError(f"output {out} is not empty (use --overwrite to replace an earlier "
                           f"build{resumable})")
     if names:
