@@ -158,3 +158,19 @@ def test_a_merge_over_its_interrupted_output_is_not_told_to_resume(tmp_path):
     one_error_line(result, "is not empty (use --overwrite")
     assert "--resume" not in result.output
     assert run("merge", first, first, "-o", out, "--resume").exit_code == 2  # no such option
+
+
+def test_preview_refuses_a_jpeg_taller_than_jpeg_allows(tmp_path):
+    """A sheet of 258 classes of 254-pixel rows is 66,048 pixels tall: as PNG it is written,
+    as JPEG (at most 65,500 a side) it failed after all its samples were read, with ``cannot
+    write or read: broken data stream when writing image file``."""
+    src = tmp_path / "src"
+    for number in range(258):
+        write_image(str(src / f"c{number:03d}" / "0.png"), size=(4, 4), colour=(number, 0, 0))
+    out = tmp_path / "out"
+    assert run("build", src, out, "--size", "254", "--dtype", "uint8", "--color", "grayscale",
+               "-q", "--workers", "1").exit_code == 0
+    one_error_line(run("preview", out, "-o", tmp_path / "p.jpg", "--per-class", "1"),
+                   "376x66048", "65,500", ".png")
+    assert not (tmp_path / "p.jpg").exists()
+    assert run("preview", out, "-o", tmp_path / "p.png", "--per-class", "1").exit_code == 0
