@@ -32,6 +32,8 @@ CAPTION_HEIGHT = 12
 MAX_SHEET_PIXELS = 2 * DEFAULT_MAX_PIXELS
 #: The sheet's file format, by the name's extension.
 SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+#: libjpeg's largest side (JPEG_MAX_DIMENSION): a taller sheet fails only once it is drawn.
+MAX_JPEG_SIDE = 65500
 
 
 class PreviewError(ImgshardError):
@@ -55,11 +57,14 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
                            f"(it has: {', '.join(manifest.splits)})")
     height, width, _ = manifest.image_shape
     height += CAPTION_HEIGHT if _captioned(manifest) else 0
-    sheet_pixels = ((LABEL_WIDTH + per_class * (width + GAP))
-                    * (manifest.num_classes or 1) * (height + GAP))
-    if sheet_pixels > MAX_SHEET_PIXELS:  # checked before a sample is read
-        raise PreviewError(f"the contact sheet would have {sheet_pixels:,} pixels, more than "
-                           f"{MAX_SHEET_PIXELS:,}: ask for fewer --per-class")
+    sheet_width = LABEL_WIDTH + per_class * (width + GAP)
+    sheet_height = (manifest.num_classes or 1) * (height + GAP)  # a row per class
+    if sheet_width * sheet_height > MAX_SHEET_PIXELS:  # checked before a sample is read
+        raise PreviewError(f"the contact sheet would have {sheet_width * sheet_height:,} pixels, "
+                           f"more than {MAX_SHEET_PIXELS:,}: ask for fewer --per-class")
+    if _format(output) == "JPEG" and max(sheet_width, sheet_height) > MAX_JPEG_SIDE:
+        raise PreviewError(f"the contact sheet would be {sheet_width}x{sheet_height} pixels, "
+                           f"more than JPEG's {MAX_JPEG_SIDE:,} a side: write a .png")
     rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
     sheet = Image.new("RGB", (LABEL_WIDTH + per_class * (width + GAP), len(rows) * (height + GAP)))
     pen = ImageDraw.Draw(sheet)
@@ -72,7 +77,7 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
             if caption:
                 pen.text((left + 1, top + manifest.image_shape[0]), caption[:width // 6],
                          fill=(255, 255, 0))
-    sheet.save(output, format=SHEET_FORMATS[os.path.splitext(output)[1].lower()])
+    sheet.save(output, format=_format(output))
     return sheet.size
 
 
@@ -85,8 +90,13 @@ def check_output(directory: Location, output: str) -> None:
     if directory.holds(output):
         raise PreviewError(f"-o {output} is in the shard directory {directory} (or one of its "
                            "files): write the preview elsewhere")
-    if os.path.splitext(output)[1].lower() not in SHEET_FORMATS:
+    if _format(output) is None:
         raise PreviewError(f"-o: name a .png or .jpg file (the sheet's format), got {output}")
+
+
+def _format(output: str) -> str | None:
+    """The format the name ``output`` says (None: neither PNG nor JPEG)."""
+    return SHEET_FORMATS.get(os.path.splitext(output)[1].lower())
 
 
 def _pick(directory: Location, manifest: Manifest, split: str, per_class: int,
