@@ -246,10 +246,11 @@ def _missing_manifest(location: Location, path: str) -> str:
 
 
 def _plan_merges(location: Location, first_log: str) -> bool:
-    """Whether the plan (the first record, read alone: the log may be long) is a merge's."""
+    """Whether the plan (the first record, read alone: the log may be long; a plan is a few
+    KB, so a first line past 1 MiB is no merge's) is a merge's."""
     try:
         with location.open_listed(first_log) as stream:
-            plan = json.loads(stream.readline(MAX_MANIFEST_BYTES))
+            plan = json.loads(stream.readline(1 << 20))
     except (OSError, ImgshardError, ValueError, RecursionError):
         return False  # unreadable: a build's, as most logs are
     return isinstance(plan, dict) and "merge" in plan
