@@ -115,9 +115,8 @@ def scan(src: str | Location, config: BuildConfig, *, dedupe: bool = True,
     and exact duplicates dropped before the val split is drawn (see ``dedupe.py``).
 
     Raises:
-        ScanError: SRC is missing or not a folder, holds no image, or its labels are inconsistent
-            (or, with ``class_folders``, --classes names a class that is no folder of SRC; an
-            append's source may have lost one).
+        ScanError: SRC is missing or not a folder, holds no image, its labels are inconsistent,
+            or (``class_folders``: not an append's) --classes names no folder of SRC.
     """
     src = src if isinstance(src, Location) else Location.of(src)
     stamps = _Stamps()
