@@ -233,8 +233,7 @@ def _missing_manifest(location: Location, path: str) -> str:
     or reshard (its log's plan says ``merge``: no ``--resume``, only ``--overwrite``), or it is
     not a shard directory at all (an image folder given as one)."""
     try:
-        sizes = location.sizes()
-        logs = [name for name in location.record_log().names() if sizes.get(name)]
+        logs = location.record_log_files()
     except OSError:
         logs = []
     missing = f"{path} is missing:"

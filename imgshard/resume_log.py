@@ -118,8 +118,7 @@ def log_names(out: Location) -> list[str]:
 
 def holds_log(out: Location) -> bool:
     """Whether OUT holds a resume log with a plan in it: a build that ``--resume`` may finish."""
-    sizes = out.sizes()
-    return any(sizes.get(name) for name in log_names(out))
+    return bool(out.record_log_files())
 
 
 def read_plan(out: Location) -> dict | None:

@@ -303,6 +303,12 @@ class Location(abc.ABC):
         """This directory's append-only resume log, kept as this store can (see
         :mod:`.record_log`)."""
 
+    def record_log_files(self) -> list[str]:
+        """The files of :meth:`record_log` that hold something, the plan's first (none: this
+        directory holds no interrupted run)."""
+        sizes = self.sizes()
+        return [name for name in self.record_log().names() if sizes.get(name)]
+
     # -- a reader's files --------------------------------------------------------------------
 
     @abc.abstractmethod
