@@ -174,9 +174,9 @@ def _dct_eighths(stored: tuple[int, int], orientation: int,
                  chroma_loss: tuple[int, int]) -> int:
     """The DCT scaling to decode at, in eighths: 8 (none), 4, 2 or 1, the smallest whose decoded
     ``region`` stays >= :data:`DCT_MARGINS` x the output, its chroma too (``chroma_loss``: see
-    :data:`CHROMA_LOSS`). Not 3/8, 5/8...: libjpeg-turbo has no
-    SIMD inverse DCT for those, and they are slower than the next power of two up (measured: 3/8
-    made large photos decode slower than Pillow's ``draft()`` to 1/2)."""
+    :data:`CHROMA_LOSS`). Not 3/8, 5/8...: libjpeg-turbo has no SIMD inverse DCT for those, and
+    they are slower than the next power of two up (measured: 3/8 made large photos decode
+    slower than Pillow's ``draft()`` to 1/2)."""
     left, top, right, bottom = region
     scales = (size[0] / (right - left), size[1] / (bottom - top))  # output per upright pixel
     if orientation in TRANSPOSING_ORIENTATIONS:
