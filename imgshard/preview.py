@@ -66,7 +66,7 @@ def write_preview(directory: str | Location, output: str, *, split: str = "train
         raise PreviewError(f"the contact sheet would be {sheet_width}x{sheet_height} pixels, "
                            f"more than JPEG's {MAX_JPEG_SIDE:,} a side: write a .png")
     rows = _pick(directory, manifest, split, per_class, np.random.default_rng(seed))
-    sheet = Image.new("RGB", (LABEL_WIDTH + per_class * (width + GAP), len(rows) * (height + GAP)))
+    sheet = Image.new("RGB", (sheet_width, len(rows) * (height + GAP)))
     pen = ImageDraw.Draw(sheet)
     for row_index, (name, samples) in enumerate(rows):
         top = row_index * (height + GAP)
